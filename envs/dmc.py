@@ -1,0 +1,200 @@
+"""dm_control suite tasks as Gymnasium environments (pixels and/or proprioception).
+
+The hot path steps the task and physics directly (``before_step`` → ``physics.step`` →
+``after_step`` → ``get_reward`` per repeated step, exactly as ``control.Environment.step``
+does) and builds the observation once per *agent* step, so action repeat costs no extra
+observation or rendering work.
+
+Proprio layout: the task's observation dict, in the key order of its
+``observation_spec()``, each array flattened row-major and concatenated (see
+:attr:`DMCEnv.proprio_keys` for the keys and their slices).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from wm_robotics.envs.rendering import configure_rendering, render_frame
+
+configure_rendering()
+
+from dm_control import suite  # noqa: E402  (MUJOCO_GL must be chosen first)
+
+OBS_MODES = ("proprio", "pixels", "pixels+proprio")
+#: dm_control suite episodes last 1000 control steps; the agent sees 1000 / action_repeat.
+SUITE_EPISODE_STEPS = 1000
+#: Camera per domain, as in DreamerV3 / DrQ; every other domain uses camera 0.
+DEFAULT_CAMERA = {"quadruped": 2}
+
+
+class EpisodeStateError(RuntimeError):
+    """``step`` was called before ``reset`` or after the episode ended."""
+
+
+def _check_positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class DMCEnv(gym.Env):
+    """A dm_control suite task as a Gymnasium env with a ``Dict`` observation space.
+
+    Args:
+        domain, task: a dm_control suite task, e.g. ``("cartpole", "swingup")``.
+        obs_mode: ``"proprio"``, ``"pixels"`` or ``"pixels+proprio"``.
+        action_repeat: physics control steps per agent step; rewards are summed.
+        image_size: side of the square ``pixels`` frame.
+        camera_id: MuJoCo camera for ``pixels`` and ``render()``; task default when None.
+        max_episode_steps: time limit in agent steps (``truncated=True`` when hit);
+            default ``ceil(1000 / action_repeat)``.
+        render_fast: turn off shadows and reflections (≈3× faster on CPU; images differ
+            from the standard suite images that published pixel results use).
+        render_mode: ``"rgb_array"`` or None.
+
+    Actions outside the action space (including NaN/inf) are refused with a ``ValueError``,
+    never clipped silently.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 50}
+
+    def __init__(
+        self,
+        domain: str,
+        task: str,
+        obs_mode: str = "proprio",
+        action_repeat: int = 2,
+        image_size: int = 64,
+        camera_id: int | None = None,
+        max_episode_steps: int | None = None,
+        render_fast: bool = False,
+        render_mode: str | None = None,
+    ) -> None:
+        if obs_mode not in OBS_MODES:
+            raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be 'rgb_array' or None, got {render_mode!r}")
+        self.action_repeat = _check_positive_int("action_repeat", action_repeat)
+        self.image_size = _check_positive_int("image_size", image_size)
+        if max_episode_steps is None:
+            max_episode_steps = math.ceil(SUITE_EPISODE_STEPS / self.action_repeat)
+        self.max_episode_steps = _check_positive_int("max_episode_steps", max_episode_steps)
+        self.domain, self.task_name, self.obs_mode = domain, task, obs_mode
+        self.render_fast, self.render_mode = bool(render_fast), render_mode
+
+        self._dm_env = suite.load(domain, task, environment_kwargs={"flat_observation": False})
+        self._task, self._physics = self._dm_env.task, self._dm_env.physics
+        self._n_sub_steps = self._dm_env._n_sub_steps
+        self.camera_id = DEFAULT_CAMERA.get(domain, 0) if camera_id is None else int(camera_id)
+        if not -1 <= self.camera_id < self._physics.model.ncam:
+            raise ValueError(
+                f"camera_id must be in [-1, {self._physics.model.ncam - 1}] for {domain}-{task}, got {camera_id!r}"
+            )
+
+        self.proprio_keys: dict[str, slice] = {}
+        start = 0
+        for key, spec in self._dm_env.observation_spec().items():
+            size = int(np.prod(spec.shape))
+            self.proprio_keys[key] = slice(start, start + size)
+            start += size
+        self._proprio_dim = start
+
+        obs_spaces: dict[str, spaces.Space] = {}
+        if "pixels" in obs_mode:
+            obs_spaces["pixels"] = spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8)
+        if "proprio" in obs_mode:
+            obs_spaces["proprio"] = spaces.Box(-np.inf, np.inf, (self._proprio_dim,), np.float32)
+        self.observation_space = spaces.Dict(obs_spaces)
+
+        spec = self._dm_env.action_spec()
+        self._low = np.asarray(spec.minimum, np.float64) * np.ones(spec.shape)
+        self._high = np.asarray(spec.maximum, np.float64) * np.ones(spec.shape)
+        self.action_space = spaces.Box(self._low.astype(np.float32), self._high.astype(np.float32), dtype=np.float32)
+        self._steps = 0
+        self._needs_reset = True
+
+    @property
+    def physics(self):
+        """The underlying ``dm_control.mujoco.Physics`` (for goal variants and tests)."""
+        return self._physics
+
+    def flatten_observation(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        """Flatten a dm_control observation dict into the documented proprio vector."""
+        parts = [np.asarray(observation[key], np.float32).ravel() for key in self.proprio_keys]
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        obs = {}
+        if "pixels" in self.obs_mode:
+            obs["pixels"] = render_frame(self._physics, self.image_size, self.image_size, self.camera_id, self.render_fast)
+        if "proprio" in self.obs_mode:
+            obs["proprio"] = self.flatten_observation(self._task.get_observation(self._physics))
+        return obs
+
+    def _info(self) -> dict[str, Any]:
+        return {}
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Start an episode; with ``seed`` the episode is reproducible."""
+        super().reset(seed=seed)
+        if seed is not None:
+            self._task.random.seed(seed)
+        self._dm_env.reset()
+        self._steps = 0
+        self._needs_reset = False
+        return self._observation(), self._info()
+
+    def _check_action(self, action: Any) -> np.ndarray:
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != self._low.shape:
+            raise ValueError(f"action must have shape {self._low.shape} for {self.spec_name}, got shape {a.shape}")
+        if not ((a >= self._low) & (a <= self._high)).all():
+            if not np.isfinite(a).all():
+                raise ValueError(f"action must be finite, got {a}")
+            raise ValueError(
+                f"action must lie within the action space bounds low={self._low} high={self._high}, got {a} "
+                "(out-of-bounds actions are refused, not clipped)"
+            )
+        return a
+
+    @property
+    def spec_name(self) -> str:
+        return f"{self.domain}-{self.task_name}"
+
+    def step(self, action):
+        """Apply ``action`` for ``action_repeat`` control steps; return the 5-tuple."""
+        if self._needs_reset:
+            raise EpisodeStateError(
+                f"{self.spec_name}: step() called before reset() or after the episode ended "
+                "(terminated or truncated); call reset() first"
+            )
+        a = self._check_action(action)
+        task, physics = self._task, self._physics
+        reward = 0.0
+        terminated = False
+        for _ in range(self.action_repeat):
+            task.before_step(a, physics)
+            physics.step(self._n_sub_steps)
+            task.after_step(physics)
+            reward += task.get_reward(physics)
+            if task.get_termination(physics) is not None:
+                terminated = True
+                break
+        self._steps += 1
+        truncated = not terminated and self._steps >= self.max_episode_steps
+        self._needs_reset = terminated or truncated
+        return self._observation(), reward, terminated, truncated, self._info()
+
+    def render(self) -> np.ndarray | None:
+        """The current frame (uint8 H×W×3, ``image_size`` square) when ``render_mode='rgb_array'``."""
+        if self.render_mode != "rgb_array":
+            return None
+        return render_frame(self._physics, self.image_size, self.image_size, self.camera_id, self.render_fast)
+
+    def close(self) -> None:
+        self._dm_env.close()

@@ -1,0 +1,74 @@
+"""Goal-conditioned variants of reacher and point_mass for planning toward a goal image.
+
+At every reset a goal state is sampled, the task's target is moved to where that state puts
+the end effector (so the task's own reward means "reach the goal"), and the goal is exposed
+in ``info``:
+
+- ``info["goal_pixels"]``: uint8 H×W×3 frame of the robot *at* the goal state;
+- ``info["goal_proprio"]``: the proprio vector at the goal state (zero velocity);
+- ``info["goal_distance"]``: end-effector distance to the goal (metres);
+- ``info["success"]``: ``goal_distance`` within the task's target radius.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from wm_robotics.envs.dmc import DMCEnv
+from wm_robotics.envs.rendering import render_frame
+
+#: domain -> (effector geom, joints that define the goal, goal sampling range per joint)
+GOAL_DOMAINS: dict[str, tuple[str, tuple[str, ...], tuple[float, float]]] = {
+    "reacher": ("finger", ("shoulder", "wrist"), (-np.pi, np.pi)),
+    "point_mass": ("pointmass", ("root_x", "root_y"), (-0.25, 0.25)),
+}
+
+
+class GoalDMCEnv(DMCEnv):
+    """A reacher or point_mass task whose target is a sampled, rendered goal state."""
+
+    def __init__(self, domain: str, task: str, **kwargs: Any) -> None:
+        if domain not in GOAL_DOMAINS:
+            raise ValueError(f"goal variants exist for domains {sorted(GOAL_DOMAINS)}, got {domain!r}")
+        super().__init__(domain, task, **kwargs)
+        self._effector, self._goal_joints, self._goal_range = GOAL_DOMAINS[domain]
+        self.goal_pixels = np.zeros((self.image_size, self.image_size, 3), np.uint8)
+        self.goal_proprio = np.zeros(self._proprio_dim, np.float32)
+        self._goal_xy = np.zeros(2)
+
+    def _sample_goal(self) -> None:
+        physics = self._physics
+        qpos, qvel = physics.data.qpos.copy(), physics.data.qvel.copy()
+        goal = self._task.random.uniform(*self._goal_range, size=len(self._goal_joints))
+        physics.named.data.qpos[list(self._goal_joints)] = goal
+        physics.data.qvel[:] = 0
+        physics.forward()
+        self._goal_xy = physics.named.data.geom_xpos[self._effector, :2].copy()
+        physics.named.model.geom_pos["target", :2] = self._goal_xy
+        physics.forward()
+        self.goal_pixels = render_frame(physics, self.image_size, self.image_size, self.camera_id, self.render_fast)
+        self.goal_proprio = self.flatten_observation(self._task.get_observation(physics))
+        physics.data.qpos[:], physics.data.qvel[:] = qpos, qvel
+        physics.forward()
+
+    def goal_distance(self) -> float:
+        """End-effector distance to the goal position, in metres."""
+        return float(np.linalg.norm(self._physics.named.data.geom_xpos[self._effector, :2] - self._goal_xy))
+
+    def _info(self) -> dict[str, Any]:
+        distance = self.goal_distance()
+        radius = float(self._physics.named.model.geom_size["target", 0])
+        return {
+            "goal_pixels": self.goal_pixels,
+            "goal_proprio": self.goal_proprio,
+            "goal_distance": distance,
+            "success": distance <= radius,
+        }
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Start an episode with a freshly sampled goal (reproducible with ``seed``)."""
+        super().reset(seed=seed, options=options)
+        self._sample_goal()
+        return self._observation(), self._info()

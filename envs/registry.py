@@ -1,0 +1,61 @@
+"""Gymnasium ids for every dm_control benchmark task and the goal-conditioned variants.
+
+``wm_robotics/<domain>-<task>-v0`` for each of ``suite.BENCHMARKING`` (28 tasks), e.g.
+``wm_robotics/cartpole-swingup-v0``; goal variants are ``wm_robotics/<domain>-<task>-goal-v0``
+for reacher and point_mass.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import gymnasium as gym
+from dm_control import suite
+
+from wm_robotics.envs.goal import GOAL_DOMAINS
+
+NAMESPACE = "wm_robotics"
+SUITE_TASKS: tuple[tuple[str, str], ...] = tuple(suite.BENCHMARKING)
+GOAL_TASKS: tuple[tuple[str, str], ...] = tuple((d, t) for d, t in SUITE_TASKS if d in GOAL_DOMAINS)
+
+
+def env_id(domain: str, task: str, goal: bool = False) -> str:
+    """The Gymnasium id of a task, e.g. ``env_id("walker", "walk")``."""
+    return f"{NAMESPACE}/{domain}-{task}{'-goal' if goal else ''}-v0"
+
+
+ENV_IDS: tuple[str, ...] = tuple(env_id(d, t) for d, t in SUITE_TASKS) + tuple(
+    env_id(d, t, goal=True) for d, t in GOAL_TASKS
+)
+
+
+def check_env_id(name: str) -> str:
+    """Return the full id for ``name`` (with or without namespace); else list the close ones."""
+    full = name if name.startswith(f"{NAMESPACE}/") else f"{NAMESPACE}/{name}"
+    if full in ENV_IDS:
+        return full
+    close = difflib.get_close_matches(full, ENV_IDS, n=5, cutoff=0.5)
+    hint = f"closest: {close}" if close else f"valid ids: {list(ENV_IDS)}"
+    raise gym.error.UnregisteredEnv(f"unknown environment {name!r}; {hint}")
+
+
+def register_all() -> None:
+    """Register every id with Gymnasium (idempotent)."""
+    for domain, task in SUITE_TASKS:
+        _register(env_id(domain, task), "wm_robotics.envs.dmc:DMCEnv", domain, task)
+    for domain, task in GOAL_TASKS:
+        _register(env_id(domain, task, goal=True), "wm_robotics.envs.goal:GoalDMCEnv", domain, task)
+
+
+def _register(name: str, entry_point: str, domain: str, task: str) -> None:
+    if name in gym.registry:
+        return
+    # The env enforces step-before-reset itself and is checked by the test-suite, so the
+    # per-step wrappers gymnasium adds by default stay out of the hot path.
+    gym.register(
+        name,
+        entry_point=entry_point,
+        kwargs={"domain": domain, "task": task},
+        order_enforce=False,
+        disable_env_checker=True,
+    )

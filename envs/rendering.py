@@ -1,0 +1,50 @@
+"""Headless rendering set-up for MuJoCo.
+
+MuJoCo picks its OpenGL backend from ``MUJOCO_GL`` when dm_control is first imported.
+:func:`configure_rendering` chooses EGL (Mesa's llvmpipe on a machine with no GPU, the
+NVIDIA driver on one with a GPU) when nothing is set and no display is present, and
+:func:`render_frame` turns the cryptic failures of a missing GL stack into one message that
+names the system packages to install.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+SYSTEM_PACKAGES = {
+    "egl": "libegl1 libgl1 libgles2 libglvnd0 (and a driver: libegl-mesa0 / libgl1-mesa-dri for CPU)",
+    "osmesa": "libosmesa6",
+    "glfw": "libglfw3 and a running X display",
+}
+
+#: Render flags that MuJoCo's default scene turns on and the fast option turns off.
+FAST_RENDER_FLAGS = {"shadow": False, "reflection": False}
+
+
+def configure_rendering() -> str:
+    """Set ``MUJOCO_GL=egl`` when unset and headless; return the backend in force."""
+    if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
+        os.environ["MUJOCO_GL"] = "egl"
+    return os.environ.get("MUJOCO_GL", "glfw")
+
+
+class RenderingError(RuntimeError):
+    """MuJoCo could not create an OpenGL context for offscreen rendering."""
+
+
+def render_frame(physics, height: int, width: int, camera_id: int, fast: bool) -> np.ndarray:
+    """Render one uint8 H×W×3 frame, with an actionable error when OpenGL is missing."""
+    try:
+        return physics.render(
+            height, width, camera_id=camera_id, render_flag_overrides=FAST_RENDER_FLAGS if fast else None
+        )
+    except Exception as error:  # noqa: BLE001 - every GL failure gets the same advice
+        backend = os.environ.get("MUJOCO_GL", "glfw")
+        needs = SYSTEM_PACKAGES.get(backend, SYSTEM_PACKAGES["egl"])
+        raise RenderingError(
+            f"MuJoCo rendering failed with MUJOCO_GL={backend!r} ({type(error).__name__}: {error}). "
+            f"Install the system packages it needs: apt-get install {needs.split(' (')[0]}; "
+            "or set MUJOCO_GL=osmesa after apt-get install libosmesa6."
+        ) from error

@@ -1,0 +1,34 @@
+"""Parallel environments: one process per env so CPU physics and rendering run in parallel."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import gymnasium as gym
+
+from wm_robotics.envs.registry import check_env_id
+
+
+def make_env(name: str, **kwargs: Any) -> gym.Env:
+    """``gymnasium.make`` for our ids, with a clear error that lists close ids."""
+    return gym.make(check_env_id(name), **kwargs)
+
+
+def make_vector_env(name: str, num_envs: int, context: str = "spawn", **kwargs: Any) -> gym.vector.VectorEnv:
+    """``AsyncVectorEnv`` of ``num_envs`` processes (``SyncVectorEnv`` for one env).
+
+    Workers start with ``spawn`` by default: a forked child would inherit the parent's
+    OpenGL context and torch threads, which is unsafe once the parent has rendered.
+
+    Autoreset follows Gymnasium's default ``NEXT_STEP`` mode: after a step that ends an
+    episode, the next ``step`` call resets that sub-env (its action is ignored) and returns
+    the first observation of the new episode with reward 0.
+    """
+    if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs <= 0:
+        raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+    full = check_env_id(name)
+    fns = [partial(gym.make, f"wm_robotics.envs:{full}", **kwargs) for _ in range(num_envs)]
+    if num_envs == 1:
+        return gym.vector.SyncVectorEnv(fns)
+    return gym.vector.AsyncVectorEnv(fns, context=context)

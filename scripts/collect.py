@@ -1,0 +1,41 @@
+"""Collect episodes of a task with a random policy; save .npz files and an MP4 of them.
+
+    python scripts/collect.py                                   # 3 pixel episodes of cartpole-swingup
+    python scripts/collect.py env=walker_walk episodes=10 obs_mode=proprio video=null
+"""
+
+from __future__ import annotations
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig
+
+import wm_robotics.envs as envs
+from wm_robotics.data.episodes import load_episode
+from wm_robotics.rollout import collect_episodes, random_policy
+from wm_robotics.video import episode_frames, write_video
+
+
+@hydra.main(config_path="../configs", config_name="collect", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    env = envs.make_env(
+        cfg.env.id,
+        obs_mode=cfg.obs_mode,
+        action_repeat=cfg.env.action_repeat,
+        image_size=cfg.env.image_size,
+        camera_id=cfg.env.camera_id,
+        render_fast=cfg.env.render_fast,
+        max_episode_steps=cfg.max_episode_steps,
+    )
+    paths = collect_episodes(env, random_policy(env.action_space, cfg.seed), cfg.episodes, cfg.out, cfg.seed)
+    episodes = [load_episode(p) for p in paths]
+    returns = [float(ep["reward"].sum()) for ep in episodes]
+    print(f"{len(paths)} episodes of {cfg.env.id} -> {paths[0].parent.resolve()}")
+    print(f"return {np.mean(returns):.1f} ± {np.std(returns):.1f} (random policy), {sum(len(e['action']) for e in episodes)} steps")
+    if cfg.video and "obs/pixels" in episodes[0]:
+        frames = [f for i, ep in enumerate(episodes) for f in episode_frames(ep, cfg.video_size, f"episode {i}")]
+        print(f"video -> {write_video(cfg.video, frames, cfg.fps).resolve()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Episode files: one compressed ``.npz`` per episode, written atomically.
+
+Arrays: ``obs/<key>`` (T+1 entries: the reset observation and one per step), ``action``,
+``reward``, ``terminated``, ``truncated`` (T entries each). The same format serves
+``scripts/collect.py``, the replay buffer on disk, offline training and video export.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+STEP_KEYS = ("action", "reward", "terminated", "truncated")
+TEMP_SUFFIX = ".tmp"
+
+
+class EpisodeFormatError(ValueError):
+    """An episode's arrays do not follow the documented format."""
+
+
+def validate_episode(episode: dict[str, np.ndarray]) -> int:
+    """Check the documented shapes; return the number of steps T."""
+    missing = [k for k in STEP_KEYS if k not in episode]
+    obs_keys = [k for k in episode if k.startswith("obs/")]
+    if missing or not obs_keys:
+        raise EpisodeFormatError(f"episode needs keys {list(STEP_KEYS)} and obs/<key>; missing {missing or 'obs/*'}")
+    steps = len(episode["action"])
+    for key in STEP_KEYS:
+        if len(episode[key]) != steps:
+            raise EpisodeFormatError(f"{key} has {len(episode[key])} entries, expected {steps} (one per step)")
+    for key in obs_keys:
+        if len(episode[key]) != steps + 1:
+            raise EpisodeFormatError(f"{key} has {len(episode[key])} entries, expected {steps + 1} (T+1)")
+    return steps
+
+
+def save_episode(path: str | os.PathLike, episode: dict[str, np.ndarray]) -> Path:
+    """Write ``episode`` to ``path`` via a temp file + rename, so no half file can appear."""
+    validate_episode(episode)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=TEMP_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez_compressed(handle, **episode)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_episode(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read an episode file into a dict of arrays (validated)."""
+    with np.load(path, allow_pickle=False) as data:
+        episode = {key: data[key] for key in data.files}
+    validate_episode(episode)
+    return episode
+
+
+def list_episodes(folder: str | os.PathLike) -> list[Path]:
+    """Complete episode files in ``folder``, oldest name first (temp files are skipped)."""
+    folder = Path(folder)
+    return sorted(p for p in folder.glob("*.npz") if not p.name.startswith("."))
+
+
+class EpisodeRecorder:
+    """Accumulates one episode step by step and returns it in the file format."""
+
+    def __init__(self, first_obs: dict[str, np.ndarray]) -> None:
+        self._obs = {key: [np.asarray(value)] for key, value in first_obs.items()}
+        self._steps: dict[str, list] = {key: [] for key in STEP_KEYS}
+
+    def add(self, action, obs: dict[str, np.ndarray], reward: float, terminated: bool, truncated: bool) -> None:
+        """Record one step: the action taken and what followed it."""
+        for key, value in obs.items():
+            self._obs[key].append(np.asarray(value))
+        for key, value in zip(STEP_KEYS, (action, reward, terminated, truncated)):
+            self._steps[key].append(value)
+
+    def __len__(self) -> int:
+        return len(self._steps["action"])
+
+    def episode(self) -> dict[str, np.ndarray]:
+        """The recorded arrays (``obs/<key>``, ``action`` float32, ``reward`` float32, flags bool)."""
+        out = {f"obs/{key}": np.stack(values) for key, values in self._obs.items()}
+        out["action"] = np.asarray(self._steps["action"], np.float32)
+        out["reward"] = np.asarray(self._steps["reward"], np.float32)
+        out["terminated"] = np.asarray(self._steps["terminated"], bool)
+        out["truncated"] = np.asarray(self._steps["truncated"], bool)
+        return out
