@@ -1,0 +1,75 @@
+"""The ``WorldModel`` seam: what every world model (RSSM, JEPA, MDN-RNN) implements.
+
+Shapes: B = batch, T = sequence length, H = imagination horizon, A = action dims.
+A *state* is a dict of tensors that share leading dims (``(B, ...)`` for one step,
+``(B, T, ...)`` for a sequence); ``features(state)`` flattens it into the vector that heads,
+actors, critics and planners read.
+
+Batches follow the Dreamer convention, aligned with observations: ``obs/<key>`` (B, T, ...),
+``action`` (B, T, A) is the action that *led to* each observation (zeros on the first step of
+an episode), ``reward`` (B, T) the reward received on arriving there, ``is_first`` (B, T)
+marks episode starts and ``is_terminal`` (B, T) true terminations (not time limits).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+State = dict[str, torch.Tensor]
+#: Maps features (..., F) to actions (..., A); used to roll a model forward under a policy.
+FeaturePolicy = Callable[[torch.Tensor], torch.Tensor]
+
+
+class WorldModel(nn.Module):
+    """Interface of a learned world model; see the module docstring for shapes."""
+
+    #: observation keys the model reads, e.g. ("pixels",), ("proprio",) or both.
+    obs_keys: tuple[str, ...]
+    action_dim: int
+    feature_dim: int
+
+    def initial(self, batch_size: int) -> State:
+        """The state before any observation: ``(batch_size, ...)`` tensors."""
+        raise NotImplementedError("initial(batch_size) must return a State with leading dim batch_size")
+
+    def observe(self, obs: dict[str, torch.Tensor], action: torch.Tensor, is_first: torch.Tensor,
+                state: State | None = None) -> tuple[State, State]:
+        """Filter a batch of sequences; return (posterior states (B, T, ...), last state (B, ...))."""
+        raise NotImplementedError("observe(...) must return (states with dims (B, T, ...), last state (B, ...))")
+
+    def step(self, state: State, action: torch.Tensor, obs: dict[str, torch.Tensor],
+             is_first: torch.Tensor) -> State:
+        """One filtering step for acting: previous state + action that led to ``obs`` → new state."""
+        raise NotImplementedError("step(...) must return the posterior State (B, ...) after obs")
+
+    def imagine(self, state: State, horizon: int, actions: torch.Tensor | None = None,
+                policy: FeaturePolicy | None = None) -> tuple[State, torch.Tensor]:
+        """Roll ``horizon`` steps from ``state`` under given ``actions`` (B, H, A) or a ``policy``.
+
+        Returns (imagined states (B, H, ...), the actions used (B, H, A)); the state at index
+        h is the one reached *after* action h. Batched: no Python loop over B.
+        """
+        raise NotImplementedError("imagine(...) must return (states (B, H, ...), actions (B, H, A))")
+
+    def features(self, state: State) -> torch.Tensor:
+        """Flatten a state into features (..., feature_dim)."""
+        raise NotImplementedError("features(state) must return a (..., feature_dim) tensor")
+
+    def predict_reward(self, features: torch.Tensor) -> torch.Tensor | None:
+        """Predicted reward (...) for arriving in the state; None when the model has no reward head."""
+        return None
+
+    def predict_continue(self, features: torch.Tensor) -> torch.Tensor | None:
+        """Probability (...) that the episode continues; None when the model has no continue head."""
+        return None
+
+    def decode(self, state: State) -> dict[str, torch.Tensor]:
+        """Reconstructed observations from a state; empty when the model has no decoder."""
+        return {}
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float], State]:
+        """Training loss on a batch: (scalar, named metrics, posterior states (B, T, ...) detached)."""
+        raise NotImplementedError("loss(batch) must return (scalar tensor, metrics dict, posterior states)")

@@ -1,0 +1,76 @@
+"""Building blocks shared by every world model and behaviour: MLPs, symlog, two-hot heads.
+
+DreamerV3 conventions: Linear → LayerNorm → SiLU blocks; symlog squashing of inputs and
+targets; scalars (rewards, values) predicted as a categorical over ``bins`` buckets spaced
+evenly in symlog space (``TwoHot``), trained with cross-entropy against a two-hot target.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def symlog(x: torch.Tensor) -> torch.Tensor:
+    """sign(x) · log(1 + |x|): compresses large magnitudes, identity near zero."""
+    return torch.sign(x) * torch.log1p(torch.abs(x))
+
+
+def symexp(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`symlog`."""
+    return torch.sign(x) * torch.expm1(torch.abs(x))
+
+
+def mlp(in_dim: int, hidden: int, layers: int, out_dim: int | None = None, zero_out: bool = False) -> nn.Sequential:
+    """``layers`` × (Linear → LayerNorm → SiLU), then an optional linear output layer.
+
+    ``zero_out`` initialises the output layer to zero (DreamerV3 does this for reward and
+    critic heads so early predictions are 0 rather than noise).
+    """
+    blocks: list[nn.Module] = []
+    dim = in_dim
+    for _ in range(layers):
+        blocks += [nn.Linear(dim, hidden, bias=False), nn.LayerNorm(hidden), nn.SiLU()]
+        dim = hidden
+    if out_dim is not None:
+        out = nn.Linear(dim, out_dim)
+        if zero_out:
+            nn.init.zeros_(out.weight)
+            nn.init.zeros_(out.bias)
+        blocks.append(out)
+    return nn.Sequential(*blocks)
+
+
+class TwoHot(nn.Module):
+    """Symlog two-hot encoding of scalars over ``bins`` buckets in [low, high] (symlog space)."""
+
+    def __init__(self, bins: int = 255, low: float = -20.0, high: float = 20.0) -> None:
+        super().__init__()
+        if bins < 2:
+            raise ValueError(f"bins must be at least 2, got {bins}")
+        self.register_buffer("buckets", torch.linspace(low, high, bins), persistent=False)
+
+    @property
+    def bins(self) -> int:
+        return self.buckets.numel()
+
+    def encode(self, value: torch.Tensor) -> torch.Tensor:
+        """(...) scalars → (..., bins) two-hot weights on the two nearest buckets."""
+        x = symlog(value).clamp(self.buckets[0], self.buckets[-1])
+        upper = torch.searchsorted(self.buckets, x.contiguous(), right=False).clamp(1, self.bins - 1)
+        lower = upper - 1
+        low_value, high_value = self.buckets[lower], self.buckets[upper]
+        weight_high = (x - low_value) / (high_value - low_value)
+        target = torch.zeros(*x.shape, self.bins, device=x.device, dtype=x.dtype)
+        target.scatter_(-1, lower.unsqueeze(-1), (1 - weight_high).unsqueeze(-1))
+        target.scatter_add_(-1, upper.unsqueeze(-1), weight_high.unsqueeze(-1))
+        return target
+
+    def decode(self, logits: torch.Tensor) -> torch.Tensor:
+        """(..., bins) logits → (...) expected value, mapped back with symexp."""
+        return symexp(torch.softmax(logits, -1) @ self.buckets)
+
+    def loss(self, logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of ``logits`` against the two-hot encoding of ``value`` (per element)."""
+        return -(self.encode(value.detach()) * F.log_softmax(logits, -1)).sum(-1)
