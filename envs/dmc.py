@@ -51,8 +51,11 @@ class DMCEnv(gym.Env):
         action_repeat: physics control steps per agent step; rewards are summed.
         image_size: side of the square ``pixels`` frame.
         camera_id: MuJoCo camera for ``pixels`` and ``render()``; task default when None.
-        max_episode_steps: time limit in agent steps (``truncated=True`` when hit);
-            default ``ceil(1000 / action_repeat)``.
+        time_limit: the env's own time limit in agent steps (``truncated=True`` when hit,
+            then ``step`` refuses until ``reset``); default ``ceil(1000 / action_repeat)``,
+            the suite's 1000 control steps. ``gymnasium.make(..., max_episode_steps=N)``
+            adds Gymnasium's ``TimeLimit`` of N agent steps on top (use it to shorten
+            episodes; pass ``time_limit`` for episodes longer than the suite's).
         render_fast: turn off shadows and reflections (≈3× faster on CPU; images differ
             from the standard suite images that published pixel results use).
         render_mode: ``"rgb_array"`` or None.
@@ -71,7 +74,7 @@ class DMCEnv(gym.Env):
         action_repeat: int = 2,
         image_size: int = 64,
         camera_id: int | None = None,
-        max_episode_steps: int | None = None,
+        time_limit: int | None = None,
         render_fast: bool = False,
         render_mode: str | None = None,
     ) -> None:
@@ -81,9 +84,9 @@ class DMCEnv(gym.Env):
             raise ValueError(f"render_mode must be 'rgb_array' or None, got {render_mode!r}")
         self.action_repeat = _check_positive_int("action_repeat", action_repeat)
         self.image_size = _check_positive_int("image_size", image_size)
-        if max_episode_steps is None:
-            max_episode_steps = math.ceil(SUITE_EPISODE_STEPS / self.action_repeat)
-        self.max_episode_steps = _check_positive_int("max_episode_steps", max_episode_steps)
+        if time_limit is None:
+            time_limit = math.ceil(SUITE_EPISODE_STEPS / self.action_repeat)
+        self.time_limit = _check_positive_int("time_limit", time_limit)
         self.domain, self.task_name, self.obs_mode = domain, task, obs_mode
         self.render_fast, self.render_mode = bool(render_fast), render_mode
 
@@ -186,7 +189,7 @@ class DMCEnv(gym.Env):
                 terminated = True
                 break
         self._steps += 1
-        truncated = not terminated and self._steps >= self.max_episode_steps
+        truncated = not terminated and self._steps >= self.time_limit
         self._needs_reset = terminated or truncated
         return self._observation(), reward, terminated, truncated, self._info()
 

@@ -37,12 +37,14 @@ class GoalDMCEnv(DMCEnv):
         self.goal_pixels = np.zeros((self.image_size, self.image_size, 3), np.uint8)
         self.goal_proprio = np.zeros(self._proprio_dim, np.float32)
         self._goal_xy = np.zeros(2)
+        #: joint positions of the goal state (the joints named in ``GOAL_DOMAINS``).
+        self.goal_joints = np.zeros(len(self._goal_joints))
 
     def _sample_goal(self) -> None:
         physics = self._physics
         qpos, qvel = physics.data.qpos.copy(), physics.data.qvel.copy()
-        goal = self._task.random.uniform(*self._goal_range, size=len(self._goal_joints))
-        physics.named.data.qpos[list(self._goal_joints)] = goal
+        self.goal_joints = self._task.random.uniform(*self._goal_range, size=len(self._goal_joints))
+        physics.named.data.qpos[list(self._goal_joints)] = self.goal_joints
         physics.data.qvel[:] = 0
         physics.forward()
         self._goal_xy = physics.named.data.geom_xpos[self._effector, :2].copy()
@@ -61,8 +63,8 @@ class GoalDMCEnv(DMCEnv):
         distance = self.goal_distance()
         radius = float(self._physics.named.model.geom_size["target", 0])
         return {
-            "goal_pixels": self.goal_pixels,
-            "goal_proprio": self.goal_proprio,
+            "goal_pixels": self.goal_pixels.copy(),
+            "goal_proprio": self.goal_proprio.copy(),
             "goal_distance": distance,
             "success": distance <= radius,
         }

@@ -10,6 +10,7 @@ names the system packages to install.
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 
@@ -42,6 +43,13 @@ def render_frame(physics, height: int, width: int, camera_id: int, fast: bool) -
         )
     except Exception as error:  # noqa: BLE001 - every GL failure gets the same advice
         backend = os.environ.get("MUJOCO_GL", "glfw")
+        loaded = getattr(sys.modules.get("dm_control._render"), "BACKEND", backend)
+        if loaded != backend:
+            raise RenderingError(
+                f"dm_control was imported before MUJOCO_GL was set and loaded the {loaded!r} backend "
+                f"({type(error).__name__}: {error}); import wm_robotics.envs before dm_control, "
+                "or export MUJOCO_GL=egl before starting Python."
+            ) from error
         needs = SYSTEM_PACKAGES.get(backend, SYSTEM_PACKAGES["egl"])
         raise RenderingError(
             f"MuJoCo rendering failed with MUJOCO_GL={backend!r} ({type(error).__name__}: {error}). "

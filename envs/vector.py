@@ -10,8 +10,15 @@ import gymnasium as gym
 from wm_robotics.envs.registry import check_env_id
 
 
+def _check_max_episode_steps(kwargs: dict[str, Any]) -> None:
+    steps = kwargs.get("max_episode_steps")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0):
+        raise ValueError(f"max_episode_steps must be a positive integer (agent steps) or None, got {steps!r}")
+
+
 def make_env(name: str, **kwargs: Any) -> gym.Env:
     """``gymnasium.make`` for our ids, with a clear error that lists close ids."""
+    _check_max_episode_steps(kwargs)
     return gym.make(check_env_id(name), **kwargs)
 
 
@@ -27,6 +34,7 @@ def make_vector_env(name: str, num_envs: int, context: str = "spawn", **kwargs: 
     """
     if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs <= 0:
         raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+    _check_max_episode_steps(kwargs)
     full = check_env_id(name)
     fns = [partial(gym.make, f"wm_robotics.envs:{full}", **kwargs) for _ in range(num_envs)]
     if num_envs == 1:

@@ -1,0 +1,174 @@
+"""The dm_control Gymnasium envs: API compliance, equality with raw dm_control, errors."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from dm_control import suite
+from gymnasium.utils.env_checker import check_env
+
+import wm_robotics.envs as envs
+from wm_robotics.envs import DMCEnv, EpisodeStateError
+
+
+@pytest.mark.parametrize("name", envs.ENV_IDS)
+def test_check_env_proprio_every_id(name):
+    env = gym.make(name)
+    check_env(env.unwrapped, skip_render_check=True)
+    assert env.observation_space["proprio"].dtype == np.float32
+
+
+@pytest.mark.parametrize("name", ["wm_robotics/cartpole-swingup-v0", "wm_robotics/reacher-easy-goal-v0"])
+@pytest.mark.parametrize("obs_mode", ["pixels", "pixels+proprio"])
+def test_check_env_pixels_subset(name, obs_mode):
+    env = gym.make(name, obs_mode=obs_mode, render_mode="rgb_array")
+    check_env(env.unwrapped)
+
+
+def test_registers_all_benchmark_tasks():
+    assert len(suite.BENCHMARKING) == 28
+    for domain, task in suite.BENCHMARKING:
+        assert f"wm_robotics/{domain}-{task}-v0" in gym.registry
+    assert "wm_robotics/ball_in_cup-catch-v0" in gym.registry
+
+
+@pytest.mark.parametrize("domain,task", [("cartpole", "swingup"), ("walker", "walk"), ("cheetah", "run"),
+                                         ("reacher", "easy"), ("ball_in_cup", "catch"), ("finger", "spin")])
+def test_matches_raw_dm_control_step_for_step(domain, task):
+    seed, repeat = 7, 2
+    raw = suite.load(domain, task, task_kwargs={"random": seed})
+    env = gym.make(f"wm_robotics/{domain}-{task}-v0", action_repeat=repeat)
+    unwrapped = env.unwrapped
+    obs, _ = env.reset(seed=seed)
+    step = raw.reset()
+    np.testing.assert_array_equal(obs["proprio"], unwrapped.flatten_observation(step.observation))
+    spec = raw.action_spec()
+    actions = np.random.default_rng(0).uniform(spec.minimum, spec.maximum, (60, *spec.shape))
+    for action in actions:
+        obs, reward, terminated, truncated, _ = env.step(action.astype(np.float32))
+        raw_reward = 0.0
+        for _ in range(repeat):
+            step = raw.step(action.astype(np.float32))
+            raw_reward += step.reward
+        np.testing.assert_array_equal(obs["proprio"], unwrapped.flatten_observation(step.observation))
+        assert reward == pytest.approx(raw_reward, abs=1e-12)
+        assert not terminated and not truncated
+
+
+def test_proprio_layout_is_documented_key_order():
+    env = DMCEnv("walker", "walk")
+    assert list(env.proprio_keys) == ["orientations", "height", "velocity"]
+    assert env.proprio_keys["height"] == slice(14, 15)
+    assert env.observation_space["proprio"].shape == (24,)
+
+
+@pytest.mark.parametrize("obs_mode,keys", [("proprio", {"proprio"}), ("pixels", {"pixels"}),
+                                           ("pixels+proprio", {"pixels", "proprio"})])
+def test_dict_observation_shapes_and_dtypes(obs_mode, keys):
+    env = gym.make("wm_robotics/walker-walk-v0", obs_mode=obs_mode, image_size=48)
+    obs, _ = env.reset(seed=0)
+    assert set(obs) == keys == set(env.observation_space.spaces)
+    if "pixels" in keys:
+        assert obs["pixels"].shape == (48, 48, 3) and obs["pixels"].dtype == np.uint8
+        assert obs["pixels"].std() > 0
+    if "proprio" in keys:
+        assert obs["proprio"].dtype == np.float32
+    assert env.action_space.dtype == np.float32
+
+
+def test_seeding_is_reproducible():
+    env = gym.make("wm_robotics/cheetah-run-v0", obs_mode="pixels+proprio")
+    actions = np.random.default_rng(1).uniform(-1, 1, (20, 6)).astype(np.float32)
+
+    def rollout(seed):
+        obs, _ = env.reset(seed=seed)
+        trace = [obs["proprio"], obs["pixels"]]
+        for action in actions:
+            obs, reward, *_ = env.step(action)
+            trace += [obs["proprio"], obs["pixels"], np.array([reward])]
+        return trace
+
+    first, again, other = rollout(3), rollout(3), rollout(4)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not np.array_equal(first[0], other[0])
+
+
+def test_time_limit_truncates_in_agent_steps_then_refuses_to_step():
+    env = gym.make("wm_robotics/cartpole-balance-v0", action_repeat=4)
+    assert env.unwrapped.time_limit == 250
+    env.reset(seed=0)
+    action = np.zeros(1, np.float32)
+    for step in range(1, 251):
+        _, _, terminated, truncated, _ = env.step(action)
+        assert not terminated
+        assert truncated == (step == 250)
+    with pytest.raises(EpisodeStateError, match="reset"):
+        env.step(action)
+
+
+def test_gymnasium_max_episode_steps_counts_agent_steps():
+    env = gym.make("wm_robotics/cartpole-balance-v0", action_repeat=4, max_episode_steps=7)
+    env.reset(seed=0)
+    flags = [env.step(np.zeros(1, np.float32))[3] for _ in range(7)]
+    assert flags == [False] * 6 + [True]
+    assert env.unwrapped.physics.data.time == pytest.approx(7 * 4 * env.unwrapped.physics.timestep())
+
+
+def test_step_before_reset_is_an_error():
+    env = gym.make("wm_robotics/cartpole-swingup-v0")
+    with pytest.raises(EpisodeStateError, match="before reset"):
+        env.step(np.zeros(1, np.float32))
+
+
+def test_render_returns_current_frame():
+    env = gym.make("wm_robotics/cartpole-swingup-v0", obs_mode="pixels", render_mode="rgb_array")
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_array_equal(env.render(), obs["pixels"])
+
+
+def test_render_fast_changes_only_shading():
+    faithful = DMCEnv("walker", "walk", obs_mode="pixels")
+    fast = DMCEnv("walker", "walk", obs_mode="pixels", render_fast=True)
+    a, _ = faithful.reset(seed=0)
+    b, _ = fast.reset(seed=0)
+    difference = np.abs(a["pixels"].astype(int) - b["pixels"].astype(int)).mean()
+    assert 0 < difference < 40
+
+
+def test_task_default_camera():
+    assert DMCEnv("quadruped", "walk").camera_id == 2
+    assert DMCEnv("walker", "walk").camera_id == 0
+
+
+def test_unknown_id_lists_close_matches():
+    with pytest.raises(gym.error.Error, match="cartpole-swingup-v0"):
+        envs.make_env("cartpole-swingupp-v0")
+
+
+def test_make_env_checks_max_episode_steps():
+    with pytest.raises(ValueError, match="max_episode_steps must be a positive integer"):
+        envs.make_env("cartpole-swingup-v0", max_episode_steps=0)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"obs_mode": "rgb"}, "obs_mode must be one of"),
+    ({"action_repeat": 0}, "action_repeat must be a positive integer"),
+    ({"image_size": -64}, "image_size must be a positive integer"),
+    ({"time_limit": 0}, "time_limit must be a positive integer"),
+    ({"camera_id": 9}, "camera_id must be in"),
+])
+def test_bad_constructor_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        gym.make("wm_robotics/cartpole-swingup-v0", **kwargs)
+
+
+@pytest.mark.parametrize("action,match", [
+    (np.zeros(2), r"action must have shape \(1,\)"),
+    (np.array([np.nan]), "action must be finite"),
+    (np.array([np.inf]), "action must be finite"),
+    (np.array([1.5]), "refused, not clipped"),
+])
+def test_bad_actions_are_refused(action, match):
+    env = gym.make("wm_robotics/cartpole-swingup-v0")
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=match):
+        env.step(action)

@@ -1,0 +1,46 @@
+"""Goal-image variants: the goal is rendered, exposed in info, and is what the reward rewards."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import wm_robotics.envs  # noqa: F401  (registers the ids)
+
+
+@pytest.mark.parametrize("name", ["wm_robotics/reacher-easy-goal-v0", "wm_robotics/point_mass-easy-goal-v0"])
+def test_goal_info_and_reaching_the_goal(name):
+    env = gym.make(name, obs_mode="pixels+proprio")
+    obs, info = env.reset(seed=5)
+    unwrapped = env.unwrapped
+    assert info["goal_pixels"].shape == (64, 64, 3) and info["goal_pixels"].dtype == np.uint8
+    assert info["goal_proprio"].shape == obs["proprio"].shape
+    assert not np.array_equal(info["goal_pixels"], obs["pixels"])
+    assert not info["success"] and info["goal_distance"] > 0
+
+    # Teleport the robot to the goal state: success, full reward, and the goal image is what we see.
+    physics = unwrapped.physics
+    physics.named.data.qpos[list(unwrapped._goal_joints)] = unwrapped.goal_joints
+    physics.data.qvel[:] = 0
+    physics.forward()
+    assert unwrapped.goal_distance() == pytest.approx(0, abs=1e-9)
+    assert unwrapped._task.get_reward(physics) == pytest.approx(1.0, abs=0.05)
+    np.testing.assert_allclose(unwrapped._observation()["pixels"], info["goal_pixels"], atol=1)
+    assert unwrapped._info()["success"]
+
+
+def test_goal_is_reproducible_with_seed_and_changes_across_seeds():
+    env = gym.make("wm_robotics/reacher-easy-goal-v0")
+    _, first = env.reset(seed=1)
+    _, again = env.reset(seed=1)
+    _, other = env.reset(seed=2)
+    np.testing.assert_array_equal(first["goal_pixels"], again["goal_pixels"])
+    np.testing.assert_array_equal(first["goal_proprio"], again["goal_proprio"])
+    assert not np.array_equal(first["goal_proprio"], other["goal_proprio"])
+
+
+def test_goal_info_on_every_step():
+    env = gym.make("wm_robotics/point_mass-easy-goal-v0")
+    _, reset_info = env.reset(seed=0)
+    _, _, _, _, info = env.step(np.zeros(2, np.float32))
+    np.testing.assert_array_equal(info["goal_pixels"], reset_info["goal_pixels"])
+    assert info["goal_pixels"] is not reset_info["goal_pixels"]

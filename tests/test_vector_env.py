@@ -1,0 +1,40 @@
+"""Vector envs: one process per env, batched shapes, Gymnasium's next-step autoreset."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from wm_robotics.envs import make_vector_env
+
+
+def test_async_vector_env_shapes_and_autoreset():
+    envs = make_vector_env("cartpole-swingup-v0", 2, obs_mode="pixels+proprio", max_episode_steps=3)
+    try:
+        assert isinstance(envs, gym.vector.AsyncVectorEnv)
+        obs, _ = envs.reset(seed=0)
+        assert obs["pixels"].shape == (2, 64, 64, 3) and obs["proprio"].shape == (2, 5)
+        first = obs["proprio"].copy()
+        assert not np.array_equal(first[0], first[1])  # seeds 0 and 1
+        actions = np.zeros((2, 1), np.float32)
+        for step in range(3):
+            obs, reward, terminated, truncated, _ = envs.step(actions)
+            assert truncated.tolist() == [step == 2] * 2 and not terminated.any()
+        obs, reward, terminated, truncated, _ = envs.step(actions)  # the autoreset step
+        assert reward.tolist() == [0.0, 0.0] and not truncated.any()
+        assert obs["proprio"].shape == (2, 5)
+    finally:
+        envs.close()
+
+
+def test_single_env_is_sync():
+    envs = make_vector_env("walker-walk-v0", 1)
+    assert isinstance(envs, gym.vector.SyncVectorEnv)
+    obs, _ = envs.reset(seed=0)
+    assert obs["proprio"].shape == (1, 24)
+    envs.close()
+
+
+@pytest.mark.parametrize("num_envs", [0, -1, 1.5])
+def test_num_envs_must_be_positive(num_envs):
+    with pytest.raises(ValueError, match="num_envs"):
+        make_vector_env("walker-walk-v0", num_envs)
