@@ -22,8 +22,12 @@ def make_env(name: str, **kwargs: Any) -> gym.Env:
     return gym.make(check_env_id(name), **kwargs)
 
 
-def make_vector_env(name: str, num_envs: int, context: str = "spawn", **kwargs: Any) -> gym.vector.VectorEnv:
+def make_vector_env(
+    name: str, num_envs: int, context: str = "spawn", asynchronous: bool | None = None, **kwargs: Any
+) -> gym.vector.VectorEnv:
     """``AsyncVectorEnv`` of ``num_envs`` processes (``SyncVectorEnv`` for one env).
+
+    ``asynchronous`` forces one or the other; by default only ``num_envs > 1`` is async.
 
     Workers start with ``spawn`` by default: a forked child would inherit the parent's
     OpenGL context and torch threads, which is unsafe once the parent has rendered.
@@ -37,6 +41,6 @@ def make_vector_env(name: str, num_envs: int, context: str = "spawn", **kwargs: 
     _check_max_episode_steps(kwargs)
     full = check_env_id(name)
     fns = [partial(gym.make, f"wm_robotics.envs:{full}", **kwargs) for _ in range(num_envs)]
-    if num_envs == 1:
+    if not (num_envs > 1 if asynchronous is None else asynchronous):
         return gym.vector.SyncVectorEnv(fns)
     return gym.vector.AsyncVectorEnv(fns, context=context)

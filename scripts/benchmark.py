@@ -1,0 +1,33 @@
+"""Speed benchmarks: print Markdown tables and write JSON.
+
+    python scripts/benchmark.py envs            # env steps/s vs raw dm_control and Shimmy
+    python scripts/benchmark.py all --out benchmark_results/all.json
+    python scripts/benchmark.py envs --quick    # shorter rounds, for a smoke check
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from wm_robotics.benchmarks.timing import write_json
+
+SUITES = {"envs": "wm_robotics.benchmarks.envs"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=[*SUITES, "all"], help="which benchmark to run")
+    parser.add_argument("--out", default=None, help="JSON path (default benchmark_results/<what>.json)")
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds")
+    args = parser.parse_args()
+    names = list(SUITES) if args.what == "all" else [args.what]
+    results = {}
+    for name in names:
+        results.update(importlib.import_module(SUITES[name]).run(quick=args.quick))
+    path = write_json(args.out or f"benchmark_results/{args.what}.json", results)
+    print(f"\nJSON -> {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install wm_robotics on a fresh Ubuntu/Debian machine (Python 3.10+):
+#   bash scripts/install.sh        # system GL packages when missing, CPU torch, the package
+#   bash scripts/install.sh dev    # ... plus the test/benchmark extras
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Headless MuJoCo rendering needs EGL: libglvnd's libEGL/libGL plus a vendor (Mesa's llvmpipe
+# without a GPU). Video needs no system ffmpeg (imageio-ffmpeg ships one). Install when missing.
+if ! ldconfig -p 2>/dev/null | grep -q "libEGL.so.1" || ! ldconfig -p 2>/dev/null | grep -q "libGL.so.1" \
+   || ! ls /usr/share/glvnd/egl_vendor.d/*.json >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libegl1 libgl1 libgles2 libglvnd0 libegl-mesa0 libgl1-mesa-dri >/dev/null
+fi
+
+python3 -m pip install -q --upgrade pip
+# The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
+python3 -m pip install -q "torch==2.13.0" || python3 -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+if [ "${1:-}" = "dev" ]; then
+  python3 -m pip install -q -e ".[dev]"
+else
+  python3 -m pip install -q -e .
+fi
+echo "wm_robotics installed (MUJOCO_GL=${MUJOCO_GL:-egl when headless})"

@@ -1,0 +1,138 @@
+"""ActorCritic: λ-returns, action bounds, return normalisation, learning on a toy model, checkpoints."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from wm_robotics.behaviors.actor_critic import ActorCritic, ReturnNormalizer, lambda_returns
+from wm_robotics.models.base import FeaturePolicy, State, WorldModel
+
+
+class PointModel(WorldModel):
+    """1-D point: x' = clip(x + 0.1·a, -2, 2), reward −|x' − 0.5|, no continue head.
+
+    Features are [x, 1]: mlp's bias-free first layer + LayerNorm would reduce [x] to sign(x).
+    """
+
+    obs_keys = ()
+    action_dim = 1
+    feature_dim = 2
+
+    def imagine(self, state: State, horizon: int, actions: torch.Tensor | None = None,
+                policy: FeaturePolicy | None = None) -> tuple[State, torch.Tensor]:
+        x, xs, used = state["x"], [], []
+        for h in range(horizon):
+            a = actions[:, h] if actions is not None else policy(self.features({"x": x}))
+            x = (x + 0.1 * a).clamp(-2.0, 2.0)
+            xs.append(x)
+            used.append(a)
+        return {"x": torch.stack(xs, 1)}, torch.stack(used, 1)
+
+    def features(self, state: State) -> torch.Tensor:
+        return torch.cat([state["x"], torch.ones_like(state["x"])], -1)
+
+    def predict_reward(self, features: torch.Tensor) -> torch.Tensor:
+        return -(features[..., 0] - 0.5).abs()
+
+
+def small_agent(**kwargs) -> ActorCritic:
+    defaults = dict(units=64, horizon=15, actor_lr=1e-3, critic_lr=1e-3)
+    return ActorCritic(2, 1, **{**defaults, **kwargs})
+
+
+def mean_return(agent: ActorCritic, model: PointModel, start: torch.Tensor) -> float:
+    with torch.no_grad():
+        states, _ = model.imagine({"x": start}, agent.horizon, policy=lambda f: agent.policy(f, sample=False))
+        return model.predict_reward(model.features(states)).sum(1).mean().item()
+
+
+def test_lambda_returns_hand_computed():
+    rewards = torch.tensor([[1.0, 2.0, 3.0]])
+    values = torch.tensor([[10.0, 20.0, 30.0]])
+    continues = torch.tensor([[0.9, 0.9, 0.5]])
+    bootstrap = torch.tensor([40.0])
+    # R2 = 3 + .5(.5·40 + .5·40) = 23; R1 = 2 + .9(.5·30 + .5·23) = 25.85; R0 = 1 + .9(.5·20 + .5·25.85)
+    expected = torch.tensor([[21.6325, 25.85, 23.0]])
+    torch.testing.assert_close(lambda_returns(rewards, values, continues, bootstrap, 0.5), expected)
+    td = torch.tensor([[1 + 0.9 * 20, 2 + 0.9 * 30, 3 + 0.5 * 40]])
+    torch.testing.assert_close(lambda_returns(rewards, values, continues, bootstrap, 0.0), td)
+    monte_carlo = torch.tensor([[1 + 0.9 * (2 + 0.9 * 23), 2 + 0.9 * 23, 23.0]])
+    torch.testing.assert_close(lambda_returns(rewards, values, continues, bootstrap, 1.0), monte_carlo)
+
+
+def test_actions_within_bounds_and_rescaled():
+    low, high = torch.tensor([-2.0, 0.0, 1.0]), torch.tensor([2.0, 0.5, 3.0])
+    agent = ActorCritic(4, 3, low, high, units=32)
+    features = torch.randn(512, 4) * 10
+    actions = agent.act(features)
+    assert actions.shape == (512, 3)
+    assert ((actions >= low) & (actions <= high)).all()
+    normalised = agent.policy(features)
+    assert normalised.abs().max() <= 1.0
+    torch.testing.assert_close(agent.to_env(torch.tensor([-1.0, 1.0, 0.0])), torch.tensor([-2.0, 0.5, 2.0]))
+    torch.testing.assert_close(agent.from_env(agent.to_env(normalised)), normalised)
+    deterministic = agent.act(features, sample=False)
+    torch.testing.assert_close(deterministic, agent.act(features, sample=False))
+    with pytest.raises(ValueError):
+        ActorCritic(4, 1, 1.0, -1.0)
+
+
+def test_return_normalizer():
+    small = ReturnNormalizer(decay=0.99)
+    for _ in range(50):
+        scale = small(torch.rand(1000) * 0.5)
+    assert scale.item() == 1.0
+    large = ReturnNormalizer(decay=0.0)
+    returns = torch.linspace(0.0, 100.0, 1001)
+    assert large(returns).item() == pytest.approx(90.0)
+    ema = ReturnNormalizer(decay=0.99)
+    ema(returns)
+    assert ema.range_ema.item() == pytest.approx(0.9)  # 1% of the first range, from 0
+    for _ in range(1000):
+        scale = ema(returns)
+    assert scale.item() == pytest.approx(90.0, rel=1e-3)
+
+
+def test_learns_on_point_model():
+    torch.manual_seed(0)
+    model, agent = PointModel(), small_agent()
+    eval_start = torch.linspace(-1.5, 1.5, 64).unsqueeze(-1)
+    with torch.no_grad():  # head for 0.5 at full speed
+        best, _ = model.imagine({"x": eval_start}, agent.horizon, policy=lambda f: ((0.5 - f[..., :1]) * 10).clamp(-1, 1))
+    optimal = model.predict_reward(model.features(best)).sum(1).mean().item()
+    before = mean_return(agent, model, eval_start)
+    for _ in range(150):
+        metrics = agent.update(model, {"x": torch.rand(4, 16, 1) * 3.0 - 1.5})
+    after = mean_return(agent, model, eval_start)
+    assert set(metrics) == {"actor/loss", "actor/entropy", "critic/loss", "return/mean", "return/norm_scale",
+                            "imag/reward_mean", "value/mean"}
+    assert all(isinstance(v, float) for v in metrics.values())
+    assert optimal - after < 0.3 * (optimal - before), (before, after, optimal)
+
+
+def test_state_dict_round_trip():
+    model = PointModel()
+    torch.manual_seed(1)
+    agent = small_agent()
+    for _ in range(3):
+        agent.update(model, {"x": torch.rand(8, 4, 1)})
+    buffer = io.BytesIO()
+    torch.save(agent.full_state_dict(), buffer)
+    buffer.seek(0)
+    torch.manual_seed(2)
+    restored = small_agent()
+    restored.load_full_state_dict(torch.load(buffer, weights_only=True))
+    features = PointModel().features({"x": torch.randn(32, 1)})
+    torch.testing.assert_close(restored.act(features, sample=False), agent.act(features, sample=False))
+    torch.testing.assert_close(restored.value(features), agent.value(features))
+    assert restored.return_norm.range_ema.item() == agent.return_norm.range_ema.item() != 0.0
+    start = {"x": torch.rand(8, 4, 1)}
+    torch.manual_seed(3)
+    expected = agent.update(model, start)
+    torch.manual_seed(3)
+    assert restored.update(model, start) == expected
+    for a, b in zip(agent.state_dict().values(), restored.state_dict().values()):
+        torch.testing.assert_close(a, b)

@@ -1,0 +1,75 @@
+"""Episode files: format, round trip, and atomic writes that survive an interruption."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from wm_robotics.data.episodes import EpisodeFormatError, EpisodeRecorder, list_episodes, load_episode, save_episode
+
+
+def _episode(steps=5, pixels=True):
+    obs = {"proprio": np.zeros(3, np.float32)}
+    if pixels:
+        obs["pixels"] = np.zeros((8, 8, 3), np.uint8)
+    recorder = EpisodeRecorder(obs)
+    for t in range(steps):
+        recorder.add(np.full(2, t, np.float32), {k: v + t + 1 for k, v in obs.items()}, float(t), False, t == steps - 1)
+    return recorder.episode()
+
+
+def test_recorder_and_round_trip(tmp_path):
+    episode = _episode()
+    assert episode["obs/pixels"].shape == (6, 8, 8, 3) and episode["obs/pixels"].dtype == np.uint8
+    assert episode["action"].shape == (5, 2) and episode["reward"].dtype == np.float32
+    assert episode["truncated"].tolist() == [False] * 4 + [True]
+    path = save_episode(tmp_path / "ep.npz", episode)
+    loaded = load_episode(path)
+    assert set(loaded) == set(episode)
+    for key in episode:
+        np.testing.assert_array_equal(loaded[key], episode[key])
+
+
+def test_bad_episode_is_refused(tmp_path):
+    episode = _episode()
+    episode["reward"] = episode["reward"][:-1]
+    with pytest.raises(EpisodeFormatError, match="reward has 4 entries, expected 5"):
+        save_episode(tmp_path / "bad.npz", episode)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
+    def explode(handle, **arrays):
+        handle.write(b"PK half a zip")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez_compressed", explode)
+    with pytest.raises(OSError, match="disk full"):
+        save_episode(tmp_path / "ep.npz", _episode())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_killed_writer_never_leaves_a_half_file(tmp_path):
+    writer = (
+        "import numpy as np, sys\n"
+        "from wm_robotics.data.episodes import save_episode\n"
+        "big = np.random.default_rng(0).integers(0, 255, (2001, 256, 256, 3), dtype=np.uint8)\n"
+        "ep = {'obs/pixels': big, 'action': np.zeros((2000, 1), np.float32), 'reward': np.zeros(2000, np.float32),\n"
+        "      'terminated': np.zeros(2000, bool), 'truncated': np.zeros(2000, bool)}\n"
+        "print('writing', flush=True)\n"
+        "save_episode(sys.argv[1], ep)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", writer, str(tmp_path / "ep.npz")], stdout=subprocess.PIPE)
+    assert process.stdout.readline().strip() == b"writing"
+    deadline = time.time() + 30
+    while not any(p.name.endswith(".tmp") for p in tmp_path.iterdir()) and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "ep.npz").exists()
+    assert list_episodes(tmp_path) == []

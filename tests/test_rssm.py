@@ -1,0 +1,218 @@
+"""RSSM world model: seam shapes, KL free bits, resets, learning on a tiny task, presets."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from wm_robotics.models.encoders import ObservationDecoder, ObservationEncoder
+from wm_robotics.models.rssm import SIZES, RSSMWorldModel, kl_loss
+
+TINY = dict(deter=16, stoch=4, classes=5, units=16, layers=1, cnn_depth=2)
+OBS_SHAPES = {
+    "pixels": {"pixels": (64, 64, 3)},
+    "proprio": {"proprio": (5,)},
+    "both": {"pixels": (64, 64, 3), "proprio": (5,)},
+}
+A = 2
+
+
+def make_batch(shapes, batch=2, length=3, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    out = {
+        "action": torch.rand(batch, length, A, generator=gen) * 2 - 1,
+        "reward": torch.randn(batch, length, generator=gen),
+        "is_first": torch.zeros(batch, length, dtype=torch.bool),
+        "is_terminal": torch.zeros(batch, length, dtype=torch.bool),
+    }
+    out["is_first"][:, 0] = True
+    out["is_terminal"][0, -1] = True
+    if "pixels" in shapes:
+        out["obs/pixels"] = torch.randint(0, 256, (batch, length, *shapes["pixels"]), generator=gen, dtype=torch.uint8)
+    if "proprio" in shapes:
+        out["obs/proprio"] = torch.randn(batch, length, *shapes["proprio"], generator=gen)
+    return out
+
+
+def obs_of(batch):
+    return {key[4:]: value for key, value in batch.items() if key.startswith("obs/")}
+
+
+def check_state(model, state, lead):
+    assert state["deter"].shape == (*lead, TINY["deter"])
+    assert state["stoch"].shape == (*lead, TINY["stoch"], TINY["classes"])
+    assert state["logits"].shape == state["stoch"].shape
+    torch.testing.assert_close(state["stoch"].detach().sum(-1), torch.ones(*lead, TINY["stoch"]))
+    torch.testing.assert_close(state["logits"].exp().sum(-1), torch.ones(*lead, TINY["stoch"]))
+    assert model.features(state).shape == (*lead, model.feature_dim)
+    assert all(value.dtype == torch.float32 for value in state.values())
+
+
+@pytest.mark.parametrize("keys", list(OBS_SHAPES))
+def test_seam_shapes(keys):
+    torch.manual_seed(0)
+    shapes = OBS_SHAPES[keys]
+    model = RSSMWorldModel(shapes, A, **TINY)
+    assert model.obs_keys == tuple(k for k in ("pixels", "proprio") if k in shapes)
+    assert model.feature_dim == TINY["deter"] + TINY["stoch"] * TINY["classes"]
+    batch = make_batch(shapes)
+
+    check_state(model, model.initial(2), (2,))
+    posts, last = model.observe(obs_of(batch), batch["action"], batch["is_first"])
+    check_state(model, posts, (2, 3))
+    check_state(model, last, (2,))
+
+    stepped = model.step(last, batch["action"][:, 0], {k: v[:, 0] for k, v in obs_of(batch).items()},
+                         torch.zeros(2, dtype=torch.bool))
+    check_state(model, stepped, (2,))
+
+    actions = torch.rand(2, 4, A)
+    imagined, used = model.imagine(last, 4, actions=actions)
+    check_state(model, imagined, (2, 4))
+    assert torch.equal(used, actions)
+    imagined, used = model.imagine(last, 4, policy=lambda f: torch.tanh(f[..., :A]))
+    check_state(model, imagined, (2, 4))
+    assert used.shape == (2, 4, A)
+
+    feat = model.features(imagined)
+    assert model.predict_reward(feat).shape == (2, 4)
+    cont = model.predict_continue(feat)
+    assert cont.shape == (2, 4) and ((cont >= 0) & (cont <= 1)).all()
+
+    decoded = model.decode(posts)
+    assert set(decoded) == set(shapes)
+    if "pixels" in shapes:
+        assert decoded["pixels"].shape == (2, 3, 64, 64, 3) and decoded["pixels"].dtype == torch.float32
+        assert decoded["pixels"].min() >= 0 and decoded["pixels"].max() <= 1
+    if "proprio" in shapes:
+        assert decoded["proprio"].shape == (2, 3, 5)
+
+
+@pytest.mark.parametrize("keys", list(OBS_SHAPES))
+def test_loss_metrics_and_gradients(keys):
+    torch.manual_seed(0)
+    shapes = OBS_SHAPES[keys]
+    model = RSSMWorldModel(shapes, A, **TINY)
+    total, metrics, posts = model.loss(make_batch(shapes))
+    assert total.shape == () and torch.isfinite(total)
+    expected = {"loss/total", "loss/reward", "loss/continue", "kl/dyn", "kl/rep", "kl/value",
+                "entropy/posterior", "entropy/prior"}
+    expected |= {"loss/image"} if "pixels" in shapes else set()
+    expected |= {"loss/proprio"} if "proprio" in shapes else set()
+    assert expected <= set(metrics) and all(type(v) is float for v in metrics.values())
+    assert metrics["loss/total"] == pytest.approx(total.item())
+    assert metrics["loss/reward"] == pytest.approx(math.log(255), rel=1e-3)  # zero-initialised head
+    assert metrics["kl/dyn"] >= model.free_bits and metrics["kl/rep"] >= model.free_bits
+    assert all(not v.requires_grad for v in posts.values()) and posts["deter"].shape[:2] == (2, 3)
+    total.backward()
+    for part in (model.encoder, model.rssm, model.decoder, model.continue_head):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
+
+
+def test_batch_dtypes_and_numpy_are_converted():
+    model = RSSMWorldModel(OBS_SHAPES["both"], A, **TINY)
+    batch = {k: v.numpy() for k, v in make_batch(OBS_SHAPES["both"]).items()}
+    batch["obs/proprio"] = batch["obs/proprio"].astype(np.float64)
+    batch["is_first"] = batch["is_first"].astype(np.float32)
+    total, _, _ = model.loss(batch)
+    assert torch.isfinite(total)
+
+
+def test_free_bits_clip_constant_and_gradient_free():
+    torch.manual_seed(0)
+    prior = torch.log_softmax(torch.randn(3, 4, 32, 32), -1).requires_grad_()
+    post = torch.log_softmax(prior.detach() + 0.01 * torch.randn(3, 4, 32, 32), -1).requires_grad_()
+    dyn, rep, value = kl_loss(post, prior, free_bits=1.0)
+    assert (value < 1.0).all() and (value > 0).all()
+    torch.testing.assert_close(dyn, torch.ones(3, 4))
+    torch.testing.assert_close(rep, torch.ones(3, 4))
+    (dyn.sum() + rep.sum()).backward()
+    assert torch.count_nonzero(prior.grad) == 0 and torch.count_nonzero(post.grad) == 0
+
+    far = torch.log_softmax(torch.randn(3, 4, 32, 32) * 3, -1).requires_grad_()
+    dyn, rep, value = kl_loss(post.detach(), far, free_bits=1.0)
+    assert (value > 1.0).all()
+    torch.testing.assert_close(dyn, value)
+    dyn.sum().backward()
+    assert torch.count_nonzero(far.grad) > 0
+
+
+def test_kl_terms_in_model_loss_respect_free_bits():
+    model = RSSMWorldModel(OBS_SHAPES["proprio"], A, **TINY, free_bits=1e3)
+    _, metrics, _ = model.loss(make_batch(OBS_SHAPES["proprio"]))
+    assert metrics["kl/dyn"] == pytest.approx(1e3) and metrics["kl/rep"] == pytest.approx(1e3)
+    assert metrics["kl/value"] < 1e3
+
+
+def test_is_first_resets_the_state():
+    torch.manual_seed(0)
+    model = RSSMWorldModel(OBS_SHAPES["proprio"], A, **TINY)
+    batch = make_batch(OBS_SHAPES["proprio"], length=6)
+    obs, action, is_first = obs_of(batch), batch["action"], batch["is_first"].clone()
+    is_first[:, 3] = True
+    with torch.no_grad():
+        posts, _ = model.observe(obs, action, is_first)
+        fresh, _ = model.observe({k: v[:, 3:] for k, v in obs.items()}, action[:, 3:], is_first[:, 3:])
+        # After a reset the (deterministic) h and posterior do not depend on the past.
+        torch.testing.assert_close(posts["deter"][:, 3], fresh["deter"][:, 0])
+        torch.testing.assert_close(posts["logits"][:, 3], fresh["logits"][:, 0])
+
+        state = {k: v[:, 2] for k, v in posts.items()}
+        first = torch.ones(2, dtype=torch.bool)
+        one = {k: v[:, 3] for k, v in obs.items()}
+        from_state = model.step(state, torch.randn(2, A), one, first)
+        from_initial = model.step(model.initial(2), torch.zeros(2, A), one, first)
+        torch.testing.assert_close(from_state["deter"], from_initial["deter"])
+        torch.testing.assert_close(from_state["logits"], from_initial["logits"])
+        kept = model.step(state, torch.randn(2, A), one, ~first)
+        assert not torch.allclose(kept["deter"], from_initial["deter"])
+
+
+def test_loss_falls_on_tiny_deterministic_data():
+    torch.manual_seed(0)
+    t = torch.arange(16, dtype=torch.float32)
+    phase = torch.arange(4, dtype=torch.float32).unsqueeze(-1)  # 4 sequences of length 16
+    proprio = torch.stack([torch.sin(0.4 * t + phase), torch.cos(0.4 * t + phase), 0.1 * t.expand(4, 16)], -1)
+    batch = {"obs/proprio": proprio, "action": torch.sin(0.7 * t + phase).unsqueeze(-1),
+             "reward": torch.cos(0.4 * t + phase) + 1.0, "is_first": t.expand(4, 16) == 0,
+             "is_terminal": torch.zeros(4, 16, dtype=torch.bool)}
+    model = RSSMWorldModel.from_size("xs", {"proprio": (3,)}, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    first = None
+    for _ in range(100):
+        total, metrics, _ = model.loss(batch)
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        first = first or metrics
+    assert metrics["loss/total"] < 0.4 * first["loss/total"]
+    assert metrics["loss/reward"] < 0.5 * first["loss/reward"]
+    assert metrics["loss/proprio"] < 0.2 * first["loss/proprio"]
+
+
+def test_from_size_presets_and_errors():
+    model = RSSMWorldModel.from_size("xs", OBS_SHAPES["proprio"], A, deter=32)
+    assert model.rssm.deter == 32 and model.config["deter"] == 32 and model.config["units"] == SIZES["xs"]["units"]
+    assert set(SIZES) == {"xs", "s", "m", "l"}
+    with pytest.raises(ValueError, match="xs, s, m, l"):
+        RSSMWorldModel.from_size("huge", OBS_SHAPES["proprio"], A)
+
+
+def test_wrong_image_size_and_keys_raise():
+    with pytest.raises(ValueError, match="64x64"):
+        ObservationEncoder({"pixels": (84, 84, 3)})
+    with pytest.raises(ValueError, match="64x64"):
+        ObservationDecoder(8, {"pixels": (32, 32, 3)})
+    with pytest.raises(ValueError, match="subset"):
+        ObservationEncoder({"depth": (64, 64, 1)})
+    encoder = ObservationEncoder(OBS_SHAPES["pixels"], cnn_depth=2)
+    with pytest.raises(ValueError, match="64x64"):
+        encoder({"pixels": torch.zeros(1, 32, 32, 3, dtype=torch.uint8)})
+
+
+def test_encoder_embedding_sizes():
+    both = ObservationEncoder(OBS_SHAPES["both"], cnn_depth=2, mlp_units=7, mlp_layers=1)
+    assert both.out_dim == 2 * 8 * 4 * 4 + 7
+    obs = obs_of(make_batch(OBS_SHAPES["both"], batch=3, length=2))
+    assert both(obs).shape == (3, 2, both.out_dim)

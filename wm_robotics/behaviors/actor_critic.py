@@ -1,0 +1,192 @@
+"""DreamerV3 actor-critic, learned purely in imagination (the "C" of the V/M/C table).
+
+Action units: everything inside the learner (the actor, ``policy``, the actions it hands to
+``WorldModel.imagine``) is in *normalised* units [-1, 1]. ``to_env`` maps them to the
+simulator's [low, high]; ``from_env`` maps env-unit actions (as the replay stores them) back.
+The world model must be trained on the same units it imagines with, so feed it
+``from_env(batch["action"])`` (for dm_control the bounds are [-1, 1] and both maps are identity).
+
+Policy: DreamerV3's continuous head: Normal(mean=tanh(mu), std=(1-0.1)·sigmoid(s+2)+0.1), samples
+clipped to [-1, 1]. The actor learns by REINFORCE on normalised λ-return advantages, so
+imagination runs under ``torch.no_grad()`` and never backpropagates through the model.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions import Normal
+
+from wm_robotics.models.base import State, WorldModel
+from wm_robotics.models.nets import TwoHot, mlp
+
+Bounds = float | Sequence[float] | np.ndarray | torch.Tensor
+
+
+def lambda_returns(rewards: torch.Tensor, values: torch.Tensor, continues: torch.Tensor,
+                   bootstrap: torch.Tensor, lambda_: float) -> torch.Tensor:
+    """λ-returns (..., H), time on the last dim; a Python loop over H only.
+
+    ``rewards[t]`` and ``continues[t]`` (discount × continue probability) belong to the
+    transition s_t → s_{t+1}; ``values[t]`` = V(s_t) for t < H and ``bootstrap`` (...) = V(s_H).
+    R_t = r_t + c_t · ((1 − λ) · V(s_{t+1}) + λ · R_{t+1}), with R_H = V(s_H).
+    """
+    next_values = torch.cat([values[..., 1:], bootstrap.unsqueeze(-1)], -1)
+    interm = rewards + continues * (1 - lambda_) * next_values
+    returns, last = [], bootstrap
+    for t in reversed(range(rewards.shape[-1])):
+        last = interm[..., t] + continues[..., t] * lambda_ * last
+        returns.append(last)
+    return torch.stack(returns[::-1], -1)
+
+
+class ReturnNormalizer(nn.Module):
+    """Scale = max(1, S), S an EMA of the per-batch (high − low) percentile range of returns."""
+
+    def __init__(self, decay: float = 0.99, percentiles: tuple[float, float] = (0.05, 0.95)) -> None:
+        super().__init__()
+        if not 0.0 <= percentiles[0] < percentiles[1] <= 1.0:
+            raise ValueError(f"percentiles must satisfy 0 <= low < high <= 1, got {percentiles}")
+        self.decay = decay
+        self.percentiles = percentiles
+        self.register_buffer("range_ema", torch.zeros(()))
+
+    @torch.no_grad()
+    def forward(self, returns: torch.Tensor) -> torch.Tensor:
+        """Update the EMA with ``returns`` (any shape) and return the current scale (a 0-d tensor)."""
+        q = torch.tensor(self.percentiles, device=returns.device, dtype=returns.dtype)
+        low, high = torch.quantile(returns.detach().flatten(), q)
+        self.range_ema.lerp_(high - low, 1 - self.decay)
+        return self.range_ema.clamp(min=1.0)
+
+
+class ActorCritic(nn.Module):
+    """Gaussian actor + two-hot critic with a slow EMA regulariser, each with its own Adam."""
+
+    def __init__(self, feature_dim: int, action_dim: int, action_low: Bounds = -1.0, action_high: Bounds = 1.0,
+                 units: int = 512, layers: int = 2, horizon: int = 15, discount: float = 0.997,
+                 lambda_: float = 0.95, entropy: float = 3e-4, actor_lr: float = 3e-5, critic_lr: float = 3e-5,
+                 slow_critic_decay: float = 0.98, slow_reg: float = 1.0, return_norm_decay: float = 0.99,
+                 return_norm_percentiles: tuple[float, float] = (0.05, 0.95), grad_clip: float = 100.0,
+                 bins: int = 255, min_std: float = 0.1, max_std: float = 1.0) -> None:
+        super().__init__()
+        low = torch.as_tensor(np.asarray(action_low, dtype=np.float32)).expand(action_dim).clone()
+        high = torch.as_tensor(np.asarray(action_high, dtype=np.float32)).expand(action_dim).clone()
+        if not (torch.isfinite(low).all() and torch.isfinite(high).all() and (low < high).all()):
+            raise ValueError(f"action bounds must be finite with low < high, got {low.tolist()}, {high.tolist()}")
+        if horizon < 1:
+            raise ValueError(f"horizon must be at least 1, got {horizon}")
+        self.register_buffer("action_low", low)
+        self.register_buffer("action_high", high)
+        self.horizon, self.discount, self.lambda_ = horizon, discount, lambda_
+        self.entropy_scale, self.slow_critic_decay, self.slow_reg = entropy, slow_critic_decay, slow_reg
+        self.grad_clip, self.min_std, self.max_std = grad_clip, min_std, max_std
+        self.actor = mlp(feature_dim, units, layers, 2 * action_dim)
+        self.critic = mlp(feature_dim, units, layers, bins, zero_out=True)
+        self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.twohot = TwoHot(bins)
+        self.return_norm = ReturnNormalizer(return_norm_decay, return_norm_percentiles)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=actor_lr, eps=1e-5)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=critic_lr, eps=1e-5)
+
+    # --- acting ---------------------------------------------------------------------------
+    def distribution(self, features: torch.Tensor) -> Normal:
+        """Per-dimension Normal over normalised actions: mean tanh(mu), std in [min_std, max_std]."""
+        mu, raw_std = self.actor(features).chunk(2, -1)
+        std = (self.max_std - self.min_std) * torch.sigmoid(raw_std + 2.0) + self.min_std
+        return Normal(torch.tanh(mu), std)
+
+    def policy(self, features: torch.Tensor, sample: bool = True) -> torch.Tensor:
+        """Actions (..., A) in normalised [-1, 1] units; pass as ``WorldModel.imagine(policy=...)``."""
+        dist = self.distribution(features)
+        return dist.sample().clamp(-1.0, 1.0) if sample else dist.mean
+
+    @torch.no_grad()
+    def act(self, features: torch.Tensor, sample: bool = True) -> torch.Tensor:
+        """Actions (..., A) in env units [low, high], for the simulator."""
+        return self.to_env(self.policy(features, sample))
+
+    def to_env(self, action: torch.Tensor) -> torch.Tensor:
+        """Normalised [-1, 1] → env units [low, high]."""
+        return self.action_low + (action + 1.0) * 0.5 * (self.action_high - self.action_low)
+
+    def from_env(self, action: torch.Tensor) -> torch.Tensor:
+        """Env units [low, high] → normalised [-1, 1] (inverse of :meth:`to_env`)."""
+        return 2.0 * (action - self.action_low) / (self.action_high - self.action_low) - 1.0
+
+    def value(self, features: torch.Tensor) -> torch.Tensor:
+        """The critic's value estimate (...)."""
+        return self.twohot.decode(self.critic(features))
+
+    # --- learning -------------------------------------------------------------------------
+    def update(self, model: WorldModel, start_state: State) -> dict[str, float]:
+        """One actor and critic step on trajectories imagined from every start state.
+
+        ``start_state`` has any leading dims ((B, T, ...) from ``observe`` or (B, ...)); they are
+        flattened into one batch of N start states.
+        """
+        with torch.no_grad():
+            start_features = model.features(start_state)
+            lead = start_features.dim() - 1
+            start = {k: v.detach().reshape(-1, *v.shape[lead:]) for k, v in start_state.items()}
+            states, actions = model.imagine(start, self.horizon, policy=self.policy)
+            features = torch.cat([start_features.reshape(-1, 1, start_features.shape[-1]),
+                                  model.features(states)], 1)                        # (N, H+1, F)
+            rewards = model.predict_reward(features[:, 1:])                        # (N, H)
+            if rewards is None:
+                raise ValueError("the world model has no reward head; the actor-critic needs predict_reward")
+            cont = model.predict_continue(features)
+            cont = torch.ones_like(features[..., 0]) if cont is None else cont   # (N, H+1)
+            continues = self.discount * cont[:, 1:]                               # for s_t -> s_{t+1}
+            weight = cont[:, :1] * torch.cat([torch.ones_like(cont[:, :1]),
+                                              continues[:, :-1].cumprod(1)], 1)     # (N, H)
+            slow_values = self.twohot.decode(self.slow_critic(features[:, :-1]))
+
+        logits = self.critic(features)                                             # (N, H+1, bins)
+        values = self.twohot.decode(logits.detach())
+        returns = lambda_returns(rewards, values[:, :-1], continues, values[:, -1], self.lambda_)
+        scale = self.return_norm(returns)
+        advantage = (returns - values[:, :-1]) / scale
+
+        dist = self.distribution(features[:, :-1])
+        log_prob = dist.log_prob(actions).sum(-1)
+        entropy = dist.entropy().sum(-1)
+        actor_loss = (weight * -(log_prob * advantage + self.entropy_scale * entropy)).mean()
+        critic_loss = (weight * (self.twohot.loss(logits[:, :-1], returns)
+                                 + self.slow_reg * self.twohot.loss(logits[:, :-1], slow_values))).mean()
+
+        self.actor_opt.zero_grad(set_to_none=True)
+        self.critic_opt.zero_grad(set_to_none=True)
+        (actor_loss + critic_loss).backward()
+        nn.utils.clip_grad_norm_(self.actor.parameters(), self.grad_clip)
+        nn.utils.clip_grad_norm_(self.critic.parameters(), self.grad_clip)
+        self.actor_opt.step()
+        self.critic_opt.step()
+        self._update_slow_critic()
+
+        names = ("actor/loss", "actor/entropy", "critic/loss", "return/mean", "return/norm_scale",
+                 "imag/reward_mean", "value/mean")
+        stats = torch.stack([actor_loss.detach(), entropy.detach().mean(), critic_loss.detach(), returns.mean(),
+                             scale, rewards.mean(), values[:, :-1].mean()])
+        return dict(zip(names, stats.tolist()))
+
+    @torch.no_grad()
+    def _update_slow_critic(self) -> None:
+        for slow, fast in zip(self.slow_critic.parameters(), self.critic.parameters()):
+            slow.lerp_(fast, 1.0 - self.slow_critic_decay)
+
+    # --- checkpointing --------------------------------------------------------------------
+    def full_state_dict(self) -> dict[str, dict]:
+        """Weights, slow critic, return-normaliser statistics and both optimisers' states."""
+        return {"module": self.state_dict(), "actor_opt": self.actor_opt.state_dict(),
+                "critic_opt": self.critic_opt.state_dict()}
+
+    def load_full_state_dict(self, state: dict[str, dict]) -> None:
+        """Restore everything saved by :meth:`full_state_dict` (``torch.load(weights_only=True)``-safe)."""
+        self.load_state_dict(state["module"])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])

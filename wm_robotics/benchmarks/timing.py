@@ -1,0 +1,66 @@
+"""Timing helpers: interleaved rounds so a ratio to a reference survives a noisy machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+
+def rate(work: Callable[[], int], seconds: float) -> float:
+    """Items per second of ``work`` (which returns how many items one call did), run ≥ ``seconds``."""
+    done, start = 0, time.perf_counter()
+    while True:
+        done += work()
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return done / elapsed
+
+
+def interleaved_rates(cases: dict[str, Callable[[], int]], rounds: int = 5, seconds: float = 0.4) -> dict[str, float]:
+    """Median rate per case over ``rounds`` rounds that visit every case in turn."""
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for name, work in cases.items():
+        work()  # warm-up: first calls build caches, contexts and buffers
+    for _ in range(rounds):
+        for name, work in cases.items():
+            samples[name].append(rate(work, seconds))
+    return {name: float(np.median(values)) for name, values in samples.items()}
+
+
+def print_table(title: str, header: list[str], rows: list[list]) -> None:
+    """Print a Markdown table (so it can be pasted into the README as is)."""
+    print(f"\n### {title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for row in rows:
+        print("| " + " | ".join(f"{v:,.3g}" if isinstance(v, float) and abs(v) < 100 else
+                                 f"{v:,.0f}" if isinstance(v, float) else str(v) for v in row) + " |")
+
+
+def machine() -> dict[str, str | int]:
+    """What the figures were measured on."""
+    import torch
+
+    return {
+        "cpu_count": os.cpu_count() or 0,
+        "processor": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+    }
+
+
+def write_json(path: str | os.PathLike, results: dict) -> Path:
+    """Write ``results`` (plus machine info) as JSON, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_suffix(".tmp")
+    temp.write_text(json.dumps({"machine": machine(), **results}, indent=2))
+    os.replace(temp, path)
+    return path
