@@ -23,16 +23,23 @@ def make_env(name: str, **kwargs: Any) -> gym.Env:
 
 
 def make_vector_env(
-    name: str, num_envs: int, context: str = "spawn", asynchronous: bool | None = None, **kwargs: Any
+    name: str,
+    num_envs: int,
+    context: str = "spawn",
+    asynchronous: bool | None = None,
+    autoreset_mode: gym.vector.AutoresetMode = gym.vector.AutoresetMode.NEXT_STEP,
+    **kwargs: Any,
 ) -> gym.vector.VectorEnv:
     """``AsyncVectorEnv`` of ``num_envs`` processes (``SyncVectorEnv`` for one env).
 
     ``asynchronous`` forces one or the other; by default only ``num_envs > 1`` is async.
+    ``autoreset_mode=SAME_STEP`` returns the next episode's first observation at once and
+    the final one in ``info["final_obs"]`` (what the training loop uses).
 
     Workers start with ``spawn`` by default: a forked child would inherit the parent's
     OpenGL context and torch threads, which is unsafe once the parent has rendered.
 
-    Autoreset follows Gymnasium's default ``NEXT_STEP`` mode: after a step that ends an
+    By default autoreset follows Gymnasium's ``NEXT_STEP`` mode: after a step that ends an
     episode, the next ``step`` call resets that sub-env (its action is ignored) and returns
     the first observation of the new episode with reward 0.
     """
@@ -42,5 +49,5 @@ def make_vector_env(
     full = check_env_id(name)
     fns = [partial(gym.make, f"wm_robotics.envs:{full}", **kwargs) for _ in range(num_envs)]
     if not (num_envs > 1 if asynchronous is None else asynchronous):
-        return gym.vector.SyncVectorEnv(fns)
-    return gym.vector.AsyncVectorEnv(fns, context=context)
+        return gym.vector.SyncVectorEnv(fns, autoreset_mode=autoreset_mode)
+    return gym.vector.AsyncVectorEnv(fns, context=context, autoreset_mode=autoreset_mode)

@@ -11,6 +11,15 @@ from wm_robotics.behaviors.actor_critic import ActorCritic, ReturnNormalizer, la
 from wm_robotics.models.base import FeaturePolicy, State, WorldModel
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks: one intra-op thread is faster and immune to a busy shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class PointModel(WorldModel):
     """1-D point: x' = clip(x + 0.1·a, -2, 2), reward −|x' − 0.5|, no continue head.
 
@@ -104,7 +113,7 @@ def test_learns_on_point_model():
         best, _ = model.imagine({"x": eval_start}, agent.horizon, policy=lambda f: ((0.5 - f[..., :1]) * 10).clamp(-1, 1))
     optimal = model.predict_reward(model.features(best)).sum(1).mean().item()
     before = mean_return(agent, model, eval_start)
-    for _ in range(150):
+    for _ in range(100):
         metrics = agent.update(model, {"x": torch.rand(4, 16, 1) * 3.0 - 1.5})
     after = mean_return(agent, model, eval_start)
     assert set(metrics) == {"actor/loss", "actor/entropy", "critic/loss", "return/mean", "return/norm_scale",

@@ -11,6 +11,8 @@ is reset to it and the incoming action is zeroed, so episodes never leak into ea
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -87,12 +89,12 @@ class RSSM(nn.Module):
         return self.deter + self.stoch * self.classes
 
     def initial(self, batch_size: int) -> State:
-        """The all-zero state (batch_size, ...)."""
+        """The all-zero state (batch_size, ...); its ``logits`` are uniform."""
         weight = self.gru.linear.weight
         zeros = dict(device=weight.device, dtype=weight.dtype)
+        uniform = torch.full((batch_size, self.stoch, self.classes), -math.log(self.classes), **zeros)
         return {"deter": torch.zeros(batch_size, self.deter, **zeros),
-                "stoch": torch.zeros(batch_size, self.stoch, self.classes, **zeros),
-                "logits": torch.zeros(batch_size, self.stoch, self.classes, **zeros)}
+                "stoch": torch.zeros(batch_size, self.stoch, self.classes, **zeros), "logits": uniform}
 
     def features(self, state: State) -> torch.Tensor:
         """[h, flatten(z)] → (..., deter + stoch·classes)."""

@@ -1,0 +1,38 @@
+"""The deployable agent: a world model filters observations, a behaviour picks actions."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from wm_robotics.models.base import State, WorldModel
+
+
+class Agent:
+    """Acts on batches of env observations (one row per parallel env), in env action units.
+
+    Keeps one latent state and previous action per env; ``is_first`` marks envs whose episode
+    just started (their state and previous action are reset inside the model).
+    """
+
+    def __init__(self, model: WorldModel, behavior: torch.nn.Module, device: torch.device) -> None:
+        self.model, self.behavior, self.device = model, behavior, device
+        self.state: State | None = None
+        self.prev_action: torch.Tensor | None = None
+
+    def reset(self, num_envs: int) -> None:
+        """Forget every env's latent state (call at the start of a batch of episodes)."""
+        self.state = self.model.initial(num_envs)
+        self.prev_action = torch.zeros(num_envs, self.model.action_dim, device=self.device)
+
+    @torch.inference_mode()
+    def act(self, obs: dict[str, np.ndarray], is_first: np.ndarray, sample: bool = True) -> np.ndarray:
+        """Batched observation dict (N, ...) → actions (N, A) float32 within the env bounds."""
+        if self.state is None:
+            self.reset(len(is_first))
+        model_obs = {key: torch.as_tensor(obs[key], device=self.device) for key in self.model.obs_keys}
+        first = torch.as_tensor(is_first, device=self.device, dtype=torch.bool)
+        self.state = self.model.step(self.state, self.prev_action, model_obs, first)
+        action = self.behavior.policy(self.model.features(self.state), sample=sample)  # normalised
+        self.prev_action = action
+        return self.behavior.to_env(action).cpu().numpy().astype(np.float32)

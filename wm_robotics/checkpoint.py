@@ -1,0 +1,65 @@
+"""Checkpoints: one file with model, behaviour, optimisers, counters, RNG states and config.
+
+Written atomically (temp file + rename) and read with ``torch.load(weights_only=True)``: only
+tensors and plain Python containers, never arbitrary pickled objects.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+FORMAT = "wm_robotics.checkpoint/1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, unreadable, or not a wm_robotics checkpoint."""
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` (plus a format tag) to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp")
+    torch.save({"format": FORMAT, **payload}, temp)
+    os.replace(temp, path)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint safely (``weights_only=True``) with errors that say what is wrong."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoints" / "latest.pt" if (path / "checkpoints").is_dir() else path / "latest.pt"
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # noqa: BLE001 - a corrupt file can fail in many ways
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(error).__name__}: {error})") from error
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a wm_robotics checkpoint (expected format {FORMAT!r})")
+    return payload
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy (legacy global) and torch RNG states as weights-only-safe values."""
+    legacy = np.random.get_state()
+    return {
+        "python": list(random.getstate()[1]),
+        "numpy": torch.from_numpy(legacy[1].astype(np.int64)),
+        "numpy_pos": int(legacy[2]),
+        "torch": torch.get_rng_state(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the states captured by :func:`rng_state`."""
+    random.setstate((3, tuple(state["python"]), None))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    torch.set_rng_state(state["torch"])

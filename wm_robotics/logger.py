@@ -1,0 +1,56 @@
+"""Run metrics: ``metrics.csv`` (one header row, a column per metric) and TensorBoard events."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+
+from torch.utils.tensorboard import SummaryWriter
+
+
+class MetricsLogger:
+    """Collects ``{name: value}`` rows keyed by env step; rewrites the CSV atomically on flush.
+
+    Rows from an earlier (resumed) run are read back, so one CSV covers the whole run.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike) -> None:
+        self.path = Path(run_dir) / "metrics.csv"
+        self._rows: list[dict[str, float]] = []
+        if self.path.exists():
+            with self.path.open() as handle:
+                self._rows = [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
+        self._writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+
+    @property
+    def rows(self) -> list[dict[str, float]]:
+        return self._rows
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        """Record ``metrics`` at env step ``step`` (CSV row and TensorBoard scalars)."""
+        self._rows.append({"step": float(step), **{k: float(v) for k, v in metrics.items()}})
+        for name, value in metrics.items():
+            self._writer.add_scalar(name, value, step)
+
+    def drop_after(self, step: int) -> None:
+        """Forget rows past ``step`` (a resumed run replays from its checkpoint's step)."""
+        self._rows = [row for row in self._rows if row["step"] <= step]
+
+    def flush(self) -> None:
+        """Write every row to ``metrics.csv`` (columns: step, then metric names sorted)."""
+        columns = ["step"] + sorted({key for row in self._rows for key in row} - {"step"})
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer.writeheader()
+        for row in self._rows:
+            writer.writerow({key: (int(value) if key == "step" else f"{value:.6g}") for key, value in row.items()})
+        temp = self.path.with_name(".metrics.csv.tmp")
+        temp.write_text(buffer.getvalue())
+        os.replace(temp, self.path)
+        self._writer.flush()
+
+    def close(self) -> None:
+        self.flush()
+        self._writer.close()

@@ -1,0 +1,200 @@
+"""The training loop every preset shares: collect → update → imagine → evaluate → checkpoint.
+
+Counters: ``env_steps`` counts control steps (agent steps × action repeat), the unit of
+published DMC results; ``train_ratio`` is replayed steps per *agent* step (DreamerV3's
+convention), so ``updates ≈ train_ratio · agent_steps / (batch_size · seq_len)``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import wm_robotics.envs as envs
+from wm_robotics.agent import Agent
+from wm_robotics.builders import build_behavior, build_world_model, obs_shapes, resolve_device
+from wm_robotics.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from wm_robotics.data.episodes import EpisodeRecorder
+from wm_robotics.data.replay import SequenceReplay, to_torch
+from wm_robotics.evaluation import evaluate_returns
+from wm_robotics.logger import MetricsLogger
+from wm_robotics.video import annotate, upscale, write_video
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or infinite; the last good checkpoint is left untouched."""
+
+
+def env_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments for ``gymnasium.make`` from a run config."""
+    env = cfg["env"]
+    return {"obs_mode": cfg["obs_mode"], "action_repeat": env["action_repeat"], "image_size": env["image_size"],
+            "camera_id": env["camera_id"], "render_fast": env["render_fast"]}
+
+
+class Trainer:
+    """Owns the envs, model, behaviour, replay, logger and counters of one run folder."""
+
+    def __init__(self, cfg: dict[str, Any], run_dir: str | Path) -> None:
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.device = resolve_device(cfg["device"])
+        random.seed(cfg["seed"])
+        np.random.seed(cfg["seed"])
+        torch.manual_seed(cfg["seed"])
+        kwargs = env_kwargs(cfg)
+        self.action_repeat = kwargs["action_repeat"]
+        self.envs = envs.make_vector_env(cfg["env"]["id"], cfg["num_envs"],
+                                         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, **kwargs)
+        self.eval_env = envs.make_env(cfg["env"]["id"], render_mode="rgb_array", **kwargs)
+        space, action_space = self.eval_env.observation_space, self.eval_env.action_space
+        self.model = build_world_model(cfg["model"], obs_shapes(space), action_space.shape[0]).to(self.device)
+        self.behavior = build_behavior(cfg["behavior"], self.model, action_space).to(self.device)
+        self.agent = Agent(self.model, self.behavior, self.device)
+        self.model_opt = torch.optim.Adam(self.model.parameters(), lr=cfg["model"]["lr"], eps=cfg["model"]["eps"])
+        self.replay = SequenceReplay(self.run_dir / "episodes", cfg["replay_capacity"], cfg["seq_len"],
+                                     cfg["batch_size"], cfg["seed"])
+        self.logger = MetricsLogger(self.run_dir)
+        self.counters = {"env_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0, "last_eval": -1}
+        self.checkpoint_path = self.run_dir / "checkpoints" / "latest.pt"
+        self.space_info = {"obs_shapes": {k: list(v) for k, v in obs_shapes(space).items()},
+                           "action_low": action_space.low.tolist(), "action_high": action_space.high.tolist()}
+
+    # ----------------------------------------------------------------- checkpoints
+    def save(self) -> Path:
+        """Write ``checkpoints/latest.pt`` atomically (the previous one stays until the rename)."""
+        return save_checkpoint(self.checkpoint_path, {
+            "config": self.cfg, **self.space_info, "counters": dict(self.counters), "rng": rng_state(),
+            "model": self.model.state_dict(), "model_opt": self.model_opt.state_dict(),
+            "behavior": self.behavior.full_state_dict(),
+        })
+
+    def restore(self) -> None:
+        """Continue from ``checkpoints/latest.pt`` and reload every episode file of the run."""
+        payload = load_checkpoint(self.checkpoint_path, map_location=self.device)
+        self.model.load_state_dict(payload["model"])
+        self.model_opt.load_state_dict(payload["model_opt"])
+        self.behavior.load_full_state_dict(payload["behavior"])
+        self.counters.update(payload["counters"])
+        set_rng_state(payload["rng"])
+        steps = self.replay.load()
+        self.logger.drop_after(self.counters["env_steps"])
+        print(f"resumed {self.run_dir} at env step {self.counters['env_steps']:,} "
+              f"({self.counters['updates']:,} updates), replay {steps:,} steps in {self.replay.num_episodes} episodes")
+
+    # ----------------------------------------------------------------- learning
+    def update(self) -> dict[str, float]:
+        """One world-model step and one actor-critic step on a replay batch."""
+        batch = to_torch(self.replay.sample(), self.device)
+        batch["action"] = self.behavior.from_env(batch["action"])
+        loss, metrics, posterior = self.model.loss(batch)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"world-model loss is {loss.item()} at update {self.counters['updates']} "
+                f"(env step {self.counters['env_steps']}); metrics {metrics}. The last good checkpoint "
+                f"{self.checkpoint_path} is unchanged: lower model.lr or check the data.")
+        self.model_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        metrics["model/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                                                           self.cfg["model"]["grad_clip"]))
+        self.model_opt.step()
+        behavior_metrics = self.behavior.update(self.model, posterior)
+        bad = [name for name, value in behavior_metrics.items() if not math.isfinite(value)]
+        if bad:
+            raise NonFiniteLossError(f"behaviour metrics {bad} are not finite at update {self.counters['updates']}; "
+                                     f"the last good checkpoint {self.checkpoint_path} is unchanged")
+        self.counters["updates"] += 1
+        return {**metrics, **behavior_metrics}
+
+    def updates_owed(self) -> int:
+        """Updates due by the train ratio, counted from the end of the prefill."""
+        cfg = self.cfg
+        prefill_agent = cfg["prefill"] // self.action_repeat
+        if self.counters["agent_steps"] < prefill_agent or not self.replay.can_sample:
+            return 0
+        target = cfg["train_ratio"] * (self.counters["agent_steps"] - prefill_agent) / (cfg["batch_size"] * cfg["seq_len"])
+        return max(0, int(target) + 1 - self.counters["updates"])
+
+    # ----------------------------------------------------------------- evaluation
+    def evaluate(self) -> dict[str, float]:
+        """Deterministic-policy episodes on the simulator; an MP4 of the first when enabled."""
+        cfg, step = self.cfg, self.counters["env_steps"]
+        report = evaluate_returns(self.agent, self.eval_env, cfg["eval_episodes"], seed=10_000 + step,
+                                  record_first=cfg["video"])
+        if report.frames:
+            frames = [annotate(upscale(f, 256), [f"{cfg['env']['id']} @ {step:,} env steps", f"t={t}"])
+                      for t, f in enumerate(report.frames)]
+            write_video(self.run_dir / "videos" / f"eval_{step:08d}.mp4", frames, fps=25)
+        self.counters["last_eval"] = step
+        return {"eval_return": report.mean, "eval_return_std": report.std}
+
+    # ----------------------------------------------------------------- the loop
+    def run(self) -> dict[str, float]:
+        """Train until ``steps`` env steps; returns the final evaluation."""
+        cfg = self.cfg
+        if cfg["resume"] and self.checkpoint_path.exists():
+            self.restore()
+        num_envs, total = cfg["num_envs"], cfg["steps"]
+        obs, _ = self.envs.reset(seed=cfg["seed"] * 1000 + self.counters["episodes"])
+        recorders = [EpisodeRecorder({k: v[i] for k, v in obs.items()}) for i in range(num_envs)]
+        is_first = np.ones(num_envs, bool)
+        self.agent.reset(num_envs)
+        bar = tqdm(total=total, initial=self.counters["env_steps"], unit="step", desc=cfg["experiment_name"],
+                   dynamic_ncols=True, mininterval=1.0)
+        self.envs.single_action_space.seed(cfg["seed"] + self.counters["episodes"])
+        last_log = last_checkpoint = start_steps = self.counters["env_steps"]
+        start, train_metrics = time.time(), {}
+        try:
+            while self.counters["env_steps"] < total:
+                if self.counters["env_steps"] < cfg["prefill"]:
+                    actions = np.stack([self.envs.single_action_space.sample() for _ in range(num_envs)])
+                else:
+                    actions = self.agent.act(obs, is_first, sample=True)
+                obs, reward, terminated, truncated, info = self.envs.step(actions)
+                done = terminated | truncated
+                for i in range(num_envs):
+                    final = info["final_obs"][i] if done[i] else {k: v[i] for k, v in obs.items()}
+                    recorders[i].add(actions[i], final, reward[i], terminated[i], truncated[i])
+                    if done[i]:
+                        episode = recorders[i].episode()
+                        self.replay.add_episode(episode)
+                        self.counters["episodes"] += 1
+                        self.logger.log(self.counters["env_steps"] + num_envs * self.action_repeat,
+                                        {"episode_return": float(episode["reward"].sum()),
+                                         "episode_length": len(episode["action"])})
+                        bar.set_postfix(ret=f"{episode['reward'].sum():.1f}", upd=self.counters["updates"])
+                        recorders[i] = EpisodeRecorder({k: v[i] for k, v in obs.items()})
+                is_first = done
+                self.counters["agent_steps"] += num_envs
+                self.counters["env_steps"] += num_envs * self.action_repeat
+                bar.update(num_envs * self.action_repeat)
+                for _ in range(self.updates_owed()):
+                    train_metrics = self.update()
+                step = self.counters["env_steps"]
+                if step - last_log >= cfg["log_every"] and train_metrics:
+                    fps = (step - start_steps) / max(time.time() - start, 1e-9)
+                    self.logger.log(step, {**train_metrics, "fps": fps, "updates": self.counters["updates"]})
+                    last_log = step
+                if step // cfg["eval_every"] > max(self.counters["last_eval"], 0) // cfg["eval_every"] or step >= total:
+                    self.logger.log(step, self.evaluate())
+                    bar.set_postfix(eval=f"{self.logger.rows[-1]['eval_return']:.1f}", upd=self.counters["updates"])
+                    last_checkpoint = -cfg["checkpoint_every"]
+                if last_checkpoint + cfg["checkpoint_every"] <= step and (done.any() or step >= total):
+                    self.save()
+                    self.logger.flush()
+                    last_checkpoint = step
+        finally:
+            bar.close()
+            self.logger.close()
+            self.envs.close()
+        final = {k: v for k, v in self.logger.rows[-1].items()} if self.logger.rows else {}
+        print(f"done: {self.counters['env_steps']:,} env steps, {self.counters['updates']:,} updates, "
+              f"eval return {final.get('eval_return', float('nan')):.1f}, run folder {self.run_dir}")
+        return final
