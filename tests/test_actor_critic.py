@@ -89,6 +89,19 @@ def test_actions_within_bounds_and_rescaled():
         ActorCritic(4, 1, 1.0, -1.0)
 
 
+def test_clipped_log_prob_is_unbiased():
+    """E[∇ log π(clip(a))] = 0 with the censored likelihood; the plain density is biased near a bound."""
+    torch.manual_seed(0)
+    loc, scale = torch.tensor([0.9], requires_grad=True), torch.tensor([0.5])
+    dist = torch.distributions.Normal(loc, scale)
+    actions = dist.sample((200_000,)).clamp(-1.0, 1.0)
+    (grad,) = torch.autograd.grad(ActorCritic.log_prob(dist, actions).mean(), loc)
+    (biased,) = torch.autograd.grad(dist.log_prob(actions).mean(), loc)
+    assert abs(grad.item()) < 0.02 < abs(biased.item())
+    torch.testing.assert_close(ActorCritic.log_prob(dist, torch.ones(1, 1)),
+                               torch.distributions.Normal(0.0, 1.0).cdf(torch.tensor([-0.2])).log())
+
+
 def test_return_normalizer():
     small = ReturnNormalizer(decay=0.99)
     for _ in range(50):
@@ -120,6 +133,16 @@ def test_learns_on_point_model():
                             "imag/reward_mean", "value/mean"}
     assert all(isinstance(v, float) for v in metrics.values())
     assert optimal - after < 0.3 * (optimal - before), (before, after, optimal)
+
+
+def test_update_with_continue_head_and_flat_start():
+    class EndingPointModel(PointModel):
+        def predict_continue(self, features: torch.Tensor) -> torch.Tensor:
+            return (features[..., 0] < 1.0).float()
+
+    agent = small_agent()
+    metrics = agent.update(EndingPointModel(), {"x": torch.rand(32, 1) * 3.0 - 1.5})
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
 
 
 def test_state_dict_round_trip():

@@ -36,3 +36,20 @@ class Agent:
         action = self.behavior.policy(self.model.features(self.state), sample=sample)  # normalised
         self.prev_action = action
         return self.behavior.to_env(action).cpu().numpy().astype(np.float32)
+
+
+def agent_from_checkpoint(payload: dict, device: torch.device) -> Agent:
+    """Rebuild the agent of a training checkpoint (read with ``load_checkpoint``)."""
+    from wm_robotics.builders import build_behavior, build_world_model
+    import gymnasium as gym
+
+    cfg = payload["config"]
+    shapes = {key: tuple(shape) for key, shape in payload["obs_shapes"].items()}
+    low, high = np.asarray(payload["action_low"], np.float32), np.asarray(payload["action_high"], np.float32)
+    model = build_world_model(cfg["model"], shapes, len(low)).to(device)
+    behavior = build_behavior(cfg["behavior"], model, gym.spaces.Box(low, high, dtype=np.float32)).to(device)
+    model.load_state_dict(payload["model"])
+    behavior.load_full_state_dict(payload["behavior"])
+    model.eval()
+    behavior.eval()
+    return Agent(model, behavior, device)

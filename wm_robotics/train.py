@@ -36,8 +36,11 @@ class NonFiniteLossError(FloatingPointError):
 def env_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
     """Keyword arguments for ``gymnasium.make`` from a run config."""
     env = cfg["env"]
-    return {"obs_mode": cfg["obs_mode"], "action_repeat": env["action_repeat"], "image_size": env["image_size"],
-            "camera_id": env["camera_id"], "render_fast": env["render_fast"]}
+    kwargs = {"obs_mode": cfg["obs_mode"], "action_repeat": env["action_repeat"], "image_size": env["image_size"],
+              "camera_id": env["camera_id"], "render_fast": env["render_fast"]}
+    if cfg.get("max_episode_steps"):
+        kwargs["max_episode_steps"] = cfg["max_episode_steps"]
+    return kwargs
 
 
 class Trainer:

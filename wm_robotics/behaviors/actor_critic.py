@@ -8,7 +8,10 @@ The world model must be trained on the same units it imagines with, so feed it
 
 Policy: DreamerV3's continuous head: Normal(mean=tanh(mu), std=(1-0.1)·sigmoid(s+2)+0.1), samples
 clipped to [-1, 1]. The actor learns by REINFORCE on normalised λ-return advantages, so
-imagination runs under ``torch.no_grad()`` and never backpropagates through the model.
+imagination runs under ``torch.no_grad()`` and never backpropagates through the model. The
+score uses the likelihood of the *clipped* action (a Normal censored at ±1: the tail mass at
+the bounds, as in CAPG, Fujita & Maeda 2018); the plain Normal density at a clipped sample is
+biased and, under all-negative advantages, drives the mean into a bound.
 """
 
 from __future__ import annotations
@@ -100,6 +103,14 @@ class ActorCritic(nn.Module):
         std = (self.max_std - self.min_std) * torch.sigmoid(raw_std + 2.0) + self.min_std
         return Normal(torch.tanh(mu), std)
 
+    @staticmethod
+    def log_prob(dist: Normal, action: torch.Tensor) -> torch.Tensor:
+        """Log-likelihood (...) of clipped actions (..., A): tail mass at ±1, density inside."""
+        at_low = torch.special.log_ndtr((-1.0 - dist.loc) / dist.scale)
+        at_high = torch.special.log_ndtr((dist.loc - 1.0) / dist.scale)
+        inside = dist.log_prob(action)
+        return torch.where(action <= -1.0, at_low, torch.where(action >= 1.0, at_high, inside)).sum(-1)
+
     def policy(self, features: torch.Tensor, sample: bool = True) -> torch.Tensor:
         """Actions (..., A) in normalised [-1, 1] units; pass as ``WorldModel.imagine(policy=...)``."""
         dist = self.distribution(features)
@@ -127,7 +138,9 @@ class ActorCritic(nn.Module):
         """One actor and critic step on trajectories imagined from every start state.
 
         ``start_state`` has any leading dims ((B, T, ...) from ``observe`` or (B, ...)); they are
-        flattened into one batch of N start states.
+        flattened into one batch of N start states. Losses at s_t are weighted by
+        cont(s_0) · Π_{k=1..t} discount · cont(s_k) (DreamerV3 uses the true 1 − is_terminal for s_0;
+        the seam's states carry no label, so the continue head's prediction stands in).
         """
         with torch.no_grad():
             start_features = model.features(start_state)
@@ -144,7 +157,8 @@ class ActorCritic(nn.Module):
             continues = self.discount * cont[:, 1:]                               # for s_t -> s_{t+1}
             weight = cont[:, :1] * torch.cat([torch.ones_like(cont[:, :1]),
                                               continues[:, :-1].cumprod(1)], 1)     # (N, H)
-            slow_values = self.twohot.decode(self.slow_critic(features[:, :-1]))
+            acting = features[:, :-1].contiguous()  # states s_0..s_{H-1}; contiguous: mm, not bmm
+            slow_values = self.twohot.decode(self.slow_critic(acting))
 
         logits = self.critic(features)                                             # (N, H+1, bins)
         values = self.twohot.decode(logits.detach())
@@ -152,8 +166,8 @@ class ActorCritic(nn.Module):
         scale = self.return_norm(returns)
         advantage = (returns - values[:, :-1]) / scale
 
-        dist = self.distribution(features[:, :-1])
-        log_prob = dist.log_prob(actions).sum(-1)
+        dist = self.distribution(acting)
+        log_prob = self.log_prob(dist, actions)
         entropy = dist.entropy().sum(-1)
         actor_loss = (weight * -(log_prob * advantage + self.entropy_scale * entropy)).mean()
         critic_loss = (weight * (self.twohot.loss(logits[:, :-1], returns)

@@ -113,7 +113,8 @@ class ObservationDecoder(nn.Module):
         if "pixels" in self.keys:
             lead = features.shape[:-1]
             x = self.image_in(features.reshape(-1, features.shape[-1]))
-            x = self.cnn(x.reshape(-1, self._top, _BOTTOM, _BOTTOM))  # (N, C, 64, 64)
+            x = x.reshape(-1, _BOTTOM, _BOTTOM, self._top).permute(0, 3, 1, 2)  # channels-last (N, C, 4, 4)
+            x = self.cnn(x)  # (N, C, 64, 64), channels-last like the encoder: about 2x faster convs on CPU
             out["pixels"] = x.permute(0, 2, 3, 1).reshape(*lead, IMAGE_SIZE, IMAGE_SIZE, self._image_channels)
         if "proprio" in self.keys:
             out["proprio"] = self.mlp(features)

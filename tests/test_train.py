@@ -1,0 +1,118 @@
+"""The training loop: run folder layout, resume after a kill, NaN stop, checkpoint safety."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from wm_robotics.checkpoint import CheckpointError, load_checkpoint
+from wm_robotics.train import NonFiniteLossError, Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["model=xs", "+model.overrides.deter=32", "+model.overrides.units=32", "behavior.units=32",
+        "max_episode_steps=20", "prefill=80", "batch_size=2", "seq_len=8", "train_ratio=16",
+        "eval_episodes=1", "video=false", "log_every=20", "checkpoint_every=40", "device=cpu"]
+
+
+def tiny_config(*overrides: str) -> dict:
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=[*TINY, *overrides])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def test_run_folder_layout_and_metrics(tmp_path):
+    final = Trainer(tiny_config("steps=200", "eval_every=200", "video=true"), tmp_path).run()
+    assert {"checkpoints", "episodes", "metrics.csv", "tensorboard", "videos"} <= {p.name for p in tmp_path.iterdir()}
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert {"step", "episode_return", "eval_return", "loss/total"} <= set(rows[0])
+    assert "eval_return" in final and len(list((tmp_path / "videos").glob("*.mp4"))) == 1
+    payload = load_checkpoint(tmp_path / "checkpoints" / "latest.pt")
+    assert payload["counters"]["env_steps"] == 200 and payload["counters"]["updates"] > 0
+    assert len(list((tmp_path / "episodes").glob("*.npz"))) == 200 // 40
+
+
+def test_resume_continues_counters_and_keeps_episodes(tmp_path):
+    Trainer(tiny_config("steps=160", "eval_every=1000"), tmp_path).run()
+    first = load_checkpoint(tmp_path)["counters"]
+    episodes_before = {p.name for p in (tmp_path / "episodes").glob("*.npz")}
+    Trainer(tiny_config("steps=280", "eval_every=1000", "resume=true"), tmp_path).run()
+    second = load_checkpoint(tmp_path)["counters"]
+    assert first["env_steps"] == 160 and second["env_steps"] == 280
+    assert second["updates"] > first["updates"] and second["episodes"] == 7
+    assert episodes_before < {p.name for p in (tmp_path / "episodes").glob("*.npz")}
+
+
+def test_killed_run_resumes_from_its_checkpoint(tmp_path):
+    command = [sys.executable, str(ROOT / "scripts/train.py"), *TINY, "steps=100000", "eval_every=100000",
+               f"hydra.run.dir={tmp_path}"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "checkpoints" / "latest.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (checkpoint.exists() and load_checkpoint(checkpoint)["counters"]["updates"]):
+        time.sleep(0.5)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    saved = load_checkpoint(checkpoint)["counters"]
+    episodes = {p.name for p in (tmp_path / "episodes").glob("*.npz")}
+    assert saved["env_steps"] >= 40 and episodes
+    target = saved["env_steps"] + 80
+    result = subprocess.run([*command[:-2], f"steps={target}", "eval_every=100000", "resume=true",
+                             f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"resumed {tmp_path} at env step {saved['env_steps']:,}" in result.stdout
+    resumed = load_checkpoint(checkpoint)["counters"]
+    assert resumed["env_steps"] == target and resumed["updates"] >= saved["updates"]
+    assert episodes <= {p.name for p in (tmp_path / "episodes").glob("*.npz")}
+
+
+def test_nan_loss_stops_with_message_and_checkpoint_still_loads(tmp_path, monkeypatch):
+    trainer = Trainer(tiny_config("steps=400", "eval_every=1000"), tmp_path)
+    real_loss, calls = trainer.model.loss, {"n": 0}
+
+    def poisoned(batch):
+        loss, metrics, post = real_loss(batch)
+        calls["n"] += 1
+        return (loss * float("nan") if calls["n"] > 6 else loss), metrics, post
+
+    monkeypatch.setattr(trainer.model, "loss", poisoned)
+    with pytest.raises(NonFiniteLossError, match="world-model loss is nan"):
+        trainer.run()
+    payload = torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in payload["model"].values() if v.is_floating_point())
+
+
+def test_corrupted_or_foreign_checkpoint_gives_clear_error(tmp_path):
+    (tmp_path / "broken.pt").write_bytes(b"not a zip file")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "broken.pt")
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a wm_robotics checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_evaluate_script_reports_json(tmp_path):
+    Trainer(tiny_config("steps=120", "eval_every=1000"), tmp_path / "run").run()
+    result = subprocess.run([sys.executable, str(ROOT / "scripts/evaluate.py"), f"checkpoint={tmp_path / 'run'}",
+                             "episodes=2", f"out={tmp_path / 'report.json'}"], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["episodes"] == 2 and len(report["returns"]) == 2 and report["env_steps"] == 120
+
+
+def test_unknown_model_kind_lists_valid_ones():
+    from wm_robotics.builders import build_world_model
+
+    with pytest.raises(ValueError, match=r"valid kinds: \['rssm'\]"):
+        build_world_model({"kind": "transformer"}, {"proprio": (5,)}, 1)
