@@ -1,6 +1,7 @@
 """Speed benchmarks: print Markdown tables and write JSON.
 
     python scripts/benchmark.py envs            # env steps/s vs raw dm_control and Shimmy
+    python scripts/benchmark.py learner         # ms per world-model / actor-critic update, XS and S
     python scripts/benchmark.py all --out benchmark_results/all.json
     python scripts/benchmark.py envs --quick    # shorter rounds, for a smoke check
 """
@@ -12,7 +13,7 @@ import importlib
 
 from wm_robotics.benchmarks.timing import write_json
 
-SUITES = {"envs": "wm_robotics.benchmarks.envs"}
+SUITES = {"envs": "wm_robotics.benchmarks.envs", "learner": "wm_robotics.benchmarks.learner"}
 
 
 def main() -> None:

@@ -2,7 +2,11 @@
 
     python scripts/train.py experiment=dreamer env=cartpole_swingup model=xs steps=100000
     python scripts/train.py model=xs steps=3000 prefill=1000 eval_every=3000   # CPU smoke run, ~1 min
-    python scripts/train.py resume=true hydra.run.dir=runs/dreamer/<...>        # continue a killed run
+    python scripts/train.py resume=runs/dreamer/<...> steps=200000              # continue a killed run
+    python scripts/train.py resume=true hydra.run.dir=runs/dreamer/<...>        # the same, Hydra style
+
+Resuming from a folder reuses its saved ``config.yaml``; overrides on the command line
+(e.g. a larger ``steps=``) are applied on top.
 """
 
 from __future__ import annotations
@@ -16,12 +20,25 @@ from omegaconf import DictConfig, OmegaConf
 from wm_robotics.train import Trainer
 
 
+def resolve_run(cfg: DictConfig) -> tuple[DictConfig, Path]:
+    """The config and run folder: a fresh Hydra folder, or the folder named by ``resume``."""
+    hydra_cfg = HydraConfig.get()
+    if isinstance(cfg.resume, str) and cfg.resume not in ("true", "false"):
+        run_dir = Path(hydra.utils.to_absolute_path(cfg.resume))
+        if not (run_dir / "config.yaml").exists():
+            raise FileNotFoundError(f"resume={cfg.resume!r}: no config.yaml in {run_dir} (not a run folder)")
+        overrides = [o for o in hydra_cfg.overrides.task if not o.startswith(("resume=", "hydra."))]
+        merged = OmegaConf.merge(OmegaConf.load(run_dir / "config.yaml"), OmegaConf.from_dotlist(overrides))
+        merged.resume = True
+        return merged, run_dir
+    return cfg, Path(hydra_cfg.runtime.output_dir)
+
+
 @hydra.main(config_path="../configs", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    config_path = run_dir / "config.yaml"
-    if not (cfg.resume and config_path.exists()):
-        OmegaConf.save(cfg, config_path, resolve=True)
+    cfg, run_dir = resolve_run(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     Trainer(OmegaConf.to_container(cfg, resolve=True), run_dir).run()
 
 

@@ -65,8 +65,8 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
     episodes = {p.name for p in (tmp_path / "episodes").glob("*.npz")}
     assert saved["env_steps"] >= 40 and episodes
     target = saved["env_steps"] + 80
-    result = subprocess.run([*command[:-2], f"steps={target}", "eval_every=100000", "resume=true",
-                             f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, str(ROOT / "scripts/train.py"), f"resume={tmp_path}", f"steps={target}"],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path.parent)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"resumed {tmp_path} at env step {saved['env_steps']:,}" in result.stdout
     resumed = load_checkpoint(checkpoint)["counters"]

@@ -49,6 +49,8 @@ class Trainer:
     def __init__(self, cfg: dict[str, Any], run_dir: str | Path) -> None:
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.device = resolve_device(cfg["device"])
+        if cfg.get("torch_threads"):
+            torch.set_num_threads(cfg["torch_threads"])
         random.seed(cfg["seed"])
         np.random.seed(cfg["seed"])
         torch.manual_seed(cfg["seed"])
@@ -153,7 +155,7 @@ class Trainer:
                    dynamic_ncols=True, mininterval=1.0)
         self.envs.single_action_space.seed(cfg["seed"] + self.counters["episodes"])
         last_log = last_checkpoint = start_steps = self.counters["env_steps"]
-        start, train_metrics = time.time(), {}
+        start, start_updates, train_metrics = time.time(), self.counters["updates"], {}
         try:
             while self.counters["env_steps"] < total:
                 if self.counters["env_steps"] < cfg["prefill"]:
@@ -182,8 +184,10 @@ class Trainer:
                     train_metrics = self.update()
                 step = self.counters["env_steps"]
                 if step - last_log >= cfg["log_every"] and train_metrics:
-                    fps = (step - start_steps) / max(time.time() - start, 1e-9)
-                    self.logger.log(step, {**train_metrics, "fps": fps, "updates": self.counters["updates"]})
+                    elapsed = max(time.time() - start, 1e-9)
+                    self.logger.log(step, {**train_metrics, "fps": (step - start_steps) / elapsed,
+                                           "updates_per_s": (self.counters["updates"] - start_updates) / elapsed,
+                                           "updates": self.counters["updates"]})
                     last_log = step
                 if step // cfg["eval_every"] > max(self.counters["last_eval"], 0) // cfg["eval_every"] or step >= total:
                     self.logger.log(step, self.evaluate())

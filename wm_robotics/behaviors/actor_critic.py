@@ -75,8 +75,12 @@ class ActorCritic(nn.Module):
                  lambda_: float = 0.95, entropy: float = 3e-4, actor_lr: float = 3e-5, critic_lr: float = 3e-5,
                  slow_critic_decay: float = 0.98, slow_reg: float = 1.0, return_norm_decay: float = 0.99,
                  return_norm_percentiles: tuple[float, float] = (0.05, 0.95), grad_clip: float = 100.0,
-                 bins: int = 255, min_std: float = 0.1, max_std: float = 1.0) -> None:
+                 bins: int = 255, min_std: float = 0.1, max_std: float = 1.0,
+                 imag_starts: int | None = None) -> None:
         super().__init__()
+        if imag_starts is not None and imag_starts < 1:
+            raise ValueError(f"imag_starts must be a positive integer or None (all), got {imag_starts}")
+        self.imag_starts = imag_starts
         low = torch.as_tensor(np.asarray(action_low, dtype=np.float32)).expand(action_dim).clone()
         high = torch.as_tensor(np.asarray(action_high, dtype=np.float32)).expand(action_dim).clone()
         if not (torch.isfinite(low).all() and torch.isfinite(high).all() and (low < high).all()):
@@ -138,14 +142,19 @@ class ActorCritic(nn.Module):
         """One actor and critic step on trajectories imagined from every start state.
 
         ``start_state`` has any leading dims ((B, T, ...) from ``observe`` or (B, ...)); they are
-        flattened into one batch of N start states. Losses at s_t are weighted by
+        flattened into one batch of N start states (a random subset of ``imag_starts`` of them
+        when set: the CPU presets' way to cut the cost per update). Losses at s_t are weighted by
         cont(s_0) · Π_{k=1..t} discount · cont(s_k) (DreamerV3 uses the true 1 − is_terminal for s_0;
         the seam's states carry no label, so the continue head's prediction stands in).
         """
         with torch.no_grad():
-            start_features = model.features(start_state)
-            lead = start_features.dim() - 1
+            lead = model.features(start_state).dim() - 1
             start = {k: v.detach().reshape(-1, *v.shape[lead:]) for k, v in start_state.items()}
+            count = next(iter(start.values())).shape[0]
+            if self.imag_starts is not None and self.imag_starts < count:
+                chosen = torch.randperm(count, device=self.action_low.device)[: self.imag_starts]
+                start = {k: v[chosen] for k, v in start.items()}
+            start_features = model.features(start)
             states, actions = model.imagine(start, self.horizon, policy=self.policy)
             features = torch.cat([start_features.reshape(-1, 1, start_features.shape[-1]),
                                   model.features(states)], 1)                        # (N, H+1, F)

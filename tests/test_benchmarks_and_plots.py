@@ -1,0 +1,43 @@
+"""Benchmark helpers and plots produce real numbers and files (no timing is asserted)."""
+
+import json
+
+import numpy as np
+import torch
+
+from wm_robotics.benchmarks import envs as env_bench
+from wm_robotics.benchmarks import learner
+from wm_robotics.benchmarks.timing import interleaved_rates, write_json
+from wm_robotics.plots import eval_curve, plot_runs, published_results
+
+
+def test_interleaved_rates_counts_items():
+    rates = interleaved_rates({"a": lambda: 10, "b": lambda: 5}, rounds=2, seconds=0.01)
+    assert rates["a"] > 0 and rates["b"] > 0
+
+
+def test_env_work_functions_step_the_real_env():
+    assert env_bench._ours("cartpole-swingup-v0", "proprio", 2)() == env_bench.BLOCK * 2
+    assert env_bench._raw("cartpole", "swingup", pixels=False)() == env_bench.BLOCK
+
+
+def test_learner_measure_reports_both_parts(tmp_path):
+    torch.set_num_threads(1)
+    row = learner.measure("xs", "proprio", torch.device("cpu"), repeats=1, units=32, imag_starts=64, batch=2, length=8)
+    assert row["world_model_ms"] > 0 and row["actor_critic_ms"] > 0 and row["imag_starts"] == 16
+    path = write_json(tmp_path / "b.json", {"learner": [row]})
+    assert json.loads(path.read_text())["learner"][0]["size"] == "xs"
+
+
+def test_plot_runs_from_metrics_csv(tmp_path):
+    for seed in (0, 1):
+        run = tmp_path / f"run{seed}"
+        run.mkdir()
+        lines = ["step,episode_return,eval_return"] + [f"{s},,{s / 100 + seed}" for s in (10000, 20000, 30000)]
+        (run / "metrics.csv").write_text("\n".join(lines) + "\n")
+    steps, returns = eval_curve(tmp_path / "run1")
+    np.testing.assert_array_equal(steps, [10000, 20000, 30000])
+    np.testing.assert_array_equal(returns, [101, 201, 301])
+    out = plot_runs({"dreamer": [tmp_path / "run0", tmp_path / "run1"]}, "cartpole-swingup", tmp_path / "p.png")
+    assert out.stat().st_size > 10_000
+    assert published_results()["100k"]["cartpole-swingup"]["DreamerV3"] == 677

@@ -1,0 +1,25 @@
+"""Learning tests (minutes on 2 CPU cores): run with ``python3 -m pytest -q -m slow``."""
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import wm_robotics.envs as envs
+from wm_robotics.rollout import random_policy, run_episode
+from wm_robotics.train import Trainer, env_kwargs
+
+from tests.test_train import ROOT
+
+
+@pytest.mark.slow
+def test_dreamer_beats_random_on_cartpole_balance(tmp_path):
+    overrides = ["experiment=dreamer_cpu", "env=cartpole_balance", "steps=16000", "prefill=4000",
+                 "eval_every=16000", "eval_episodes=3", "video=false", "torch_threads=2", "device=cpu"]
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = OmegaConf.to_container(compose("train", overrides=overrides), resolve=True)
+    final = Trainer(cfg, tmp_path).run()
+    env = envs.make_env("cartpole-balance-v0", **env_kwargs(cfg))
+    policy = random_policy(env.action_space, 0)
+    random_return = np.mean([run_episode(env, policy, seed=s)["reward"].sum() for s in range(3)])
+    assert final["eval_return"] > random_return + 150, (final["eval_return"], random_return)

@@ -1,0 +1,191 @@
+"""Shared pieces of the sampling MPC planners (CEM, MPPI): objectives, population scoring, warm start.
+
+Shapes: E = parallel environments, P = candidate action sequences per environment, H = planning
+horizon, A = action dims, F = feature dims, N = E·P imagined trajectories (environment-major:
+row ``e·P + p`` is candidate p of environment e). Actions are in the planner's units, bounded by
+``[action_low, action_high]`` (normalised units, [-1, 1] by default, as the world model learns them).
+Standard deviations are given as fractions of the half-range (high − low) / 2, so that they mean
+the same for any bounds (and are absolute for [-1, 1]).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol, Sequence
+
+import torch
+
+from wm_robotics.models.base import State, WorldModel
+
+Bound = float | Sequence[float] | torch.Tensor
+
+
+class Objective(Protocol):
+    """Scores imagined trajectories: ``(model, states (N, H, ...), actions (N, H, A)) -> (N,)``, higher is better.
+
+    An objective may expose ``num_envs`` (int or None): how many environments it expects, checked
+    against the state batch by :func:`score_population`. Any plain callable with this signature works.
+    """
+
+    def __call__(self, model: WorldModel, states: State, actions: torch.Tensor) -> torch.Tensor: ...
+
+
+class RewardObjective:
+    """Σ_t γ^t · r_t over the horizon, each reward weighted by the predicted continue probabilities
+    before it (when the model has a continue head), plus the discounted terminal ``value_fn(features_H)``.
+
+    ``r_t`` is the reward predicted for the state reached after action t; ``value_fn`` maps the
+    last features (N, F) to values (N,) or (N, 1) (TD-MPC2's terminal value; None to omit).
+    """
+
+    def __init__(self, discount: float = 0.99, value_fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        if not 0.0 < discount <= 1.0:
+            raise ValueError(f"discount must be in (0, 1], got {discount}")
+        self.discount, self.value_fn = discount, value_fn
+
+    def __call__(self, model: WorldModel, states: State, actions: torch.Tensor) -> torch.Tensor:
+        features = model.features(states)  # (N, H, F)
+        reward = model.predict_reward(features)
+        if reward is None:
+            raise ValueError(f"{type(model).__name__} has no reward head; plan with a GoalObjective instead")
+        cont = model.predict_continue(features)
+        step = torch.full_like(reward, self.discount) if cont is None else self.discount * cont  # (N, H)
+        after = step.cumprod(-1)  # (N, H): weight of whatever comes after step t
+        weights = torch.cat([torch.ones_like(after[:, :1]), after[:, :-1]], -1)
+        score = (weights * reward).sum(-1)  # (N,)
+        if self.value_fn is not None:
+            score = score + after[:, -1] * self.value_fn(features[:, -1]).reshape(score.shape)
+        return score
+
+
+class GoalObjective:
+    """Negative distance between predicted features and a goal embedding (V-JEPA 2-AC / DINO-WM energy).
+
+    ``goal_features`` is (F,) for all environments or (E, F), one goal per environment. ``norm`` is
+    "l2" (Euclidean) or "l1"; the distance is averaged over the horizon, or taken at the last step
+    only when ``terminal_only``. Replace ``goal`` to plan towards a new goal.
+    """
+
+    def __init__(self, goal_features: torch.Tensor, norm: str = "l2", terminal_only: bool = False) -> None:
+        if norm not in ("l1", "l2"):
+            raise ValueError(f"norm must be 'l1' or 'l2', got {norm!r}")
+        self.goal = torch.as_tensor(goal_features)
+        if self.goal.dim() not in (1, 2):
+            raise ValueError(f"goal_features must be (F,) or (E, F), got shape {tuple(self.goal.shape)}")
+        self.norm, self.terminal_only = norm, terminal_only
+
+    @property
+    def num_envs(self) -> int | None:
+        """Number of per-environment goals; None for one shared goal."""
+        return self.goal.shape[0] if self.goal.dim() == 2 else None
+
+    def __call__(self, model: WorldModel, states: State, actions: torch.Tensor) -> torch.Tensor:
+        features = model.features(states)  # (N, H, F)
+        if self.terminal_only:
+            features = features[:, -1:]
+        goal = self.goal.to(features.device, features.dtype)
+        num = features.shape[0]
+        if goal.dim() == 2:
+            if num % goal.shape[0]:
+                raise ValueError(f"{num} trajectories cannot be split among {goal.shape[0]} goals")
+            features = features.unflatten(0, (goal.shape[0], -1))  # (E, P, H, F)
+            goal = goal[:, None, None]  # (E, 1, 1, F)
+        diff = features - goal
+        dist = diff.norm(dim=-1) if self.norm == "l2" else diff.abs().sum(-1)
+        return -dist.reshape(num, -1).mean(-1)
+
+
+def batch_size(state: State) -> int:
+    """The shared leading dim E of a state; ValueError when its tensors disagree."""
+    sizes = {value.shape[0] for value in state.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"state tensors must share one leading batch dim, got sizes {sorted(sizes)}")
+    return sizes.pop()
+
+
+def expand_state(state: State, copies: int) -> State:
+    """(E, ...) → (E·copies, ...), each environment's state repeated ``copies`` times in a row."""
+    return {key: value.repeat_interleave(copies, 0) for key, value in state.items()}
+
+
+def score_population(model: WorldModel, state: State, actions: torch.Tensor, objective: Objective) -> torch.Tensor:
+    """Score candidates ``actions`` (E, P, H, A) from start states (E, ...) with ONE ``imagine`` call → (E, P).
+
+    NaN scores become the lowest finite value, so a diverging rollout is never chosen.
+    """
+    num_envs, pop, horizon, _ = actions.shape
+    expected = getattr(objective, "num_envs", None)
+    if expected is not None and expected != num_envs:
+        raise ValueError(f"the objective has {expected} goals but the state batch has {num_envs} environments")
+    flat = actions.flatten(0, 1)  # (E·P, H, A)
+    states, used = model.imagine(expand_state(state, pop), horizon, actions=flat)
+    scores = objective(model, states, used)  # (E·P,)
+    return scores.reshape(num_envs, pop).nan_to_num(nan=torch.finfo(scores.dtype).min)
+
+
+def select_elites(actions: torch.Tensor, scores: torch.Tensor, elites: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``elites`` per environment: (actions (E, K, H, A), scores (E, K)), best first."""
+    top, index = scores.topk(elites, dim=1)  # (E, K)
+    picked = actions.gather(1, index[..., None, None].expand(-1, -1, *actions.shape[2:]))
+    return picked, top
+
+
+def shift_plan(mean: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """Warm start: drop the executed first step of ``mean`` (E, H, A) and append ``fill`` (A,) at the end."""
+    return torch.cat([mean[:, 1:], fill.expand(mean.shape[0], 1, -1)], 1)
+
+
+class SamplingPlanner:
+    """Base of the population planners: bounds, validation, warm start across calls and ``reset``.
+
+    Subclasses implement ``_search(model, state, mean, low, high) -> (first actions (E, A),
+    final mean plan (E, H, A), info)``. The warm start keeps the previous mean plan shifted by one
+    step, its new last step the middle of the bounds; it is used while the number of environments
+    stays the same, otherwise the search starts cold (from the middle of the bounds).
+    """
+
+    def __init__(self, action_dim: int, horizon: int, iterations: int, action_low: Bound, action_high: Bound,
+                 objective: Objective | None) -> None:
+        if action_dim <= 0 or horizon <= 0 or iterations <= 0:
+            raise ValueError(f"action_dim, horizon and iterations must be positive, got "
+                             f"{action_dim}, {horizon}, {iterations}")
+        self.low = torch.as_tensor(action_low, dtype=torch.float32).expand(action_dim).clone()
+        self.high = torch.as_tensor(action_high, dtype=torch.float32).expand(action_dim).clone()
+        if not bool((self.low < self.high).all()):
+            raise ValueError(f"action_low must be below action_high, got {self.low.tolist()} and {self.high.tolist()}")
+        self.action_dim, self.horizon, self.iterations = action_dim, horizon, iterations
+        self.objective: Objective = RewardObjective() if objective is None else objective
+        self.last_info: dict[str, torch.Tensor] = {}
+        self._mean: torch.Tensor | None = None  # (E, H, A) previous mean plan
+
+    @torch.inference_mode()
+    def plan(self, model: WorldModel, state: State) -> torch.Tensor:
+        """Plan from ``state`` (E, ...) for E environments; return the actions to take now (E, A)."""
+        num_envs = batch_size(state)
+        device = next(iter(state.values())).device
+        low, high = self.low.to(device), self.high.to(device)
+        mid = (low + high) / 2
+        if self._mean is not None and self._mean.shape[0] == num_envs:
+            mean = shift_plan(self._mean.to(device), mid)
+        else:
+            mean = mid.expand(num_envs, self.horizon, -1).clone()
+        action, self._mean, self.last_info = self._search(model, state, mean, low, high)
+        return action.clamp(low, high)
+
+    def reset(self, env_ids: Sequence[int] | torch.Tensor | None = None) -> None:
+        """Forget the warm start: for all environments, or only ``env_ids`` (those whose episode ended)."""
+        if env_ids is None or self._mean is None:
+            self._mean = None
+            return
+        with torch.inference_mode():  # the stored plan is an inference tensor
+            self._mean[torch.as_tensor(env_ids, dtype=torch.long)] = ((self.low + self.high) / 2).to(self._mean.device)
+
+    def _search(self, model: WorldModel, state: State, mean: torch.Tensor, low: torch.Tensor, high: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError("_search must return (actions (E, A), mean plan (E, H, A), info)")
+
+    @staticmethod
+    def _sample(mean: torch.Tensor, std: torch.Tensor, count: int, low: torch.Tensor, high: torch.Tensor
+                ) -> torch.Tensor:
+        """``count`` Gaussian sequences per environment around mean/std (E, H, A), clipped → (E, count, H, A)."""
+        noise = torch.randn(mean.shape[0], count, *mean.shape[1:], device=mean.device, dtype=mean.dtype)
+        return (mean.unsqueeze(1) + std.unsqueeze(1) * noise).clamp(low, high)

@@ -1,0 +1,89 @@
+"""Learner speed: ms per world-model update and per actor-critic update, imagined steps/s.
+
+Sizes XS and S, from proprio (cartpole: 5-d) and 64×64 pixels, batch 16 × 64, horizon 15,
+in one run. The reference is dreamerv3-torch at its default size on this project's 2-core CPU
+(torch 2.13): 7.8 s per update from proprio (world model 1.3 s, actor-critic 6.5 s), 9.4 s from
+pixels — measured by the project (DESIGN.md), not re-run here.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from wm_robotics.behaviors.actor_critic import ActorCritic
+from wm_robotics.benchmarks.timing import print_table
+from wm_robotics.models.rssm import RSSMWorldModel
+
+REFERENCE_MS = {"proprio": {"world_model": 1300.0, "actor_critic": 6500.0, "total": 7800.0},
+                "pixels": {"total": 9400.0}}
+
+
+def _batch(obs_key: str, batch: int, length: int, device: torch.device) -> dict[str, torch.Tensor]:
+    obs = (torch.randint(0, 256, (batch, length, 64, 64, 3), dtype=torch.uint8) if obs_key == "pixels"
+           else torch.randn(batch, length, 5))
+    return {f"obs/{obs_key}": obs.to(device), "action": torch.rand(batch, length, 1, device=device) * 2 - 1,
+            "reward": torch.rand(batch, length, device=device),
+            "is_first": torch.zeros(batch, length, dtype=torch.bool, device=device),
+            "is_terminal": torch.zeros(batch, length, dtype=torch.bool, device=device)}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(size: str, obs_key: str, device: torch.device, repeats: int, units: int,
+            imag_starts: int | None = None, batch: int = 16, length: int = 64) -> dict:
+    """Median ms per world-model update and per actor-critic update for one configuration."""
+    torch.manual_seed(0)
+    shape = (64, 64, 3) if obs_key == "pixels" else (5,)
+    model = RSSMWorldModel.from_size(size, {obs_key: shape}, 1).to(device)
+    behavior = ActorCritic(model.feature_dim, 1, units=units, imag_starts=imag_starts).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), 1e-4)
+    data = _batch(obs_key, batch, length, device)
+    wm_ms, ac_ms = [], []
+    for index in range(repeats + 1):  # the first round warms up allocators and kernels
+        _sync(device)
+        start = time.perf_counter()
+        loss, _, posterior = model.loss(data)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        _sync(device)
+        middle = time.perf_counter()
+        behavior.update(model, posterior)
+        _sync(device)
+        end = time.perf_counter()
+        if index:
+            wm_ms.append(1000 * (middle - start))
+            ac_ms.append(1000 * (end - middle))
+    wm, ac = sorted(wm_ms)[len(wm_ms) // 2], sorted(ac_ms)[len(ac_ms) // 2]
+    starts = min(imag_starts or batch * length, batch * length)
+    return {"size": size, "obs": obs_key, "device": str(device), "units": units, "imag_starts": starts,
+            "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
+            "world_model_ms": wm, "actor_critic_ms": ac, "total_ms": wm + ac,
+            "imagined_steps_per_s": starts * behavior.horizon / (ac / 1000),
+            "reference_total_ms": REFERENCE_MS[obs_key]["total"]}
+
+
+def run(quick: bool = False) -> dict:
+    """XS and S, proprio and pixels, CPU (and CUDA when present); prints a table."""
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    repeats = 1 if quick else 3
+    configs = [("xs", "proprio", 256, None), ("xs", "proprio", 256, 256), ("s", "proprio", 512, None),
+               ("xs", "pixels", 256, None), ("s", "pixels", 512, None)]
+    if quick:
+        configs = configs[:2]
+    rows = [measure(size, key, device, repeats, units, starts)
+            for device in devices for size, key, units, starts in configs]
+    for row in rows:
+        row["speedup_vs_reference"] = row["reference_total_ms"] / row["total_ms"]
+    print_table("Learner: ms per update (batch 16×64, horizon 15; median)",
+                ["size", "obs", "device", "params (M)", "AC units", "imag. starts", "world model ms",
+                 "actor-critic ms", "total ms", "imagined steps/s", "× faster than dreamerv3-torch"],
+                [[r["size"], r["obs"], r["device"], r["params_M"], r["units"], r["imag_starts"], r["world_model_ms"],
+                  r["actor_critic_ms"], r["total_ms"], r["imagined_steps_per_s"], r["speedup_vs_reference"]]
+                 for r in rows])
+    return {"learner": rows, "learner_reference_ms": REFERENCE_MS}

@@ -1,0 +1,57 @@
+"""Learning-curve plots from run folders, with the published reference numbers drawn in."""
+
+from __future__ import annotations
+
+import csv
+import json
+from importlib import resources
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+STEP_LABELS = {"100k": 100_000, "500k": 500_000, "1M": 1_000_000}
+
+
+def published_results() -> dict:
+    """The reference returns shipped in ``wm_robotics/published_results.json`` (sources inside)."""
+    return json.loads(resources.files("wm_robotics").joinpath("published_results.json").read_text())
+
+
+def eval_curve(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(env steps, eval return) rows of a run's ``metrics.csv``."""
+    with (Path(run_dir) / "metrics.csv").open() as handle:
+        rows = [(float(r["step"]), float(r["eval_return"])) for r in csv.DictReader(handle) if r.get("eval_return")]
+    if not rows:
+        raise ValueError(f"{run_dir}/metrics.csv has no eval_return rows yet")
+    steps, returns = np.array(rows).T
+    return steps, returns
+
+
+def plot_runs(runs: dict[str, list[str | Path]], task: str, out: str | Path, budget: str = "100k") -> Path:
+    """One line per label (mean over its seeds, band = min..max) plus dashed published references."""
+    figure, axis = plt.subplots(figsize=(6.4, 4.0))
+    for label, folders in runs.items():
+        curves = [eval_curve(folder) for folder in folders]
+        length = min(len(steps) for steps, _ in curves)
+        steps = curves[0][0][:length]
+        returns = np.stack([r[:length] for _, r in curves])
+        axis.plot(steps, returns.mean(0), marker="o", label=f"{label} ({len(folders)} seeds)")
+        axis.fill_between(steps, returns.min(0), returns.max(0), alpha=0.2)
+    for name, value in published_results().get(budget, {}).get(task, {}).items():
+        axis.axhline(value, linestyle="--", linewidth=1, color="grey")
+        axis.annotate(f"{name} @ {budget}: {value}", (0, value), fontsize=7, va="bottom")
+    axis.set_xlabel("env steps")
+    axis.set_ylabel("eval return")
+    axis.set_title(task)
+    axis.set_xlim(left=0)
+    axis.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=120)
+    plt.close(figure)
+    return out
