@@ -2,6 +2,7 @@
 
     python scripts/benchmark.py envs            # env steps/s vs raw dm_control and Shimmy
     python scripts/benchmark.py learner         # ms per world-model / actor-critic update, XS and S
+    python scripts/benchmark.py replay          # peak RSS with 100k pixel steps stored, sampling ms
     python scripts/benchmark.py all --out benchmark_results/all.json
     python scripts/benchmark.py envs --quick    # shorter rounds, for a smoke check
 """
@@ -13,7 +14,8 @@ import importlib
 
 from wm_robotics.benchmarks.timing import write_json
 
-SUITES = {"envs": "wm_robotics.benchmarks.envs", "learner": "wm_robotics.benchmarks.learner"}
+SUITES = {"envs": "wm_robotics.benchmarks.envs", "learner": "wm_robotics.benchmarks.learner",
+          "replay": "wm_robotics.benchmarks.replay"}
 
 
 def main() -> None:

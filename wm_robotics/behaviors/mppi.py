@@ -1,0 +1,83 @@
+"""MPPI planner in the style of TD-MPC2: Gaussian samples + policy-prior trajectories, softmax-weighted refit.
+
+Per ``plan`` call, ``policy_samples`` trajectories are rolled out once from the optional policy
+prior (``model.imagine(policy=...)``); each iteration adds ``samples`` Gaussian sequences around
+the current mean/std, scores all of them, keeps the top ``elites`` and refits mean and std as
+their weighted mean and std with weights softmax(temperature · score) (TD-MPC2's
+exp(temperature · (score − max)), normalised). Differences from TD-MPC2's ``_plan``: its
+``num_samples`` counts the policy trajectories, here ``samples`` are the Gaussian ones only; the
+exploration noise TD-MPC2 adds to the returned action during training is left to the caller.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from wm_robotics.behaviors.planning import (Bound, Objective, SamplingPlanner, expand_state, score_population,
+                                            select_elites)
+from wm_robotics.models.base import FeaturePolicy, State, WorldModel
+
+
+class MPPIPlanner(SamplingPlanner):
+    """TD-MPC2-style MPPI inside any ``WorldModel``, batched over samples and environments.
+
+    The std restarts at ``max_std`` every call and stays within [``min_std``, ``max_std``], both
+    fractions of the half-range of the bounds. ``sample_final=True`` (TD-MPC2) returns the first
+    action of an elite drawn by weight, so behaviour stays stochastic; False returns the first
+    action of the weighted mean plan (smoother, deterministic given the scores). ``last_info``
+    after ``plan``: ``plan`` (E, H, A) mean, ``std`` (E, H, A), ``best_score`` (E,) and
+    ``elite_score`` (E,) weighted mean elite score, both of the last iteration.
+    """
+
+    def __init__(self, action_dim: int, horizon: int = 3, iterations: int = 6, samples: int = 512,
+                 elites: int = 64, policy_samples: int = 24, temperature: float = 0.5, min_std: float = 0.05,
+                 max_std: float = 2.0, action_low: Bound = -1.0, action_high: Bound = 1.0,
+                 objective: Objective | None = None, policy: FeaturePolicy | None = None,
+                 sample_final: bool = True) -> None:
+        super().__init__(action_dim, horizon, iterations, action_low, action_high, objective)
+        if samples < 0 or policy_samples < 0:
+            raise ValueError(f"samples and policy_samples must be >= 0, got {samples}, {policy_samples}")
+        population = samples + (policy_samples if policy is not None else 0)
+        if not 0 < elites <= population:
+            raise ValueError(f"need 0 < elites <= population ({population} = samples"
+                             f"{' + policy_samples' if policy is not None else ''}), got elites={elites}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        if not 0 <= min_std <= max_std:
+            raise ValueError(f"need 0 <= min_std <= max_std, got min_std={min_std}, max_std={max_std}")
+        self.samples, self.elites, self.policy_samples = samples, elites, policy_samples
+        self.temperature, self.min_std, self.max_std = temperature, min_std, max_std
+        self.policy, self.sample_final = policy, sample_final
+
+    def _policy_actions(self, model: WorldModel, state: State, num_envs: int, low: torch.Tensor,
+                        high: torch.Tensor) -> torch.Tensor | None:
+        """Action sequences (E, policy_samples, H, A) of the policy prior, or None without one."""
+        if self.policy is None or self.policy_samples == 0:
+            return None
+        _, actions = model.imagine(expand_state(state, self.policy_samples), self.horizon, policy=self.policy)
+        return actions.reshape(num_envs, self.policy_samples, self.horizon, -1).clamp(low, high)
+
+    def _search(self, model: WorldModel, state: State, mean: torch.Tensor, low: torch.Tensor, high: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        num_envs = mean.shape[0]
+        scale = (high - low) / 2  # (A,)
+        std = (self.max_std * scale).expand_as(mean)  # (E, H, A)
+        prior = self._policy_actions(model, state, num_envs, low, high)  # (E, Pπ, H, A) or None
+        for _ in range(self.iterations):
+            samples = self._sample(mean, std, self.samples, low, high)  # (E, S, H, A)
+            if prior is not None:
+                samples = torch.cat([prior, samples], 1)  # (E, Pπ + S, H, A)
+            scores = score_population(model, state, samples, self.objective)  # (E, P)
+            elites, elite_scores = select_elites(samples, scores, self.elites)  # (E, K, H, A), (E, K)
+            weights = torch.softmax(self.temperature * elite_scores, 1)  # (E, K)
+            w = weights[..., None, None]  # (E, K, 1, 1)
+            mean = (w * elites).sum(1)  # (E, H, A)
+            std = (w * (elites - mean.unsqueeze(1)).square()).sum(1).sqrt()
+            std = std.clamp(self.min_std * scale, self.max_std * scale)
+        if self.sample_final:
+            pick = torch.multinomial(weights, 1).squeeze(1)  # (E,)
+            action = elites[torch.arange(num_envs, device=pick.device), pick, 0]  # (E, A)
+        else:
+            action = mean[:, 0]
+        info = dict(plan=mean, std=std, best_score=elite_scores[:, 0], elite_score=(weights * elite_scores).sum(1))
+        return action, mean, info
