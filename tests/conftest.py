@@ -1,6 +1,18 @@
-"""Tests render headless: choose EGL before any test module imports dm_control."""
+"""Shared test set-up: headless rendering, and one torch thread for tiny models."""
 
 import os
 
+import pytest
+import torch
+
 if not os.environ.get("DISPLAY"):
     os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models are op-overhead bound: a second intra-op thread only adds sync cost (8× on a busy CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -11,13 +11,7 @@ from wm_robotics.behaviors.actor_critic import ActorCritic, ReturnNormalizer, la
 from wm_robotics.models.base import FeaturePolicy, State, WorldModel
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: one intra-op thread is faster and immune to a busy shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class PointModel(WorldModel):

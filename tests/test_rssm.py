@@ -18,13 +18,7 @@ OBS_SHAPES = {
 A = 2
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models are op-overhead bound: a second intra-op thread only adds sync cost (8x on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_batch(shapes, batch=2, length=3, seed=0):

@@ -20,7 +20,7 @@ from wm_robotics.train import NonFiniteLossError, Trainer
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model=xs", "+model.overrides.deter=32", "+model.overrides.units=32", "behavior.units=32",
         "max_episode_steps=20", "prefill=80", "batch_size=2", "seq_len=8", "train_ratio=16",
-        "eval_episodes=1", "video=false", "log_every=20", "checkpoint_every=40", "device=cpu"]
+        "eval_episodes=1", "video=false", "log_every=20", "checkpoint_every=40", "device=cpu", "torch_threads=1"]
 
 
 def tiny_config(*overrides: str) -> dict:

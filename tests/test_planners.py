@@ -1,0 +1,263 @@
+"""CEM and MPPI planners on analytic toy world models (known optima) and a smoke run on the xs RSSM."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from wm_robotics.behaviors.cem import CEMPlanner
+from wm_robotics.behaviors.mppi import MPPIPlanner
+from wm_robotics.behaviors.planning import GoalObjective, RewardObjective, score_population
+from wm_robotics.models.base import State, WorldModel
+from wm_robotics.models.rssm import RSSMWorldModel
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+class PointMass(WorldModel):
+    """x' = decay·x + dt·a; features = x; reward = −|x − target|²; optional constant continue."""
+
+    def __init__(self, target=0.5, dt: float = 0.1, decay: float = 1.0, dim: int = 1, cont: float | None = None):
+        super().__init__()
+        self.obs_keys, self.action_dim, self.feature_dim = ("proprio",), dim, dim
+        self.target = torch.as_tensor(target, dtype=torch.float32)
+        self.dt, self.decay, self.cont = dt, decay, cont
+        self.imagine_calls = 0
+
+    def start(self, *positions) -> State:
+        return {"x": torch.tensor(positions, dtype=torch.float32).reshape(len(positions), self.action_dim)}
+
+    def imagine(self, state, horizon, actions=None, policy=None):
+        self.imagine_calls += 1
+        x, xs, used = state["x"], [], []
+        for t in range(horizon):
+            a = actions[:, t] if actions is not None else policy(x)
+            x = self.decay * x + self.dt * a
+            xs.append(x)
+            used.append(a)
+        return {"x": torch.stack(xs, 1)}, torch.stack(used, 1)
+
+    def features(self, state):
+        return state["x"]
+
+    def predict_reward(self, features):
+        return -(features - self.target).square().sum(-1)
+
+    def predict_continue(self, features):
+        return None if self.cont is None else torch.full(features.shape[:-1], self.cont)
+
+
+def make(kind: str, **kw):
+    """A planner of either kind with small test-sized populations unless overridden."""
+    if kind == "cem":
+        kw = {"horizon": 3, "iterations": 6, "candidates": 300, "elites": 30, **kw}
+        return CEMPlanner(**kw)
+    kw = {"horizon": 3, "iterations": 6, "samples": 300, "elites": 30, "sample_final": False, **kw}
+    return MPPIPlanner(**kw)
+
+
+KINDS = ["cem", "mppi"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_first_action_at_bound_when_target_out_of_reach(kind):
+    torch.manual_seed(0)
+    model = PointMass(target=0.5)  # 3 steps of 0.1·a reach at most 0.3: push with a = +1 throughout
+    action = make(kind, action_dim=1).plan(model, model.start(0.0))
+    assert action.shape == (1, 1)
+    assert action.item() > 0.95
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("sample_final", [False, True])
+def test_interior_optimum(kind, sample_final):
+    torch.manual_seed(1)
+    model = PointMass(target=0.3, dt=1.0, decay=0.0)  # x' = a: reward −(a − 0.3)² summed over the plan
+    kw = {"sample_final": sample_final} if kind == "mppi" else {}
+    if kind == "cem" and sample_final:
+        pytest.skip("sample_final is an MPPI option")
+    planner = make(kind, action_dim=1, **kw)
+    action = planner.plan(model, model.start(0.0))
+    assert abs(action.item() - 0.3) < 0.05
+    assert torch.allclose(planner.last_info["plan"], torch.full((1, 3, 1), 0.3), atol=0.05)
+    assert planner.last_info["best_score"].item() > -0.01
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_warm_start_needs_fewer_iterations(kind):
+    model = PointMass(target=0.8, dt=1.0, decay=0.0)  # optimum 0.8 at every step, far from the cold mean 0
+    narrow = {"init_std": 0.3} if kind == "cem" else {"max_std": 0.3}
+    planner = make(kind, action_dim=1, iterations=1, **narrow)
+    state = model.start(0.0)
+    cold, warm = [], []
+    for seed in range(4):
+        torch.manual_seed(seed)
+        planner.reset()
+        cold.append(abs(planner.plan(model, state).item() - 0.8))  # one iteration from scratch
+        planner.iterations = 6
+        planner.plan(model, state)  # converge once (the previous control step)
+        planner.iterations = 1
+        warm.append(abs(planner.plan(model, state).item() - 0.8))  # one iteration from the shifted plan
+    assert min(cold) > 0.2 and max(warm) < 0.05
+    # reset() restores the cold start exactly
+    torch.manual_seed(0)
+    planner.reset()
+    again = planner.plan(model, state)
+    assert again.item() == pytest.approx(0.8 - cold[0])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_reset_single_env(kind):
+    model = PointMass(target=0.8, dt=1.0, decay=0.0)
+    planner = make(kind, action_dim=1)
+    planner.plan(model, model.start(0.0, 0.0))
+    before = planner._mean.clone()
+    planner.reset([1])
+    assert torch.equal(planner._mean[0], before[0]) and torch.equal(planner._mean[1], torch.zeros(3, 1))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("target, expected", [(5.0, 0.7), (-5.0, -0.2), (0.03, 0.3)])
+def test_asymmetric_bounds(kind, target, expected):
+    torch.manual_seed(2)
+    model = PointMass(target=target)
+    planner = make(kind, action_dim=1, action_low=-0.2, action_high=0.7)
+    actions = torch.stack([planner.plan(model, model.start(0.0)) for _ in range(3)])
+    assert (actions >= -0.2).all() and (actions <= 0.7).all()
+    assert (planner.last_info["plan"] >= -0.2).all() and (planner.last_info["plan"] <= 0.7).all()
+    assert abs(actions[0].item() - expected) < 0.06
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_per_dimension_bounds(kind):
+    torch.manual_seed(3)
+    model = PointMass(target=[5.0, 5.0], dim=2)
+    planner = make(kind, action_dim=2, action_low=[-0.2, -1.0], action_high=[0.7, 0.1])
+    action = planner.plan(model, model.start([0.0, 0.0], [1.0, 1.0]))
+    assert action.shape == (2, 2)
+    assert (action >= torch.tensor([-0.2, -1.0])).all() and (action <= torch.tensor([0.7, 0.1])).all()
+    assert torch.allclose(action, torch.tensor([0.7, 0.1]), atol=0.05)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_batched_envs_match_single_env(kind):
+    model = PointMass(target=0.5)  # from x0 the optimum is a = (0.5 − x0) / 0.1, then 0
+    starts = [0.45, 0.5, 0.55]
+    torch.manual_seed(4)
+    batched = make(kind, action_dim=1).plan(model, model.start(*starts)).squeeze(1)
+    single = []
+    for x0 in starts:
+        torch.manual_seed(5)
+        single.append(make(kind, action_dim=1).plan(model, model.start(x0)).item())
+    assert torch.allclose(batched, torch.tensor(single), atol=0.05)
+    assert torch.allclose(batched, torch.tensor([0.5, 0.0, -0.5]), atol=0.08)
+
+
+def test_imagine_called_once_per_iteration():
+    model = PointMass()
+    make("cem", action_dim=1, iterations=4).plan(model, model.start(0.0, 0.2))
+    assert model.imagine_calls == 4
+    model.imagine_calls = 0
+    prior = MPPIPlanner(1, iterations=4, samples=50, elites=10, policy=lambda f: torch.ones_like(f))
+    prior.plan(model, model.start(0.0, 0.2))
+    assert model.imagine_calls == 1 + 4  # one policy-prior rollout per plan call
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("norm", ["l2", "l1"])
+def test_goal_objective_drives_toward_goal(kind, norm):
+    torch.manual_seed(6)
+    model = PointMass(target=[0.0, 0.0], dim=2)
+    goals = torch.tensor([[1.0, -0.5], [-0.4, 0.8]])  # one goal per env
+    planner = make(kind, action_dim=2, horizon=5, objective=GoalObjective(goals, norm=norm))
+    action = planner.plan(model, model.start([0.0, 0.0], [0.0, 0.0]))
+    assert (action.sign() == goals.sign()).all() and (action.abs() > 0.5).all()
+    shared = make(kind, action_dim=2, horizon=5, objective=GoalObjective(goals[0], norm=norm, terminal_only=True))
+    assert (shared.plan(model, model.start([0.0, 0.0], [0.3, 0.3])).sign() == goals[0].sign()).all()
+
+
+def test_goal_objective_values():
+    model = PointMass(dim=2)
+    states = {"x": torch.tensor([[[0.0, 0.0], [3.0, 4.0]]])}  # (N=1, H=2, F=2)
+    goal = torch.zeros(2)
+    assert GoalObjective(goal)(model, states, None).item() == pytest.approx(-2.5)
+    assert GoalObjective(goal, norm="l1")(model, states, None).item() == pytest.approx(-3.5)
+    assert GoalObjective(goal, terminal_only=True)(model, states, None).item() == pytest.approx(-5.0)
+
+
+def test_reward_objective_discount_continue_and_value():
+    model = PointMass(target=0.0, cont=0.5)
+    states = {"x": torch.tensor([[[1.0], [2.0], [3.0]]])}  # rewards −1, −4, −9
+    actions = torch.zeros(1, 3, 1)
+    g = 0.9 * 0.5  # discount × continue per step
+    assert RewardObjective(0.9)(model, states, actions).item() == pytest.approx(-1 - 4 * g - 9 * g**2)
+    value = RewardObjective(0.9, value_fn=lambda f: 10 * f)(model, states, actions).item()
+    assert value == pytest.approx(-1 - 4 * g - 9 * g**2 + g**3 * 30)
+    model.cont = None
+    assert RewardObjective(0.9)(model, states, actions).item() == pytest.approx(-1 - 4 * 0.9 - 9 * 0.81)
+
+
+def test_score_population_layout():
+    model = PointMass(target=0.0)
+    actions = torch.tensor([1.0, 2.0, 3.0]).view(1, 3, 1, 1).expand(2, 3, 1, 1)  # (E=2, P=3, H=1, A=1)
+    scores = score_population(model, model.start(0.0, 1.0), actions, RewardObjective())
+    expected = -torch.tensor([[0.1, 0.2, 0.3], [1.1, 1.2, 1.3]]) ** 2
+    assert torch.allclose(scores, expected)
+
+
+@pytest.fixture(scope="module")
+def rssm():
+    torch.manual_seed(7)
+    return RSSMWorldModel.from_size("xs", {"proprio": (5,)}, 1)
+
+
+def test_planners_on_rssm(rssm):
+    state = rssm.initial(2)
+    state = rssm.step(state, torch.zeros(2, 1), {"proprio": torch.randn(2, 5)}, torch.ones(2, dtype=torch.bool))
+    w = torch.randn(rssm.feature_dim, 1) * 0.1
+    planners = [
+        CEMPlanner(1, horizon=5, iterations=2, candidates=64, elites=8, action_low=-0.5, action_high=0.8),
+        MPPIPlanner(1, iterations=2, samples=64, elites=8, action_low=-0.5, action_high=0.8),
+        MPPIPlanner(1, iterations=2, samples=64, elites=8, policy=lambda f: torch.tanh(f @ w),
+                    objective=RewardObjective(value_fn=lambda f: f.sum(-1))),
+    ]
+    for planner in planners:
+        for _ in range(2):  # second call is warm-started
+            action = planner.plan(rssm, state)
+            assert action.shape == (2, 1) and torch.isfinite(action).all()
+            assert (action >= planner.low).all() and (action <= planner.high).all()
+        assert torch.isfinite(planner.last_info["best_score"]).all()
+    goal = GoalObjective(rssm.features(state))  # (E=2, F) goals
+    assert CEMPlanner(1, horizon=3, iterations=1, candidates=16, elites=4, objective=goal).plan(rssm, state).shape == (2, 1)
+
+
+def test_value_errors():
+    with pytest.raises(ValueError, match="elites"):
+        CEMPlanner(1, candidates=10, elites=11)
+    with pytest.raises(ValueError, match="elites"):
+        MPPIPlanner(1, samples=10, elites=11)
+    with pytest.raises(ValueError, match="positive"):
+        CEMPlanner(1, horizon=0)
+    with pytest.raises(ValueError, match="positive"):
+        MPPIPlanner(1, iterations=0)
+    with pytest.raises(ValueError, match="below"):
+        CEMPlanner(1, action_low=0.5, action_high=0.5)
+    with pytest.raises(ValueError, match="norm"):
+        GoalObjective(torch.zeros(2), norm="cos")
+    model = PointMass(dim=2)
+    planner = CEMPlanner(2, horizon=2, iterations=1, candidates=8, elites=2, objective=GoalObjective(torch.zeros(3, 2)))
+    with pytest.raises(ValueError, match="3 goals but the state batch has 2"):
+        planner.plan(model, model.start([0.0, 0.0], [1.0, 1.0]))
+    with pytest.raises(ValueError, match="no reward head"):
+        CEMPlanner(1, horizon=2, iterations=1, candidates=8, elites=2).plan(WorldModelWithoutReward(), {"x": torch.zeros(1, 1)})
+
+
+class WorldModelWithoutReward(PointMass):
+    def predict_reward(self, features):
+        return None
