@@ -36,11 +36,15 @@ class RenderingError(RuntimeError):
 
 
 def render_frame(physics, height: int, width: int, camera_id: int, fast: bool) -> np.ndarray:
-    """Render one uint8 H×W×3 frame, with an actionable error when OpenGL is missing."""
+    """Render one contiguous uint8 H×W×3 frame, with an actionable error when OpenGL is missing.
+
+    dm_control returns a vertically flipped view (negative strides), which torch cannot wrap;
+    the frame is made contiguous here, once, for every consumer.
+    """
     try:
-        return physics.render(
+        return np.ascontiguousarray(physics.render(
             height, width, camera_id=camera_id, render_flag_overrides=FAST_RENDER_FLAGS if fast else None
-        )
+        ))
     except Exception as error:  # noqa: BLE001 - every GL failure gets the same advice
         backend = os.environ.get("MUJOCO_GL", "glfw")
         loaded = getattr(sys.modules.get("dm_control._render"), "BACKEND", backend)

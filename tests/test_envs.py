@@ -69,6 +69,7 @@ def test_dict_observation_shapes_and_dtypes(obs_mode, keys):
     assert set(obs) == keys == set(env.observation_space.spaces)
     if "pixels" in keys:
         assert obs["pixels"].shape == (48, 48, 3) and obs["pixels"].dtype == np.uint8
+        assert obs["pixels"].flags["C_CONTIGUOUS"]  # torch.as_tensor needs positive strides
         assert obs["pixels"].std() > 0
     if "proprio" in keys:
         assert obs["proprio"].dtype == np.float32

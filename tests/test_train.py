@@ -116,3 +116,12 @@ def test_unknown_model_kind_lists_valid_ones():
 
     with pytest.raises(ValueError, match=r"valid kinds: \['rssm'\]"):
         build_world_model({"kind": "transformer"}, {"proprio": (5,)}, 1)
+
+
+@pytest.mark.parametrize("obs_mode", ["pixels", "pixels+proprio"])
+def test_pixel_observations_train_end_to_end(tmp_path, obs_mode):
+    final = Trainer(tiny_config("steps=120", "eval_every=1000", f"obs_mode={obs_mode}",
+                                "+model.overrides.cnn_depth=4"), tmp_path).run()
+    assert "eval_return" in final
+    payload = load_checkpoint(tmp_path)
+    assert payload["obs_shapes"]["pixels"] == [64, 64, 3] and payload["counters"]["updates"] > 0

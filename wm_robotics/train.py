@@ -141,11 +141,40 @@ class Trainer:
         return {"eval_return": report.mean, "eval_return_std": report.std}
 
     # ----------------------------------------------------------------- the loop
+    def _collect_step(self, obs: dict[str, np.ndarray], is_first: np.ndarray, recorders: list[EpisodeRecorder],
+                      bar: tqdm) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """One step of every env (random during prefill); finished episodes go to the replay."""
+        num_envs = len(recorders)
+        if self.counters["env_steps"] < self.cfg["prefill"]:
+            actions = np.stack([self.envs.single_action_space.sample() for _ in range(num_envs)])
+        else:
+            actions = self.agent.act(obs, is_first, sample=True)
+        obs, reward, terminated, truncated, info = self.envs.step(actions)
+        done = terminated | truncated
+        self.counters["agent_steps"] += num_envs
+        self.counters["env_steps"] += num_envs * self.action_repeat
+        bar.update(num_envs * self.action_repeat)
+        for i in range(num_envs):
+            final = info["final_obs"][i] if done[i] else {k: v[i] for k, v in obs.items()}
+            recorders[i].add(actions[i], final, reward[i], terminated[i], truncated[i])
+            if done[i]:
+                episode = recorders[i].episode()
+                self.replay.add_episode(episode)
+                self.counters["episodes"] += 1
+                episode_return = float(episode["reward"].sum())
+                self.logger.log(self.counters["env_steps"], {"episode_return": episode_return,
+                                                             "episode_length": len(episode["action"])})
+                bar.set_postfix(ret=f"{episode_return:.1f}", upd=self.counters["updates"])
+                recorders[i] = EpisodeRecorder({k: v[i] for k, v in obs.items()})
+        return obs, done
+
     def run(self) -> dict[str, float]:
         """Train until ``steps`` env steps; returns the final evaluation."""
         cfg = self.cfg
         if cfg["resume"] and self.checkpoint_path.exists():
             self.restore()
+        elif cfg["resume"]:
+            print(f"resume: no checkpoint at {self.checkpoint_path} yet, starting from scratch")
         num_envs, total = cfg["num_envs"], cfg["steps"]
         obs, _ = self.envs.reset(seed=cfg["seed"] * 1000 + self.counters["episodes"])
         recorders = [EpisodeRecorder({k: v[i] for k, v in obs.items()}) for i in range(num_envs)]
@@ -158,28 +187,8 @@ class Trainer:
         start, start_updates, train_metrics = time.time(), self.counters["updates"], {}
         try:
             while self.counters["env_steps"] < total:
-                if self.counters["env_steps"] < cfg["prefill"]:
-                    actions = np.stack([self.envs.single_action_space.sample() for _ in range(num_envs)])
-                else:
-                    actions = self.agent.act(obs, is_first, sample=True)
-                obs, reward, terminated, truncated, info = self.envs.step(actions)
-                done = terminated | truncated
-                for i in range(num_envs):
-                    final = info["final_obs"][i] if done[i] else {k: v[i] for k, v in obs.items()}
-                    recorders[i].add(actions[i], final, reward[i], terminated[i], truncated[i])
-                    if done[i]:
-                        episode = recorders[i].episode()
-                        self.replay.add_episode(episode)
-                        self.counters["episodes"] += 1
-                        self.logger.log(self.counters["env_steps"] + num_envs * self.action_repeat,
-                                        {"episode_return": float(episode["reward"].sum()),
-                                         "episode_length": len(episode["action"])})
-                        bar.set_postfix(ret=f"{episode['reward'].sum():.1f}", upd=self.counters["updates"])
-                        recorders[i] = EpisodeRecorder({k: v[i] for k, v in obs.items()})
+                obs, done = self._collect_step(obs, is_first, recorders, bar)
                 is_first = done
-                self.counters["agent_steps"] += num_envs
-                self.counters["env_steps"] += num_envs * self.action_repeat
-                bar.update(num_envs * self.action_repeat)
                 for _ in range(self.updates_owed()):
                     train_metrics = self.update()
                 step = self.counters["env_steps"]

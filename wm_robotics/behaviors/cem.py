@@ -44,7 +44,7 @@ class CEMPlanner(SamplingPlanner):
             samples = self._sample(mean, std, self.candidates, low, high)  # (E, P, H, A)
             scores = score_population(model, state, samples, self.objective)  # (E, P)
             elites, elite_scores = select_elites(samples, scores, self.elites)  # (E, K, H, A), (E, K)
-            mean = torch.lerp(elites.mean(1), mean, self.momentum)
+            mean = torch.lerp(elites.mean(1), mean, self.momentum).clamp(low, high)  # clamp: rounding
             std = torch.lerp(elites.std(1, correction=0), std, self.momentum).clamp(min=self.min_std * scale)
         info = dict(plan=mean, std=std, best_score=elite_scores[:, 0], elite_score=elite_scores.mean(1))
         return mean[:, 0], mean, info

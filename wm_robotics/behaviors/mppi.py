@@ -71,7 +71,7 @@ class MPPIPlanner(SamplingPlanner):
             elites, elite_scores = select_elites(samples, scores, self.elites)  # (E, K, H, A), (E, K)
             weights = torch.softmax(self.temperature * elite_scores, 1)  # (E, K)
             w = weights[..., None, None]  # (E, K, 1, 1)
-            mean = (w * elites).sum(1)  # (E, H, A)
+            mean = (w * elites).sum(1).clamp(low, high)  # (E, H, A); clamp: rounding
             std = (w * (elites - mean.unsqueeze(1)).square()).sum(1).sqrt()
             std = std.clamp(self.min_std * scale, self.max_std * scale)
         if self.sample_final:
