@@ -69,8 +69,10 @@ class Trainer:
         self.logger = MetricsLogger(self.run_dir)
         self.counters = {"env_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0, "last_eval": -1}
         self.checkpoint_path = self.run_dir / "checkpoints" / "latest.pt"
+        proprio_keys = self.eval_env.unwrapped.proprio_keys
         self.space_info = {"obs_shapes": {k: list(v) for k, v in obs_shapes(space).items()},
-                           "action_low": action_space.low.tolist(), "action_high": action_space.high.tolist()}
+                           "action_low": action_space.low.tolist(), "action_high": action_space.high.tolist(),
+                           "proprio_keys": [[name, part.stop - part.start] for name, part in proprio_keys.items()]}
 
     # ----------------------------------------------------------------- checkpoints
     def save(self) -> Path:

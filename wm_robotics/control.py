@@ -1,0 +1,123 @@
+"""The importable controller: a trained world model + planner inside your own control loop.
+
+    from wm_robotics import MPCController
+    controller = MPCController.from_checkpoint("runs/<...>/checkpoints/latest.pt")
+    controller.reset()
+    action = controller.act(time_step.observation)   # raw dm_control dict, Gym Dict or flat proprio
+
+No training code, no Hydra and no simulator are imported; it runs on CPU (or CUDA).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from wm_robotics.agent import agent_from_checkpoint
+from wm_robotics.behaviors.cem import CEMPlanner
+from wm_robotics.behaviors.mppi import MPPIPlanner
+from wm_robotics.behaviors.planning import GoalObjective, RewardObjective
+from wm_robotics.builders import resolve_device
+from wm_robotics.checkpoint import load_checkpoint
+
+PLANNERS = ("mppi", "cem", "policy")
+
+
+class MPCController:
+    """Maps one observation to one action (numpy float32 within the action bounds).
+
+    ``planner``: ``"mppi"`` (TD-MPC2 style, seeded by the learned policy, terminal value from the
+    critic when the checkpoint has them), ``"cem"`` (PlaNet style) or ``"policy"`` (the learned
+    actor alone, no search). ``set_goal`` switches the objective to reaching a goal observation.
+    """
+
+    def __init__(self, payload: dict[str, Any], device: str = "auto", planner: str = "mppi",
+                 **planner_kwargs: Any) -> None:
+        if planner not in PLANNERS:
+            raise ValueError(f"unknown planner {planner!r}; valid planners: {PLANNERS}")
+        self.device = resolve_device(device)
+        self._agent = agent_from_checkpoint(payload, self.device)
+        self.model, self.behavior = self._agent.model, self._agent.behavior
+        self.obs_shapes = {key: tuple(shape) for key, shape in payload["obs_shapes"].items()}
+        self.proprio_keys = [(name, int(size)) for name, size in payload.get("proprio_keys", [])]
+        self.action_low = np.asarray(payload["action_low"], np.float32)
+        self.action_high = np.asarray(payload["action_high"], np.float32)
+        self.planner_name = planner
+        value = getattr(self.behavior, "value", None)
+        self._reward_objective = RewardObjective(value_fn=value)
+        dim = len(self.action_low)
+        if planner == "mppi":
+            self.planner = MPPIPlanner(dim, objective=self._reward_objective,
+                                       policy=getattr(self.behavior, "policy", None), **planner_kwargs)
+        elif planner == "cem":
+            self.planner = CEMPlanner(dim, objective=self._reward_objective, **planner_kwargs)
+        else:
+            self.planner = None
+        self.reset()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", planner: str = "mppi",
+                        **planner_kwargs: Any) -> "MPCController":
+        """Load a training checkpoint (file or run folder) with ``weights_only=True``."""
+        return cls(load_checkpoint(path, map_location="cpu"), device, planner, **planner_kwargs)
+
+    def reset(self) -> None:
+        """Start a new episode: forget the latent state and the planner's warm start."""
+        self._agent.reset(1)
+        self._first = True
+        if self.planner is not None:
+            self.planner.reset()
+
+    def model_observation(self, obs: Any) -> dict[str, np.ndarray]:
+        """Normalise a raw dm_control dict, a Gym ``Dict`` observation or a flat proprio array."""
+        if isinstance(obs, Mapping) and not set(self.obs_shapes) <= set(obs):
+            if "proprio" not in self.obs_shapes or set(self.obs_shapes) != {"proprio"}:
+                raise ValueError(f"the model needs observation keys {sorted(self.obs_shapes)}, got {sorted(obs)}")
+            missing = [name for name, _ in self.proprio_keys if name not in obs]
+            if missing or not self.proprio_keys:
+                raise ValueError(f"a dm_control observation dict needs keys {[n for n, _ in self.proprio_keys]}, "
+                                 f"got {sorted(obs)}")
+            obs = {"proprio": np.concatenate([np.asarray(obs[name], np.float32).ravel()
+                                              for name, _ in self.proprio_keys])}
+        elif not isinstance(obs, Mapping):
+            if set(self.obs_shapes) != {"proprio"}:
+                raise ValueError(f"a flat array works for proprio-only models; this one needs {sorted(self.obs_shapes)}")
+            obs = {"proprio": obs}
+        out = {}
+        for key, shape in self.obs_shapes.items():
+            value = np.asarray(obs[key], np.uint8 if key == "pixels" else np.float32)
+            if value.shape != shape:
+                raise ValueError(f"observation {key!r} must have shape {shape}, got {value.shape}")
+            out[key] = value[None]
+        return out
+
+    @torch.inference_mode()
+    def set_goal(self, goal_obs: Any) -> None:
+        """Plan toward the latent of ``goal_obs`` (negative L2 distance of predicted features)."""
+        if self.planner is None:
+            raise ValueError("set_goal needs a planner ('mppi' or 'cem'), not planner='policy'")
+        obs = {k: torch.as_tensor(v, device=self.device) for k, v in self.model_observation(goal_obs).items()}
+        state = self.model.step(self.model.initial(1), torch.zeros(1, self.model.action_dim, device=self.device),
+                                obs, torch.ones(1, dtype=torch.bool, device=self.device))
+        self.planner.objective = GoalObjective(self.model.features(state))
+        self.planner.reset()
+
+    @torch.inference_mode()
+    def act(self, obs: Any) -> np.ndarray:
+        """One action (A,) float32 in the env's bounds for the current observation."""
+        batch = self.model_observation(obs)
+        if self.planner is None:
+            action = self._agent.act(batch, np.array([self._first]), sample=False)[0]
+        else:
+            agent = self._agent
+            model_obs = {k: torch.as_tensor(v, device=self.device) for k, v in batch.items()}
+            first = torch.tensor([self._first], device=self.device)
+            agent.state = self.model.step(agent.state, agent.prev_action, model_obs, first)
+            normalised = self.planner.plan(self.model, agent.state)  # (1, A) in [-1, 1]
+            agent.prev_action = normalised
+            action = self.action_low + (normalised[0].cpu().numpy() + 1) * 0.5 * (self.action_high - self.action_low)
+        self._first = False
+        return np.clip(action, self.action_low, self.action_high).astype(np.float32)
