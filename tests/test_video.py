@@ -1,0 +1,120 @@
+"""Imagination videos: alignment of imagined steps, frame count and layout, fallback, bad input."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from tests.test_train import tiny_config
+from wm_robotics.checkpoint import FORMAT, CheckpointError, load_checkpoint
+from wm_robotics.data.episodes import load_episode
+from wm_robotics.imagination import imagine_episode
+from wm_robotics.imagination_video import export_imagination_video
+from wm_robotics.models.base import WorldModel
+from wm_robotics.train import Trainer
+from wm_robotics.video import write_video
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE, STEPS = 64, 20  # panel side; the tiny config's max_episode_steps
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+class PositionModel(WorldModel):
+    """Exact toy model: the state is the position, each action adds to it; decodes proprio, no pixels."""
+
+    obs_keys, action_dim, feature_dim = ("proprio",), 1, 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def observe(self, obs, action, is_first, state=None):
+        states = {"x": obs["proprio"].float()}  # (B, T, 1)
+        return states, {"x": states["x"][:, -1]}
+
+    def imagine(self, state, horizon, actions=None, policy=None):
+        return {"x": state["x"].unsqueeze(1) + actions.cumsum(1)}, actions
+
+    def features(self, state):
+        return state["x"]
+
+    def decode(self, state):
+        return {"proprio": state["x"]}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """Tiny trained checkpoints: a pixel-decoding RSSM and a proprio-only one."""
+    root = tmp_path_factory.mktemp("runs")
+    for name, mode in [("pixels", "pixels"), ("proprio", "proprio")]:
+        Trainer(tiny_config("steps=120", "eval_every=1000", f"obs_mode={mode}", "+model.overrides.cnn_depth=4"),
+                root / name).run()
+    return {name: load_checkpoint(root / name) for name in ("pixels", "proprio")} | {"root": root}
+
+
+def test_imagined_steps_line_up_with_real_actions():
+    actions = np.random.default_rng(0).uniform(-1, 1, (12, 1)).astype(np.float32)
+    episode = {"obs/proprio": np.concatenate([[[0.0]], actions.cumsum(0)]).astype(np.float32), "action": actions,
+               "reward": np.ones(12, np.float32)}
+    result = imagine_episode(PositionModel(), episode, lambda a: a, context=3, horizon=4)
+    assert result.anchors == [2, 6, 10] and result.pixels is None and result.pred_reward is None
+    assert result.horizon.tolist() == [0, 0, 0, 1, 2, 3, 4, 1, 2, 3, 4, 1, 2]
+    np.testing.assert_allclose(result.latent_error, 0, atol=1e-6)
+    np.testing.assert_allclose(result.proprio_error, 0, atol=1e-6)
+    assert result.reward.tolist() == [0.0] + [1.0] * 12
+
+
+def test_pixel_model_video_frames_layout_and_planner_strip(checkpoints, tmp_path):
+    paths = export_imagination_video(checkpoints["pixels"], tmp_path / "clip.mp4", episodes=2, context=3, horizon=8,
+                                     size=SIZE, device="cpu", planner_steps=[0, 5], planner_horizon=4)
+    frames = iio.imread(paths[0])
+    assert frames.shape == (2 * (STEPS + 1), SIZE, 3 * SIZE + 2 * 2, 3)  # real | imagined | |error|
+    assert paths[1].name == "clip_planner.png"
+    assert iio.imread(paths[1]).shape[:2] == (2 * SIZE + 2, 5 * SIZE + 4 * 2)  # 2 steps × (real + 4 plan frames)
+
+
+def test_missing_pixel_decoder_falls_back_to_error_curves(checkpoints, tmp_path, capsys):
+    export_imagination_video(checkpoints["proprio"], tmp_path / "clip.gif", episodes=1, size=SIZE, device="cpu",
+                             planner_steps=[0])
+    out = capsys.readouterr().out
+    assert "has no pixel decoder" in out and "real frames | latent prediction error" in out
+    assert "planner view skipped" in out
+    assert iio.imread(tmp_path / "clip.gif").shape[:3] == (STEPS + 1, SIZE, 2 * SIZE + 2)  # real | curves
+    saved = load_episode(next((checkpoints["root"] / "proprio" / "episodes").glob("*.npz")))  # no obs/pixels
+    export_imagination_video(checkpoints["proprio"], tmp_path / "saved.gif", source=[saved], size=SIZE, device="cpu")
+    assert iio.imread(tmp_path / "saved.gif").shape[:3] == (len(saved["action"]) + 1, SIZE, SIZE)  # curves alone
+
+
+def test_wrong_task_and_wrong_files_give_clear_errors(checkpoints, tmp_path):
+    with pytest.raises(ValueError, match=r"trained on cartpole-swingup-v0 .* task 'walker-walk-v0' has observations"):
+        export_imagination_video(checkpoints["proprio"], tmp_path / "x.mp4", task="walker-walk-v0", device="cpu")
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "notes.pt")
+    with pytest.raises(CheckpointError, match="not a training checkpoint"):
+        export_imagination_video({"format": FORMAT, "config": {}}, tmp_path / "x.mp4")
+    episode = {"obs/proprio": np.zeros((3, 5), np.float32), "action": np.zeros((2, 1), np.float32)}
+    with pytest.raises(ValueError, match=r"with pixels of shape \(64, 64, 3\), but episode 0 has"):
+        export_imagination_video(checkpoints["pixels"], tmp_path / "x.mp4",
+                                 source=[{**episode, "obs/pixels": np.zeros((3, 32, 32, 3), np.uint8)}])
+
+
+def test_odd_sized_mp4_is_padded_to_even(tmp_path):
+    frames = iio.imread(write_video(tmp_path / "odd.mp4", np.zeros((3, 33, 65, 3), np.uint8)))
+    assert frames.shape == (3, 34, 66, 3)
+
+
+def test_export_script_from_checkpoint_and_saved_episodes(checkpoints, tmp_path):
+    run = checkpoints["root"] / "pixels"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/export_video.py"), f"checkpoint={run}", f"source={run / 'episodes'}",
+         "task=cartpole_swingup", "episodes=1", f"size={SIZE}", f"out={tmp_path / 'clip.gif'}"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    gif = iio.imread(tmp_path / "clip.gif")
+    assert gif.shape[:3] == (STEPS + 1, SIZE, 3 * SIZE + 4)
