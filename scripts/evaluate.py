@@ -1,49 +1,154 @@
-"""Evaluate a checkpoint on the simulator: mean ± std return over N episodes (JSON with out=).
+"""Evaluate a checkpoint: returns on the simulator and world-model metrics, in one report.
 
-    python scripts/evaluate.py checkpoint=runs/dreamer/<...>/checkpoints/latest.pt episodes=10 out=report.json
+    python scripts/evaluate.py checkpoint=runs/<...>/checkpoints/latest.pt episodes=10 out=report.json
+    python scripts/evaluate.py checkpoint=<run folder> open_loop=false sensitivity=false planner=null  # returns only
+
+``out=report.json`` also writes ``report.md`` and ``report_*.png`` (keys: ``wm_robotics.evaluation``).
+Side by side, with eval return vs env steps plotted against the published reference numbers:
+
+    python scripts/evaluate.py --compare runs/<run_a> runs/<run_b> report_a.json ... [--out compare.png]
+
+(run folders give their metrics.csv and config.yaml; ``.json`` arguments are reports of this script).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
+from collections import defaultdict
 from pathlib import Path
 
+import gymnasium as gym
 import hydra
+import torch
+import yaml
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
-import wm_robotics.envs as envs
-from wm_robotics.agent import agent_from_checkpoint
-from wm_robotics.builders import resolve_device
-from wm_robotics.checkpoint import load_checkpoint
-from wm_robotics.evaluation import evaluate_returns
-from wm_robotics.train import env_kwargs
-from wm_robotics.video import annotate, upscale, write_video
+from wm_robotics.checkpoint import CheckpointError
+from wm_robotics.evaluation import evaluate_checkpoint, write_report
+from wm_robotics.plots import eval_curve, plot_runs, published_results
+
+
+def _summary(report: dict) -> list[str]:
+    """A few console lines for a report."""
+    lines = [f"{report['experiment']} on {report['env']} after {report['env_steps']:,} env steps: "
+             f"return {report['return_mean']:.1f} ± {report['return_std']:.1f} over {report['episodes']} episodes"]
+    if report["open_loop"]:
+        ol = report["open_loop"]
+        key = next(k for k in ("proprio_nmse", "pixel_mse", "latent_l2_relative") if k in ol)
+        lines.append(f"open-loop {key}: h=1 {ol[key][0]:.4g}, h={len(ol[key])} {ol[key][-1]:.4g}"
+                     + (f"; reward MAE h=1 {ol['reward_mae'][0]:.3g}, h={len(ol[key])} {ol['reward_mae'][-1]:.3g}"
+                        if "reward_mae" in ol else ""))
+    if report["latent"]:
+        lat = report["latent"]
+        lines.append(f"latent: effective rank {lat['effective_rank']:.1f} of {lat['feature_dim']}, std mean "
+                     f"{lat['std_mean']:.3g}, collapsed {lat['collapsed']}")
+    if report["action_sensitivity"]:
+        sens = report["action_sensitivity"]
+        lines.append("action sensitivity: " + ", ".join(
+            f"{k} model {v:.3g}" + (f" / real {sens['real_mean'][k]:.3g} = {sens['ratio'][k]:.2f}"
+                                    if k in sens.get("ratio", {}) else "") for k, v in sens["model_mean"].items()))
+    if report["planner"]:
+        plan = report["planner"]
+        lines.append(f"planner {plan['planner']}: {plan['ms_per_action']:.1f} ms per action"
+                     + (f", success {plan['success_rate']:.2f}" if plan["success_rate"] is not None else ""))
+    return lines
 
 
 @hydra.main(config_path="../configs", config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    device = resolve_device(cfg.device)
-    payload = load_checkpoint(to_absolute_path(cfg.checkpoint), map_location=device)
-    agent = agent_from_checkpoint(payload, device)
-    run_cfg = payload["config"]
-    env = envs.make_env(run_cfg["env"]["id"], render_mode="rgb_array", **env_kwargs(run_cfg))
-    report = evaluate_returns(agent, env, cfg.episodes, seed=cfg.seed, record_first=cfg.video is not None,
-                              sample=cfg.sample)
-    summary = {"checkpoint": str(Path(to_absolute_path(cfg.checkpoint)).resolve()), "env": run_cfg["env"]["id"],
-               "experiment": run_cfg["experiment_name"], "env_steps": payload["counters"]["env_steps"],
-               **report.summary()}
-    print(f"{summary['experiment']} on {summary['env']} after {summary['env_steps']:,} env steps: "
-          f"return {report.mean:.1f} ± {report.std:.1f} over {cfg.episodes} episodes")
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    try:
+        report = evaluate_checkpoint(
+            to_absolute_path(cfg.checkpoint), cfg.episodes, cfg.seed, cfg.device, env_id=cfg.task, sample=cfg.sample,
+            open_loop=cfg.open_loop, sensitivity=cfg.sensitivity, context=cfg.context, horizon=cfg.horizon,
+            windows_per_episode=cfg.windows_per_episode, planner=cfg.planner, planner_steps=cfg.planner_steps,
+            goal_episodes=cfg.goal_episodes, video=to_absolute_path(cfg.video) if cfg.video else None)
+    except (CheckpointError, ValueError, gym.error.Error) as error:  # bad input: one clear line, no traceback
+        raise SystemExit(f"evaluate.py: {error}") from error
+    print("\n".join(_summary(report)))
+    if report.get("video"):
+        print(f"video -> {report['video']}")
     if cfg.out:
-        out = Path(to_absolute_path(cfg.out))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(summary, indent=2))
-        print(f"report -> {out}")
-    if cfg.video:
-        frames = [annotate(upscale(f, 256), [summary["env"], f"t={t}"]) for t, f in enumerate(report.frames)]
-        print(f"video -> {write_video(to_absolute_path(cfg.video), frames)}")
+        for path in write_report(report, to_absolute_path(cfg.out)):
+            print(f"report -> {path}")
+
+
+def _task(env_id: str) -> str:
+    """``wm_robotics/cartpole-swingup-v0`` → ``cartpole-swingup`` (the published_results.json name)."""
+    return env_id.split("/")[-1].removesuffix("-v0")
+
+
+def _print_table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, ["-" * w for w in widths], *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)))
+
+
+def _compare_reports(paths: list[Path]) -> None:
+    """Reports side by side: one column per report."""
+    reports = [json.loads(path.read_text()) for path in paths]
+
+    def pick(report: dict, section: str, key: str, index: int | None = None, fmt: str = ".3g") -> str:
+        value = (report.get(section) or {}).get(key)
+        value = value[index] if value is not None and index is not None else value
+        return "-" if value is None else format(value, fmt)
+
+    rows = [["env", *(r["env"] for r in reports)], ["env steps", *(f"{r['env_steps']:,}" for r in reports)],
+            ["return", *(f"{r['return_mean']:.1f} ± {r['return_std']:.1f}" for r in reports)]]
+    for key in ("latent_l2_relative", "proprio_nmse", "pixel_mse", "reward_mae"):
+        rows += [[f"{key} h=1", *(pick(r, "open_loop", key, 0) for r in reports)],
+                 [f"{key} h=H", *(pick(r, "open_loop", key, -1) for r in reports)]]
+    rows += [["sensitivity ratio (proprio)", *((f"{r['action_sensitivity']['ratio']['proprio']:.2f}"
+                                                if "proprio" in (r.get("action_sensitivity") or {}).get("ratio", {})
+                                                else "-") for r in reports)],
+             ["effective rank", *(pick(r, "latent", "effective_rank", fmt=".1f") for r in reports)],
+             ["ms per action", *(pick(r, "planner", "ms_per_action", fmt=".1f") for r in reports)]]
+    rows = [row for row in rows if any(cell != "-" for cell in row[1:])]
+    _print_table(["metric", *(path.stem for path in paths)], rows)
+
+
+def compare(argv: list[str]) -> None:
+    """``--compare RUN_OR_REPORT ...``: print runs (and reports) side by side, plot runs vs references."""
+    parser = argparse.ArgumentParser(prog="evaluate.py --compare", description="compare runs or reports")
+    parser.add_argument("--compare", nargs="+", required=True, metavar="RUN_DIR_OR_REPORT_JSON")
+    parser.add_argument("--out", default="compare.png", help="plot path (one per task: <stem>_<task>.png)")
+    parser.add_argument("--budget", default="100k", choices=["100k", "500k", "1M"], help="reference numbers drawn")
+    args = parser.parse_args(argv)
+    paths = [Path(p) for p in args.compare]
+    reports, runs = [p for p in paths if p.suffix == ".json"], [p for p in paths if p.suffix != ".json"]
+    groups: dict[str, dict[str, list[Path]]] = defaultdict(lambda: defaultdict(list))
+    rows = []
+    for run in runs:
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        task = _task(cfg["env"]["id"])
+        references = published_results().get(args.budget, {}).get(task, {})
+        refs = ", ".join(f"{name} {value}" for name, value in references.items()) or "-"
+        try:
+            steps, returns = eval_curve(run)
+        except (ValueError, FileNotFoundError) as error:
+            rows.append([run.name, cfg["experiment_name"], task, cfg["seed"], "-", f"no eval yet ({error})", "-", refs])
+            continue
+        groups[task][cfg["experiment_name"]].append(run)
+        rows.append([run.name, cfg["experiment_name"], task, cfg["seed"], f"{int(steps[-1]):,}", f"{returns[-1]:.1f}",
+                     f"{returns.max():.1f}", refs])
+    if runs:
+        _print_table(["run", "experiment", "task", "seed", "env steps", "final eval", "best eval",
+                      f"published @ {args.budget}"], rows)
+    for task, by_experiment in groups.items():
+        out = Path(args.out)
+        out = out if len(groups) == 1 else out.with_name(f"{out.stem}_{task}{out.suffix}")
+        print(f"plot -> {plot_runs(dict(by_experiment), task, out, args.budget)}")
+    if reports:
+        print()
+        _compare_reports(reports)
 
 
 if __name__ == "__main__":
-    main()
+    if "--compare" in sys.argv[1:]:
+        compare(sys.argv[1:])
+    else:
+        main()

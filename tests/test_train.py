@@ -104,7 +104,8 @@ def test_corrupted_or_foreign_checkpoint_gives_clear_error(tmp_path):
 def test_evaluate_script_reports_json(tmp_path):
     Trainer(tiny_config("steps=120", "eval_every=1000"), tmp_path / "run").run()
     result = subprocess.run([sys.executable, str(ROOT / "scripts/evaluate.py"), f"checkpoint={tmp_path / 'run'}",
-                             "episodes=2", f"out={tmp_path / 'report.json'}"], capture_output=True, text=True,
+                             "episodes=2", f"out={tmp_path / 'report.json'}", "torch_threads=1", "open_loop=false",
+                             "sensitivity=false", "planner=null"], capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "report.json").read_text())

@@ -1,22 +1,56 @@
-"""Evaluate an agent on the simulator: returns over episodes, optionally the frames of one."""
+"""Evaluate an agent on the simulator (returns) and a checkpoint's world model (one report).
+
+``evaluate_checkpoint`` returns a JSON-ready dict; ``write_report`` writes it as JSON (atomic),
+a markdown table (``.md``) and PNG plots (``_open_loop.png``, ``_sensitivity.png``) side by side.
+
+Report keys (sections are ``null`` when skipped):
+
+- metadata: ``checkpoint`` (resolved path), ``env`` (evaluated task), ``trained_env``,
+  ``experiment``, ``model_kind``, ``obs_mode``, ``env_steps``, ``updates``, ``device``, ``seed``;
+- returns (the policy's mean action unless ``sample``): ``return_mean``, ``return_std``,
+  ``return_min``, ``return_max``, ``episodes``, ``returns``, ``lengths``, ``episode_seeds``;
+- ``open_loop``: :func:`wm_robotics.wm_metrics.open_loop_errors` on the return episodes
+  (held out: the model never trained on them), errors per horizon 1..H, reward error included;
+- ``latent``: :func:`wm_robotics.wm_metrics.latent_diagnostics` of their posterior features;
+- ``action_sensitivity``: :func:`wm_robotics.wm_metrics.action_sensitivity`, model vs simulator;
+- ``planner``: ``planner``, ``ms_per_action``, ``actions_timed`` of an ``MPCController`` on the
+  first episode's observations, ``success_rate`` and ``goal_episodes`` on goal tasks (else null);
+- ``seconds``: wall time of each part; ``video``: the first episode's video when written.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import time
+import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 
-from wm_robotics.agent import Agent
+import wm_robotics.envs as envs
+from wm_robotics import wm_metrics
+from wm_robotics.agent import Agent, agent_from_checkpoint
+from wm_robotics.builders import obs_shapes, resolve_device
+from wm_robotics.checkpoint import load_checkpoint
+from wm_robotics.control import MPCController
+from wm_robotics.data.episodes import EpisodeRecorder
+from wm_robotics.video import annotate, upscale, write_video
 
 
 @dataclass
 class ReturnReport:
-    """Episode returns of an evaluation (``frames`` of the first episode when recorded)."""
+    """Episode returns of an evaluation (``frames`` of the first episode when recorded, ``episodes``
+    in the episode-file format when recorded)."""
 
     returns: list[float]
     lengths: list[int]
     frames: list[np.ndarray] = field(default_factory=list, repr=False)
+    episodes: list[dict[str, np.ndarray]] = field(default_factory=list, repr=False)
 
     @property
     def mean(self) -> float:
@@ -33,16 +67,17 @@ class ReturnReport:
 
 
 def evaluate_returns(agent: Agent, env: gym.Env, episodes: int, seed: int = 0, record_first: bool = False,
-                     sample: bool = False) -> ReturnReport:
+                     sample: bool = False, record_episodes: bool = False) -> ReturnReport:
     """Run ``episodes`` episodes (seeds ``seed``…) with the agent's deterministic policy by default.
 
     With ``record_first`` the first episode's frames come from ``env.render()`` (the env must
-    have ``render_mode="rgb_array"``).
+    have ``render_mode="rgb_array"``); with ``record_episodes`` every episode is kept as arrays.
     """
     report = ReturnReport([], [])
     for index in range(episodes):
         obs, _ = env.reset(seed=seed + index)
         agent.reset(1)
+        recorder = EpisodeRecorder(obs) if record_episodes else None
         is_first, done, total, length = True, False, 0.0, 0
         record = record_first and index == 0
         if record:
@@ -52,8 +87,206 @@ def evaluate_returns(agent: Agent, env: gym.Env, episodes: int, seed: int = 0, r
             action = agent.act(batch, np.array([is_first]), sample=sample)[0]
             obs, reward, terminated, truncated, _ = env.step(action)
             total, length, is_first, done = total + float(reward), length + 1, False, terminated or truncated
+            if recorder is not None:
+                recorder.add(action, obs, reward, terminated, truncated)
             if record:
                 report.frames.append(env.render())
         report.returns.append(total)
         report.lengths.append(length)
+        if recorder is not None:
+            report.episodes.append(recorder.episode())
     return report
+
+
+def check_task(payload: dict[str, Any], env: gym.Env, env_id: str, checkpoint: str | os.PathLike) -> None:
+    """Raise ValueError naming both tasks and shapes when ``env`` does not fit the checkpoint's model."""
+    trained = {key: tuple(shape) for key, shape in payload["obs_shapes"].items()}
+    got = obs_shapes(env.observation_space)
+    trained_action, got_action = (len(payload["action_low"]),), tuple(env.action_space.shape)
+    if got != trained or got_action != trained_action:
+        raise ValueError(f"task {env_id} does not fit checkpoint {checkpoint}: {env_id} has observation shapes {got} "
+                         f"and action shape {got_action}, but the model was trained on "
+                         f"{payload['config']['env']['id']} with observation shapes {trained} and action shape "
+                         f"{trained_action}")
+
+
+def evaluate_checkpoint(checkpoint: str | os.PathLike, episodes: int = 10, seed: int = 100_000, device: str = "auto",
+                        env_id: str | None = None, sample: bool = False, open_loop: bool = True,
+                        sensitivity: bool = True, context: int = 20, horizon: int = 30, windows_per_episode: int = 10,
+                        planner: str | None = "mppi", planner_steps: int = 10, goal_episodes: int = 2,
+                        video: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The full report of a checkpoint (keys in the module docstring) on ``env_id`` (default: its own task).
+
+    Raises ``CheckpointError`` for a file that is not a wm_robotics checkpoint and ValueError for
+    a task whose observation or action shapes differ from the checkpoint's.
+    """
+    from wm_robotics.train import env_kwargs  # train imports this module
+
+    clock, seconds = time.perf_counter(), {}
+    torch_device = resolve_device(str(device))
+    payload = load_checkpoint(checkpoint, map_location=torch_device)
+    cfg = payload["config"]
+    env_id = env_id or cfg["env"]["id"]
+    kwargs = env_kwargs(cfg)
+    env = envs.make_env(env_id, render_mode="rgb_array", **kwargs)
+    check_task(payload, env, env_id, checkpoint)
+    agent = agent_from_checkpoint(payload, torch_device)
+    torch.manual_seed(seed)  # the RSSM samples its latents: seeded, a report is reproducible
+    returns = evaluate_returns(agent, env, episodes, seed, record_first=video is not None, sample=sample,
+                               record_episodes=open_loop or sensitivity or bool(planner))
+    seeds = list(range(seed, seed + episodes))
+    report: dict[str, Any] = {
+        "checkpoint": str(Path(checkpoint).resolve()), "env": env_id, "trained_env": cfg["env"]["id"],
+        "experiment": cfg["experiment_name"], "model_kind": cfg["model"]["kind"], "obs_mode": cfg["obs_mode"],
+        "env_steps": payload["counters"]["env_steps"], "updates": payload["counters"]["updates"],
+        "device": str(torch_device), "seed": seed, **returns.summary(), "lengths": returns.lengths,
+        "episode_seeds": seeds, "open_loop": None, "latent": None, "action_sensitivity": None, "planner": None}
+    seconds["returns"] = time.perf_counter() - clock
+    if video is not None:
+        frames = [annotate(upscale(f, 256), [env_id, f"t={t}"]) for t, f in enumerate(returns.frames)]
+        report["video"] = str(write_video(video, frames))
+    model, low, high = agent.model, payload["action_low"], payload["action_high"]
+    shortest = min(returns.lengths) + 1  # observations in the shortest episode
+    if (open_loop or sensitivity) and context + horizon > shortest:
+        context = max(1, shortest * context // (context + horizon))
+        horizon = shortest - context
+        warnings.warn(f"episodes have only {shortest} observations: open-loop windows shrunk to context {context} "
+                      f"+ horizon {horizon}", stacklevel=2)
+    if open_loop:
+        clock = time.perf_counter()
+        report["open_loop"] = wm_metrics.open_loop_errors(model, returns.episodes, context, horizon, low, high,
+                                                          windows_per_episode, seed)
+        features = wm_metrics.posterior_features(model, returns.episodes, context + horizon, low, high,
+                                                 windows_per_episode, seed)
+        report["latent"] = wm_metrics.latent_diagnostics(features)
+        seconds["open_loop"] = time.perf_counter() - clock
+    if sensitivity:
+        clock = time.perf_counter()
+        replay_env = envs.make_env(env_id, render_mode="rgb_array", **{**kwargs, "obs_mode": "proprio"})
+        report["action_sensitivity"] = wm_metrics.action_sensitivity(
+            model, returns.episodes, context, horizon, low, high, replay_env, seeds, windows_per_episode, seed)
+        seconds["action_sensitivity"] = time.perf_counter() - clock
+    if planner:
+        clock = time.perf_counter()
+        controller = MPCController(payload, str(torch_device), planner)
+        first = returns.episodes[0]
+        steps = min(planner_steps + 2, len(first["action"]) + 1)
+        observations = [{key: first[f"obs/{key}"][t] for key in controller.obs_shapes} for t in range(steps)]
+        report["planner"] = wm_metrics.planner_timing(controller, observations)
+        rate = wm_metrics.goal_success_rate(controller, env, goal_episodes, seed) if goal_episodes else None
+        report["planner"].update(success_rate=rate, goal_episodes=goal_episodes if rate is not None else 0)
+        seconds["planner"] = time.perf_counter() - clock
+    report["seconds"] = seconds
+    return report
+
+
+# ------------------------------------------------------------------------------------ writers
+_OPEN_LOOP_COLUMNS = {"latent_l2": "latent L2", "latent_l2_relative": "latent L2 (rel.)",
+                      "proprio_mse": "proprio MSE", "proprio_nmse": "proprio nMSE", "pixel_mse": "pixel MSE",
+                      "reward_mse": "reward MSE", "reward_mae": "reward MAE"}
+
+
+def _table_horizons(horizon: int) -> list[int]:
+    """Rows shown in markdown: 1, 2, 3, 5, then multiples of 5, and the last."""
+    return sorted({h for h in (1, 2, 3, 5, *range(10, horizon + 1, 5), horizon) if h <= horizon})
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as markdown: a summary table, then error and sensitivity vs horizon."""
+    lines = [f"# {report['experiment']} on {report['env']}", "",
+             f"checkpoint `{report['checkpoint']}` ({report['model_kind']}, obs {report['obs_mode']}, trained on "
+             f"{report['trained_env']}), {report['env_steps']:,} env steps, {report['updates']:,} updates", ""]
+    seeds = report["episode_seeds"]
+    rows = [["return", f"{report['return_mean']:.1f} ± {report['return_std']:.1f} ({report['episodes']} episodes, "
+             f"seeds {seeds[0]}–{seeds[-1]})"]]
+    if report["latent"]:
+        lat = report["latent"]
+        rows += [["effective rank (RankMe)", f"{lat['effective_rank']:.1f} of {lat['feature_dim']} dims"],
+                 ["embedding std mean / min", f"{lat['std_mean']:.3g} / {lat['std_min']:.3g}"],
+                 ["collapsed", "yes" if lat["collapsed"] else "no"]]
+    sens = report["action_sensitivity"]
+    if sens:
+        for key, value in sens["model_mean"].items():
+            real = sens.get("real_mean", {}).get(key)
+            text = f"model {value:.3g}"
+            if real is not None:
+                text += f", real {real:.3g}, ratio {sens['ratio'][key]:.2f}"
+            rows.append([f"action sensitivity ({key})", text])
+    if report["planner"]:
+        plan = report["planner"]
+        text = f"{plan['ms_per_action']:.1f} ms per action"
+        if plan["success_rate"] is not None:
+            text += f", success {plan['success_rate']:.2f} over {plan['goal_episodes']} episodes"
+        rows.append([f"planner {plan['planner']}", text])
+    lines += _table(["metric", "value"], rows)
+    if report["open_loop"]:
+        ol = report["open_loop"]
+        columns = [key for key in _OPEN_LOOP_COLUMNS if key in ol]
+        rows = [[str(h), *(f"{ol[key][h - 1]:.4g}" for key in columns)] for h in _table_horizons(len(ol["horizons"]))]
+        floor = ol["reconstruction"]
+        rows.append(["filtered", *(f"{floor[key]:.4g}" if key in floor else "-" for key in columns)])
+        lines += ["", f"## Open-loop error vs horizon (context {ol['context']}, {ol['windows']} windows; "
+                  "filtered: the posterior on the real future, the floor)", "",
+                  *_table(["h", *(_OPEN_LOOP_COLUMNS[key] for key in columns)], rows)]
+    if sens:
+        columns = [(f"model {key}", sens["model"][key]) for key in sens["model"]]
+        columns += [(f"real {key}", values) for key, values in sens.get("real", {}).items()]
+        rows = [[str(h), *(f"{values[h - 1]:.4g}" for _, values in columns)]
+                for h in _table_horizons(len(sens["horizons"]))]
+        lines += ["", f"## Action sensitivity vs horizon ({sens['perturbation']}, {sens['windows']} windows)", "",
+                  *_table(["h", *(name for name, _ in columns)], rows)]
+    return "\n".join(lines) + "\n"
+
+
+def plot_report(report: dict[str, Any], stem: str | os.PathLike) -> list[Path]:
+    """PNGs ``<stem>_open_loop.png`` (one panel per error) and ``<stem>_sensitivity.png`` (model vs real)."""
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no backend to pick
+
+    written = []
+    if report["open_loop"]:
+        ol = report["open_loop"]
+        keys = [key for key in ("latent_l2_relative", "proprio_nmse", "pixel_mse", "reward_mae") if key in ol]
+        figure = Figure(figsize=(3.2 * len(keys), 3.0))
+        axes = figure.subplots(1, len(keys), squeeze=False)
+        for axis, key in zip(axes[0], keys):
+            axis.plot(ol["horizons"], ol[key], marker=".")
+            if key in ol["reconstruction"]:
+                axis.axhline(ol["reconstruction"][key], linestyle=":", color="grey", label="filtered (floor)")
+                axis.legend(fontsize=7)
+            axis.set(xlabel="horizon (steps)", title=_OPEN_LOOP_COLUMNS[key], ylim=(0, None))
+        figure.suptitle(f"open-loop error: {report['experiment']} on {report['env']}", fontsize=9)
+        written.append(_save(figure, f"{stem}_open_loop.png"))
+    sens = report["action_sensitivity"]
+    if sens:
+        figure = Figure(figsize=(4.8, 3.2))
+        axis = figure.subplots()
+        for source in ("model", "real"):
+            for key, values in sens.get(source, {}).items():
+                style = "-" if source == "model" else "--"
+                axis.plot(sens["horizons"], values, linestyle=style, label=f"{source} {key}")
+        axis.set(xlabel="horizon (steps)", ylabel="normalised change", title="action sensitivity", ylim=(0, None))
+        axis.legend(fontsize=8)
+        written.append(_save(figure, f"{stem}_sensitivity.png"))
+    return written
+
+
+def _save(figure: Any, path: str) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    return Path(path)
+
+
+def write_report(report: dict[str, Any], out: str | os.PathLike) -> list[Path]:
+    """Write ``out`` (JSON, atomically), ``out`` with ``.md`` and the PNGs; return their paths."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temp = out.with_name(f".{out.name}.tmp")
+    temp.write_text(json.dumps(report, indent=2))
+    os.replace(temp, out)
+    md = out.with_suffix(".md")
+    md.write_text(markdown(report))
+    return [out, md, *plot_report(report, out.with_suffix(""))]

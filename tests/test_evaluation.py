@@ -1,0 +1,220 @@
+"""World-model metrics on an exact toy model, and the evaluation report of a trained checkpoint."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from tests.test_train import ROOT, tiny_config
+from wm_robotics.checkpoint import CheckpointError
+from wm_robotics.evaluation import evaluate_checkpoint
+from wm_robotics.models.base import WorldModel
+from wm_robotics.rollout import random_policy, run_episode
+from wm_robotics.train import Trainer
+from wm_robotics.envs import make_env
+from wm_robotics.wm_metrics import (action_sensitivity, goal_success_rate, latent_diagnostics, open_loop_errors,
+                                    replay_branch)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+# A damped double rotation x' = A x + B a with actions in env units [-2, 2] (so normalisation matters).
+ANGLE, DAMPING, LOW, HIGH = 0.2, 0.99, -2.0, 2.0
+A = DAMPING * np.kron(np.eye(2), np.array([[np.cos(ANGLE), -np.sin(ANGLE)], [np.sin(ANGLE), np.cos(ANGLE)]]))
+B = np.array([[0.0, 0.0], [0.3, 0.0], [0.0, 0.0], [0.0, 0.3]])
+
+
+def reward_of(x):
+    """Reward for arriving in state x (..., 4)."""
+    return -(x ** 2).sum(-1)
+
+
+class LinearSystemEnv(gym.Env):
+    """The toy system as a simulator: proprio = state, reset(seed) draws the start state."""
+
+    observation_space = gym.spaces.Dict({"proprio": gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)})
+    action_space = gym.spaces.Box(LOW, HIGH, (2,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.x, self.steps = self.np_random.normal(size=4).astype(np.float32), 0
+        return {"proprio": self.x.copy()}, {}
+
+    def step(self, action):
+        self.x = (A @ self.x + B @ action).astype(np.float32)
+        self.steps += 1
+        return {"proprio": self.x.copy()}, float(reward_of(self.x)), False, self.steps >= 40, {}
+
+
+class LinearSystemModel(WorldModel):
+    """The toy system behind the WorldModel seam, in normalised actions; exact unless told otherwise."""
+
+    obs_keys = ("proprio",)
+
+    def __init__(self, scale_a=1.0, noise=0.0, ignore_actions=False):
+        super().__init__()
+        self.register_buffer("a", torch.tensor(A * scale_a, dtype=torch.float32))
+        # env action = (HIGH - LOW) / 2 · normalised + (HIGH + LOW) / 2
+        self.register_buffer("b", torch.tensor(B * (HIGH - LOW) / 2, dtype=torch.float32))
+        self.noise, self.ignore_actions = noise, ignore_actions
+        self.action_dim, self.feature_dim = 2, 4
+
+    def initial(self, batch_size):
+        return {"x": torch.zeros(batch_size, 4)}
+
+    def observe(self, obs, action, is_first, state=None):
+        x = torch.as_tensor(obs["proprio"], dtype=torch.float32)  # (B, T, 4): the state is observed exactly
+        return {"x": x}, {"x": x[:, -1]}
+
+    def imagine(self, state, horizon, actions=None, policy=None):
+        x, states = state["x"], []
+        for t in range(horizon):
+            x = x @ self.a.T + (0.0 if self.ignore_actions else actions[:, t] @ self.b.T)
+            x = x + self.noise * torch.randn_like(x)
+            states.append(x)
+        return {"x": torch.stack(states, 1)}, actions
+
+    def features(self, state):
+        return state["x"]
+
+    def predict_reward(self, features):
+        return reward_of(features)
+
+    def decode(self, state):
+        return {"proprio": state["x"]}
+
+
+@pytest.fixture(scope="module")
+def toy():
+    env = LinearSystemEnv()
+    seeds = [3, 4, 5]
+    episodes = [run_episode(env, random_policy(env.action_space, seed), seed) for seed in seeds]
+    return env, episodes, seeds
+
+
+def test_exact_model_has_zero_open_loop_error_at_every_horizon(toy):
+    _, episodes, _ = toy
+    errors = open_loop_errors(LinearSystemModel(), episodes, context=3, horizon=8, action_low=LOW, action_high=HIGH)
+    assert errors["horizons"] == list(range(1, 9)) and errors["windows"] == 3 * 3
+    for key in ("latent_l2", "proprio_mse", "proprio_nmse", "reward_mse", "reward_mae"):
+        assert max(errors[key]) < 1e-5, (key, errors[key])
+    assert max(errors["reconstruction"].values()) < 1e-9
+    # The same exact model read with the wrong action units is wrong from the first step.
+    unnormalised = open_loop_errors(LinearSystemModel(), episodes, context=3, horizon=8)
+    assert unnormalised["proprio_mse"][0] > 1e-3
+
+
+@pytest.mark.parametrize("model", [LinearSystemModel(noise=0.05), LinearSystemModel(scale_a=1.03)],
+                         ids=["noisy", "wrong_coefficient"])
+def test_imperfect_model_error_grows_with_horizon(toy, model):
+    _, episodes, _ = toy
+    torch.manual_seed(0)
+    errors = open_loop_errors(model, episodes, context=3, horizon=10, action_low=LOW, action_high=HIGH)
+    for key in ("proprio_nmse", "latent_l2", "reward_mae"):
+        curve = np.array(errors[key])
+        assert curve[-1] > 2 * curve[0] > 0, (key, curve)
+        assert curve[5:].mean() > curve[:5].mean()
+    if not model.noise:  # deterministic: strictly growing
+        assert np.all(np.diff(errors["proprio_mse"]) > 0)
+
+
+def test_action_sensitivity_against_the_simulator(toy):
+    env, episodes, seeds = toy
+    kwargs = dict(context=3, horizon=8, action_low=LOW, action_high=HIGH, env=env, seeds=seeds)
+    exact = action_sensitivity(LinearSystemModel(), episodes, **kwargs)
+    ignoring = action_sensitivity(LinearSystemModel(ignore_actions=True), episodes, **kwargs)
+    assert exact["real_mean"]["proprio"] > 0.01 and exact["real"] == ignoring["real"]
+    assert exact["ratio"]["proprio"] == pytest.approx(1.0, abs=1e-4)
+    assert np.allclose(exact["model"]["proprio"], exact["real"]["proprio"], rtol=1e-3)
+    assert ignoring["model_mean"]["proprio"] < 1e-10 and ignoring["model_mean"]["features"] < 1e-6
+    assert ignoring["ratio"]["proprio"] < 1e-8
+    with pytest.raises(ValueError, match=r"does not replay from reset\(seed=99\)"):
+        replay_branch(env, episodes[0], 99, 5, np.zeros((2, 2), np.float32), ["proprio"])
+
+
+def test_latent_diagnostics_flag_collapse():
+    generator = torch.Generator().manual_seed(0)
+    healthy = latent_diagnostics(torch.randn(512, 64, generator=generator))
+    assert not healthy["collapsed"] and healthy["effective_rank"] > 40 and healthy["std_min"] > 0.8
+    constant = latent_diagnostics(torch.ones(512, 64) * 0.3)
+    assert constant["collapsed"] and constant["effective_rank"] == pytest.approx(1.0, abs=1e-3)
+    assert constant["std_mean"] == 0 and constant["dead_fraction"] == 1
+    one_direction = torch.randn(512, 1, generator=generator) * torch.randn(1, 64, generator=generator)
+    assert latent_diagnostics(one_direction)["collapsed"]
+
+
+class GoalRecorder:
+    """Stands in for an MPCController: records the goal it is given, acts with zeros."""
+
+    obs_shapes = {"proprio": (6,)}
+
+    def reset(self):
+        self.goal = None
+
+    def set_goal(self, goal):
+        self.goal = goal
+
+    def act(self, obs):
+        return np.zeros(2, np.float32)
+
+
+def test_goal_success_rate_only_on_goal_tasks(toy):
+    controller, env = GoalRecorder(), make_env("reacher-easy-goal-v0", max_episode_steps=3)
+    rate = goal_success_rate(controller, env, episodes=2, seed=0)
+    assert 0.0 <= rate <= 1.0 and controller.goal["proprio"].shape == (6,)
+    assert goal_success_rate(controller, toy[0], episodes=2, seed=0) is None
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("run")
+    cfg = tiny_config("steps=120", "eval_every=60")
+    Trainer(cfg, folder).run()
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg))  # scripts/train.py writes it; Trainer alone does not
+    return folder
+
+
+def test_evaluate_script_writes_report_markdown_and_plots(run, tmp_path):
+    out = tmp_path / "eval" / "report.json"
+    result = subprocess.run([sys.executable, str(ROOT / "scripts/evaluate.py"), f"checkpoint={run}", "episodes=2",
+                             "context=4", "horizon=6", "planner_steps=3", "torch_threads=1", f"out={out}"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "return" in result.stdout and "planner mppi" in result.stdout
+    report = json.loads(out.read_text())
+    assert {"checkpoint", "env", "trained_env", "experiment", "model_kind", "env_steps", "return_mean",
+            "return_std", "returns", "episode_seeds", "open_loop", "latent", "action_sensitivity", "planner",
+            "seconds"} <= set(report)
+    assert report["env_steps"] == 120 and len(report["returns"]) == report["episodes"] == 2
+    open_loop = report["open_loop"]
+    assert len(open_loop["proprio_nmse"]) == len(open_loop["reward_mae"]) == 6 and open_loop["windows"] == 4
+    sensitivity = report["action_sensitivity"]
+    assert {"features", "proprio"} == set(sensitivity["model"]) and sensitivity["ratio"]["proprio"] >= 0
+    assert report["planner"]["ms_per_action"] > 0 and report["planner"]["success_rate"] is None
+    markdown = (out.parent / "report.md").read_text()
+    assert "| return |" in markdown and "## Open-loop error vs horizon" in markdown
+    assert (out.parent / "report_open_loop.png").stat().st_size > 0
+    assert (out.parent / "report_sensitivity.png").stat().st_size > 0
+
+
+def test_wrong_task_or_checkpoint_gives_clear_error(run, tmp_path):
+    with pytest.raises(ValueError, match=r"task walker-walk-v0 does not fit.*\(24,\).*cartpole-swingup-v0.*\(5,\)"):
+        evaluate_checkpoint(run, episodes=1, device="cpu", env_id="walker-walk-v0")
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a wm_robotics checkpoint"):
+        evaluate_checkpoint(tmp_path / "foreign.pt", episodes=1, device="cpu")
+
+
+def test_compare_prints_runs_side_by_side_and_plots(run, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("evaluate_script", ROOT / "scripts/evaluate.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.compare(["--compare", str(run), str(run), "--out", str(tmp_path / "compare.png")])
+    printed = capsys.readouterr().out
+    assert "final eval" in printed and "cartpole-swingup" in printed and "TD-MPC2 839" in printed
+    assert (tmp_path / "compare.png").stat().st_size > 0
