@@ -203,7 +203,7 @@ def test_evaluate_script_writes_report_markdown_and_plots(run, tmp_path):
 
 
 def test_wrong_task_or_checkpoint_gives_clear_error(run, tmp_path):
-    with pytest.raises(ValueError, match=r"task walker-walk-v0 does not fit.*\(24,\).*cartpole-swingup-v0.*\(5,\)"):
+    with pytest.raises(ValueError, match=r"task walker-walk-v0 does not fit.*cartpole-swingup-v0.*\(5,\).*\(24,\)"):
         evaluate_checkpoint(run, episodes=1, device="cpu", env_id="walker-walk-v0")
     torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError, match="not a wm_robotics checkpoint"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -41,7 +42,6 @@ class Agent:
 def agent_from_checkpoint(payload: dict, device: torch.device) -> Agent:
     """Rebuild the agent of a training checkpoint (read with ``load_checkpoint``)."""
     from wm_robotics.builders import build_behavior, build_world_model
-    import gymnasium as gym
 
     cfg = payload["config"]
     shapes = {key: tuple(shape) for key, shape in payload["obs_shapes"].items()}
@@ -53,3 +53,18 @@ def agent_from_checkpoint(payload: dict, device: torch.device) -> Agent:
     model.eval()
     behavior.eval()
     return Agent(model, behavior, device)
+
+
+def check_task(payload: dict, env: gym.Env, task: str, checkpoint: str = "the checkpoint") -> None:
+    """ValueError naming both sides when ``env``'s observation or action shapes differ from the checkpoint's."""
+    from wm_robotics.builders import obs_shapes
+
+    trained = {key: tuple(shape) for key, shape in payload["obs_shapes"].items()}
+    trained_actions = len(payload["action_low"])
+    given, given_actions = obs_shapes(env.observation_space), env.action_space.shape[0]
+    if trained != given or trained_actions != given_actions:
+        raise ValueError(
+            f"task {task} does not fit {checkpoint}: it was trained on {payload['config']['env']['id']} "
+            f"(observations {trained}, {trained_actions} action dims) but task {task!r} has observations "
+            f"{given}, {given_actions} action dims; use a task with the same shapes, or leave task unset "
+            "for the checkpoint's own")

@@ -34,8 +34,8 @@ import torch
 
 import wm_robotics.envs as envs
 from wm_robotics import wm_metrics
-from wm_robotics.agent import Agent, agent_from_checkpoint
-from wm_robotics.builders import obs_shapes, resolve_device
+from wm_robotics.agent import Agent, agent_from_checkpoint, check_task
+from wm_robotics.builders import resolve_device
 from wm_robotics.checkpoint import load_checkpoint
 from wm_robotics.control import MPCController
 from wm_robotics.data.episodes import EpisodeRecorder
@@ -96,18 +96,6 @@ def evaluate_returns(agent: Agent, env: gym.Env, episodes: int, seed: int = 0, r
         if recorder is not None:
             report.episodes.append(recorder.episode())
     return report
-
-
-def check_task(payload: dict[str, Any], env: gym.Env, env_id: str, checkpoint: str | os.PathLike) -> None:
-    """Raise ValueError naming both tasks and shapes when ``env`` does not fit the checkpoint's model."""
-    trained = {key: tuple(shape) for key, shape in payload["obs_shapes"].items()}
-    got = obs_shapes(env.observation_space)
-    trained_action, got_action = (len(payload["action_low"]),), tuple(env.action_space.shape)
-    if got != trained or got_action != trained_action:
-        raise ValueError(f"task {env_id} does not fit checkpoint {checkpoint}: {env_id} has observation shapes {got} "
-                         f"and action shape {got_action}, but the model was trained on "
-                         f"{payload['config']['env']['id']} with observation shapes {trained} and action shape "
-                         f"{trained_action}")
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, episodes: int = 10, seed: int = 100_000, device: str = "auto",

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from wm_robotics.agent import Agent
-from wm_robotics.builders import obs_shapes
 from wm_robotics.data.episodes import EpisodeRecorder
 from wm_robotics.models.base import State, WorldModel
 
@@ -57,18 +56,6 @@ def record_episode(agent: Agent, env: gym.Env, seed: int) -> tuple[dict[str, np.
         frames.append(frame(obs))
         is_first, done = False, terminated or truncated
     return recorder.episode(), frames
-
-
-def check_task(payload: dict, env: gym.Env, task: str, checkpoint: str = "the checkpoint") -> None:
-    """ValueError naming both sides when ``env``'s observation or action shapes differ from the checkpoint's."""
-    trained = {key: tuple(shape) for key, shape in payload["obs_shapes"].items()}
-    trained_actions = len(payload["action_low"])
-    given, given_actions = obs_shapes(env.observation_space), env.action_space.shape[0]
-    if trained != given or trained_actions != given_actions:
-        raise ValueError(
-            f"{checkpoint} was trained on {payload['config']['env']['id']} (observations {trained}, "
-            f"{trained_actions} action dims) but task {task!r} has observations {given}, {given_actions} action "
-            f"dims; use a task with the same shapes, or leave task unset for the checkpoint's own")
 
 
 def _check_episode(model: WorldModel, episode: dict[str, np.ndarray]) -> None:

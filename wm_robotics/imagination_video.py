@@ -29,7 +29,8 @@ import torch
 from wm_robotics.agent import agent_from_checkpoint
 from wm_robotics.builders import resolve_device
 from wm_robotics.checkpoint import CheckpointError
-from wm_robotics.imagination import Imagination, check_task, imagine_episode, record_episode
+from wm_robotics.agent import check_task
+from wm_robotics.imagination import Imagination, imagine_episode, record_episode
 from wm_robotics.video import (ERROR_GAIN, CurvePanel, annotate, error_map, side_by_side, stack_rows, upscale,
                                write_video)
 
