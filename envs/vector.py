@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import partial
 from typing import Any
 
@@ -20,6 +21,17 @@ def make_env(name: str, **kwargs: Any) -> gym.Env:
     """``gymnasium.make`` for our ids, with a clear error that lists close ids."""
     _check_max_episode_steps(kwargs)
     return gym.make(check_env_id(name), **kwargs)
+
+
+def _worker_env(full_id: str, **kwargs: Any) -> gym.Env:
+    """Build one worker's env; Mesa's llvmpipe renders on one thread per worker process.
+
+    llvmpipe spreads each frame over every core by default, so N worker processes would each
+    fight for all cores; one render thread per process scales with the number of processes.
+    An ``LP_NUM_THREADS`` the user set is kept.
+    """
+    os.environ.setdefault("LP_NUM_THREADS", "1")
+    return gym.make(f"wm_robotics.envs:{full_id}", **kwargs)
 
 
 def make_vector_env(
@@ -47,7 +59,8 @@ def make_vector_env(
         raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
     _check_max_episode_steps(kwargs)
     full = check_env_id(name)
-    fns = [partial(gym.make, f"wm_robotics.envs:{full}", **kwargs) for _ in range(num_envs)]
     if not (num_envs > 1 if asynchronous is None else asynchronous):
+        fns = [partial(gym.make, f"wm_robotics.envs:{full}", **kwargs) for _ in range(num_envs)]
         return gym.vector.SyncVectorEnv(fns, autoreset_mode=autoreset_mode)
+    fns = [partial(_worker_env, full, **kwargs) for _ in range(num_envs)]
     return gym.vector.AsyncVectorEnv(fns, context=context, autoreset_mode=autoreset_mode)

@@ -76,12 +76,12 @@ class MPCController:
         if isinstance(obs, Mapping) and not set(self.obs_shapes) <= set(obs):
             if "proprio" not in self.obs_shapes or set(self.obs_shapes) != {"proprio"}:
                 raise ValueError(f"the model needs observation keys {sorted(self.obs_shapes)}, got {sorted(obs)}")
-            missing = [name for name, _ in self.proprio_keys if name not in obs]
-            if missing or not self.proprio_keys:
-                raise ValueError(f"a dm_control observation dict needs keys {[n for n, _ in self.proprio_keys]}, "
-                                 f"got {sorted(obs)}")
-            obs = {"proprio": np.concatenate([np.asarray(obs[name], np.float32).ravel()
-                                              for name, _ in self.proprio_keys])}
+            # Checkpoints name the key order; older ones did not: then the dict's own (dm_control's) order.
+            names = [name for name, _ in self.proprio_keys] or list(obs)
+            missing = [name for name in names if name not in obs]
+            if missing:
+                raise ValueError(f"a dm_control observation dict needs keys {names}, got {sorted(obs)}")
+            obs = {"proprio": np.concatenate([np.asarray(obs[name], np.float32).ravel() for name in names])}
         elif not isinstance(obs, Mapping):
             if set(self.obs_shapes) != {"proprio"}:
                 raise ValueError(f"a flat array works for proprio-only models; this one needs {sorted(self.obs_shapes)}")

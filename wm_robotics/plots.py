@@ -41,9 +41,11 @@ def plot_runs(runs: dict[str, list[str | Path]], task: str, out: str | Path, bud
         returns = np.stack([r[:length] for _, r in curves])
         axis.plot(steps, returns.mean(0), marker="o", label=f"{label} ({len(folders)} seeds)")
         axis.fill_between(steps, returns.min(0), returns.max(0), alpha=0.2)
-    for name, value in published_results().get(budget, {}).get(task, {}).items():
+    label_x = axis.get_yaxis_transform()  # x in axes fraction, y in data units
+    for index, (name, value) in enumerate(published_results().get(budget, {}).get(task, {}).items()):
         axis.axhline(value, linestyle="--", linewidth=1, color="grey")
-        axis.annotate(f"{name} @ {budget}: {value}", (0, value), fontsize=7, va="bottom")
+        axis.text(0.01 + 0.33 * index, value, f"{name} @ {budget}: {value}", transform=label_x, fontsize=7,
+                  va="bottom")
     axis.set_xlabel("env steps")
     axis.set_ylabel("eval return")
     axis.set_title(task)

@@ -108,8 +108,18 @@ def single_env(tasks=(("cartpole", "swingup"), ("walker", "walk")), rounds: int 
 
 def vector_scaling(name: str = "cartpole-swingup-v0", obs_mode: str = "pixels", counts=(1, 2, 4),
                    agent_steps: int = 300) -> list[dict]:
-    """Agent steps/s of ``make_vector_env`` with 1, 2, 4 processes (all AsyncVectorEnv)."""
-    results = []
+    """Agent steps/s of ``make_vector_env`` with 1, 2, 4 processes (all AsyncVectorEnv), beside one
+    plain in-process env (whose llvmpipe renders on every core)."""
+    plain = envs.make_env(name, obs_mode=obs_mode)
+    plain.reset(seed=0)
+    action = plain.action_space.sample()
+    start = time.perf_counter()
+    for _ in range(agent_steps):
+        _, _, terminated, truncated, _ = plain.step(action)
+        if terminated or truncated:
+            plain.reset()
+    results = [{"task": name, "obs": obs_mode, "processes": "plain env (no vector)",
+                "agent_steps_per_s": agent_steps / (time.perf_counter() - start)}]
     for count in counts:
         vec = envs.make_vector_env(name, count, asynchronous=True, obs_mode=obs_mode)
         vec.reset(seed=0)
@@ -122,7 +132,7 @@ def vector_scaling(name: str = "cartpole-swingup-v0", obs_mode: str = "pixels", 
         elapsed = time.perf_counter() - start
         vec.close()
         results.append({"task": name, "obs": obs_mode, "processes": count, "agent_steps_per_s": count * agent_steps / elapsed})
-    base = results[0]["agent_steps_per_s"]
+    base = results[1]["agent_steps_per_s"]
     for row in results:
         row["speedup_vs_1"] = row["agent_steps_per_s"] / base
     return results
