@@ -1,0 +1,25 @@
+"""metrics.csv: one header row, a column per metric, rows kept across a resume."""
+
+import csv
+
+from wm_robotics.logger import MetricsLogger
+
+
+def test_csv_header_rows_and_resume(tmp_path):
+    logger = MetricsLogger(tmp_path)
+    logger.log(100, {"episode_return": 12.5})
+    logger.log(200, {"loss/total": 3.0, "eval_return": 50.0})
+    logger.log(300, {"eval_return": 60.0})
+    logger.close()
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert list(rows[0]) == ["step", "episode_return", "eval_return", "loss/total"]
+    assert [r["step"] for r in rows] == ["100", "200", "300"]
+    assert rows[0]["eval_return"] == "" and float(rows[1]["eval_return"]) == 50.0
+    assert list((tmp_path / "tensorboard").iterdir())
+
+    resumed = MetricsLogger(tmp_path)  # a resumed run reads the rows back, then replays from its checkpoint
+    resumed.drop_after(200)
+    resumed.log(300, {"eval_return": 70.0})
+    resumed.close()
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert [(r["step"], r["eval_return"]) for r in rows] == [("100", ""), ("200", "50"), ("300", "70")]
