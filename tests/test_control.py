@@ -8,7 +8,7 @@ import pytest
 import torch
 from dm_control import suite
 
-from tests.test_train import tiny_config
+from tests.test_train import ROOT, tiny_config
 from wm_robotics.control import MPCController
 from wm_robotics.train import Trainer
 
@@ -80,3 +80,10 @@ def test_bad_inputs_say_what_was_expected(checkpoint):
         MPCController.from_checkpoint(checkpoint, device="cpu", planner="ilqr")
     with pytest.raises(ValueError, match="set_goal needs a planner"):
         controller.set_goal(np.zeros(5, np.float32))
+
+
+def test_run_controller_script(checkpoint):
+    result = subprocess.run([sys.executable, str(ROOT / "scripts/run_controller.py"), str(checkpoint), "--planner",
+                             "policy", "--episodes", "1", "--threads", "1"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "policy on cartpole-swingup: return" in result.stdout

@@ -1,0 +1,53 @@
+"""Drive a raw dm_control loop with MPCController (no Gymnasium, no Hydra): the robotics use case.
+
+    python scripts/run_controller.py runs/<run> --planner mppi --episodes 2 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from dm_control import suite
+
+from wm_robotics import MPCController
+from wm_robotics.checkpoint import load_checkpoint
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="checkpoint file or run folder")
+    parser.add_argument("--planner", default="mppi", choices=["mppi", "cem", "policy"])
+    parser.add_argument("--episodes", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=100_000)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = load_checkpoint(args.checkpoint)["config"]
+    domain, task = config["env"]["id"].removesuffix("-v0").split("-")[:2]
+    repeat = config["env"]["action_repeat"]
+    controller = MPCController.from_checkpoint(args.checkpoint, planner=args.planner)
+    returns, actions, start = [], 0, time.perf_counter()
+    for episode in range(args.episodes):
+        env = suite.load(domain, task, task_kwargs={"random": args.seed + episode})
+        time_step, total = env.reset(), 0.0
+        controller.reset()
+        while not time_step.last():
+            action = controller.act(time_step.observation)
+            actions += 1
+            for _ in range(repeat):  # the model was trained with this action repeat
+                time_step = env.step(action)
+                total += time_step.reward
+                if time_step.last():
+                    break
+        returns.append(total)
+        print(f"episode {episode}: return {total:.1f}")
+    print(f"{args.planner} on {domain}-{task}: return {np.mean(returns):.1f} ± {np.std(returns):.1f} over "
+          f"{args.episodes} episodes, {1000 * (time.perf_counter() - start) / actions:.0f} ms per action")
+
+
+if __name__ == "__main__":
+    main()
