@@ -14,7 +14,6 @@ if ! ldconfig -p 2>/dev/null | grep -q "libEGL.so.1" || ! ldconfig -p 2>/dev/nul
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libegl1 libgl1 libgles2 libglvnd0 libegl-mesa0 libgl1-mesa-dri >/dev/null
 fi
 
-python3 -m pip install -q --upgrade pip
 # The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
 python3 -m pip install -q "torch==2.13.0" || python3 -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
 if [ "${1:-}" = "dev" ]; then
