@@ -81,6 +81,8 @@ def test_actions_within_bounds_and_rescaled():
     torch.testing.assert_close(deterministic, agent.act(features, sample=False))
     with pytest.raises(ValueError):
         ActorCritic(4, 1, 1.0, -1.0)
+    with pytest.raises(ValueError, match="actor_grad must be one of"):
+        ActorCritic(4, 1, actor_grad="dynamics")
 
 
 def test_clipped_log_prob_is_unbiased():
@@ -112,9 +114,10 @@ def test_return_normalizer():
     assert scale.item() == pytest.approx(90.0, rel=1e-3)
 
 
-def test_learns_on_point_model():
+@pytest.mark.parametrize("actor_grad", ["backprop", "reinforce"])
+def test_learns_on_point_model(actor_grad):
     torch.manual_seed(0)
-    model, agent = PointModel(), small_agent()
+    model, agent = PointModel(), small_agent(actor_grad=actor_grad)
     eval_start = torch.linspace(-1.5, 1.5, 64).unsqueeze(-1)
     with torch.no_grad():  # head for 0.5 at full speed
         best, _ = model.imagine({"x": eval_start}, agent.horizon, policy=lambda f: ((0.5 - f[..., :1]) * 10).clamp(-1, 1))

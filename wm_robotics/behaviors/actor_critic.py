@@ -7,11 +7,14 @@ The world model must be trained on the same units it imagines with, so feed it
 ``from_env(batch["action"])`` (for dm_control the bounds are [-1, 1] and both maps are identity).
 
 Policy: DreamerV3's continuous head: Normal(mean=tanh(mu), std=(1-0.1)·sigmoid(s+2)+0.1), samples
-clipped to [-1, 1]. The actor learns by REINFORCE on normalised λ-return advantages, so
-imagination runs under ``torch.no_grad()`` and never backpropagates through the model. The
-score uses the likelihood of the *clipped* action (a Normal censored at ±1: the tail mass at
-the bounds, as in CAPG, Fujita & Maeda 2018); the plain Normal density at a clipped sample is
-biased and, under all-negative advantages, drives the mean into a bound.
+clipped to [-1, 1]. Actor gradients (``actor_grad``): ``"backprop"`` (default, DreamerV3's choice
+for continuous actions) maximises the normalised λ-returns by backpropagating through the
+model's dynamics, reward and continue heads and the critic's bootstrap (only the actor's
+parameters are updated); ``"reinforce"`` uses score-function gradients on normalised
+advantages, so imagination runs without autograd (cheaper). The REINFORCE score uses the
+likelihood of the *clipped* action (a Normal censored at ±1: the tail mass at the bounds, as in
+CAPG, Fujita & Maeda 2018); the plain Normal density at a clipped sample is biased and, under
+all-negative advantages, drives the mean into a bound.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from wm_robotics.models.base import State, WorldModel
 from wm_robotics.models.nets import TwoHot, mlp
 
 Bounds = float | Sequence[float] | np.ndarray | torch.Tensor
+#: "backprop": the actor maximises λ-returns by gradients through the model's dynamics (DreamerV3's
+#: ``actor_grad_cont``); "reinforce": score-function gradients, imagination without autograd.
+ACTOR_GRADS = ("backprop", "reinforce")
 
 
 def lambda_returns(rewards: torch.Tensor, values: torch.Tensor, continues: torch.Tensor,
@@ -76,8 +82,11 @@ class ActorCritic(nn.Module):
                  slow_critic_decay: float = 0.98, slow_reg: float = 1.0, return_norm_decay: float = 0.99,
                  return_norm_percentiles: tuple[float, float] = (0.05, 0.95), grad_clip: float = 100.0,
                  bins: int = 255, min_std: float = 0.1, max_std: float = 1.0,
-                 imag_starts: int | None = None) -> None:
+                 imag_starts: int | None = None, actor_grad: str = "backprop") -> None:
         super().__init__()
+        if actor_grad not in ACTOR_GRADS:
+            raise ValueError(f"actor_grad must be one of {ACTOR_GRADS}, got {actor_grad!r}")
+        self.actor_grad = actor_grad
         if imag_starts is not None and imag_starts < 1:
             raise ValueError(f"imag_starts must be a positive integer or None (all), got {imag_starts}")
         self.imag_starts = imag_starts
@@ -120,6 +129,10 @@ class ActorCritic(nn.Module):
         dist = self.distribution(features)
         return dist.sample().clamp(-1.0, 1.0) if sample else dist.mean
 
+    def _reparameterised_policy(self, features: torch.Tensor) -> torch.Tensor:
+        """Sampled actions with gradients to the actor (rsample, clipped to [-1, 1])."""
+        return self.distribution(features).rsample().clamp(-1.0, 1.0)
+
     @torch.no_grad()
     def act(self, features: torch.Tensor, sample: bool = True) -> torch.Tensor:
         """Actions (..., A) in env units [low, high], for the simulator."""
@@ -147,6 +160,7 @@ class ActorCritic(nn.Module):
         cont(s_0) · Π_{k=1..t} discount · cont(s_k) (DreamerV3 uses the true 1 − is_terminal for s_0;
         the seam's states carry no label, so the continue head's prediction stands in).
         """
+        backprop = self.actor_grad == "backprop"
         with torch.no_grad():
             lead = model.features(start_state).dim() - 1
             start = {k: v.detach().reshape(-1, *v.shape[lead:]) for k, v in start_state.items()}
@@ -154,8 +168,10 @@ class ActorCritic(nn.Module):
             if self.imag_starts is not None and self.imag_starts < count:
                 chosen = torch.randperm(count, device=self.action_low.device)[: self.imag_starts]
                 start = {k: v[chosen] for k, v in start.items()}
+        with torch.set_grad_enabled(backprop):  # dynamics gradients only when the actor needs them
             start_features = model.features(start)
-            states, actions = model.imagine(start, self.horizon, policy=self.policy)
+            states, actions = model.imagine(start, self.horizon,
+                                            policy=self._reparameterised_policy if backprop else self.policy)
             features = torch.cat([start_features.reshape(-1, 1, start_features.shape[-1]),
                                   model.features(states)], 1)                        # (N, H+1, F)
             rewards = model.predict_reward(features[:, 1:])                        # (N, H)
@@ -164,27 +180,33 @@ class ActorCritic(nn.Module):
             cont = model.predict_continue(features)
             cont = torch.ones_like(features[..., 0]) if cont is None else cont   # (N, H+1)
             continues = self.discount * cont[:, 1:]                               # for s_t -> s_{t+1}
+        with torch.no_grad():
             weight = cont[:, :1] * torch.cat([torch.ones_like(cont[:, :1]),
                                               continues[:, :-1].cumprod(1)], 1)     # (N, H)
-            acting = features[:, :-1].contiguous()  # states s_0..s_{H-1}; contiguous: mm, not bmm
+            acting = features[:, :-1].detach().contiguous()  # s_0..s_{H-1}; contiguous: mm, not bmm
             slow_values = self.twohot.decode(self.slow_critic(acting))
 
-        logits = self.critic(features)                                             # (N, H+1, bins)
+        logits = self.critic(features.detach())                                    # (N, H+1, bins)
         values = self.twohot.decode(logits.detach())
-        returns = lambda_returns(rewards, values[:, :-1], continues, values[:, -1], self.lambda_)
+        returns = lambda_returns(rewards.detach(), values[:, :-1], continues.detach(), values[:, -1], self.lambda_)
         scale = self.return_norm(returns)
-        advantage = (returns - values[:, :-1]) / scale
 
         dist = self.distribution(acting)
-        log_prob = self.log_prob(dist, actions)
         entropy = dist.entropy().sum(-1)
-        actor_loss = (weight * -(log_prob * advantage + self.entropy_scale * entropy)).mean()
+        if backprop:  # returns differentiable through rewards, continues and bootstrap values
+            path_values = self.twohot.decode(self.critic(features))
+            objective = lambda_returns(rewards, path_values[:, :-1], continues, path_values[:, -1],
+                                       self.lambda_) / scale
+        else:
+            objective = self.log_prob(dist, actions) * (returns - values[:, :-1]) / scale
+        actor_loss = (weight * -(objective + self.entropy_scale * entropy)).mean()
         critic_loss = (weight * (self.twohot.loss(logits[:, :-1], returns)
                                  + self.slow_reg * self.twohot.loss(logits[:, :-1], slow_values))).mean()
 
         self.actor_opt.zero_grad(set_to_none=True)
         self.critic_opt.zero_grad(set_to_none=True)
-        (actor_loss + critic_loss).backward()
+        actor_loss.backward(inputs=list(self.actor.parameters()))  # never into the model or critic
+        critic_loss.backward(inputs=list(self.critic.parameters()))
         nn.utils.clip_grad_norm_(self.actor.parameters(), self.grad_clip)
         nn.utils.clip_grad_norm_(self.critic.parameters(), self.grad_clip)
         self.actor_opt.step()

@@ -35,12 +35,13 @@ def _sync(device: torch.device) -> None:
 
 
 def measure(size: str, obs_key: str, device: torch.device, repeats: int, units: int,
-            imag_starts: int | None = None, batch: int = 16, length: int = 64) -> dict:
+            imag_starts: int | None = None, batch: int = 16, length: int = 64,
+            actor_grad: str = "reinforce") -> dict:
     """Median ms per world-model update and per actor-critic update for one configuration."""
     torch.manual_seed(0)
     shape = (64, 64, 3) if obs_key == "pixels" else (5,)
     model = RSSMWorldModel.from_size(size, {obs_key: shape}, 1).to(device)
-    behavior = ActorCritic(model.feature_dim, 1, units=units, imag_starts=imag_starts).to(device)
+    behavior = ActorCritic(model.feature_dim, 1, units=units, imag_starts=imag_starts, actor_grad=actor_grad).to(device)
     optimizer = torch.optim.Adam(model.parameters(), 1e-4)
     data = _batch(obs_key, batch, length, device)
     wm_ms, ac_ms = [], []
@@ -62,6 +63,7 @@ def measure(size: str, obs_key: str, device: torch.device, repeats: int, units: 
     wm, ac = sorted(wm_ms)[len(wm_ms) // 2], sorted(ac_ms)[len(ac_ms) // 2]
     starts = min(imag_starts or batch * length, batch * length)
     return {"size": size, "obs": obs_key, "device": str(device), "units": units, "imag_starts": starts,
+            "actor_grad": actor_grad,
             "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
             "world_model_ms": wm, "actor_critic_ms": ac, "total_ms": wm + ac,
             "imagined_steps_per_s": starts * behavior.horizon / (ac / 1000),
@@ -69,7 +71,11 @@ def measure(size: str, obs_key: str, device: torch.device, repeats: int, units: 
 
 
 def run(quick: bool = False) -> dict:
-    """XS and S, proprio and pixels, CPU (and CUDA when present); prints a table."""
+    """XS and S, proprio and pixels, CPU (and CUDA when present); prints a table.
+
+    The actor-critic is timed with ``actor_grad="reinforce"`` (imagination without autograd), as
+    the README's table was measured; the ``backprop`` default adds a backward pass through it.
+    """
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     repeats = 1 if quick else 3
     configs = [("xs", "proprio", 256, None), ("xs", "proprio", 256, 256), ("s", "proprio", 512, None),
