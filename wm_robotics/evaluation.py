@@ -70,9 +70,13 @@ def evaluate_returns(agent: Agent, env: gym.Env, episodes: int, seed: int = 0, r
                      sample: bool = False, record_episodes: bool = False) -> ReturnReport:
     """Run ``episodes`` episodes (seeds ``seed``…) with the agent's deterministic policy by default.
 
-    With ``record_first`` the first episode's frames come from ``env.render()`` (the env must
-    have ``render_mode="rgb_array"``); with ``record_episodes`` every episode is kept as arrays.
+    With ``record_first`` the first episode's frames are recorded: the observed ``pixels`` when the
+    env observes them (the same image, rendered once), else ``env.render()`` (the env must have
+    ``render_mode="rgb_array"``); with ``record_episodes`` every episode is kept as arrays.
     """
+    def frame(obs: dict[str, np.ndarray]) -> np.ndarray:
+        return obs["pixels"] if "pixels" in obs else env.render()
+
     report = ReturnReport([], [])
     for index in range(episodes):
         obs, _ = env.reset(seed=seed + index)
@@ -81,7 +85,7 @@ def evaluate_returns(agent: Agent, env: gym.Env, episodes: int, seed: int = 0, r
         is_first, done, total, length = True, False, 0.0, 0
         record = record_first and index == 0
         if record:
-            report.frames.append(env.render())
+            report.frames.append(frame(obs))
         while not done:
             batch = {key: value[None] for key, value in obs.items()}
             action = agent.act(batch, np.array([is_first]), sample=sample)[0]
@@ -90,7 +94,7 @@ def evaluate_returns(agent: Agent, env: gym.Env, episodes: int, seed: int = 0, r
             if recorder is not None:
                 recorder.add(action, obs, reward, terminated, truncated)
             if record:
-                report.frames.append(env.render())
+                report.frames.append(frame(obs))
         report.returns.append(total)
         report.lengths.append(length)
         if recorder is not None:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from wm_robotics.agent import Agent
-from wm_robotics.data.episodes import EpisodeRecorder
+from wm_robotics.evaluation import evaluate_returns
 from wm_robotics.models.base import State, WorldModel
 
 
@@ -43,19 +43,8 @@ def record_episode(agent: Agent, env: gym.Env, seed: int) -> tuple[dict[str, np.
     The frames are ``env.render()`` (``render_mode="rgb_array"``), or the observed ``pixels`` when the
     env observes them: the same image, rendered once.
     """
-    def frame(obs: dict[str, np.ndarray]) -> np.ndarray:
-        return obs["pixels"] if "pixels" in obs else env.render()
-
-    obs, _ = env.reset(seed=seed)
-    agent.reset(1)
-    recorder, frames, is_first, done = EpisodeRecorder(obs), [frame(obs)], True, False
-    while not done:
-        action = agent.act({key: value[None] for key, value in obs.items()}, np.array([is_first]), sample=False)[0]
-        obs, reward, terminated, truncated, _ = env.step(action)
-        recorder.add(action, obs, reward, terminated, truncated)
-        frames.append(frame(obs))
-        is_first, done = False, terminated or truncated
-    return recorder.episode(), frames
+    report = evaluate_returns(agent, env, 1, seed, record_first=True, record_episodes=True)
+    return report.episodes[0], report.frames
 
 
 def _check_episode(model: WorldModel, episode: dict[str, np.ndarray]) -> None:
