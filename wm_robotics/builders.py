@@ -33,7 +33,19 @@ def _rssm(model_cfg: dict[str, Any], shapes: dict[str, tuple], action_dim: int) 
     return RSSMWorldModel.from_size(model_cfg["size"], shapes, action_dim, **model_cfg.get("overrides", {}))
 
 
-MODELS: dict[str, Callable[..., WorldModel]] = {"rssm": _rssm}
+def _vmc(model_cfg: dict[str, Any], shapes: dict[str, tuple], action_dim: int) -> WorldModel:
+    from wm_robotics.models.vmc import VMCWorldModel
+
+    return VMCWorldModel.from_size(model_cfg["size"], shapes, action_dim, **model_cfg.get("overrides", {}))
+
+
+def _jepa(model_cfg: dict[str, Any], shapes: dict[str, tuple], action_dim: int) -> WorldModel:
+    from wm_robotics.models.jepa import JEPAWorldModel
+
+    return JEPAWorldModel.from_size(model_cfg["size"], shapes, action_dim, **model_cfg.get("overrides", {}))
+
+
+MODELS: dict[str, Callable[..., WorldModel]] = {"rssm": _rssm, "vmc": _vmc, "jepa": _jepa}
 
 
 def build_world_model(model_cfg: dict[str, Any], shapes: dict[str, tuple], action_dim: int) -> WorldModel:
@@ -51,7 +63,20 @@ def _actor_critic(behavior_cfg: dict[str, Any], model: WorldModel, low: np.ndarr
     return ActorCritic(model.feature_dim, model.action_dim, low, high, **params)
 
 
-BEHAVIORS: dict[str, Callable[..., torch.nn.Module]] = {"actor_critic": _actor_critic}
+def _cmaes(behavior_cfg: dict[str, Any], model: WorldModel, low: np.ndarray, high: np.ndarray):
+    from wm_robotics.behaviors.cmaes_controller import CMAESController
+
+    params = {k: v for k, v in behavior_cfg.items() if k != "kind"}
+    return CMAESController(model.feature_dim, model.action_dim, low, high, **params)
+
+
+def _mpc(behavior_cfg: dict[str, Any], model: WorldModel, low: np.ndarray, high: np.ndarray):
+    from wm_robotics.behaviors.mpc_behavior import MPCBehavior
+
+    return MPCBehavior(model, low, high, **{k: v for k, v in behavior_cfg.items() if k != "kind"})
+
+
+BEHAVIORS: dict[str, Callable[..., torch.nn.Module]] = {"actor_critic": _actor_critic, "cmaes": _cmaes, "mpc": _mpc}
 
 
 def build_behavior(behavior_cfg: dict[str, Any], model: WorldModel, action_space: gym.spaces.Box) -> torch.nn.Module:
