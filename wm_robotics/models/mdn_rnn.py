@@ -37,9 +37,9 @@ def mdn_sample(mixture: Mixture, temperature: float = 1.0, generator: torch.Gene
     logits, mean, log_std = mixture
     if temperature == 0:
         return mean.gather(-1, logits.argmax(-1, keepdim=True)).squeeze(-1)
-    probs = torch.softmax(logits / temperature, -1)
-    index = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).reshape(probs.shape[:-1])
-    pick = index.unsqueeze(-1)
+    uniform = torch.rand(logits.shape, device=logits.device, dtype=logits.dtype, generator=generator)
+    gumbel = -uniform.clamp(min=1e-20).log().neg().log()
+    pick = (logits / temperature + gumbel).argmax(-1, keepdim=True)  # Gumbel-max: a softmax(logits / τ) draw
     noise = torch.randn(mean.shape[:-1], device=mean.device, dtype=mean.dtype, generator=generator)
     return mean.gather(-1, pick).squeeze(-1) + log_std.gather(-1, pick).squeeze(-1).exp() * math.sqrt(temperature) * noise
 
