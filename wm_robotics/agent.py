@@ -13,7 +13,9 @@ class Agent:
     """Acts on batches of env observations (one row per parallel env), in env action units.
 
     Keeps one latent state and previous action per env; ``is_first`` marks envs whose episode
-    just started (their state and previous action are reset inside the model).
+    just started (their state and previous action are reset inside the model). A behaviour with
+    ``plan(model, state, is_first, sample)`` (a planner) acts through it, others through
+    ``policy(features, sample)``; both return normalised actions.
     """
 
     def __init__(self, model: WorldModel, behavior: torch.nn.Module, device: torch.device) -> None:
@@ -34,7 +36,9 @@ class Agent:
         model_obs = {key: torch.as_tensor(obs[key], device=self.device) for key in self.model.obs_keys}
         first = torch.as_tensor(is_first, device=self.device, dtype=torch.bool)
         self.state = self.model.step(self.state, self.prev_action, model_obs, first)
-        action = self.behavior.policy(self.model.features(self.state), sample=sample)  # normalised
+        plan = getattr(self.behavior, "plan", None)  # planners act from the full state
+        action = (plan(self.model, self.state, first, sample) if plan is not None
+                  else self.behavior.policy(self.model.features(self.state), sample=sample))  # normalised
         self.prev_action = action
         return self.behavior.to_env(action).cpu().numpy().astype(np.float32)
 

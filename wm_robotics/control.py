@@ -54,6 +54,8 @@ class MPCController:
                                        policy=getattr(self.behavior, "policy", None), **planner_kwargs)
         elif planner == "cem":
             self.planner = CEMPlanner(dim, objective=self._reward_objective, **planner_kwargs)
+        elif getattr(self.behavior, "policy", None) is None:
+            raise ValueError("planner='policy' needs a checkpoint with a learned policy; this one has none")
         else:
             self.planner = None
         self.reset()
@@ -108,16 +110,15 @@ class MPCController:
     @torch.inference_mode()
     def act(self, obs: Any) -> np.ndarray:
         """One action (A,) float32 in the env's bounds for the current observation."""
-        batch = self.model_observation(obs)
+        agent = self._agent
+        model_obs = {k: torch.as_tensor(v, device=self.device) for k, v in self.model_observation(obs).items()}
+        first = torch.tensor([self._first], device=self.device)
+        agent.state = self.model.step(agent.state, agent.prev_action, model_obs, first)
         if self.planner is None:
-            action = self._agent.act(batch, np.array([self._first]), sample=False)[0]
+            normalised = self.behavior.policy(self.model.features(agent.state), sample=False)  # (1, A) in [-1, 1]
         else:
-            agent = self._agent
-            model_obs = {k: torch.as_tensor(v, device=self.device) for k, v in batch.items()}
-            first = torch.tensor([self._first], device=self.device)
-            agent.state = self.model.step(agent.state, agent.prev_action, model_obs, first)
-            normalised = self.planner.plan(self.model, agent.state)  # (1, A) in [-1, 1]
-            agent.prev_action = normalised
-            action = self.action_low + (normalised[0].cpu().numpy() + 1) * 0.5 * (self.action_high - self.action_low)
+            normalised = self.planner.plan(self.model, agent.state)
+        agent.prev_action = normalised
+        action = self.action_low + (normalised[0].cpu().numpy() + 1) * 0.5 * (self.action_high - self.action_low)
         self._first = False
         return np.clip(action, self.action_low, self.action_high).astype(np.float32)

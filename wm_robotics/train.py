@@ -27,6 +27,7 @@ from wm_robotics.data.replay import SequenceReplay, to_torch
 from wm_robotics.evaluation import evaluate_returns
 from wm_robotics.logger import MetricsLogger
 from wm_robotics.video import annotate, upscale, write_video
+from wm_robotics.wm_metrics import latent_health
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -112,6 +113,7 @@ class Trainer:
         metrics["model/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(),
                                                                            self.cfg["model"]["grad_clip"]))
         self.model_opt.step()
+        self.model.after_step()
         behavior_metrics = self.behavior.update(self.model, posterior)
         bad = [name for name, value in behavior_metrics.items() if not math.isfinite(value)]
         if bad:
@@ -140,7 +142,11 @@ class Trainer:
                       for t, f in enumerate(report.frames)]
             write_video(self.run_dir / "videos" / f"eval_{step:08d}.mp4", frames, fps=25)
         self.counters["last_eval"] = step
-        return {"eval_return": report.mean, "eval_return_std": report.std}
+        latent = {}
+        if self.replay.can_sample:  # collapse diagnostics (RankMe, per-dim std) on a replay batch
+            batch = to_torch(self.replay.sample(), self.device)
+            latent = latent_health(self.model, {**batch, "action": self.behavior.from_env(batch["action"])})
+        return {"eval_return": report.mean, "eval_return_std": report.std, **latent}
 
     # ----------------------------------------------------------------- the loop
     def _collect_step(self, obs: dict[str, np.ndarray], is_first: np.ndarray, recorders: list[EpisodeRecorder],

@@ -277,6 +277,19 @@ def latent_diagnostics(features: torch.Tensor, min_rank: float = 2.0, min_std: f
             "thresholds": {"min_rank": min_rank, "min_std": min_std}}
 
 
+@torch.no_grad()
+def latent_health(model: WorldModel, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    """:func:`latent_diagnostics` of the features ``model.observe`` gives for a replay ``batch`` (actions in
+    the model's units), as ``latent/*`` metrics; a collapsed latent is also reported on the console."""
+    post, _ = model.observe({key: batch[f"obs/{key}"] for key in model.obs_keys}, batch["action"], batch["is_first"])
+    diag = latent_diagnostics(model.features(post))
+    if diag["collapsed"]:
+        print(f"WARNING: the latent has collapsed: effective rank {diag['effective_rank']:.2f} of "
+              f"{diag['feature_dim']}, mean per-dim std {diag['std_mean']:.2e} (thresholds {diag['thresholds']})")
+    names = ("std_mean", "std_min", "dead_fraction", "effective_rank", "collapsed")
+    return {f"latent/{name}": float(diag[name]) for name in names}
+
+
 def planner_timing(controller: Any, observations: Sequence[dict[str, np.ndarray]], warmup: int = 2) -> dict:
     """Milliseconds per ``controller.act`` (an ``MPCController``) over consecutive observations of one episode."""
     if len(observations) <= warmup:

@@ -70,6 +70,9 @@ class WorldModel(nn.Module):
         """Reconstructed observations from a state; empty when the model has no decoder."""
         return {}
 
+    def after_step(self) -> None:
+        """Called by the trainer after each optimiser step (e.g. to move EMA target networks)."""
+
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float], State]:
         """Training loss on a batch: (scalar, named metrics, posterior states (B, T, ...) detached)."""
         raise NotImplementedError("loss(batch) must return (scalar tensor, metrics dict, posterior states)")

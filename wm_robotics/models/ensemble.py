@@ -1,0 +1,59 @@
+"""An ensemble of Q-function MLPs evaluated as one batched computation (TD-MPC2's Q ensemble).
+
+Member m maps [features, action] (..., in_dim) through ``layers`` × (Linear → LayerNorm →
+SiLU) to ``out_dim`` logits. The first layer of all members is one matmul (they share the
+input); deeper layers are one ``baddbmm`` over the member dim. ``members`` picks a subset (e.g.
+the two random heads TD-MPC2 reads), so unused heads cost nothing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def _uniform(*shape: int, fan_in: int) -> nn.Parameter:
+    """nn.Linear's default initialisation, U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return nn.Parameter(torch.empty(*shape).uniform_(-bound, bound))
+
+
+class EnsembleMLP(nn.Module):
+    """``size`` independent MLPs ``in_dim → hidden (× layers) → out_dim``; the output layer starts at zero."""
+
+    def __init__(self, size: int, in_dim: int, hidden: int, layers: int, out_dim: int) -> None:
+        super().__init__()
+        if size < 1 or layers < 1:
+            raise ValueError(f"an ensemble needs size >= 1 and layers >= 1, got size={size}, layers={layers}")
+        self.size, self.hidden = size, hidden
+        self.first = _uniform(in_dim, size * hidden, fan_in=in_dim)  # (in, M·hidden): all members at once
+        self.deep = nn.ParameterList([_uniform(size, hidden, hidden, fan_in=hidden) for _ in range(layers - 1)])
+        self.norm_weight = nn.Parameter(torch.ones(layers, size, 1, hidden))
+        self.norm_bias = nn.Parameter(torch.zeros(layers, size, 1, hidden))
+        self.out_weight = nn.Parameter(torch.zeros(size, hidden, out_dim))
+        self.out_bias = nn.Parameter(torch.zeros(size, 1, out_dim))
+
+    def _block(self, x: torch.Tensor, layer: int, members: torch.Tensor | None) -> torch.Tensor:
+        """LayerNorm (per-member affine) → SiLU on (M, N, hidden)."""
+        weight, bias = self.norm_weight[layer], self.norm_bias[layer]
+        if members is not None:
+            weight, bias = weight[members], bias[members]
+        return F.silu(torch.addcmul(bias, F.layer_norm(x, (self.hidden,)), weight))
+
+    def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., in_dim) → (M, ..., out_dim) for all members, or for the indices ``members`` (M,)."""
+        lead = x.shape[:-1]
+        first = self.first.view(-1, self.size, self.hidden)
+        if members is not None:
+            first = first[:, members]
+        count = first.shape[1]
+        h = (x.reshape(-1, x.shape[-1]) @ first.flatten(1)).view(-1, count, self.hidden).transpose(0, 1)
+        h = self._block(h, 0, members)  # (M, N, hidden)
+        for layer, weight in enumerate(self.deep, 1):
+            h = self._block(torch.bmm(h, weight if members is None else weight[members]), layer, members)
+        out_w, out_b = (self.out_weight, self.out_bias) if members is None else (self.out_weight[members],
+                                                                                 self.out_bias[members])
+        return torch.baddbmm(out_b, h, out_w).view(count, *lead, -1)

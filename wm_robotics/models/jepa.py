@@ -1,0 +1,262 @@
+"""JEPA world model: predicts future *representations*, never pixels (TD-MPC2 / V-JEPA 2-AC line).
+
+An encoder (CNN for pixels, symlog MLP for proprio, both when both; ``encoders.py``) and a linear
+projection give the latent z, optionally SimNorm'd (softmax over groups of 8, TD-MPC2). An
+action-conditioned MLP predictor rolls it forward: z' = f(z, a). A state is ``{"latent": (..., L)}``
+and ``features`` = the latent. The model is not recurrent: filtering encodes each observation.
+
+``loss(batch)`` rolls the predictor ``horizon`` steps from every start s = 0..T-horizon-1 of the
+(B, T) sequences (a sequence must lie within one episode, as ``SequenceReplay`` samples them) and
+regresses each step k on the target embedding of observation s+k with an L2 loss (mean over
+dims) weighted ρ^(k-1). Targets come from a stop-gradient EMA copy of the encoder (``target="ema"``)
+or from the online encoder itself (``target="online"``, TD-MPC2), optionally with VICReg's
+variance and covariance terms on the online embeddings against collapse.
+
+Optional heads (TD-MPC2 recipe when all are on): ``reward`` (symlog two-hot, predicted from the
+state *arrived in*, the seam's convention, where TD-MPC2 reads R(z, a)); ``num_q`` Q functions
+Q(z, a) trained by TD toward r + γ·(1 − terminal)·min of 2 random EMA target Qs at (z', π(z'));
+a tanh-Gaussian ``policy`` prior (trained by the behaviour, ``behaviors/mpc_behavior.py``). Reward
+and value losses backpropagate into the encoder and predictor. ``probe_decoder`` reconstructs the
+observations from *detached* latents, so imaginations can be shown without changing what is learned.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from wm_robotics.models.base import FeaturePolicy, State, WorldModel
+from wm_robotics.models.encoders import ObservationDecoder, ObservationEncoder
+from wm_robotics.models.ensemble import EnsembleMLP
+from wm_robotics.models.nets import TwoHot, mlp
+from wm_robotics.models.policy_prior import TanhGaussianPolicy
+
+#: Size presets: TD-MPC2's 1M ("xs") and 5M ("s") shapes (encoder 256, MLPs 384/512, latent 128/512,
+#: 2 / 5 Q functions); TD-MPC2's pixel CNN is replaced by ours at depth 16/32.
+SIZES: dict[str, dict[str, int]] = {
+    "xs": dict(latent=128, units=384, enc_units=256, enc_layers=1, layers=2, num_q=2, cnn_depth=16),
+    "s": dict(latent=512, units=512, enc_units=256, enc_layers=1, layers=2, num_q=5, cnn_depth=32),
+}
+TARGETS = ("ema", "online")
+
+
+class SimNorm(nn.Module):
+    """Softmax over consecutive groups of ``group`` dims (TD-MPC2's simplicial normalisation)."""
+
+    def __init__(self, group: int = 8) -> None:
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(x.unflatten(-1, (-1, self.group)), -1).flatten(-2)
+
+
+class LatentEncoder(nn.Module):
+    """Observations → latent (..., latent): ``ObservationEncoder`` → Linear → SimNorm (or identity)."""
+
+    def __init__(self, obs_shapes: dict[str, tuple], latent: int, units: int, layers: int, cnn_depth: int,
+                 simnorm: bool) -> None:
+        super().__init__()
+        self.obs = ObservationEncoder(obs_shapes, cnn_depth, units, layers)
+        self.proj = nn.Linear(self.obs.out_dim, latent)
+        self.norm = SimNorm() if simnorm else nn.Identity()
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.norm(self.proj(self.obs(obs)))
+
+
+def vicreg_terms(z: torch.Tensor, gamma: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """VICReg's (variance, covariance) terms of embeddings (N, L): hinge of per-dim std below ``gamma``,
+    and the squared off-diagonal covariance summed and divided by L."""
+    z = z - z.mean(0)
+    variance = torch.relu(gamma - torch.sqrt(z.var(0) + 1e-4)).mean()
+    cov = (z.T @ z) / max(len(z) - 1, 1)
+    covariance = (cov.square().sum() - cov.diagonal().square().sum()) / z.shape[-1]
+    return variance, covariance
+
+
+class JEPAWorldModel(WorldModel):
+    """Encoder + latent predictor (+ optional reward, Q-ensemble, policy prior and probe decoder)."""
+
+    def __init__(self, obs_shapes: dict[str, tuple], action_dim: int, latent: int = 512, units: int = 512,
+                 layers: int = 2, enc_units: int = 256, enc_layers: int = 1, cnn_depth: int = 32,
+                 simnorm: bool = True, target: str = "ema", target_decay: float = 0.99, vicreg_var: float = 0.0,
+                 vicreg_cov: float = 0.0, horizon: int = 3, rho: float = 0.5, reward: bool = True, num_q: int = 5,
+                 policy: bool = True, probe_decoder: bool = False, bins: int = 101, vmin: float = -10.0,
+                 vmax: float = 10.0, discount: float = 0.99, q_tau: float = 0.01, consistency_coef: float = 20.0,
+                 reward_coef: float = 0.1, value_coef: float = 0.1) -> None:
+        super().__init__()
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+        if horizon < 1:
+            raise ValueError(f"horizon must be at least 1, got {horizon}")
+        if num_q and not policy:
+            raise ValueError("Q functions bootstrap from the policy prior: num_q > 0 needs policy=true")
+        if simnorm and latent % 8:
+            raise ValueError(f"SimNorm needs a latent size divisible by 8, got {latent}")
+        self.config = dict(obs_shapes={k: tuple(v) for k, v in obs_shapes.items()}, action_dim=action_dim,
+                           latent=latent, units=units, layers=layers, enc_units=enc_units, enc_layers=enc_layers,
+                           cnn_depth=cnn_depth, simnorm=simnorm, target=target, target_decay=target_decay,
+                           vicreg_var=vicreg_var, vicreg_cov=vicreg_cov, horizon=horizon, rho=rho, reward=reward,
+                           num_q=num_q, policy=policy, probe_decoder=probe_decoder, bins=bins, vmin=vmin,
+                           vmax=vmax, discount=discount, q_tau=q_tau, consistency_coef=consistency_coef,
+                           reward_coef=reward_coef, value_coef=value_coef)
+        self.encoder = LatentEncoder(obs_shapes, latent, enc_units, enc_layers, cnn_depth, simnorm)
+        self.obs_keys, self.action_dim, self.feature_dim = self.encoder.obs.keys, action_dim, latent
+        self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False) if target == "ema" else None
+        self.dynamics = nn.Sequential(mlp(latent + action_dim, units, layers, latent),
+                                      SimNorm() if simnorm else nn.Identity())
+        self.twohot = TwoHot(bins, vmin, vmax)
+        self.reward_head = mlp(latent, units, layers, bins, zero_out=True) if reward else None
+        self.q = EnsembleMLP(num_q, latent + action_dim, units, layers, bins) if num_q else None
+        self.target_q = copy.deepcopy(self.q).requires_grad_(False) if num_q else None
+        self.policy = TanhGaussianPolicy(latent, action_dim, units, layers) if policy else None
+        self.decoder = ObservationDecoder(latent, obs_shapes, cnn_depth, enc_units, enc_layers) if probe_decoder else None
+        self.horizon, self.rho, self.discount = horizon, rho, discount
+        self.target_decay, self.q_tau = target_decay, q_tau
+        self.vicreg_var, self.vicreg_cov = vicreg_var, vicreg_cov
+        self.coefs = {"loss/consistency": consistency_coef, "loss/reward": reward_coef, "loss/value": value_coef,
+                      "loss/vicreg_var": vicreg_var, "loss/vicreg_cov": vicreg_cov, "loss/probe": 1.0}
+
+    @classmethod
+    def from_size(cls, size: str, obs_shapes: dict[str, tuple], action_dim: int, **overrides) -> "JEPAWorldModel":
+        """Build a preset size (``SIZES``: xs, s); ``overrides`` replace any constructor argument."""
+        if size not in SIZES:
+            raise ValueError(f"unknown JEPA size {size!r}; valid sizes: {', '.join(SIZES)}")
+        return cls(obs_shapes, action_dim, **{**SIZES[size], **overrides})
+
+    # -- inputs ------------------------------------------------------------------------------
+    def _tensor(self, x, dtype: torch.dtype | None = None) -> torch.Tensor:
+        return torch.as_tensor(x, device=self.encoder.proj.weight.device, dtype=dtype)
+
+    def _obs(self, obs: dict) -> dict[str, torch.Tensor]:
+        return {key: self._tensor(obs[key], None if key == "pixels" else torch.float32) for key in self.obs_keys}
+
+    # -- heads -------------------------------------------------------------------------------
+    def next(self, latent: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """One predictor step: (latent (..., L), action (..., A)) → next latent (..., L)."""
+        return self.dynamics(torch.cat([latent, action], -1))
+
+    def pi(self, features: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """The policy prior: (actions (..., A) in [-1, 1], log-probabilities (...))."""
+        if self.policy is None:
+            raise ValueError("this JEPA model has no policy prior (policy=false)")
+        return self.policy(features, sample)
+
+    def q_value(self, features: torch.Tensor, action: torch.Tensor, reduce: str = "mean",
+                target: bool = False) -> torch.Tensor:
+        """Q(z, a) (...): ``reduce`` ("min" or "mean") over 2 randomly chosen Q functions (TD-MPC2),
+        of the EMA target network when ``target``; only those 2 are evaluated."""
+        if self.q is None:
+            raise ValueError("this JEPA model has no Q functions (num_q=0)")
+        net = self.target_q if target else self.q
+        members = torch.randperm(net.size, device=features.device)[:2] if net.size > 2 else None
+        values = self.twohot.decode(net(torch.cat([features, action], -1), members))  # (2, ...)
+        return values.amin(0) if reduce == "min" else values.mean(0)
+
+    def after_step(self) -> None:
+        """Move the EMA target encoder and target Q functions toward the online ones."""
+        with torch.no_grad():
+            for target, online, rate in ((self.target_encoder, self.encoder, 1 - self.target_decay),
+                                         (self.target_q, self.q, self.q_tau)):
+                if target is not None:
+                    torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), rate)
+
+    # -- the WorldModel seam -----------------------------------------------------------------
+    def initial(self, batch_size: int) -> State:
+        return {"latent": torch.zeros(batch_size, self.feature_dim, device=self.encoder.proj.weight.device)}
+
+    def observe(self, obs: dict[str, torch.Tensor], action: torch.Tensor, is_first: torch.Tensor,
+                state: State | None = None) -> tuple[State, State]:
+        latent = self.encoder(self._obs(obs))  # (B, T, L): no recurrence, each observation encoded
+        return {"latent": latent}, {"latent": latent[:, -1]}
+
+    def step(self, state: State, action: torch.Tensor, obs: dict[str, torch.Tensor],
+             is_first: torch.Tensor) -> State:
+        return {"latent": self.encoder(self._obs(obs))}
+
+    def imagine(self, state: State, horizon: int, actions: torch.Tensor | None = None,
+                policy: FeaturePolicy | None = None) -> tuple[State, torch.Tensor]:
+        if (actions is None) == (policy is None):
+            raise ValueError("imagine needs exactly one of `actions` (B, H, A) or `policy`")
+        if actions is not None and actions.shape[1] != horizon:
+            raise ValueError(f"actions cover {actions.shape[1]} steps, horizon is {horizon}")
+        latent, latents, used = state["latent"], [], []
+        for t in range(horizon):
+            action = actions[:, t] if actions is not None else policy(latent)
+            latent = self.next(latent, action)
+            latents.append(latent)
+            used.append(action)
+        return {"latent": torch.stack(latents, 1)}, torch.stack(used, 1)
+
+    def features(self, state: State) -> torch.Tensor:
+        return state["latent"]
+
+    def predict_reward(self, features: torch.Tensor) -> torch.Tensor | None:
+        return None if self.reward_head is None else self.twohot.decode(self.reward_head(features))
+
+    def decode(self, state: State) -> dict[str, torch.Tensor]:
+        """Probe reconstructions (``ObservationDecoder`` units) from the latent; empty without a probe."""
+        return {} if self.decoder is None else self.decoder(state["latent"])
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float], State]:
+        """Rollout loss (see the module docstring). The returned states are the latent rollouts
+        (B·S, horizon + 1, L), detached: encodings at each start s, then the predictor's steps
+        (TD-MPC2 trains its policy on these); with T = horizon + 1, S = 1 and they are (B, T, L)."""
+        obs = self._obs({key: batch[f"obs/{key}"] for key in self.obs_keys})
+        action = self._tensor(batch["action"], torch.float32)
+        steps, horizon = action.shape[1], self.horizon
+        starts = steps - horizon
+        if starts < 1:
+            raise ValueError(f"sequences of {steps} steps are too short for the rollout horizon {horizon}: "
+                             f"seq_len must be at least horizon + 1 = {horizon + 1}")
+        index = torch.arange(starts, device=action.device)[:, None] + torch.arange(horizon, device=action.device)
+
+        def windows(x: torch.Tensor) -> torch.Tensor:
+            """(B, T-1, ...) values of steps 1..T-1 → (B·S, H, ...): the H steps after each start."""
+            return x[:, index].flatten(0, 1)
+
+        start = self.encoder({k: v[:, :starts] for k, v in obs.items()}).flatten(0, 1)  # (N, L), N = B·S
+        with torch.no_grad():
+            target_net = self.encoder if self.target_encoder is None else self.target_encoder
+            target = windows(target_net({k: v[:, 1:] for k, v in obs.items()}))  # (N, H, L)
+        actions = windows(action[:, 1:])  # (N, H, A): the action into each predicted step
+        latent, predicted = start, []
+        for k in range(horizon):
+            latent = self.next(latent, actions[:, k])
+            predicted.append(latent)
+        pred = torch.stack(predicted, 1)  # (N, H, L)
+        weight = self.rho ** torch.arange(horizon, device=pred.device, dtype=pred.dtype)  # (H,)
+
+        def over_steps(per_step: torch.Tensor) -> torch.Tensor:
+            """(..., N, H) → ρ-weighted mean over the horizon of the mean over the rest."""
+            return (per_step.reshape(-1, horizon).mean(0) * weight).sum() / horizon
+
+        terms = {"loss/consistency": over_steps((pred - target).square().mean(-1))}
+        if self.reward_head is not None or self.q is not None:
+            reward = windows(self._tensor(batch["reward"], torch.float32)[:, 1:])  # (N, H)
+        if self.reward_head is not None:
+            terms["loss/reward"] = over_steps(self.twohot.loss(self.reward_head(pred), reward))
+        if self.q is not None:
+            with torch.no_grad():
+                cont = 1.0 - windows(self._tensor(batch["is_terminal"], torch.float32)[:, 1:])
+                next_action, _ = self.pi(target)
+                td = reward + self.discount * cont * self.q_value(target, next_action, "min", target=True)
+            before = torch.cat([start[:, None], pred[:, :-1]], 1)  # (N, H, L): the latent each action left
+            logits = self.q(torch.cat([before, actions], -1))  # (num_q, N, H, bins)
+            terms["loss/value"] = over_steps(self.twohot.loss(logits, td.expand(logits.shape[:-1])))
+        if self.vicreg_var or self.vicreg_cov:
+            terms["loss/vicreg_var"], terms["loss/vicreg_cov"] = vicreg_terms(start)
+        if self.decoder is not None:
+            recon = self.decoder.loss(start.detach(), {k: v[:, :starts].flatten(0, 1) for k, v in obs.items()})
+            terms["loss/probe"] = sum(value.mean() for value in recon.values())
+        total = sum(self.coefs[name] * value for name, value in terms.items())
+        with torch.no_grad():
+            stats = {"loss/total": total, **terms, "latent/std": start.std(0).mean()}
+            if self.q is not None:
+                stats["value/td_target"] = td.mean()
+            values = torch.stack([v.detach().float() for v in stats.values()]).tolist()  # one device sync
+        rollout = torch.cat([start[:, None], pred], 1).detach()
+        return total, dict(zip(stats, values)), {"latent": rollout}
