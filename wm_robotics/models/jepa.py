@@ -8,9 +8,11 @@ and ``features`` = the latent. The model is not recurrent: filtering encodes eac
 ``loss(batch)`` rolls the predictor ``horizon`` steps from every start s = 0..T-horizon-1 of the
 (B, T) sequences (a sequence must lie within one episode, as ``SequenceReplay`` samples them) and
 regresses each step k on the target embedding of observation s+k with an L2 loss (mean over
-dims) weighted ρ^(k-1). Targets come from a stop-gradient EMA copy of the encoder (``target="ema"``)
-or from the online encoder itself (``target="online"``, TD-MPC2), optionally with VICReg's
-variance and covariance terms on the online embeddings against collapse.
+dims) weighted ρ^(k-1). Targets (``target``): ``"ema"`` a stop-gradient EMA copy of the encoder
+(BYOL / V-JEPA); ``"stopgrad"`` the online encoder under stop-gradient (TD-MPC2, SimSiam);
+``"online"`` the online encoder *with* gradients (VICReg's setting), which collapses to a constant
+embedding unless VICReg's variance and covariance terms (``vicreg_var``, ``vicreg_cov``, on the
+online embeddings) hold it apart.
 
 Optional heads (TD-MPC2 recipe when all are on): ``reward`` (symlog two-hot, predicted from the
 state *arrived in*, the seam's convention, where TD-MPC2 reads R(z, a)); ``num_q`` Q functions
@@ -39,7 +41,7 @@ SIZES: dict[str, dict[str, int]] = {
     "xs": dict(latent=128, units=384, enc_units=256, enc_layers=1, layers=2, num_q=2, cnn_depth=16),
     "s": dict(latent=512, units=512, enc_units=256, enc_layers=1, layers=2, num_q=5, cnn_depth=32),
 }
-TARGETS = ("ema", "online")
+TARGETS = ("ema", "stopgrad", "online")
 
 
 class SimNorm(nn.Module):
@@ -114,7 +116,7 @@ class JEPAWorldModel(WorldModel):
         self.target_q = copy.deepcopy(self.q).requires_grad_(False) if num_q else None
         self.policy = TanhGaussianPolicy(latent, action_dim, units, layers) if policy else None
         self.decoder = ObservationDecoder(latent, obs_shapes, cnn_depth, enc_units, enc_layers) if probe_decoder else None
-        self.horizon, self.rho, self.discount = horizon, rho, discount
+        self.target, self.horizon, self.rho, self.discount = target, horizon, rho, discount
         self.target_decay, self.q_tau = target_decay, q_tau
         self.vicreg_var, self.vicreg_cov = vicreg_var, vicreg_cov
         self.coefs = {"loss/consistency": consistency_coef, "loss/reward": reward_coef, "loss/value": value_coef,
@@ -219,7 +221,7 @@ class JEPAWorldModel(WorldModel):
             return x[:, index].flatten(0, 1)
 
         start = self.encoder({k: v[:, :starts] for k, v in obs.items()}).flatten(0, 1)  # (N, L), N = B·S
-        with torch.no_grad():
+        with torch.set_grad_enabled(self.target == "online"):
             target_net = self.encoder if self.target_encoder is None else self.target_encoder
             target = windows(target_net({k: v[:, 1:] for k, v in obs.items()}))  # (N, H, L)
         actions = windows(action[:, 1:])  # (N, H, A): the action into each predicted step

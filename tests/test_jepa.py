@@ -1,0 +1,118 @@
+"""JEPA world model: the rollout loss learns, anti-collapse terms work, imagination and heads behave."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from wm_robotics.models.ensemble import EnsembleMLP
+from wm_robotics.models.jepa import JEPAWorldModel
+from wm_robotics.wm_metrics import latent_diagnostics
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+OBS, ACTIONS = 6, 2
+
+
+def linear_system(batch: int, steps: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Sequences of x' = x + 0.3·[a, −a, a] with reward −|x|² (Dreamer batch convention)."""
+    x = torch.randn(batch, OBS, generator=generator)
+    actions = torch.rand(batch, steps, ACTIONS, generator=generator) * 2 - 1
+    xs = [x]
+    for t in range(1, steps):
+        x = x + 0.3 * torch.cat([actions[:, t], -actions[:, t], actions[:, t]], -1)
+        xs.append(x)
+    obs = torch.stack(xs, 1)
+    return {"obs/proprio": obs, "action": actions, "reward": -obs.square().sum(-1) / OBS,
+            "is_first": torch.zeros(batch, steps, dtype=torch.bool),
+            "is_terminal": torch.zeros(batch, steps, dtype=torch.bool)}
+
+
+def small(**kw) -> JEPAWorldModel:
+    kw = {"latent": 16, "units": 32, "enc_units": 32, "layers": 1, "reward": False, "num_q": 0, "policy": False,
+          **kw}
+    return JEPAWorldModel({"proprio": (OBS,)}, ACTIONS, **kw)
+
+
+def train(model: JEPAWorldModel, steps: int, lr: float, seq_len: int = 4) -> list[dict[str, float]]:
+    optimizer = torch.optim.Adam(model.parameters(), lr)
+    generator = torch.Generator().manual_seed(0)
+    history = []
+    for _ in range(steps):
+        loss, metrics, _ = model.loss(linear_system(64, seq_len, generator))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        model.after_step()
+        history.append(metrics)
+    return history
+
+
+def diagnostics(model: JEPAWorldModel) -> dict:
+    batch = linear_system(256, 4, torch.Generator().manual_seed(1))
+    post, _ = model.observe({"proprio": batch["obs/proprio"]}, batch["action"], batch["is_first"])
+    return latent_diagnostics(model.features(post))
+
+
+def test_loss_falls_with_every_head_on():
+    torch.manual_seed(0)
+    model = small(reward=True, num_q=3, policy=True, probe_decoder=True, target="stopgrad")
+    history = train(model, 60, 3e-3)
+    for name in ("loss/total", "loss/reward", "loss/value", "loss/probe"):
+        assert history[-1][name] < 0.7 * history[0][name], name
+
+
+@pytest.mark.parametrize("settings, collapses", [
+    (dict(target="online"), True),                                   # neither EMA nor VICReg
+    (dict(target="ema"), False),
+    (dict(target="online", vicreg_var=1.0, vicreg_cov=0.04), False),
+])
+def test_collapse_diagnostic_detects_collapse_only_without_anti_collapse_term(settings, collapses):
+    torch.manual_seed(0)
+    model = small(**settings)
+    train(model, 500, 1e-2)
+    diag = diagnostics(model)
+    assert diag["collapsed"] is collapses, diag
+
+
+def test_imagine_matches_a_step_loop_and_runs_under_a_policy():
+    torch.manual_seed(0)
+    model = small(policy=True)
+    start = {"latent": torch.randn(5, 16).softmax(-1)}
+    actions = torch.rand(5, 4, ACTIONS) * 2 - 1
+    states, used = model.imagine(start, 4, actions=actions)
+    latent = start["latent"]
+    for t in range(4):
+        latent = model.next(latent, actions[:, t])
+        torch.testing.assert_close(states["latent"][:, t], latent)
+    assert torch.equal(used, actions)
+    states, used = model.imagine(start, 3, policy=lambda z: model.pi(z)[0])
+    assert states["latent"].shape == (5, 3, 16) and used.shape == (5, 3, ACTIONS) and used.abs().max() <= 1
+
+
+def test_ensemble_members_subset_equals_full_ensemble_rows():
+    torch.manual_seed(0)
+    net = EnsembleMLP(5, 7, 16, 2, 3)
+    torch.nn.init.normal_(net.out_weight)
+    x = torch.randn(4, 2, 7)
+    full = net(x)
+    assert full.shape == (5, 4, 2, 3)
+    torch.testing.assert_close(net(x, torch.tensor([3, 1])), full[[3, 1]])
+
+
+def test_probe_decoder_does_not_train_the_encoder():
+    torch.manual_seed(0)
+    model = small(probe_decoder=True)
+    model.coefs["loss/consistency"] = 0.0
+    loss, _, _ = model.loss(linear_system(8, 4, torch.Generator().manual_seed(0)))
+    loss.backward()
+    assert all(p.grad is None or not p.grad.any() for p in model.encoder.parameters())
+    assert any(p.grad is not None and p.grad.any() for p in model.decoder.parameters())
+
+
+def test_bad_settings_say_what_is_wrong():
+    with pytest.raises(ValueError, match="needs policy=true"):
+        small(num_q=2, policy=False)
+    with pytest.raises(ValueError, match="target must be one of"):
+        small(target="momentum")
+    with pytest.raises(ValueError, match="seq_len must be at least horizon \\+ 1 = 4"):
+        small().loss(linear_system(2, 3, torch.Generator().manual_seed(0)))

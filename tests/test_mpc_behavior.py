@@ -1,0 +1,123 @@
+"""Planning behaviours through the one Trainer: the tdmpc, planet and jepa_goal presets end to end."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from tests.test_train import ROOT
+from wm_robotics.behaviors.mpc_behavior import MPCBehavior
+from wm_robotics.checkpoint import load_checkpoint
+from wm_robotics.control import MPCController
+from wm_robotics.models.jepa import JEPAWorldModel
+from wm_robotics.train import Trainer
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+RUN = ["max_episode_steps=20", "prefill=80", "eval_episodes=1", "video=false", "log_every=20", "checkpoint_every=40",
+       "device=cpu", "torch_threads=1", "eval_every=1000"]
+SMALL_JEPA = ["model=xs", "+model.overrides.latent=16", "+model.overrides.units=32", "+model.overrides.enc_units=32"]
+PRESETS = {
+    "tdmpc_cpu": [*SMALL_JEPA, "batch_size=8", "train_ratio=16", "behavior.settings.samples=32",
+                  "behavior.settings.iterations=2", "behavior.settings.elites=8"],
+    "planet": ["model=xs", "+model.overrides.deter=32", "+model.overrides.units=32", "batch_size=2", "seq_len=8",
+               "train_ratio=16", "behavior.settings.horizon=4", "behavior.settings.iterations=2",
+               "behavior.settings.candidates=32", "behavior.settings.elites=4"],
+    "jepa_goal": [*SMALL_JEPA, "+model.overrides.cnn_depth=4", "batch_size=4", "seq_len=4", "train_ratio=16",
+                  "prefill=40"],
+}
+
+
+def preset_config(experiment: str, *overrides: str) -> dict:
+    """A preset shrunk to test size (``PRESETS``), plus ``overrides``."""
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={experiment}", *RUN, *PRESETS[experiment], *overrides])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.fixture(scope="module")
+def tdmpc_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("tdmpc")
+    final = Trainer(preset_config("tdmpc_cpu", "steps=160"), run).run()
+    return run, final
+
+
+def test_tdmpc_trains_model_and_prior_through_the_trainer(tdmpc_run):
+    run, final = tdmpc_run
+    payload = load_checkpoint(run)
+    assert payload["counters"]["updates"] > 0 and payload["config"]["behavior"]["kind"] == "mpc"
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"loss/consistency", "loss/reward", "loss/value", "pi/loss", "latent/effective_rank"} <= set(header)
+    assert np.isfinite(final["eval_return"]) and final["latent/collapsed"] in (0.0, 1.0)
+
+
+def test_tdmpc_checkpoint_plans_with_prior_and_q_value(tdmpc_run):
+    controller = MPCController.from_checkpoint(tdmpc_run[0], device="cpu", samples=16, iterations=1, elites=4)
+    assert isinstance(controller.model, JEPAWorldModel)
+    assert controller.planner.policy is not None and controller.planner.objective.value_fn is not None
+    assert controller.act(np.zeros(5, np.float32)).shape == (1,)
+    policy_only = MPCController.from_checkpoint(tdmpc_run[0], device="cpu", planner="policy")
+    assert -1 <= policy_only.act(np.zeros(5, np.float32))[0] <= 1
+
+
+def test_tdmpc_checkpoint_drives_raw_dm_control_in_a_fresh_process(tdmpc_run):
+    script = (
+        "import sys, numpy as np\n"
+        "from wm_robotics import MPCController\n"
+        "assert 'hydra' not in sys.modules\n"
+        "from dm_control import suite\n"
+        "controller = MPCController.from_checkpoint(sys.argv[1], device='cpu', samples=32, iterations=2, elites=8)\n"
+        "env = suite.load('cartpole', 'swingup', task_kwargs={'random': 0})\n"
+        "step, actions = env.reset(), []\n"
+        "controller.reset()\n"
+        "for _ in range(10):\n"
+        "    actions.append(controller.act(step.observation))\n"
+        "    step = env.step(actions[-1])\n"
+        "actions = np.array(actions)\n"
+        "assert actions.dtype == np.float32 and actions.shape == (10, 1) and np.abs(actions).max() <= 1\n"
+        "print('ok')\n")
+    result = subprocess.run([sys.executable, "-c", script, str(tdmpc_run[0])], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("ok")
+
+
+def test_planet_runs_by_configuration(tmp_path):
+    final = Trainer(preset_config("planet", "steps=120"), tmp_path).run()
+    payload = load_checkpoint(tmp_path)
+    assert payload["config"]["model"]["kind"] == "rssm" and payload["counters"]["updates"] > 0
+    assert np.isfinite(final["eval_return"])
+
+
+def test_jepa_goal_trains_on_pixels_and_plans_toward_a_goal_image(tmp_path):
+    import gymnasium as gym
+
+    import wm_robotics.envs  # noqa: F401  (registers the goal envs)
+
+    Trainer(preset_config("jepa_goal", "steps=80"), tmp_path).run()
+    controller = MPCController.from_checkpoint(tmp_path, device="cpu", planner="cem", horizon=3, iterations=2,
+                                               candidates=16, elites=4)
+    env = gym.make("wm_robotics/reacher-easy-goal-v0", obs_mode="pixels+proprio")
+    obs, info = env.reset(seed=0)
+    controller.set_goal({"pixels": info["goal_pixels"], "proprio": info["goal_proprio"]})
+    action = controller.act(obs)
+    assert action.shape == env.action_space.shape and env.action_space.contains(action)
+    env.close()
+
+
+def test_prior_update_moves_only_the_prior():
+    torch.manual_seed(0)
+    model = JEPAWorldModel({"proprio": (3,)}, 1, latent=16, units=16, enc_units=16, layers=1, num_q=2)
+    behavior = MPCBehavior(model, settings={"samples": 8, "elites": 2, "iterations": 1, "policy_samples": 2})
+    before = {name: p.clone() for name, p in model.named_parameters()}
+    metrics = behavior.update(model, {"latent": torch.randn(4, 4, 16).softmax(-1)})
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    assert changed and all(name.startswith("policy.") for name in changed)
+    assert np.isfinite(metrics["pi/loss"])
+    action = behavior.plan(model, {"latent": torch.rand(3, 16)}, torch.tensor([True, False, True]))
+    assert action.shape == (3, 1) and action.abs().max() <= 1
