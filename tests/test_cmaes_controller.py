@@ -1,0 +1,115 @@
+"""World Models' controller C: CMA-ES in the dream, batched over the population, resumable."""
+
+import io
+
+import pytest
+import torch
+from torch import nn
+
+from wm_robotics.behaviors.cmaes_controller import CMAESController, dream_returns
+from wm_robotics.models.base import WorldModel
+from wm_robotics.models.vmc import VMCWorldModel
+
+TARGET_WEIGHT, TARGET_BIAS = torch.tensor([0.8, -0.5]), 0.3
+
+
+class ContextBandit(WorldModel):
+    """A dream with a known optimal linear controller: every step draws a fresh context x ~ N(0, I)
+    and pays −(a − tanh(w*·x + b*))² for the action a taken on x; features are [x, last reward]."""
+
+    obs_keys, action_dim, feature_dim = ("proprio",), 1, 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(()))  # so that the model has a device
+
+    def features(self, state):
+        return torch.cat([state["x"], state["r"].unsqueeze(-1)], -1)
+
+    def imagine(self, state, horizon, actions=None, policy=None):
+        states, used = [], []
+        for _ in range(horizon):
+            action = policy(self.features(state))
+            best = torch.tanh(state["x"] @ TARGET_WEIGHT + TARGET_BIAS)
+            state = {"x": torch.randn_like(state["x"]), "r": -(action[:, 0] - best).square()}
+            states.append(state)
+            used.append(action)
+        return {k: torch.stack([s[k] for s in states], 1) for k in states[0]}, torch.stack(used, 1)
+
+    def predict_reward(self, features):
+        return features[..., -1]
+
+
+def test_cmaes_in_a_dream_reaches_the_known_optimal_linear_controller(one_torch_thread):
+    torch.manual_seed(0)
+    controller = CMAESController(3, 1, population=16, rollouts=32, horizon=4, sigma=0.5, seed=0)
+    start = {"x": torch.randn(64, 2), "r": torch.zeros(64)}
+    metrics = controller.evolve(ContextBandit(), start, generations=80)
+    # the reward feature is ~0 near the optimum, so its weight is free: compare the map from contexts
+    torch.testing.assert_close(controller.weight[0, :2], TARGET_WEIGHT, atol=0.06, rtol=0)
+    torch.testing.assert_close(controller.bias, torch.tensor([TARGET_BIAS]), atol=0.06, rtol=0)
+    contexts = torch.randn(100, 2)
+    actions = controller.policy(torch.cat([contexts, torch.zeros(100, 1)], -1), sample=False)[:, 0]
+    torch.testing.assert_close(actions, torch.tanh(contexts @ TARGET_WEIGHT + TARGET_BIAS), atol=0.05, rtol=0)
+    assert metrics["cmaes/generation"] == 80 and metrics["dream/return_center"] > -0.05
+
+
+def _deterministic_vmc() -> VMCWorldModel:
+    torch.manual_seed(0)
+    return VMCWorldModel({"proprio": (5,)}, 2, z_dim=4, hidden=8, mixtures=3, units=16, temperature=0.0)
+
+
+def _start(model: VMCWorldModel, count: int) -> dict[str, torch.Tensor]:
+    return {key: torch.randn(count, value.shape[-1]) for key, value in model.initial(1).items()}
+
+
+def test_population_batched_equals_one_candidate_at_a_time(one_torch_thread):
+    model = _deterministic_vmc()
+    model.reward_head[-1].weight.data.normal_()  # a non-zero reward head
+    start = _start(model, 3)
+    weight, bias = torch.randn(5, 2, model.feature_dim), torch.randn(5, 2)
+    together = dream_returns(model, start, weight, bias, horizon=6)
+    alone = torch.cat([dream_returns(model, start, weight[p:p + 1], bias[p:p + 1], horizon=6) for p in range(5)])
+    assert together.shape == (5, 3) and together.abs().sum() > 0
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_checkpoint_loads_weights_only_and_resumes_evolution_exactly(one_torch_thread):
+    model = _deterministic_vmc()
+    model.reward_head[-1].weight.data.normal_()
+    start = _start(model, 16)
+    first = CMAESController(model.feature_dim, 2, population=6, rollouts=4, horizon=5, seed=1)
+    first.evolve(model, start, generations=3)
+    buffer = io.BytesIO()
+    torch.save(first.full_state_dict(), buffer)
+    buffer.seek(0)
+    second = CMAESController(model.feature_dim, 2, population=6, rollouts=4, horizon=5, seed=99)
+    second.load_full_state_dict(torch.load(buffer, weights_only=True))
+    torch.testing.assert_close(second.weight, first.weight)
+    for controller in (first, second):
+        controller.evolve(model, start, generations=2)
+    torch.testing.assert_close(second.weight, first.weight, atol=0, rtol=0)
+    assert second.es.sigma == first.es.sigma and second.es.countiter == first.es.countiter == 5
+
+
+def test_update_warms_up_then_evolves_every_nth_call(one_torch_thread):
+    model = _deterministic_vmc()
+    controller = CMAESController(model.feature_dim, 2, population=4, rollouts=2, horizon=2, warmup=2, every=3)
+    start = _start(model, 8)
+    generations = [controller.update(model, start)["cmaes/generation"] for _ in range(7)]
+    assert generations == [0, 0, 1, 1, 1, 2, 2]
+
+
+def test_policy_bounds_and_bad_input():
+    controller = CMAESController(4, 1, action_low=-2.0, action_high=2.0, action_noise=0.5, seed=0)
+    controller.bias.fill_(10.0)
+    action = controller.policy(torch.zeros(3, 4))
+    assert action.shape == (3, 1) and (action <= 1.0).all()
+    assert float(controller.to_env(controller.policy(torch.zeros(1, 4), sample=False))) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="population must be at least 2"):
+        CMAESController(4, 1, population=1)
+    with pytest.raises(ValueError, match="rollouts must be a positive integer"):
+        CMAESController(4, 1, rollouts=0)
+    other = CMAESController(5, 1, seed=0)
+    with pytest.raises(ValueError, match="evolves 6 parameters, this controller 5"):
+        controller.load_full_state_dict({**other.full_state_dict(), "module": controller.state_dict()})

@@ -1,0 +1,208 @@
+"""World Models' V (ConvVAE) and M (MDN-RNN), and VMCWorldModel behind the WorldModel seam."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v3 as iio
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from torch.distributions import Categorical, MixtureSameFamily, Normal, kl_divergence
+
+from wm_robotics.builders import build_world_model
+from wm_robotics.checkpoint import load_checkpoint
+from wm_robotics.models.mdn_rnn import MDNRNN, mdn_log_prob, mdn_sample
+from wm_robotics.models.vae import ConvVAE, gaussian_kl
+from wm_robotics.models.vmc import VMCWorldModel
+from wm_robotics.train import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(z_dim=4, hidden=16, mixtures=3, cnn_depth=4, units=16, layers=1)
+
+
+def _images(count: int) -> torch.Tensor:
+    """Frames with a bright square at a different place each: structure a VAE can learn."""
+    images = torch.zeros(count, 64, 64, 3, dtype=torch.uint8)
+    for i in range(count):
+        row, col = 8 * (i % 6), 8 * (i // 6)
+        images[i, row:row + 16, col:col + 16] = torch.tensor([255, 128, 0], dtype=torch.uint8)
+    return images
+
+
+def test_vae_reconstruction_loss_falls_on_tiny_data(one_torch_thread):
+    torch.manual_seed(0)
+    vae = ConvVAE({"pixels": (64, 64, 3)}, z_dim=8, cnn_depth=8, units=32)
+    optimizer = torch.optim.Adam(vae.parameters(), 2e-3)
+    obs = {"pixels": _images(12)}
+    losses = []
+    for _ in range(60):
+        recon, kl, _ = vae.loss(obs)
+        loss = recon["pixels"].mean() + 0.1 * kl.mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(recon["pixels"].detach().mean().item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_kl_is_zero_when_the_posterior_equals_the_prior():
+    assert float(gaussian_kl(torch.zeros(3, 8), torch.ones(3, 8)).abs().max()) < 1e-6
+    mean, std = torch.randn(5, 8), torch.rand(5, 8) + 0.2
+    expected = kl_divergence(Normal(mean, std), Normal(0.0, 1.0)).sum(-1)
+    torch.testing.assert_close(gaussian_kl(mean, std), expected)
+    assert (gaussian_kl(mean, std) > 0).all()
+
+
+def test_mdn_log_likelihood_matches_torch_distributions():
+    torch.manual_seed(0)
+    logits, mean, log_std = torch.randn(6, 4, 5), torch.randn(6, 4, 5), 0.3 * torch.randn(6, 4, 5)
+    z = torch.randn(6, 4)
+    mixture = MixtureSameFamily(Categorical(logits=logits), Normal(mean, log_std.exp()))
+    torch.testing.assert_close(mdn_log_prob((logits, mean, log_std), z), mixture.log_prob(z).sum(-1))
+
+
+def test_mdn_log_likelihood_of_one_component_by_hand():
+    # one dimension, two components with weights 0.25 / 0.75: N(0, 1) and N(2, 0.5²) at z = 1
+    logits = torch.log(torch.tensor([[[0.25, 0.75]]]))
+    mean, log_std = torch.tensor([[[0.0, 2.0]]]), torch.log(torch.tensor([[[1.0, 0.5]]]))
+    density = 0.25 * math.exp(-0.5) / math.sqrt(2 * math.pi) + 0.75 * math.exp(-2.0) / (0.5 * math.sqrt(2 * math.pi))
+    assert float(mdn_log_prob((logits, mean, log_std), torch.tensor([[1.0]]))) == pytest.approx(math.log(density))
+
+
+def test_sampling_at_zero_temperature_gives_the_mode_of_the_likeliest_component():
+    logits = torch.tensor([[[0.0, 2.0, 1.0], [3.0, 0.0, 0.0]]])  # (1, Z=2, K=3)
+    mean = torch.tensor([[[-1.0, 5.0, 9.0], [0.5, 7.0, -7.0]]])
+    log_std = torch.zeros(1, 2, 3)
+    torch.testing.assert_close(mdn_sample((logits, mean, log_std), 0.0), torch.tensor([[5.0, 0.5]]))
+    near_zero = mdn_sample((logits.expand(500, 2, 3), mean.expand(500, 2, 3), log_std.expand(500, 2, 3)), 1e-4)
+    torch.testing.assert_close(near_zero, torch.tensor([[5.0, 0.5]]).expand(500, 2), atol=0.05, rtol=0)
+    with pytest.raises(ValueError, match="temperature must be >= 0"):
+        mdn_sample((logits, mean, log_std), -1.0)
+
+
+def test_higher_temperature_widens_the_samples():
+    generator = torch.Generator().manual_seed(0)
+    shape = (20_000, 1, 2)
+    mixture = (torch.tensor([1.0, 0.0]).expand(shape), torch.tensor([-1.0, 1.0]).expand(shape),
+               torch.full(shape, math.log(0.3)))
+    spread = [float(mdn_sample(mixture, tau, generator).std()) for tau in (0.5, 1.0, 1.5)]
+    assert spread[0] < spread[1] < spread[2]
+    # at τ = 1 the samples follow the mixture: weights softmax([1, 0]), std 0.3 around ±1
+    weight = torch.softmax(torch.tensor([1.0, 0.0]), 0)
+    expected_var = 0.09 + 1.0 - float(weight[0] - weight[1]) ** 2
+    assert spread[1] == pytest.approx(math.sqrt(expected_var), rel=0.03)
+
+
+def test_mdn_rnn_shapes():
+    rnn = MDNRNN(z_dim=4, action_dim=2, hidden=8, mixtures=3)
+    h, c = rnn(torch.zeros(5, 4), torch.zeros(5, 2), (torch.zeros(5, 8), torch.zeros(5, 8)))
+    assert [tuple(x.shape) for x in rnn.mixture(h)] == [(5, 4, 3)] * 3 and c.shape == (5, 8)
+
+
+def _batch(keys: tuple[str, ...], batch: int = 3, length: int = 6) -> dict[str, torch.Tensor]:
+    data = {"action": torch.rand(batch, length, 1) * 2 - 1, "reward": torch.rand(batch, length),
+            "is_first": torch.zeros(batch, length, dtype=torch.bool),
+            "is_terminal": torch.zeros(batch, length, dtype=torch.bool)}
+    data["is_first"][:, 0] = True
+    if "pixels" in keys:
+        data["obs/pixels"] = torch.randint(0, 256, (batch, length, 64, 64, 3), dtype=torch.uint8)
+    if "proprio" in keys:
+        data["obs/proprio"] = torch.randn(batch, length, 5)
+    return data
+
+
+@pytest.mark.parametrize("keys", [("pixels",), ("proprio",)])
+def test_world_model_seam(keys, one_torch_thread):
+    shapes = {"pixels": (64, 64, 3), "proprio": (5,)}
+    model = VMCWorldModel({key: shapes[key] for key in keys}, 1, **TINY)
+    batch = _batch(keys)
+    loss, metrics, post = model.loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss) and {"loss/mdn", "loss/kl", "loss/reward", "loss/continue"} <= set(metrics)
+    assert post["z"].shape == (3, 6, 4) and post["h"].shape == (3, 6, 16) and not post["h"].requires_grad
+    assert model.features(post).shape == (3, 6, model.feature_dim) == (3, 6, 20)
+    states, actions = model.imagine({k: v[:, -1] for k, v in post.items()}, 7, policy=lambda f: f[..., :1].tanh())
+    assert states["z"].shape == (3, 7, 4) and actions.shape == (3, 7, 1)
+    assert model.predict_reward(model.features(states)).shape == (3, 7)
+    assert model.predict_continue(model.features(states)).shape == (3, 7)
+    decoded = model.decode(states)
+    assert decoded[keys[0]].shape[:2] == (3, 7)
+    obs = {key: batch[f"obs/{key}"][:, 0] for key in keys}
+    step = model.step(model.initial(3), torch.zeros(3, 1), obs, torch.ones(3, dtype=torch.bool))
+    assert step["h"].shape == (3, 16)
+
+
+def test_episode_start_resets_the_recurrent_state(one_torch_thread):
+    torch.manual_seed(0)
+    model = VMCWorldModel({"proprio": (5,)}, 1, **TINY)
+    obs, action = {"proprio": torch.randn(2, 5)}, torch.ones(2, 1)
+    first = torch.ones(2, dtype=torch.bool)
+    fresh = model.step(model.initial(2), action, obs, first)
+    busy = {key: torch.randn_like(value) for key, value in fresh.items()}
+    torch.testing.assert_close(model.step(busy, action, obs, first)["h"], fresh["h"])
+
+
+def test_imagination_at_zero_temperature_is_deterministic_and_batched(one_torch_thread):
+    torch.manual_seed(0)
+    model = VMCWorldModel({"proprio": (5,)}, 1, **TINY, temperature=0.0)
+    start = {key: torch.randn(4, value.shape[-1]) for key, value in model.initial(1).items()}
+    actions = torch.rand(4, 5, 1) * 2 - 1
+    together, _ = model.imagine(start, 5, actions=actions)
+    alone, _ = model.imagine({k: v[2:3] for k, v in start.items()}, 5, actions=actions[2:3])
+    torch.testing.assert_close(together["z"][2:3], alone["z"])
+    with pytest.raises(ValueError, match="exactly one of"):
+        model.imagine(start, 5)
+
+
+def test_builder_sizes_and_errors():
+    model = build_world_model({"kind": "vmc", "size": "xs", "overrides": {"hidden": 32}}, {"pixels": (64, 64, 3)}, 2)
+    assert isinstance(model, VMCWorldModel) and model.feature_dim == 32 + 32
+    with pytest.raises(ValueError, match="valid sizes: xs, s"):
+        VMCWorldModel.from_size("xl", {"pixels": (64, 64, 3)}, 1)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        VMCWorldModel({"proprio": (5,)}, 1, temperature=-1.0)
+
+
+def _preset(*overrides: str) -> dict:
+    """experiment=world_models at toy sizes (pixels, as the preset's default)."""
+    tiny = ["experiment=world_models", "model=xs", "+model.overrides.hidden=16", "+model.overrides.cnn_depth=4",
+            "+model.overrides.units=16", "behavior.population=4", "behavior.rollouts=2", "behavior.horizon=5",
+            "max_episode_steps=20", "prefill=80", "batch_size=2", "seq_len=8", "train_ratio=16", "eval_episodes=1",
+            "video=false", "log_every=20", "checkpoint_every=40", "device=cpu", "torch_threads=1", "eval_every=1000"]
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=[*tiny, *overrides])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def _script(*args: str) -> str:
+    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_preset_trains_resumes_and_its_checkpoint_evaluates_and_exports(tmp_path):
+    run = tmp_path / "run"
+    Trainer(_preset("steps=120"), run).run()
+    first = load_checkpoint(run)
+    assert first["config"]["obs_mode"] == "pixels" and first["config"]["model"]["kind"] == "vmc"
+    generation = first["behavior"]["last_metrics"]["cmaes/generation"]
+    assert first["counters"]["updates"] > 0 and generation == first["counters"]["updates"]
+    Trainer(_preset("steps=200", "resume=true"), run).run()
+    second = load_checkpoint(run)
+    assert second["counters"]["env_steps"] == 200
+    assert second["behavior"]["last_metrics"]["cmaes/generation"] == second["counters"]["updates"] > generation
+
+    out = _script(str(ROOT / "scripts/evaluate.py"), f"checkpoint={run}", "episodes=1", f"out={tmp_path / 'r.json'}",
+                  "torch_threads=1", "context=3", "horizon=5", "windows_per_episode=2", "sensitivity=false", "planner=policy",
+                  "planner_steps=2")
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["model_kind"] == "vmc" and "pixel_mse" in report["open_loop"], out
+    out = _script(str(ROOT / "scripts/export_video.py"), f"checkpoint={run}", "episodes=1", "max_episode_steps=12",
+                  "context=3", "horizon=5", "size=64", f"out={tmp_path / 'dream.gif'}")
+    assert "no pixel decoder" not in out
+    frames = iio.imread(tmp_path / "dream.gif")
+    assert frames.shape[0] == 13 and frames.shape[2] >= 3 * 64  # real | dreamed | error
