@@ -3,6 +3,8 @@
     python scripts/benchmark.py envs            # env steps/s vs raw dm_control and Shimmy
     python scripts/benchmark.py learner         # ms per world-model / actor-critic update, XS and S
     python scripts/benchmark.py replay          # peak RSS with 100k pixel steps stored, sampling ms
+    python scripts/benchmark.py dream           # World Models' CMA-ES dream: population batched vs one at a time
+    python scripts/benchmark.py planner         # ms per MPPI / CEM action and per tdmpc update, ~1M and ~5M JEPA
     python scripts/benchmark.py all --out benchmark_results/all.json
     python scripts/benchmark.py envs --quick    # shorter rounds, for a smoke check
 """
@@ -15,7 +17,8 @@ import importlib
 from wm_robotics.benchmarks.timing import write_json
 
 SUITES = {"envs": "wm_robotics.benchmarks.envs", "learner": "wm_robotics.benchmarks.learner",
-          "replay": "wm_robotics.benchmarks.replay"}
+          "replay": "wm_robotics.benchmarks.replay", "dream": "wm_robotics.benchmarks.dream",
+          "planner": "wm_robotics.benchmarks.planner"}
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from wm_robotics.behaviors.cmaes_controller import CMAESController, dream_returns
+from wm_robotics.benchmarks import dream as dream_benchmark
 from wm_robotics.models.base import WorldModel
 from wm_robotics.models.vmc import VMCWorldModel
 
@@ -113,3 +114,9 @@ def test_policy_bounds_and_bad_input():
     other = CMAESController(5, 1, seed=0)
     with pytest.raises(ValueError, match="evolves 6 parameters, this controller 5"):
         controller.load_full_state_dict({**other.full_state_dict(), "module": controller.state_dict()})
+
+
+def test_dream_benchmark_times_both_modes(one_torch_thread):
+    rows = dream_benchmark.measure(torch.device("cpu"), population=3, rollouts=2, horizon=3, rounds=1)
+    assert [row["mode"] for row in rows] == ["batched", "one candidate at a time"]
+    assert all(row["rollouts_per_s"] > 0 for row in rows) and rows[1]["speedup_vs_one_at_a_time"] == 1.0

@@ -18,6 +18,7 @@ from wm_robotics.checkpoint import load_checkpoint
 from wm_robotics.models.mdn_rnn import MDNRNN, mdn_log_prob, mdn_sample
 from wm_robotics.models.vae import ConvVAE, gaussian_kl
 from wm_robotics.models.vmc import VMCWorldModel
+from wm_robotics.temperature_sweep import markdown, temperature_sweep
 from wm_robotics.train import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,11 +36,11 @@ def _images(count: int) -> torch.Tensor:
 
 def test_vae_reconstruction_loss_falls_on_tiny_data(one_torch_thread):
     torch.manual_seed(0)
-    vae = ConvVAE({"pixels": (64, 64, 3)}, z_dim=8, cnn_depth=8, units=32)
+    vae = ConvVAE({"pixels": (64, 64, 3)}, z_dim=8, cnn_depth=4, units=32)
     optimizer = torch.optim.Adam(vae.parameters(), 2e-3)
-    obs = {"pixels": _images(12)}
+    obs = {"pixels": _images(8)}
     losses = []
-    for _ in range(60):
+    for _ in range(40):
         recon, kl, _ = vae.loss(obs)
         loss = recon["pixels"].mean() + 0.1 * kl.mean()
         optimizer.zero_grad()
@@ -184,7 +185,7 @@ def _script(*args: str) -> str:
     return result.stdout
 
 
-def test_preset_trains_resumes_and_its_checkpoint_evaluates_and_exports(tmp_path):
+def test_preset_trains_resumes_sweeps_tau_and_its_checkpoint_evaluates_and_exports(tmp_path):
     run = tmp_path / "run"
     Trainer(_preset("steps=120"), run).run()
     first = load_checkpoint(run)
@@ -195,6 +196,10 @@ def test_preset_trains_resumes_and_its_checkpoint_evaluates_and_exports(tmp_path
     second = load_checkpoint(run)
     assert second["counters"]["env_steps"] == 200
     assert second["behavior"]["last_metrics"]["cmaes/generation"] == second["counters"]["updates"] > generation
+
+    sweep = temperature_sweep(run, temperatures=(0.5, 1.5), generations=2, episodes=1, device="cpu")
+    assert [row["temperature"] for row in sweep["rows"]] == [0.5, 1.5] and "| 1.5 |" in markdown(sweep)
+    assert all(math.isfinite(row["dream_return"]) and math.isfinite(row["real_return"]) for row in sweep["rows"])
 
     out = _script(str(ROOT / "scripts/evaluate.py"), f"checkpoint={run}", "episodes=1", f"out={tmp_path / 'r.json'}",
                   "torch_threads=1", "context=3", "horizon=5", "windows_per_episode=2", "sensitivity=false", "planner=policy",

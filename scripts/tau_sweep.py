@@ -1,0 +1,49 @@
+"""World Models' τ sweep: evolve the controller in dreams of several temperatures, compare dream and real returns.
+
+    python scripts/tau_sweep.py runs/<world_models run> --temperatures 0.5 1.0 1.5 --generations 100 \\
+        --episodes 5 --threads 1 --out docs/results/world_models_tau_sweep.json
+
+Uses the checkpoint's V + M (``checkpoints/latest.pt``) and its run's episode files; writes the JSON
+and a markdown table beside it (``.md``). See ``wm_robotics.temperature_sweep``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from wm_robotics.checkpoint import CheckpointError
+from wm_robotics.temperature_sweep import markdown, temperature_sweep
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="a world_models run folder (or its checkpoints/latest.pt)")
+    parser.add_argument("--temperatures", type=float, nargs="+", default=[0.5, 1.0, 1.5])
+    parser.add_argument("--generations", type=int, default=100, help="CMA-ES generations per temperature")
+    parser.add_argument("--episodes", type=int, default=5, help="real episodes per temperature")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--out", default="tau_sweep.json", help="JSON path; the markdown goes beside it")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        result = temperature_sweep(args.checkpoint, args.temperatures, args.generations, args.episodes,
+                                   seed=args.seed, device=args.device)
+    except (CheckpointError, ValueError) as error:
+        raise SystemExit(f"tau_sweep.py: {error}") from error
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+    print(f"-> {out}, {out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
