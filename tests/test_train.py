@@ -115,7 +115,7 @@ def test_evaluate_script_reports_json(tmp_path):
 def test_unknown_model_kind_lists_valid_ones():
     from wm_robotics.builders import build_world_model
 
-    with pytest.raises(ValueError, match=r"valid kinds: \['rssm'\]"):
+    with pytest.raises(ValueError, match=r"valid kinds: \[.*'rssm'.*'vmc'.*\]"):
         build_world_model({"kind": "transformer"}, {"proprio": (5,)}, 1)
 
 
