@@ -1,8 +1,9 @@
-"""Behaviours (the C of V/M/C): an actor-critic learned in imagination, and MPC planners."""
+"""Behaviours (the C of V/M/C): an actor-critic learned in imagination, MPC planners, a CMA-ES controller."""
 
 from wm_robotics.behaviors.actor_critic import ActorCritic, lambda_returns
 from wm_robotics.behaviors.cem import CEMPlanner
+from wm_robotics.behaviors.cmaes_controller import CMAESController
 from wm_robotics.behaviors.mppi import MPPIPlanner
 from wm_robotics.behaviors.planning import GoalObjective, RewardObjective
 
-__all__ = ["ActorCritic", "CEMPlanner", "GoalObjective", "MPPIPlanner", "RewardObjective", "lambda_returns"]
+__all__ = ["ActorCritic", "CEMPlanner", "CMAESController", "GoalObjective", "MPPIPlanner", "RewardObjective", "lambda_returns"]

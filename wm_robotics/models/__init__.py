@@ -2,5 +2,6 @@
 
 from wm_robotics.models.base import State, WorldModel
 from wm_robotics.models.rssm import RSSM, RSSMWorldModel
+from wm_robotics.models.vmc import VMCWorldModel
 
-__all__ = ["RSSM", "RSSMWorldModel", "State", "WorldModel"]
+__all__ = ["RSSM", "RSSMWorldModel", "State", "VMCWorldModel", "WorldModel"]
