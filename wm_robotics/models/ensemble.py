@@ -41,7 +41,7 @@ class EnsembleMLP(nn.Module):
         weight, bias = self.norm_weight[layer], self.norm_bias[layer]
         if members is not None:
             weight, bias = weight[members], bias[members]
-        return F.silu(torch.addcmul(bias, F.layer_norm(x, (self.hidden,)), weight))
+        return F.silu(torch.addcmul(bias, F.layer_norm(x, (self.hidden,)), weight), inplace=True)
 
     def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
         """(..., in_dim) → (M, ..., out_dim) for all members, or for the indices ``members`` (M,)."""

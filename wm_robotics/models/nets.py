@@ -31,7 +31,7 @@ def mlp(in_dim: int, hidden: int, layers: int, out_dim: int | None = None, zero_
     blocks: list[nn.Module] = []
     dim = in_dim
     for _ in range(layers):
-        blocks += [nn.Linear(dim, hidden, bias=False), nn.LayerNorm(hidden), nn.SiLU()]
+        blocks += [nn.Linear(dim, hidden, bias=False), nn.LayerNorm(hidden), nn.SiLU(inplace=True)]
         dim = hidden
     if out_dim is not None:
         out = nn.Linear(dim, out_dim)
