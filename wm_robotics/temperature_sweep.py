@@ -53,6 +53,9 @@ def temperature_sweep(checkpoint: str | os.PathLike, temperatures: Sequence[floa
                       generations: int = 100, episodes: int = 5, held_starts: int = 256, seed: int = 0,
                       device: str = "auto") -> dict[str, Any]:
     """Evolve and evaluate one controller per τ; a JSON-ready dict (``rows``: one per τ)."""
+    if not temperatures or min(temperatures) < 0 or generations < 1 or episodes < 1:
+        raise ValueError(f"need temperatures >= 0 (at least one), generations >= 1 and episodes >= 1; got "
+                         f"{list(temperatures)}, {generations}, {episodes}")
     torch_device = resolve_device(device)
     payload = load_checkpoint(checkpoint, map_location=torch_device)
     cfg = payload["config"]
