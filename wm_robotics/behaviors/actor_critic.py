@@ -20,17 +20,14 @@ all-negative advantages, drives the mean into a bound.
 from __future__ import annotations
 
 import copy
-from typing import Sequence
-
-import numpy as np
 import torch
 from torch import nn
 from torch.distributions import Normal
 
+from wm_robotics.behaviors.action_bounds import ActionBounds, Bounds
 from wm_robotics.models.base import State, WorldModel
 from wm_robotics.models.nets import TwoHot, mlp
 
-Bounds = float | Sequence[float] | np.ndarray | torch.Tensor
 #: "backprop": the actor maximises λ-returns by gradients through the model's dynamics (DreamerV3's
 #: ``actor_grad_cont``); "reinforce": score-function gradients, imagination without autograd.
 ACTOR_GRADS = ("backprop", "reinforce")
@@ -73,7 +70,7 @@ class ReturnNormalizer(nn.Module):
         return self.range_ema.clamp(min=1.0)
 
 
-class ActorCritic(nn.Module):
+class ActorCritic(ActionBounds):
     """Gaussian actor + two-hot critic with a slow EMA regulariser, each with its own Adam."""
 
     def __init__(self, feature_dim: int, action_dim: int, action_low: Bounds = -1.0, action_high: Bounds = 1.0,
@@ -83,21 +80,15 @@ class ActorCritic(nn.Module):
                  return_norm_percentiles: tuple[float, float] = (0.05, 0.95), grad_clip: float = 100.0,
                  bins: int = 255, min_std: float = 0.1, max_std: float = 1.0,
                  imag_starts: int | None = None, actor_grad: str = "backprop") -> None:
-        super().__init__()
+        super().__init__(action_dim, action_low, action_high)
         if actor_grad not in ACTOR_GRADS:
             raise ValueError(f"actor_grad must be one of {ACTOR_GRADS}, got {actor_grad!r}")
         self.actor_grad = actor_grad
         if imag_starts is not None and imag_starts < 1:
             raise ValueError(f"imag_starts must be a positive integer or None (all), got {imag_starts}")
         self.imag_starts = imag_starts
-        low = torch.as_tensor(np.asarray(action_low, dtype=np.float32)).expand(action_dim).clone()
-        high = torch.as_tensor(np.asarray(action_high, dtype=np.float32)).expand(action_dim).clone()
-        if not (torch.isfinite(low).all() and torch.isfinite(high).all() and (low < high).all()):
-            raise ValueError(f"action bounds must be finite with low < high, got {low.tolist()}, {high.tolist()}")
         if horizon < 1:
             raise ValueError(f"horizon must be at least 1, got {horizon}")
-        self.register_buffer("action_low", low)
-        self.register_buffer("action_high", high)
         self.horizon, self.discount, self.lambda_ = horizon, discount, lambda_
         self.entropy_scale, self.slow_critic_decay, self.slow_reg = entropy, slow_critic_decay, slow_reg
         self.grad_clip, self.min_std, self.max_std = grad_clip, min_std, max_std
@@ -137,14 +128,6 @@ class ActorCritic(nn.Module):
     def act(self, features: torch.Tensor, sample: bool = True) -> torch.Tensor:
         """Actions (..., A) in env units [low, high], for the simulator."""
         return self.to_env(self.policy(features, sample))
-
-    def to_env(self, action: torch.Tensor) -> torch.Tensor:
-        """Normalised [-1, 1] → env units [low, high]."""
-        return self.action_low + (action + 1.0) * 0.5 * (self.action_high - self.action_low)
-
-    def from_env(self, action: torch.Tensor) -> torch.Tensor:
-        """Env units [low, high] → normalised [-1, 1] (inverse of :meth:`to_env`)."""
-        return 2.0 * (action - self.action_low) / (self.action_high - self.action_low) - 1.0
 
     def value(self, features: torch.Tensor) -> torch.Tensor:
         """The critic's value estimate (...)."""

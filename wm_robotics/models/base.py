@@ -30,6 +30,23 @@ class WorldModel(nn.Module):
     obs_keys: tuple[str, ...]
     action_dim: int
     feature_dim: int
+    #: size presets: name → constructor arguments (see :meth:`from_size`).
+    SIZES: dict[str, dict[str, int]] = {}
+
+    @classmethod
+    def from_size(cls, size: str, obs_shapes: dict[str, tuple], action_dim: int, **overrides):
+        """Build a preset size (a key of ``SIZES``); ``overrides`` replace any constructor argument."""
+        if size not in cls.SIZES:
+            raise ValueError(f"unknown {cls.__name__} size {size!r}; valid sizes: {', '.join(cls.SIZES)}")
+        return cls(obs_shapes, action_dim, **{**cls.SIZES[size], **overrides})
+
+    def _tensor(self, x, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``x`` as a tensor on the model's device (``dtype`` when given)."""
+        return torch.as_tensor(x, device=next(self.parameters()).device, dtype=dtype)
+
+    def _obs(self, obs: dict) -> dict[str, torch.Tensor]:
+        """Model-side observations: pixels keep uint8 (converted in the encoder), proprio float."""
+        return {key: self._tensor(obs[key], None if key == "pixels" else torch.float32) for key in self.obs_keys}
 
     def initial(self, batch_size: int) -> State:
         """The state before any observation: ``(batch_size, ...)`` tensors."""

@@ -82,6 +82,8 @@ def vicreg_terms(z: torch.Tensor, gamma: float = 1.0) -> tuple[torch.Tensor, tor
 class JEPAWorldModel(WorldModel):
     """Encoder + latent predictor (+ optional reward, Q-ensemble, policy prior and probe decoder)."""
 
+    SIZES = SIZES
+
     def __init__(self, obs_shapes: dict[str, tuple], action_dim: int, latent: int = 512, units: int = 512,
                  layers: int = 2, enc_units: int = 256, enc_layers: int = 1, cnn_depth: int = 32,
                  simnorm: bool = True, target: str = "ema", target_decay: float = 0.99, vicreg_var: float = 0.0,
@@ -121,20 +123,6 @@ class JEPAWorldModel(WorldModel):
         self.vicreg_var, self.vicreg_cov = vicreg_var, vicreg_cov
         self.coefs = {"loss/consistency": consistency_coef, "loss/reward": reward_coef, "loss/value": value_coef,
                       "loss/vicreg_var": vicreg_var, "loss/vicreg_cov": vicreg_cov, "loss/probe": 1.0}
-
-    @classmethod
-    def from_size(cls, size: str, obs_shapes: dict[str, tuple], action_dim: int, **overrides) -> "JEPAWorldModel":
-        """Build a preset size (``SIZES``: xs, s); ``overrides`` replace any constructor argument."""
-        if size not in SIZES:
-            raise ValueError(f"unknown JEPA size {size!r}; valid sizes: {', '.join(SIZES)}")
-        return cls(obs_shapes, action_dim, **{**SIZES[size], **overrides})
-
-    # -- inputs ------------------------------------------------------------------------------
-    def _tensor(self, x, dtype: torch.dtype | None = None) -> torch.Tensor:
-        return torch.as_tensor(x, device=self.encoder.proj.weight.device, dtype=dtype)
-
-    def _obs(self, obs: dict) -> dict[str, torch.Tensor]:
-        return {key: self._tensor(obs[key], None if key == "pixels" else torch.float32) for key in self.obs_keys}
 
     # -- heads -------------------------------------------------------------------------------
     def next(self, latent: torch.Tensor, action: torch.Tensor) -> torch.Tensor:

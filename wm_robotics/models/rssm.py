@@ -179,6 +179,8 @@ class RSSMWorldModel(WorldModel):
     model's device inside. ``config`` holds the constructor arguments for rebuilding from a checkpoint.
     """
 
+    SIZES = SIZES
+
     def __init__(self, obs_shapes: dict[str, tuple], action_dim: int, deter: int = 512, stoch: int = 32,
                  classes: int = 32, units: int = 512, layers: int = 2, cnn_depth: int = 32, unimix: float = 0.01,
                  free_bits: float = 1.0, kl_dyn: float = 0.5, kl_rep: float = 0.1, reward_bins: int = 255) -> None:
@@ -197,21 +199,6 @@ class RSSMWorldModel(WorldModel):
         self.reward_head = mlp(self.feature_dim, units, layers, reward_bins, zero_out=True)
         self.continue_head = mlp(self.feature_dim, units, layers, 1)
         self.free_bits, self.kl_dyn, self.kl_rep = free_bits, kl_dyn, kl_rep
-
-    @classmethod
-    def from_size(cls, size: str, obs_shapes: dict[str, tuple], action_dim: int, **overrides) -> "RSSMWorldModel":
-        """Build a preset size (``SIZES``: xs, s, m, l); ``overrides`` replace any constructor argument."""
-        if size not in SIZES:
-            raise ValueError(f"unknown RSSM size {size!r}; valid sizes: {', '.join(SIZES)}")
-        return cls(obs_shapes, action_dim, **{**SIZES[size], **overrides})
-
-    # -- moving inputs onto the model ------------------------------------------------------
-    def _tensor(self, x, dtype: torch.dtype | None = None) -> torch.Tensor:
-        return torch.as_tensor(x, device=self.rssm.gru.linear.weight.device, dtype=dtype)
-
-    def _obs(self, obs: dict) -> dict[str, torch.Tensor]:
-        """Model-side observations: pixels keep uint8 (converted in the encoder), proprio float."""
-        return {key: self._tensor(obs[key], None if key == "pixels" else torch.float32) for key in self.obs_keys}
 
     # -- the WorldModel seam ---------------------------------------------------------------
     def initial(self, batch_size: int) -> State:

@@ -45,6 +45,8 @@ class VMCWorldModel(WorldModel):
     ``config`` holds the constructor arguments for rebuilding from a checkpoint.
     """
 
+    SIZES = SIZES
+
     def __init__(self, obs_shapes: dict[str, tuple], action_dim: int, z_dim: int = 32, hidden: int = 256,
                  mixtures: int = 5, cnn_depth: int = 32, units: int = 256, layers: int = 1, kl_weight: float = 1.0,
                  kl_free: float = 0.5, temperature: float = 1.0) -> None:
@@ -62,21 +64,6 @@ class VMCWorldModel(WorldModel):
         self.reward_head = mlp(self.feature_dim, units, layers, 1, zero_out=True)
         self.continue_head = mlp(self.feature_dim, units, layers, 1)
         self.kl_weight, self.kl_free, self.temperature = kl_weight, kl_free, temperature
-
-    @classmethod
-    def from_size(cls, size: str, obs_shapes: dict[str, tuple], action_dim: int, **overrides) -> "VMCWorldModel":
-        """Build a preset size (``SIZES``: xs, s); ``overrides`` replace any constructor argument."""
-        if size not in SIZES:
-            raise ValueError(f"unknown World Models (vmc) size {size!r}; valid sizes: {', '.join(SIZES)}")
-        return cls(obs_shapes, action_dim, **{**SIZES[size], **overrides})
-
-    # -- moving inputs onto the model ------------------------------------------------------
-    def _tensor(self, x, dtype: torch.dtype | None = None) -> torch.Tensor:
-        return torch.as_tensor(x, device=self.rnn.head.weight.device, dtype=dtype)
-
-    def _obs(self, obs: dict) -> dict[str, torch.Tensor]:
-        """Model-side observations: pixels keep uint8 (converted in the encoder), proprio float."""
-        return {key: self._tensor(obs[key], None if key == "pixels" else torch.float32) for key in self.obs_keys}
 
     # -- filtering -------------------------------------------------------------------------
     def _advance(self, state: State, action: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
