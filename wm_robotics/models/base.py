@@ -23,6 +23,11 @@ State = dict[str, torch.Tensor]
 FeaturePolicy = Callable[[torch.Tensor], torch.Tensor]
 
 
+def stack_states(states: list[State]) -> State:
+    """Stack per-step states (B, ...) along a new time dim → (B, T, ...)."""
+    return {key: torch.stack([s[key] for s in states], 1) for key in states[0]}
+
+
 class WorldModel(nn.Module):
     """Interface of a learned world model; see the module docstring for shapes."""
 
@@ -62,14 +67,29 @@ class WorldModel(nn.Module):
         """One filtering step for acting: previous state + action that led to ``obs`` → new state."""
         raise NotImplementedError("step(...) must return the posterior State (B, ...) after obs")
 
+    def img_step(self, state: State, action: torch.Tensor) -> State:
+        """One imagined step: state (B, ...) + action (B, A) → the predicted next state (B, ...)."""
+        raise NotImplementedError("img_step(state, action) must return the next State (B, ...)")
+
     def imagine(self, state: State, horizon: int, actions: torch.Tensor | None = None,
                 policy: FeaturePolicy | None = None) -> tuple[State, torch.Tensor]:
-        """Roll ``horizon`` steps from ``state`` under given ``actions`` (B, H, A) or a ``policy``.
+        """Roll ``horizon`` steps of :meth:`img_step` from ``state`` under ``actions`` (B, H, A) or a ``policy``.
 
         Returns (imagined states (B, H, ...), the actions used (B, H, A)); the state at index
         h is the one reached *after* action h. Batched: no Python loop over B.
         """
-        raise NotImplementedError("imagine(...) must return (states (B, H, ...), actions (B, H, A))")
+        if (actions is None) == (policy is None):
+            raise ValueError("imagine needs exactly one of `actions` (B, H, A) or `policy`")
+        if actions is not None and actions.shape[1] != horizon:
+            raise ValueError(f"actions cover {actions.shape[1]} steps, horizon is {horizon}")
+        actions = None if actions is None else self._tensor(actions, torch.float32)
+        states, used = [], []
+        for t in range(horizon):
+            action = actions[:, t] if actions is not None else policy(self.features(state))
+            state = self.img_step(state, action)
+            states.append(state)
+            used.append(action)
+        return stack_states(states), torch.stack(used, 1)
 
     def features(self, state: State) -> torch.Tensor:
         """Flatten a state into features (..., feature_dim)."""

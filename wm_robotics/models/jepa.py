@@ -29,7 +29,7 @@ import copy
 import torch
 from torch import nn
 
-from wm_robotics.models.base import FeaturePolicy, State, WorldModel
+from wm_robotics.models.base import State, WorldModel
 from wm_robotics.models.encoders import ObservationDecoder, ObservationEncoder
 from wm_robotics.models.ensemble import EnsembleMLP
 from wm_robotics.models.nets import TwoHot, mlp
@@ -167,19 +167,8 @@ class JEPAWorldModel(WorldModel):
              is_first: torch.Tensor) -> State:
         return {"latent": self.encoder(self._obs(obs))}
 
-    def imagine(self, state: State, horizon: int, actions: torch.Tensor | None = None,
-                policy: FeaturePolicy | None = None) -> tuple[State, torch.Tensor]:
-        if (actions is None) == (policy is None):
-            raise ValueError("imagine needs exactly one of `actions` (B, H, A) or `policy`")
-        if actions is not None and actions.shape[1] != horizon:
-            raise ValueError(f"actions cover {actions.shape[1]} steps, horizon is {horizon}")
-        latent, latents, used = state["latent"], [], []
-        for t in range(horizon):
-            action = actions[:, t] if actions is not None else policy(latent)
-            latent = self.next(latent, action)
-            latents.append(latent)
-            used.append(action)
-        return {"latent": torch.stack(latents, 1)}, torch.stack(used, 1)
+    def img_step(self, state: State, action: torch.Tensor) -> State:
+        return {"latent": self.next(state["latent"], action)}
 
     def features(self, state: State) -> torch.Tensor:
         return state["latent"]

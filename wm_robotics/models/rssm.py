@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from wm_robotics.models.base import FeaturePolicy, State, WorldModel
+from wm_robotics.models.base import State, WorldModel, stack_states
 from wm_robotics.models.encoders import ObservationDecoder, ObservationEncoder
 from wm_robotics.models.nets import TwoHot, mlp
 
@@ -64,9 +64,6 @@ def kl_loss(post_logits: torch.Tensor, prior_logits: torch.Tensor, free_bits: fl
     rep = categorical_kl(post_logits, prior_logits.detach())
     return dyn.clamp(min=free_bits), rep.clamp(min=free_bits), dyn.detach()
 
-
-def _stack(states: list[State]) -> State:
-    return {key: torch.stack([s[key] for s in states], 1) for key in states[0]}
 
 
 class RSSM(nn.Module):
@@ -152,22 +149,7 @@ class RSSM(nn.Module):
         for t in range(embed.shape[1]):
             state = self._posterior(self._recur(self._keep(state, keep[:, t]), action[:, t]), embed_proj[:, t])
             states.append(state)
-        return _stack(states), state
-
-    def imagine(self, state: State, horizon: int, actions: torch.Tensor | None = None,
-                policy: FeaturePolicy | None = None) -> tuple[State, torch.Tensor]:
-        """Roll the prior ``horizon`` steps from ``state`` (B, ...): (states (B, H, ...), actions (B, H, A))."""
-        if (actions is None) == (policy is None):
-            raise ValueError("imagine needs exactly one of `actions` (B, H, A) or `policy`")
-        if actions is not None and actions.shape[1] != horizon:
-            raise ValueError(f"actions cover {actions.shape[1]} steps, horizon is {horizon}")
-        states, used = [], []
-        for t in range(horizon):
-            action = actions[:, t] if actions is not None else policy(self.features(state))
-            state = self.img_step(state, action)
-            states.append(state)
-            used.append(action)
-        return _stack(states), torch.stack(used, 1)
+        return stack_states(states), state
 
 
 class RSSMWorldModel(WorldModel):
@@ -215,10 +197,8 @@ class RSSMWorldModel(WorldModel):
         return self.rssm.obs_step(state, self._tensor(action, torch.float32), embed,
                                   self._tensor(is_first, torch.bool))
 
-    def imagine(self, state: State, horizon: int, actions: torch.Tensor | None = None,
-                policy: FeaturePolicy | None = None) -> tuple[State, torch.Tensor]:
-        actions = None if actions is None else self._tensor(actions, torch.float32)
-        return self.rssm.imagine(state, horizon, actions, policy)
+    def img_step(self, state: State, action: torch.Tensor) -> State:
+        return self.rssm.img_step(state, action)
 
     def features(self, state: State) -> torch.Tensor:
         return self.rssm.features(state)

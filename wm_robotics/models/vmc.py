@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from wm_robotics.models.base import FeaturePolicy, State, WorldModel
+from wm_robotics.models.base import State, WorldModel, stack_states
 from wm_robotics.models.mdn_rnn import MDNRNN, mdn_log_prob, mdn_sample
 from wm_robotics.models.nets import mlp
 from wm_robotics.models.vae import ConvVAE
@@ -34,9 +34,6 @@ SIZES: dict[str, dict[str, int]] = {
 }
 _DECODER_METRIC = {"pixels": "loss/image", "proprio": "loss/proprio"}
 
-
-def _stack(states: list[State]) -> State:
-    return {key: torch.stack([s[key] for s in states], 1) for key in states[0]}
 
 
 class VMCWorldModel(WorldModel):
@@ -80,7 +77,7 @@ class VMCWorldModel(WorldModel):
             h, c = self._advance(state, action[:, t], keep[:, t])
             state = {"z": z[:, t], "h": h, "c": c}
             states.append(state)
-        return _stack(states), state
+        return stack_states(states), state
 
     # -- the WorldModel seam ---------------------------------------------------------------
     def initial(self, batch_size: int) -> State:
@@ -101,22 +98,10 @@ class VMCWorldModel(WorldModel):
         h, c = self._advance(state, self._tensor(action, torch.float32), keep)
         return {"z": ConvVAE.sample(*self.vae.posterior(self._obs(obs))), "h": h, "c": c}
 
-    def imagine(self, state: State, horizon: int, actions: torch.Tensor | None = None,
-                policy: FeaturePolicy | None = None) -> tuple[State, torch.Tensor]:
-        """Dream ``horizon`` steps from ``state`` (B, ...), z' sampled from the MDN at ``temperature``."""
-        if (actions is None) == (policy is None):
-            raise ValueError("imagine needs exactly one of `actions` (B, H, A) or `policy`")
-        if actions is not None and actions.shape[1] != horizon:
-            raise ValueError(f"actions cover {actions.shape[1]} steps, horizon is {horizon}")
-        actions = None if actions is None else self._tensor(actions, torch.float32)
-        states, used = [], []
-        for t in range(horizon):
-            action = actions[:, t] if actions is not None else policy(self.features(state))
-            h, c = self.rnn(state["z"], action, (state["h"], state["c"]))
-            state = {"z": mdn_sample(self.rnn.mixture(h), self.temperature), "h": h, "c": c}
-            states.append(state)
-            used.append(action)
-        return _stack(states), torch.stack(used, 1)
+    def img_step(self, state: State, action: torch.Tensor) -> State:
+        """Dream one step: z' sampled from the MDN at ``temperature``."""
+        h, c = self.rnn(state["z"], action, (state["h"], state["c"]))
+        return {"z": mdn_sample(self.rnn.mixture(h), self.temperature), "h": h, "c": c}
 
     def features(self, state: State) -> torch.Tensor:
         """[z, h] → (..., z_dim + hidden)."""
