@@ -61,6 +61,8 @@ def test_tdmpc_checkpoint_plans_with_prior_and_q_value(tdmpc_run):
     assert isinstance(controller.model, JEPAWorldModel)
     assert controller.planner.policy is not None and controller.planner.objective.value_fn is not None
     assert controller.act(np.zeros(5, np.float32)).shape == (1,)
+    trained = MPCController.from_checkpoint(tdmpc_run[0], device="cpu")  # the preset's planner settings
+    assert (trained.planner.samples, trained.planner.iterations, trained.planner.elites) == (32, 2, 8)
     policy_only = MPCController.from_checkpoint(tdmpc_run[0], device="cpu", planner="policy")
     assert -1 <= policy_only.act(np.zeros(5, np.float32))[0] <= 1
 

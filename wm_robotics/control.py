@@ -31,7 +31,8 @@ class MPCController:
 
     ``planner``: ``"mppi"`` (TD-MPC2 style, seeded by the learned policy, terminal value from the
     critic when the checkpoint has them), ``"cem"`` (PlaNet style) or ``"policy"`` (the learned
-    actor alone, no search). ``set_goal`` switches the objective to reaching a goal observation.
+    actor alone, no search). A checkpoint trained with that same planner (``tdmpc_cpu``, ``planet``)
+    starts from its preset's planner settings; ``planner_kwargs`` override them. ``set_goal`` switches the objective to reaching a goal observation.
     """
 
     def __init__(self, payload: dict[str, Any], device: str = "auto", planner: str = "mppi",
@@ -49,6 +50,9 @@ class MPCController:
         value = getattr(self.behavior, "value", None)
         self._reward_objective = RewardObjective(value_fn=value)
         dim = len(self.action_low)
+        trained = payload["config"].get("behavior", {})
+        if trained.get("kind") == "mpc" and trained.get("planner") == planner:  # the preset's own settings first
+            planner_kwargs = {**trained.get("settings", {}), **planner_kwargs}
         if planner == "mppi":
             self.planner = MPPIPlanner(dim, objective=self._reward_objective,
                                        policy=getattr(self.behavior, "policy", None), **planner_kwargs)
