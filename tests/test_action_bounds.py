@@ -1,0 +1,21 @@
+"""ActionBounds (wm_robotics/behaviors/action_bounds.py): env ↔ normalised action units."""
+
+import numpy as np
+import pytest
+import torch
+
+from wm_robotics.behaviors.action_bounds import ActionBounds
+
+
+def test_maps_bounds_onto_unit_box_and_back():
+    bounds = ActionBounds(2, np.array([-2.0, 0.0]), np.array([2.0, 1.0]))
+    torch.testing.assert_close(bounds.to_env(torch.tensor([[-1.0, -1.0], [1.0, 1.0], [0.0, 0.0]])),
+                               torch.tensor([[-2.0, 0.0], [2.0, 1.0], [0.0, 0.5]]))
+    env_actions = torch.tensor([[1.5, 0.25]])
+    torch.testing.assert_close(bounds.to_env(bounds.from_env(env_actions)), env_actions)
+
+
+@pytest.mark.parametrize("low, high", [(1.0, -1.0), (-np.inf, 1.0), (0.0, 0.0)])
+def test_rejects_bounds_that_are_not_finite_and_ordered(low, high):
+    with pytest.raises(ValueError, match="finite with low < high"):
+        ActionBounds(1, low, high)
