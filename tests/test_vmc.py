@@ -50,6 +50,33 @@ def test_vae_reconstruction_loss_falls_on_tiny_data(one_torch_thread):
     assert losses[-1] < 0.5 * losses[0]
 
 
+def test_vae_starts_with_a_narrow_posterior_and_a_mid_grey_decoder():
+    vae = ConvVAE({"pixels": (64, 64, 3)}, z_dim=8, cnn_depth=4, units=32, init_std=0.05)
+    obs = {"pixels": _images(4)}
+    _, std = vae.posterior(obs)
+    assert float((std - 0.05).abs().max()) < 0.02  # the linear layer's weights add a little
+    decoded = vae.decoder(torch.randn(4, 8))["pixels"]
+    torch.testing.assert_close(decoded, torch.full_like(decoded, 0.5))
+    with pytest.raises(ValueError, match="init_std"):
+        ConvVAE({"pixels": (64, 64, 3)}, init_std=0.0)
+
+
+def test_kl_weight_warms_up_over_updates_and_is_saved(one_torch_thread):
+    model = VMCWorldModel({"proprio": (5,)}, 1, kl_weight=2.0, kl_warmup=4, **TINY)
+    _, metrics, _ = model.loss(_batch(("proprio",)))
+    assert model.kl_scale == metrics["kl/beta"] == 0.0
+    model.after_step()
+    model.after_step()
+    assert model.kl_scale == 1.0
+    for _ in range(5):
+        model.after_step()
+    assert model.kl_scale == 2.0
+    restored = VMCWorldModel({"proprio": (5,)}, 1, kl_weight=2.0, kl_warmup=4, **TINY)
+    restored.load_state_dict(model.state_dict())
+    assert int(restored.updates) == 7 and restored.kl_scale == 2.0
+    assert VMCWorldModel({"proprio": (5,)}, 1, **TINY).kl_scale == 1.0  # no warm-up: full weight at once
+
+
 def test_kl_is_zero_when_the_posterior_equals_the_prior():
     assert float(gaussian_kl(torch.zeros(3, 8), torch.ones(3, 8)).abs().max()) < 1e-6
     mean, std = torch.randn(5, 8), torch.rand(5, 8) + 0.2
@@ -172,7 +199,7 @@ def _preset(*overrides: str) -> dict:
     """experiment=world_models at toy sizes (pixels, as the preset's default)."""
     tiny = ["experiment=world_models", "model=xs", "+model.overrides.hidden=16", "+model.overrides.cnn_depth=4",
             "+model.overrides.units=16", "behavior.population=4", "behavior.rollouts=2", "behavior.horizon=5",
-            "max_episode_steps=20", "prefill=80", "batch_size=2", "seq_len=8", "train_ratio=16", "eval_episodes=1",
+            "max_episode_steps=20", "prefill=80", "batch_size=2", "seq_len=8", "train_ratio=16", "behavior.every=1", "eval_episodes=1",
             "video=false", "log_every=20", "checkpoint_every=40", "device=cpu", "torch_threads=1", "eval_every=1000"]
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("train", overrides=[*tiny, *overrides])

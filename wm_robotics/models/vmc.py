@@ -8,11 +8,13 @@ predicts z_t; ``features`` = [z_t, h_t] (the controller's input in the original)
 continue heads read them. Where ``is_first`` is set the state restarts from zeros and the
 incoming action is zeroed, as in the RSSM.
 
-``loss(batch)`` = VAE (reconstruction + ``kl_weight`` · max(KL, ``kl_free`` · z_dim)) + MDN
+``loss(batch)`` = VAE (reconstruction + β · max(KL, ``kl_free`` · z_dim)) + MDN
 negative log-likelihood of z_t given h_t + reward MSE + continue BCE, averaged over (B, T). M
 and the heads read z detached, so V learns from its own loss only, as in the original (which
 trained V first and M on its fixed latents). The MDN term skips the first step of a sequence
-unless it starts an episode (its h has not seen the past). ``temperature`` τ is used by
+unless it starts an episode (its h has not seen the past). β ramps linearly from 0 to
+``kl_weight`` over the first ``kl_warmup`` updates (counted by ``after_step``, saved with the
+weights), the usual cure for a decoder that learns to ignore z before z says anything. ``temperature`` τ is used by
 ``imagine`` (set the attribute to dream at another τ).
 """
 
@@ -35,7 +37,6 @@ SIZES: dict[str, dict[str, int]] = {
 _DECODER_METRIC = {"pixels": "loss/image", "proprio": "loss/proprio"}
 
 
-
 class VMCWorldModel(WorldModel):
     """ConvVAE + MDN-RNN with reward and continue heads; see the module docstring.
 
@@ -46,21 +47,34 @@ class VMCWorldModel(WorldModel):
 
     def __init__(self, obs_shapes: dict[str, tuple], action_dim: int, z_dim: int = 32, hidden: int = 256,
                  mixtures: int = 5, cnn_depth: int = 32, units: int = 256, layers: int = 1, kl_weight: float = 1.0,
-                 kl_free: float = 0.5, temperature: float = 1.0) -> None:
+                 kl_free: float = 0.5, kl_warmup: int = 0, init_std: float = 0.05, temperature: float = 1.0) -> None:
         super().__init__()
-        if temperature < 0 or kl_weight < 0 or kl_free < 0:
-            raise ValueError(f"temperature, kl_weight and kl_free must be >= 0, got {temperature}, {kl_weight}, {kl_free}")
+        if min(temperature, kl_weight, kl_free, kl_warmup) < 0:
+            raise ValueError(f"temperature, kl_weight, kl_free and kl_warmup must be >= 0, got {temperature}, {kl_weight}, "
+                             f"{kl_free}, {kl_warmup}")
         self.config = dict(obs_shapes={k: tuple(v) for k, v in obs_shapes.items()}, action_dim=action_dim,
                            z_dim=z_dim, hidden=hidden, mixtures=mixtures, cnn_depth=cnn_depth, units=units,
-                           layers=layers, kl_weight=kl_weight, kl_free=kl_free, temperature=temperature)
-        self.vae = ConvVAE(obs_shapes, z_dim, cnn_depth, units, layers)
+                           layers=layers, kl_weight=kl_weight, kl_free=kl_free, kl_warmup=kl_warmup, init_std=init_std,
+                           temperature=temperature)
+        self.vae = ConvVAE(obs_shapes, z_dim, cnn_depth, units, layers, init_std)
         self.obs_keys = self.vae.keys
         self.action_dim = action_dim
         self.rnn = MDNRNN(z_dim, action_dim, hidden, mixtures)
         self.feature_dim = z_dim + hidden
         self.reward_head = mlp(self.feature_dim, units, layers, 1, zero_out=True)
         self.continue_head = mlp(self.feature_dim, units, layers, 1)
-        self.kl_weight, self.kl_free, self.temperature = kl_weight, kl_free, temperature
+        self.kl_weight, self.kl_free, self.kl_warmup, self.temperature = kl_weight, kl_free, kl_warmup, temperature
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+
+    def after_step(self) -> None:
+        """Count optimiser steps (the KL warm-up's clock)."""
+        self.updates += 1
+
+    @property
+    def kl_scale(self) -> float:
+        """β: ``kl_weight`` scaled by the warm-up's progress."""
+        progress = 1.0 if self.kl_warmup == 0 else min(1.0, int(self.updates) / self.kl_warmup)
+        return self.kl_weight * progress
 
     # -- filtering -------------------------------------------------------------------------
     def _advance(self, state: State, action: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,7 +143,7 @@ class VMCWorldModel(WorldModel):
         valid[:, 0] = is_first[:, 0].to(valid.dtype)  # h_0 of a mid-episode window has not seen the past
         nll = -mdn_log_prob(self.rnn.mixture(post["h"]), post["z"])  # (B, T)
         terms = {_DECODER_METRIC[key]: value.mean() for key, value in recon.items()}
-        terms["loss/kl"] = self.kl_weight * kl.clamp(min=self.kl_free * self.vae.z_dim).mean()
+        terms["loss/kl"] = self.kl_scale * kl.clamp(min=self.kl_free * self.vae.z_dim).mean()
         terms["loss/mdn"] = (nll * valid).sum() / valid.sum().clamp(min=1.0)
         terms["loss/reward"] = (self.predict_reward(feat) - reward).square().mean()
         terms["loss/continue"] = F.binary_cross_entropy_with_logits(self.continue_head(feat).squeeze(-1), cont)
@@ -137,4 +151,5 @@ class VMCWorldModel(WorldModel):
         with torch.no_grad():
             stats = {"loss/total": total, **terms, "kl/value": kl.mean(), "latent/z_std": z.std()}
             values = torch.stack([v.detach().float() for v in stats.values()]).tolist()  # one device sync
-        return total, dict(zip(stats, values)), {key: value.detach() for key, value in post.items()}
+        metrics = {**dict(zip(stats, values)), "kl/beta": self.kl_scale}
+        return total, metrics, {key: value.detach() for key, value in post.items()}
