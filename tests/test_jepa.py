@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from wm_robotics.models.ensemble import EnsembleMLP
-from wm_robotics.models.jepa import JEPAWorldModel
+from wm_robotics.models.jepa import JEPAWorldModel, SimNorm
 from wm_robotics.wm_metrics import latent_diagnostics
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -97,6 +97,26 @@ def test_ensemble_members_subset_equals_full_ensemble_rows():
     full = net(x)
     assert full.shape == (5, 4, 2, 3)
     torch.testing.assert_close(net(x, torch.tensor([3, 1])), full[[3, 1]])
+
+
+def test_ensemble_member_equals_its_plain_mlp():
+    torch.manual_seed(0)
+    net = EnsembleMLP(3, 7, 16, 2, 5)
+    for param in net.parameters():
+        torch.nn.init.normal_(param)
+    x = torch.randn(4, 7)
+    for m in range(3):
+        h = x @ net.first.view(7, 3, 16)[:, m]
+        for layer in range(2):
+            h = h if layer == 0 else h @ net.deep[layer - 1][m]
+            h = torch.nn.functional.silu(torch.nn.functional.layer_norm(h, (16,)) * net.norm_weight[layer, m, 0]
+                                         + net.norm_bias[layer, m, 0])
+        torch.testing.assert_close(net(x)[m], h @ net.out_weight[m] + net.out_bias[m])
+
+
+def test_simnorm_is_a_softmax_over_consecutive_groups_of_8():
+    x = torch.randn(3, 5, 32) * 4
+    torch.testing.assert_close(SimNorm()(x), torch.softmax(x.view(3, 5, 4, 8), -1).view(3, 5, 32))
 
 
 def test_probe_decoder_does_not_train_the_encoder():

@@ -52,7 +52,10 @@ class SimNorm(nn.Module):
         self.group = group
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(x.unflatten(-1, (-1, self.group)), -1).flatten(-2)
+        # softmax over dim -2 of the transposed groups (..., group, L/group): torch's CPU softmax
+        # over a last dim as short as 8 is ~8x slower than over an outer dim (same values)
+        groups = x.unflatten(-1, (-1, self.group)).transpose(-1, -2)  # (..., group, L/group)
+        return torch.softmax(groups, -2).transpose(-1, -2).flatten(-2)
 
 
 class LatentEncoder(nn.Module):
