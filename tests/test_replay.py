@@ -146,6 +146,23 @@ def test_bad_arguments(kwargs):
         SequenceReplay(None, **kwargs)
 
 
+def test_independent_steps_cover_every_stored_step_uniformly_after_eviction():
+    replay = SequenceReplay(None, capacity=20, seq_len=3, seed=2)
+    for ep, steps in zip(range(6), [5, 7, 3, 9, 4, 6]):  # wraps the ring; episodes 4 and 5 stay (12 observations)
+        replay.add_episode(make_episode(ep, steps))
+    batch = replay.sample_steps(4000)
+    assert batch["obs/proprio"].shape == (4000, 2) and batch["reward"].shape == (4000,)
+    counts = Counter(map(tuple, batch["obs/proprio"].astype(int)))
+    stored = {(ep, t) for ep, steps in [(4, 4), (5, 6)] for t in range(steps + 1)}
+    assert replay.num_steps == len(stored) and set(counts) == stored
+    expected = 4000 / len(stored)
+    assert all(0.6 * expected < n < 1.4 * expected for n in counts.values()), counts
+    with pytest.raises(ValueError, match="count"):
+        replay.sample_steps(0)
+    with pytest.raises(ValueError, match="empty replay"):
+        SequenceReplay(None).sample_steps(4)
+
+
 def test_errors_when_nothing_can_be_sampled():
     replay = SequenceReplay(None, seq_len=10)
     assert not replay.can_sample

@@ -77,6 +77,26 @@ def test_kl_weight_warms_up_over_updates_and_is_saved(one_torch_thread):
     assert VMCWorldModel({"proprio": (5,)}, 1, **TINY).kl_scale == 1.0  # no warm-up: full weight at once
 
 
+def test_with_independent_frames_v_learns_from_them_alone(one_torch_thread):
+    """The sequences feed M (no gradient into V); V's gradients depend only on ``frames/obs/pixels``."""
+    model = VMCWorldModel({"pixels": (64, 64, 3)}, 1, vae_batch=5, **TINY)
+    assert model.frames_per_update == 5
+    frames = _batch(("pixels",), batch=5, length=1)["obs/pixels"][:, 0]
+
+    def vae_grads(seed: int) -> list[torch.Tensor]:
+        batch = {**_batch(("pixels",)), "frames/obs/pixels": frames}
+        batch["obs/pixels"] = torch.randint(0, 256, batch["obs/pixels"].shape, generator=torch.Generator().manual_seed(seed),
+                                            dtype=torch.uint8)
+        model.zero_grad()
+        torch.manual_seed(0)
+        model.loss(batch)[0].backward()
+        return [p.grad.clone() for p in model.vae.parameters()]
+
+    for first, second in zip(vae_grads(1), vae_grads(2)):
+        torch.testing.assert_close(first, second)
+    assert any(float(g.abs().sum()) > 0 for g in vae_grads(1))
+
+
 def test_kl_is_zero_when_the_posterior_equals_the_prior():
     assert float(gaussian_kl(torch.zeros(3, 8), torch.ones(3, 8)).abs().max()) < 1e-6
     mean, std = torch.randn(5, 8), torch.rand(5, 8) + 0.2
@@ -199,7 +219,7 @@ def _preset(*overrides: str) -> dict:
     """experiment=world_models at toy sizes (pixels, as the preset's default)."""
     tiny = ["experiment=world_models", "model=xs", "+model.overrides.hidden=16", "+model.overrides.cnn_depth=4",
             "+model.overrides.units=16", "behavior.population=4", "behavior.rollouts=2", "behavior.horizon=5",
-            "max_episode_steps=20", "prefill=80", "batch_size=2", "seq_len=8", "train_ratio=16", "behavior.every=1", "eval_episodes=1",
+            "max_episode_steps=20", "prefill=80", "batch_size=2", "seq_len=8", "train_ratio=16", "behavior.every=1", "model.overrides.vae_batch=8", "eval_episodes=1",
             "video=false", "log_every=20", "checkpoint_every=40", "device=cpu", "torch_threads=1", "eval_every=1000"]
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("train", overrides=[*tiny, *overrides])
@@ -214,7 +234,9 @@ def _script(*args: str) -> str:
 
 def test_preset_trains_resumes_sweeps_tau_and_its_checkpoint_evaluates_and_exports(tmp_path):
     run = tmp_path / "run"
-    Trainer(_preset("steps=120"), run).run()
+    trainer = Trainer(_preset("steps=120"), run)
+    assert trainer.model.frames_per_update == 8  # V's independent frames come from the replay
+    trainer.run()
     first = load_checkpoint(run)
     assert first["config"]["obs_mode"] == "pixels" and first["config"]["model"]["kind"] == "vmc"
     generation = first["behavior"]["last_metrics"]["cmaes/generation"]

@@ -102,6 +102,9 @@ class Trainer:
         """One world-model step and one actor-critic step on a replay batch."""
         batch = to_torch(self.replay.sample(), self.device)
         batch["action"] = self.behavior.from_env(batch["action"])
+        if self.model.frames_per_update:
+            frames = to_torch(self.replay.sample_steps(self.model.frames_per_update), self.device)
+            batch.update({f"frames/{key}": value for key, value in frames.items()})
         loss, metrics, posterior = self.model.loss(batch)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(

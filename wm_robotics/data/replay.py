@@ -177,6 +177,15 @@ class SequenceReplay:
         rows = (starts[:, None] + np.arange(self.seq_len)) % self._allocated
         return {key: value[rows] for key, value in self._store.items()}
 
+    def sample_steps(self, count: int) -> dict[str, np.ndarray]:
+        """``count`` single steps drawn uniformly from every stored step (arrays (count, ...))."""
+        if int(count) != count or count <= 0:
+            raise ValueError(f"count must be a positive integer, got {count!r}")
+        if not self.num_steps:
+            raise ValueError("cannot sample steps from an empty replay")
+        rows = self._rng.integers(self._head, self._tail, size=int(count)) % self._allocated
+        return {key: value[rows] for key, value in self._store.items()}
+
     # ---------------------------------------------------------------- sizes
 
     @property

@@ -37,6 +37,9 @@ class WorldModel(nn.Module):
     feature_dim: int
     #: size presets: name → constructor arguments (see :meth:`from_size`).
     SIZES: dict[str, dict[str, int]] = {}
+    #: independent replay steps wanted per update besides the sequences (the Trainer adds them to
+    #: the batch as ``frames/<key>``); 0 = none.
+    frames_per_update: int = 0
 
     @classmethod
     def from_size(cls, size: str, obs_shapes: dict[str, tuple], action_dim: int, **overrides):

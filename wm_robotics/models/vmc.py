@@ -14,7 +14,12 @@ and the heads read z detached, so V learns from its own loss only, as in the ori
 trained V first and M on its fixed latents). The MDN term skips the first step of a sequence
 unless it starts an episode (its h has not seen the past). β ramps linearly from 0 to
 ``kl_weight`` over the first ``kl_warmup`` updates (counted by ``after_step``, saved with the
-weights), the usual cure for a decoder that learns to ignore z before z says anything. ``temperature`` τ is used by
+weights), the usual cure for a decoder that learns to ignore z before z says anything. With
+``vae_batch`` > 0, V learns from that many independent replay frames per update (the batch's
+``frames/obs/<key>``, as the original trained V on shuffled frames; a batch without them trains
+V on its sequences) and the sequences are encoded without gradient: consecutive frames of a few windows barely differ, and V trained on 8 windows
+× 32 steps stayed at the mean frame where 256 independent frames drew the cart within 500
+updates (docs/results/world_models.md). ``temperature`` τ is used by
 ``imagine`` (set the attribute to dream at another τ).
 """
 
@@ -47,15 +52,16 @@ class VMCWorldModel(WorldModel):
 
     def __init__(self, obs_shapes: dict[str, tuple], action_dim: int, z_dim: int = 32, hidden: int = 256,
                  mixtures: int = 5, cnn_depth: int = 32, units: int = 256, layers: int = 1, kl_weight: float = 1.0,
-                 kl_free: float = 0.5, kl_warmup: int = 0, init_std: float = 0.05, temperature: float = 1.0) -> None:
+                 kl_free: float = 0.5, kl_warmup: int = 0, init_std: float = 0.05, vae_batch: int = 0,
+                 temperature: float = 1.0) -> None:
         super().__init__()
-        if min(temperature, kl_weight, kl_free, kl_warmup) < 0:
-            raise ValueError(f"temperature, kl_weight, kl_free and kl_warmup must be >= 0, got {temperature}, {kl_weight}, "
-                             f"{kl_free}, {kl_warmup}")
+        if min(temperature, kl_weight, kl_free, kl_warmup, vae_batch) < 0:
+            raise ValueError(f"temperature, kl_weight, kl_free, kl_warmup and vae_batch must be >= 0, got {temperature}, "
+                             f"{kl_weight}, {kl_free}, {kl_warmup}, {vae_batch}")
         self.config = dict(obs_shapes={k: tuple(v) for k, v in obs_shapes.items()}, action_dim=action_dim,
                            z_dim=z_dim, hidden=hidden, mixtures=mixtures, cnn_depth=cnn_depth, units=units,
                            layers=layers, kl_weight=kl_weight, kl_free=kl_free, kl_warmup=kl_warmup, init_std=init_std,
-                           temperature=temperature)
+                           vae_batch=vae_batch, temperature=temperature)
         self.vae = ConvVAE(obs_shapes, z_dim, cnn_depth, units, layers, init_std)
         self.obs_keys = self.vae.keys
         self.action_dim = action_dim
@@ -64,6 +70,7 @@ class VMCWorldModel(WorldModel):
         self.reward_head = mlp(self.feature_dim, units, layers, 1, zero_out=True)
         self.continue_head = mlp(self.feature_dim, units, layers, 1)
         self.kl_weight, self.kl_free, self.kl_warmup, self.temperature = kl_weight, kl_free, kl_warmup, temperature
+        self.frames_per_update = vae_batch
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
 
     def after_step(self) -> None:
@@ -136,7 +143,12 @@ class VMCWorldModel(WorldModel):
         reward = self._tensor(batch["reward"], torch.float32)
         cont = 1.0 - self._tensor(batch["is_terminal"], torch.float32)
         is_first = self._tensor(batch["is_first"], torch.bool)
-        recon, kl, z = self.vae.loss(obs)  # (B, T) each; z (B, T, Z)
+        if f"frames/obs/{self.obs_keys[0]}" in batch:  # the Trainer adds them when vae_batch > 0
+            recon, kl, _ = self.vae.loss(self._obs({key: batch[f"frames/obs/{key}"] for key in self.obs_keys}))  # (N,)
+            with torch.no_grad():
+                z = ConvVAE.sample(*self.vae.posterior(obs))  # (B, T, Z)
+        else:
+            recon, kl, z = self.vae.loss(obs)  # (B, T) each; z (B, T, Z)
         post, _ = self._filter(z.detach(), self._tensor(batch["action"], torch.float32), is_first, None)
         feat = self.features(post)  # (B, T, F), z detached
         valid = torch.ones_like(reward)
