@@ -17,9 +17,9 @@ unless it starts an episode (its h has not seen the past). β ramps linearly fro
 weights), the usual cure for a decoder that learns to ignore z before z says anything. With
 ``vae_batch`` > 0, V learns from that many independent replay frames per update (the batch's
 ``frames/obs/<key>``, as the original trained V on shuffled frames; a batch without them trains
-V on its sequences) and the sequences are encoded without gradient: consecutive frames of a few windows barely differ, and V trained on 8 windows
-× 32 steps stayed at the mean frame where 256 independent frames drew the cart within 500
-updates (docs/results/world_models.md). ``temperature`` τ is used by
+V on its sequences) and the sequences are encoded without gradient: consecutive frames of a few
+windows barely differ, and V trained on 8 windows × 32 steps stayed at the mean frame where 256
+independent frames drew the cart within 500–750 updates (docs/results/world_models.md). ``temperature`` τ is used by
 ``imagine`` (set the attribute to dream at another τ).
 """
 
