@@ -19,8 +19,8 @@ weights), the usual cure for a decoder that learns to ignore z before z says any
 ``frames/obs/<key>``, as the original trained V on shuffled frames; a batch without them trains
 V on its sequences) and the sequences are encoded without gradient: consecutive frames of a few
 windows barely differ, and V trained on 8 windows × 32 steps stayed at the mean frame where 256
-independent frames drew the cart within 500–750 updates (docs/results/world_models.md). ``temperature`` τ is used by
-``imagine`` (set the attribute to dream at another τ).
+independent frames drew the cart within 500–750 updates (docs/results/world_models.md).
+``temperature`` τ is used by ``imagine`` (set the attribute to dream at another τ).
 """
 
 from __future__ import annotations
