@@ -35,11 +35,9 @@ class SequenceReplay:
 
     def __init__(self, directory: str | Path | None, capacity: int = 1_000_000, seq_len: int = 64,
                  batch_size: int = 16, seed: int = 0) -> None:
-        for name, value in (("capacity", capacity), ("seq_len", seq_len), ("batch_size", batch_size)):
-            if int(value) != value or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.directory = Path(directory) if directory is not None else None
-        self.capacity, self.seq_len, self.batch_size = int(capacity), int(seq_len), int(batch_size)
+        self.capacity, self.seq_len = _positive_int("capacity", capacity), _positive_int("seq_len", seq_len)
+        self.batch_size = _positive_int("batch_size", batch_size)
         self._rng = np.random.default_rng(seed)
         self._next_file = self._scan_next_file()
         self._clear()
@@ -163,27 +161,24 @@ class SequenceReplay:
 
     def sample(self, batch_size: int | None = None) -> dict[str, np.ndarray]:
         """``batch_size`` sequences of ``seq_len`` steps, uniform over all valid start points."""
-        batch_size = self.batch_size if batch_size is None else batch_size
-        if int(batch_size) != batch_size or batch_size <= 0:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        batch_size = self.batch_size if batch_size is None else _positive_int("batch_size", batch_size)
         cum, base = self._sample_index()
         if not len(cum):
             longest = max((n for _, n in self._episodes), default=0)
             raise ValueError(f"cannot sample sequences of seq_len={self.seq_len}: {self.num_steps} steps stored in "
                              f"{self.num_episodes} episodes, longest {longest} observations; an episode needs "
                              f"at least {self.seq_len}")
-        draw = self._rng.integers(cum[-1], size=int(batch_size))
+        draw = self._rng.integers(cum[-1], size=batch_size)
         starts = base[np.searchsorted(cum, draw, side="right")] + draw
         rows = (starts[:, None] + np.arange(self.seq_len)) % self._allocated
         return {key: value[rows] for key, value in self._store.items()}
 
     def sample_steps(self, count: int) -> dict[str, np.ndarray]:
         """``count`` single steps drawn uniformly from every stored step (arrays (count, ...))."""
-        if int(count) != count or count <= 0:
-            raise ValueError(f"count must be a positive integer, got {count!r}")
+        count = _positive_int("count", count)
         if not self.num_steps:
             raise ValueError("cannot sample steps from an empty replay")
-        rows = self._rng.integers(self._head, self._tail, size=int(count)) % self._allocated
+        rows = self._rng.integers(self._head, self._tail, size=count) % self._allocated
         return {key: value[rows] for key, value in self._store.items()}
 
     # ---------------------------------------------------------------- sizes
@@ -205,6 +200,13 @@ class SequenceReplay:
     def nbytes(self) -> int:
         """Bytes of the allocated storage arrays."""
         return sum(value.nbytes for value in self._store.values())
+
+
+def _positive_int(name: str, value: int) -> int:
+    """``value`` as an int; a clear error unless it is a positive integer."""
+    if int(value) != value or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def to_torch(batch: dict[str, np.ndarray], device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:

@@ -11,7 +11,7 @@ Two initialisations keep V from settling in the mean-frame optimum on scenes whe
 part is small (cartpole's cart and pole are a few hundred of 12,288 pixel values): q(z | o)
 starts narrow (std ``init_std``), so z carries the encoder's signal instead of unit noise, and
 the image decoder's output layer starts at zero (every pixel at mid-grey), so it reaches the
-static background in far fewer updates. Measured on 5,500 random-action cartpole frames
+static background in far fewer updates. Measured on 5,512 random-action cartpole frames
 (docs/results/world_models.md): with unit-std init and the default output layer, 2,000 updates
 left V at the mean frame; with both changes and the world model's KL warm-up it drew the cart
 and pole after about 1,000.
