@@ -24,7 +24,7 @@ import hydra
 import torch
 import yaml
 from hydra.utils import to_absolute_path
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from wm_robotics.checkpoint import CheckpointError
 from wm_robotics.evaluation import evaluate_checkpoint, write_report
@@ -53,7 +53,9 @@ def _summary(report: dict) -> list[str]:
     if report["planner"]:
         plan = report["planner"]
         lines.append(f"planner {plan['planner']}: {plan['ms_per_action']:.1f} ms per action"
-                     + (f", success {plan['success_rate']:.2f}" if plan["success_rate"] is not None else ""))
+                     + (f", success {plan['success_rate']:.2f} over {plan['goal_episodes']} goal episodes, "
+                        f"distance {plan['start_distance_mean']:.3f} → {plan['final_distance_mean']:.3f} m"
+                        if plan["success_rate"] is not None else ""))
     return lines
 
 
@@ -66,7 +68,8 @@ def main(cfg: DictConfig) -> None:
             to_absolute_path(cfg.checkpoint), cfg.episodes, cfg.seed, cfg.device, env_id=cfg.task, sample=cfg.sample,
             open_loop=cfg.open_loop, sensitivity=cfg.sensitivity, context=cfg.context, horizon=cfg.horizon,
             windows_per_episode=cfg.windows_per_episode, planner=cfg.planner, planner_steps=cfg.planner_steps,
-            goal_episodes=cfg.goal_episodes, video=to_absolute_path(cfg.video) if cfg.video else None)
+            goal_episodes=cfg.goal_episodes, goal_steps=cfg.goal_steps,
+            planner_settings=OmegaConf.to_container(cfg.planner_settings), video=to_absolute_path(cfg.video) if cfg.video else None)
     except (CheckpointError, ValueError, gym.error.Error) as error:  # bad input: one clear line, no traceback
         raise SystemExit(f"evaluate.py: {error}") from error
     print("\n".join(_summary(report)))

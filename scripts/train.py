@@ -4,6 +4,8 @@
     python scripts/train.py model=xs steps=3000 prefill=1000 eval_every=3000   # CPU smoke run, ~1 min
     python scripts/train.py resume=runs/dreamer/<...> steps=200000              # continue a killed run
     python scripts/train.py resume=true hydra.run.dir=runs/dreamer/<...>        # the same, Hydra style
+    python scripts/collect.py env=reacher_easy episodes=50 out=$PWD/data/reacher video=null
+    python scripts/train.py env=reacher_easy offline.data=data/reacher offline.updates=5000  # offline
 
 Resuming from a folder reuses its saved ``config.yaml``; overrides on the command line
 (e.g. a larger ``steps=``) are applied on top.
@@ -37,6 +39,8 @@ def resolve_run(cfg: DictConfig) -> tuple[DictConfig, Path]:
 @hydra.main(config_path="../configs", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     cfg, run_dir = resolve_run(cfg)
+    if OmegaConf.select(cfg, "offline.data"):  # absolute, so a resumed run finds it from any working directory
+        cfg.offline.data = hydra.utils.to_absolute_path(cfg.offline.data)
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     Trainer(OmegaConf.to_container(cfg, resolve=True), run_dir).run()

@@ -18,7 +18,7 @@ from wm_robotics.models.base import WorldModel
 from wm_robotics.rollout import random_policy, run_episode
 from wm_robotics.train import Trainer
 from wm_robotics.envs import make_env
-from wm_robotics.wm_metrics import (action_sensitivity, goal_success_rate, latent_diagnostics, open_loop_errors,
+from wm_robotics.wm_metrics import (action_sensitivity, goal_reaching, latent_diagnostics, open_loop_errors,
                                     replay_branch)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -154,20 +154,25 @@ class GoalRecorder:
     obs_shapes = {"proprio": (6,)}
 
     def reset(self):
-        self.goal = None
+        self.goal, self.steps = None, 0
 
     def set_goal(self, goal):
         self.goal = goal
 
     def act(self, obs):
+        self.steps += 1
         return np.zeros(2, np.float32)
 
 
-def test_goal_success_rate_only_on_goal_tasks(toy):
+def test_goal_reaching_only_on_goal_tasks(toy):
     controller, env = GoalRecorder(), make_env("reacher-easy-goal-v0", max_episode_steps=3)
-    rate = goal_success_rate(controller, env, episodes=2, seed=0)
-    assert 0.0 <= rate <= 1.0 and controller.goal["proprio"].shape == (6,)
-    assert goal_success_rate(controller, toy[0], episodes=2, seed=0) is None
+    result = goal_reaching(controller, env, episodes=2, seed=0, progress=False)
+    assert 0.0 <= result["success_rate"] <= 1.0 and controller.goal["proprio"].shape == (6,)
+    assert len(result["final_distance"]) == 2 and result["final_distance_mean"] >= 0
+    short = goal_reaching(controller, make_env("reacher-easy-goal-v0"), episodes=1, seed=0, max_steps=2,
+                          progress=False)
+    assert short["goal_steps"] == 2 and controller.steps == 2
+    assert goal_reaching(controller, toy[0], episodes=2, seed=0, progress=False) is None
 
 
 @pytest.fixture(scope="module")

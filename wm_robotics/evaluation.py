@@ -14,7 +14,8 @@ Report keys (sections are ``null`` when skipped):
 - ``latent``: :func:`wm_robotics.wm_metrics.latent_diagnostics` of their posterior features;
 - ``action_sensitivity``: :func:`wm_robotics.wm_metrics.action_sensitivity`, model vs simulator;
 - ``planner``: ``planner``, ``ms_per_action``, ``actions_timed`` of an ``MPCController`` on the
-  first episode's observations, ``success_rate`` and ``goal_episodes`` on goal tasks (else null);
+  first episode's observations; on goal tasks also ``success_rate``, ``goal_episodes``, ``goal_steps``
+  and start/final goal distances (:func:`wm_robotics.wm_metrics.goal_reaching`), else ``success_rate`` null;
 - ``seconds``: wall time of each part; ``video``: the first episode's video when written.
 """
 
@@ -106,6 +107,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, episodes: int = 10, seed:
                         env_id: str | None = None, sample: bool = False, open_loop: bool = True,
                         sensitivity: bool = True, context: int = 20, horizon: int = 30, windows_per_episode: int = 10,
                         planner: str | None = "mppi", planner_steps: int = 10, goal_episodes: int = 2,
+                        goal_steps: int | None = None, planner_settings: dict[str, Any] | None = None,
                         video: str | os.PathLike | None = None) -> dict[str, Any]:
     """The full report of a checkpoint (keys in the module docstring) on ``env_id`` (default: its own task).
 
@@ -160,13 +162,14 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, episodes: int = 10, seed:
         seconds["action_sensitivity"] = time.perf_counter() - clock
     if planner:
         clock = time.perf_counter()
-        controller = MPCController(payload, str(torch_device), planner)
+        controller = MPCController(payload, str(torch_device), planner, **(planner_settings or {}))
         first = returns.episodes[0]
         steps = min(planner_steps + 2, len(first["action"]) + 1)
         observations = [{key: first[f"obs/{key}"][t] for key in controller.obs_shapes} for t in range(steps)]
         report["planner"] = wm_metrics.planner_timing(controller, observations)
-        rate = wm_metrics.goal_success_rate(controller, env, goal_episodes, seed) if goal_episodes else None
-        report["planner"].update(success_rate=rate, goal_episodes=goal_episodes if rate is not None else 0)
+        report["planner"]["settings"] = dict(planner_settings or {})
+        goal = wm_metrics.goal_reaching(controller, env, goal_episodes, seed, goal_steps) if goal_episodes else None
+        report["planner"].update(goal or {"success_rate": None, "goal_episodes": 0})
         seconds["planner"] = time.perf_counter() - clock
     report["seconds"] = seconds
     return report
@@ -212,7 +215,8 @@ def markdown(report: dict[str, Any]) -> str:
         plan = report["planner"]
         text = f"{plan['ms_per_action']:.1f} ms per action"
         if plan["success_rate"] is not None:
-            text += f", success {plan['success_rate']:.2f} over {plan['goal_episodes']} episodes"
+            text += (f", success {plan['success_rate']:.2f} over {plan['goal_episodes']} episodes, goal distance "
+                     f"{plan['start_distance_mean']:.3f} → {plan['final_distance_mean']:.3f} m")
         rows.append([f"planner {plan['planner']}", text])
     lines += _table(["metric", "value"], rows)
     if report["open_loop"]:

@@ -3,6 +3,10 @@
 Counters: ``env_steps`` counts control steps (agent steps × action repeat), the unit of
 published DMC results; ``train_ratio`` is replayed steps per *agent* step (DreamerV3's
 convention), so ``updates ≈ train_ratio · agent_steps / (batch_size · seq_len)``.
+
+Offline mode (``offline.data=<folder of episode files>``, e.g. written by ``scripts/collect.py``)
+never steps the simulator for data: it trains ``offline.updates`` gradient steps on those
+episodes, and its clock (metrics ``step``, evaluation and checkpoint periods) is the update count.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import wm_robotics.envs as envs
 from wm_robotics.agent import Agent
 from wm_robotics.builders import build_behavior, build_world_model, obs_shapes, resolve_device
 from wm_robotics.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from wm_robotics.data.episodes import EpisodeRecorder
+from wm_robotics.data.episodes import EpisodeRecorder, list_episodes
 from wm_robotics.data.replay import SequenceReplay, to_torch
 from wm_robotics.evaluation import evaluate_returns
 from wm_robotics.logger import MetricsLogger
@@ -57,8 +61,9 @@ class Trainer:
         torch.manual_seed(cfg["seed"])
         kwargs = env_kwargs(cfg)
         self.action_repeat = kwargs["action_repeat"]
-        self.envs = envs.make_vector_env(cfg["env"]["id"], cfg["num_envs"],
-                                         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, **kwargs)
+        self.offline = (cfg.get("offline") or {}).get("data")
+        self.envs = None if self.offline else envs.make_vector_env(
+            cfg["env"]["id"], cfg["num_envs"], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, **kwargs)
         self.eval_env = envs.make_env(cfg["env"]["id"], render_mode="rgb_array", **kwargs)
         space, action_space = self.eval_env.observation_space, self.eval_env.action_space
         self.model = build_world_model(cfg["model"], obs_shapes(space), action_space.shape[0]).to(self.device)
@@ -92,10 +97,15 @@ class Trainer:
         self.behavior.load_full_state_dict(payload["behavior"])
         self.counters.update(payload["counters"])
         set_rng_state(payload["rng"])
-        steps = self.replay.load()
-        self.logger.drop_after(self.counters["env_steps"])
+        steps = self._load_offline() if self.offline else self.replay.load()
+        self.logger.drop_after(self.clock)
         print(f"resumed {self.run_dir} at env step {self.counters['env_steps']:,} "
               f"({self.counters['updates']:,} updates), replay {steps:,} steps in {self.replay.num_episodes} episodes")
+
+    @property
+    def clock(self) -> int:
+        """The run's time axis: env steps online, gradient updates offline."""
+        return self.counters["updates" if self.offline else "env_steps"]
 
     # ----------------------------------------------------------------- learning
     def update(self) -> dict[str, float]:
@@ -137,11 +147,12 @@ class Trainer:
     # ----------------------------------------------------------------- evaluation
     def evaluate(self) -> dict[str, float]:
         """Deterministic-policy episodes on the simulator; an MP4 of the first when enabled."""
-        cfg, step = self.cfg, self.counters["env_steps"]
+        cfg, step = self.cfg, self.clock
         report = evaluate_returns(self.agent, self.eval_env, cfg["eval_episodes"], seed=10_000 + step,
                                   record_first=cfg["video"])
         if report.frames:
-            frames = [annotate(upscale(f, 256), [f"{cfg['env']['id']} @ {step:,} env steps", f"t={t}"])
+            unit = "updates" if self.offline else "env steps"
+            frames = [annotate(upscale(f, 256), [f"{cfg['env']['id']} @ {step:,} {unit}", f"t={t}"])
                       for t, f in enumerate(report.frames)]
             write_video(self.run_dir / "videos" / f"eval_{step:08d}.mp4", frames, fps=25)
         self.counters["last_eval"] = step
@@ -179,48 +190,89 @@ class Trainer:
                 recorders[i] = EpisodeRecorder({k: v[i] for k, v in obs.items()})
         return obs, done
 
+    def _load_offline(self) -> int:
+        """Fill the replay from ``offline.data``; a clear error when it is empty or does not fit this run."""
+        folder = Path(self.offline)
+        if not list_episodes(folder):
+            raise FileNotFoundError(f"offline.data={folder}: no episode files (*.npz) there; "
+                                    f"scripts/collect.py writes them")
+        steps = self.replay.load(folder)
+        needed = {f"obs/{key}": tuple(shape) for key, shape in self.space_info["obs_shapes"].items()}
+        needed["action"] = (len(self.space_info["action_low"]),)
+        stored = {key: shape for key, (shape, _) in self.replay.spec.items()}
+        wrong = {key: stored.get(key) for key, shape in needed.items() if stored.get(key) != shape}
+        if wrong:
+            raise ValueError(f"offline.data={folder}: episodes hold shapes {wrong}, this run "
+                             f"({self.cfg['env']['id']}, obs_mode={self.cfg['obs_mode']}) needs "
+                             f"{ {key: needed[key] for key in wrong} }")
+        print(f"offline: {steps:,} steps in {self.replay.num_episodes} episodes from {folder}")
+        return steps
+
+    def _periodic(self, total: int, metrics: dict[str, float], bar: tqdm, boundary: bool) -> None:
+        """Log, evaluate and checkpoint when their periods (in the run's clock) have passed."""
+        periods, step, last = (self.cfg["offline"] if self.offline else self.cfg), self.clock, self._last
+        if step - last["log"] >= periods["log_every"] and metrics:
+            elapsed = max(time.time() - last["time"], 1e-9)
+            speed = {"updates_per_s": (self.counters["updates"] - last["updates"]) / elapsed,
+                     "updates": self.counters["updates"]}
+            if not self.offline:
+                speed["fps"] = (self.counters["env_steps"] - last["env_steps"]) / elapsed
+            self.logger.log(step, {**metrics, **speed})
+            last["log"] = step
+        every = periods["eval_every"]
+        if step // every > max(self.counters["last_eval"], 0) // every or step >= total:
+            self.logger.log(step, self.evaluate())
+            bar.set_postfix(eval=f"{self.logger.rows[-1]['eval_return']:.1f}", upd=self.counters["updates"])
+            last["checkpoint"] = -periods["checkpoint_every"]
+        if last["checkpoint"] + periods["checkpoint_every"] <= step and (boundary or step >= total):
+            self.save()
+            self.logger.flush()
+            last["checkpoint"] = step
+
+    def _train_online(self, total: int, bar: tqdm) -> None:
+        """Collect with the agent (random during prefill) and update by the train ratio."""
+        cfg, num_envs = self.cfg, self.cfg["num_envs"]
+        obs, _ = self.envs.reset(seed=cfg["seed"] * 1000 + self.counters["episodes"])
+        recorders = [EpisodeRecorder({k: v[i] for k, v in obs.items()}) for i in range(num_envs)]
+        is_first = np.ones(num_envs, bool)
+        self.agent.reset(num_envs)
+        self.envs.single_action_space.seed(cfg["seed"] + self.counters["episodes"])
+        train_metrics: dict[str, float] = {}
+        while self.counters["env_steps"] < total:
+            obs, done = self._collect_step(obs, is_first, recorders, bar)
+            is_first = done
+            for _ in range(self.updates_owed()):
+                train_metrics = self.update()
+            self._periodic(total, train_metrics, bar, boundary=bool(done.any()))
+
+    def _train_offline(self, total: int, bar: tqdm) -> None:
+        """Gradient updates on the loaded episodes only; the simulator is used for evaluation."""
+        while self.counters["updates"] < total:
+            train_metrics = self.update()
+            bar.update(1)
+            self._periodic(total, train_metrics, bar, boundary=True)
+
     def run(self) -> dict[str, float]:
-        """Train until ``steps`` env steps; returns the final evaluation."""
+        """Train until ``steps`` env steps (offline: ``offline.updates`` updates); returns the final evaluation."""
         cfg = self.cfg
         if cfg["resume"] and self.checkpoint_path.exists():
             self.restore()
         elif cfg["resume"]:
             print(f"resume: no checkpoint at {self.checkpoint_path} yet, starting from scratch")
-        num_envs, total = cfg["num_envs"], cfg["steps"]
-        obs, _ = self.envs.reset(seed=cfg["seed"] * 1000 + self.counters["episodes"])
-        recorders = [EpisodeRecorder({k: v[i] for k, v in obs.items()}) for i in range(num_envs)]
-        is_first = np.ones(num_envs, bool)
-        self.agent.reset(num_envs)
-        bar = tqdm(total=total, initial=self.counters["env_steps"], unit="step", desc=cfg["experiment_name"],
-                   dynamic_ncols=True, mininterval=1.0)
-        self.envs.single_action_space.seed(cfg["seed"] + self.counters["episodes"])
-        last_log = last_checkpoint = start_steps = self.counters["env_steps"]
-        start, start_updates, train_metrics = time.time(), self.counters["updates"], {}
+        if self.offline and not self.replay.num_steps:
+            self._load_offline()
+        total = cfg["offline"]["updates"] if self.offline else cfg["steps"]
+        bar = tqdm(total=total, initial=self.clock, unit="update" if self.offline else "step",
+                   desc=cfg["experiment_name"], dynamic_ncols=True, mininterval=1.0)
+        self._last = {"log": self.clock, "checkpoint": self.clock, "time": time.time(),
+                      "updates": self.counters["updates"], "env_steps": self.counters["env_steps"]}
         try:
-            while self.counters["env_steps"] < total:
-                obs, done = self._collect_step(obs, is_first, recorders, bar)
-                is_first = done
-                for _ in range(self.updates_owed()):
-                    train_metrics = self.update()
-                step = self.counters["env_steps"]
-                if step - last_log >= cfg["log_every"] and train_metrics:
-                    elapsed = max(time.time() - start, 1e-9)
-                    self.logger.log(step, {**train_metrics, "fps": (step - start_steps) / elapsed,
-                                           "updates_per_s": (self.counters["updates"] - start_updates) / elapsed,
-                                           "updates": self.counters["updates"]})
-                    last_log = step
-                if step // cfg["eval_every"] > max(self.counters["last_eval"], 0) // cfg["eval_every"] or step >= total:
-                    self.logger.log(step, self.evaluate())
-                    bar.set_postfix(eval=f"{self.logger.rows[-1]['eval_return']:.1f}", upd=self.counters["updates"])
-                    last_checkpoint = -cfg["checkpoint_every"]
-                if last_checkpoint + cfg["checkpoint_every"] <= step and (done.any() or step >= total):
-                    self.save()
-                    self.logger.flush()
-                    last_checkpoint = step
+            (self._train_offline if self.offline else self._train_online)(total, bar)
         finally:
             bar.close()
             self.logger.close()
-            self.envs.close()
+            if self.envs is not None:
+                self.envs.close()
         final = {k: v for k, v in self.logger.rows[-1].items()} if self.logger.rows else {}
         print(f"done: {self.counters['env_steps']:,} env steps, {self.counters['updates']:,} updates, "
               f"eval return {final.get('eval_return', float('nan')):.1f}, run folder {self.run_dir}")

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import gymnasium as gym
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from wm_robotics.models.base import State, WorldModel
 
@@ -305,19 +306,31 @@ def planner_timing(controller: Any, observations: Sequence[dict[str, np.ndarray]
             "actions_timed": timed}
 
 
-def goal_success_rate(controller: Any, env: gym.Env, episodes: int, seed: int) -> float | None:
-    """Share of ``episodes`` (seeds ``seed``…) that end with ``info["success"]``, planning toward
-    ``info["goal_<key>"]``; None when the env is not a goal env (no ``success`` in ``info``)."""
-    successes = []
-    for index in range(episodes):
+def goal_reaching(controller: Any, env: gym.Env, episodes: int, seed: int, max_steps: int | None = None,
+                  progress: bool = True) -> dict[str, Any] | None:
+    """Plan toward ``info["goal_<key>"]`` for ``episodes`` episodes (seeds ``seed``…); None on non-goal envs.
+
+    An episode ends after ``max_steps`` agent steps (None: the env's own end) and succeeds when its
+    last ``info["success"]`` is true (end effector within the task's target radius). Returns
+    ``success_rate``, ``goal_episodes``, ``goal_steps`` and the per-episode ``start_distance`` /
+    ``final_distance`` (metres) with their means.
+    """
+    successes, start, final = [], [], []
+    bar = tqdm(range(episodes), desc="goal episodes", unit="ep", disable=not progress)
+    for index in bar:
         obs, info = env.reset(seed=seed + index)
         if "success" not in info:
             return None
         controller.reset()
         controller.set_goal({key: info[f"goal_{key}"] for key in controller.obs_shapes})
-        done = False
-        while not done:
+        start.append(float(info["goal_distance"]))
+        done, steps = False, 0
+        while not done and (max_steps is None or steps < max_steps):
             obs, _, terminated, truncated, info = env.step(controller.act(obs))
-            done = terminated or truncated
+            done, steps = terminated or truncated, steps + 1
         successes.append(bool(info["success"]))
-    return float(np.mean(successes)) if successes else None
+        final.append(float(info["goal_distance"]))
+        bar.set_postfix(success=f"{np.mean(successes):.2f}")
+    return {"success_rate": float(np.mean(successes)), "goal_episodes": episodes, "goal_steps": max_steps,
+            "start_distance": start, "final_distance": final, "start_distance_mean": float(np.mean(start)),
+            "final_distance_mean": float(np.mean(final))}

@@ -103,7 +103,7 @@ class SequenceReplay:
         aligned["is_first"] = np.arange(steps + 1) == 0
         aligned["is_terminal"] = np.concatenate([[False], np.asarray(episode["terminated"], bool)])
         aligned["is_last"] = np.arange(steps + 1) == steps
-        spec, stored = ({key: (v.shape[1:], v.dtype) for key, v in d.items()} for d in (aligned, self._store))
+        spec, stored = {key: (v.shape[1:], v.dtype) for key, v in aligned.items()}, self.spec
         if stored and spec != stored:
             diff = sorted(k for k in spec.keys() | stored.keys() if spec.get(k) != stored.get(k))
             got, want = ({k: s.get(k) for k in diff} for s in (spec, stored))
@@ -195,6 +195,11 @@ class SequenceReplay:
 
     def __len__(self) -> int:
         return self.num_steps
+
+    @property
+    def spec(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """``{key: (per-step shape, dtype)}`` of the stored arrays; empty before the first episode."""
+        return {key: (value.shape[1:], value.dtype) for key, value in self._store.items()}
 
     @property
     def nbytes(self) -> int:
