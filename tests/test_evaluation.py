@@ -187,7 +187,8 @@ def run(tmp_path_factory):
 def test_evaluate_script_writes_report_markdown_and_plots(run, tmp_path):
     out = tmp_path / "eval" / "report.json"
     result = subprocess.run([sys.executable, str(ROOT / "scripts/evaluate.py"), f"checkpoint={run}", "episodes=2",
-                             "context=4", "horizon=6", "planner_steps=3", "torch_threads=1", f"out={out}"],
+                             "context=4", "horizon=6", "planner_steps=3", "torch_threads=1", f"out={out}",
+                             "planner_settings={iterations:2,samples:64}"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "return" in result.stdout and "planner mppi" in result.stdout
@@ -201,6 +202,7 @@ def test_evaluate_script_writes_report_markdown_and_plots(run, tmp_path):
     sensitivity = report["action_sensitivity"]
     assert {"features", "proprio"} == set(sensitivity["model"]) and sensitivity["ratio"]["proprio"] >= 0
     assert report["planner"]["ms_per_action"] > 0 and report["planner"]["success_rate"] is None
+    assert report["planner"]["settings"] == {"iterations": 2, "samples": 64}
     markdown = (out.parent / "report.md").read_text()
     assert "| return |" in markdown and "## Open-loop error vs horizon" in markdown
     assert (out.parent / "report_open_loop.png").stat().st_size > 0

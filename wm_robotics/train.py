@@ -74,6 +74,7 @@ class Trainer:
                                      cfg["batch_size"], cfg["seed"])
         self.logger = MetricsLogger(self.run_dir)
         self.counters = {"env_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0, "last_eval": -1}
+        self._last: dict[str, float] = {}  # clock of the last log / checkpoint, counters at the start of run()
         self.checkpoint_path = self.run_dir / "checkpoints" / "latest.pt"
         proprio_keys = self.eval_env.unwrapped.proprio_keys
         self.space_info = {"obs_shapes": {k: list(v) for k, v in obs_shapes(space).items()},
