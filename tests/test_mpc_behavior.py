@@ -15,6 +15,7 @@ from tests.test_train import ROOT
 from wm_robotics.behaviors.mpc_behavior import MPCBehavior
 from wm_robotics.checkpoint import load_checkpoint
 from wm_robotics.control import MPCController
+from wm_robotics.evaluation import evaluate_checkpoint
 from wm_robotics.models.jepa import JEPAWorldModel
 from wm_robotics.train import Trainer
 
@@ -101,7 +102,10 @@ def test_jepa_goal_trains_on_pixels_and_plans_toward_a_goal_image(tmp_path):
 
     import wm_robotics.envs  # noqa: F401  (registers the goal envs)
 
-    Trainer(preset_config("jepa_goal", "steps=80"), tmp_path).run()
+    final = Trainer(preset_config("jepa_goal", "steps=80", "eval_every=80", "eval_goal_steps=3",
+                                  "+behavior.settings.horizon=3", "+behavior.settings.iterations=2",
+                                  "+behavior.settings.candidates=16", "+behavior.settings.elites=4"), tmp_path).run()
+    assert 0 <= final["goal/success_rate"] <= 1 and final["goal/final_distance"] > 0  # planned toward eval goals
     controller = MPCController.from_checkpoint(tmp_path, device="cpu", planner="cem", horizon=3, iterations=2,
                                                candidates=16, elites=4)
     env = gym.make("wm_robotics/reacher-easy-goal-v0", obs_mode="pixels+proprio")
@@ -110,6 +114,12 @@ def test_jepa_goal_trains_on_pixels_and_plans_toward_a_goal_image(tmp_path):
     action = controller.act(obs)
     assert action.shape == env.action_space.shape and env.action_space.contains(action)
     env.close()
+    report = evaluate_checkpoint(tmp_path, episodes=1, device="cpu", open_loop=False, sensitivity=False,
+                                 planner="cem", planner_steps=2, goal_episodes=2, goal_steps=3,
+                                 planner_settings={"horizon": 3, "iterations": 2, "candidates": 16, "elites": 4})
+    planner = report["planner"]  # timed on the goal objective: a goal model has no reward head
+    assert planner["ms_per_action"] > 0 and 0 <= planner["success_rate"] <= 1 and planner["goal_steps"] == 3
+    assert len(planner["final_distance"]) == 2
 
 
 def test_prior_update_moves_only_the_prior():

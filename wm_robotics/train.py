@@ -26,12 +26,13 @@ import wm_robotics.envs as envs
 from wm_robotics.agent import Agent
 from wm_robotics.builders import build_behavior, build_world_model, obs_shapes, resolve_device
 from wm_robotics.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from wm_robotics.control import MPCController
 from wm_robotics.data.episodes import EpisodeRecorder, list_episodes
 from wm_robotics.data.replay import SequenceReplay, to_torch
 from wm_robotics.evaluation import evaluate_returns
 from wm_robotics.logger import MetricsLogger
 from wm_robotics.video import annotate, upscale, write_video
-from wm_robotics.wm_metrics import latent_health
+from wm_robotics.wm_metrics import goal_reaching, latent_health
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -82,13 +83,15 @@ class Trainer:
                            "proprio_keys": [[name, part.stop - part.start] for name, part in proprio_keys.items()]}
 
     # ----------------------------------------------------------------- checkpoints
+    def payload(self) -> dict[str, Any]:
+        """Everything a checkpoint holds (what ``MPCController`` and ``agent_from_checkpoint`` read)."""
+        return {"config": self.cfg, **self.space_info, "counters": dict(self.counters), "rng": rng_state(),
+                "model": self.model.state_dict(), "model_opt": self.model_opt.state_dict(),
+                "behavior": self.behavior.full_state_dict()}
+
     def save(self) -> Path:
         """Write ``checkpoints/latest.pt`` atomically (the previous one stays until the rename)."""
-        return save_checkpoint(self.checkpoint_path, {
-            "config": self.cfg, **self.space_info, "counters": dict(self.counters), "rng": rng_state(),
-            "model": self.model.state_dict(), "model_opt": self.model_opt.state_dict(),
-            "behavior": self.behavior.full_state_dict(),
-        })
+        return save_checkpoint(self.checkpoint_path, self.payload())
 
     def restore(self) -> None:
         """Continue from ``checkpoints/latest.pt`` and reload every episode file of the run."""
@@ -161,7 +164,20 @@ class Trainer:
         if self.replay.can_sample:  # collapse diagnostics (RankMe, per-dim std) on a replay batch
             batch = to_torch(self.replay.sample(), self.device)
             latent = latent_health(self.model, {**batch, "action": self.behavior.from_env(batch["action"])})
-        return {"eval_return": report.mean, "eval_return_std": report.std, **latent}
+        return {"eval_return": report.mean, "eval_return_std": report.std, **latent, **self._evaluate_goals(step)}
+
+    def _evaluate_goals(self, step: int) -> dict[str, float]:
+        """Goal-objective behaviours on goal tasks: plan toward ``eval_episodes`` goals for ``eval_goal_steps``
+        agent steps each (``MPCController`` on the current weights); {} otherwise."""
+        cfg = self.cfg
+        if cfg["behavior"].get("objective") != "goal" or not cfg.get("eval_goal_steps"):
+            return {}
+        controller = MPCController(self.payload(), str(self.device), cfg["behavior"]["planner"])
+        result = goal_reaching(controller, self.eval_env, cfg["eval_episodes"], 20_000 + step,
+                               cfg["eval_goal_steps"], progress=False)
+        if result is None:
+            return {}
+        return {"goal/success_rate": result["success_rate"], "goal/final_distance": result["final_distance_mean"]}
 
     # ----------------------------------------------------------------- the loop
     def _collect_step(self, obs: dict[str, np.ndarray], is_first: np.ndarray, recorders: list[EpisodeRecorder],
