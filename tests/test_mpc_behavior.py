@@ -103,8 +103,8 @@ def test_jepa_goal_trains_on_pixels_and_plans_toward_a_goal_image(tmp_path):
     import wm_robotics.envs  # noqa: F401  (registers the goal envs)
 
     final = Trainer(preset_config("jepa_goal", "steps=80", "eval_every=80", "eval_goal_steps=3",
-                                  "+behavior.settings.horizon=3", "+behavior.settings.iterations=2",
-                                  "+behavior.settings.candidates=16", "+behavior.settings.elites=4"), tmp_path).run()
+                                  "behavior.settings.horizon=3", "behavior.settings.iterations=2",
+                                  "behavior.settings.candidates=16", "behavior.settings.elites=4"), tmp_path).run()
     assert 0 <= final["goal/success_rate"] <= 1 and final["goal/final_distance"] > 0  # planned toward eval goals
     controller = MPCController.from_checkpoint(tmp_path, device="cpu", planner="cem", horizon=3, iterations=2,
                                                candidates=16, elites=4)
