@@ -166,9 +166,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, episodes: int = 10, seed:
         first = returns.episodes[0]
         steps = min(planner_steps + 2, len(first["action"]) + 1)
         observations = [{key: first[f"obs/{key}"][t] for key in controller.obs_shapes} for t in range(steps)]
-        _, info = env.reset(seed=seed)
-        if "success" in info:  # a goal task: time the planner on the goal objective (a goal model has no reward)
-            controller.set_goal({key: info[f"goal_{key}"] for key in controller.obs_shapes})
+        # on a goal task, time the planner on the goal objective (a goal model has no reward head)
+        wm_metrics.set_goal_from_info(controller, env.reset(seed=seed)[1])
         report["planner"] = wm_metrics.planner_timing(controller, observations)
         report["planner"]["settings"] = dict(planner_settings or {})
         goal = wm_metrics.goal_reaching(controller, env, goal_episodes, seed, goal_steps) if goal_episodes else None

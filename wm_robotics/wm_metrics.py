@@ -306,6 +306,15 @@ def planner_timing(controller: Any, observations: Sequence[dict[str, np.ndarray]
             "actions_timed": timed}
 
 
+def set_goal_from_info(controller: Any, info: dict[str, Any]) -> bool:
+    """Give ``controller`` the goal of a goal task's ``info`` (``goal_<key>`` per observation key);
+    False, and nothing set, when ``info`` is not from a goal task (no ``success``)."""
+    if "success" not in info:
+        return False
+    controller.set_goal({key: info[f"goal_{key}"] for key in controller.obs_shapes})
+    return True
+
+
 def goal_reaching(controller: Any, env: gym.Env, episodes: int, seed: int, max_steps: int | None = None,
                   progress: bool = True) -> dict[str, Any] | None:
     """Plan toward ``info["goal_<key>"]`` for ``episodes`` episodes (seeds ``seed``…); None on non-goal envs.
@@ -319,10 +328,9 @@ def goal_reaching(controller: Any, env: gym.Env, episodes: int, seed: int, max_s
     bar = tqdm(range(episodes), desc="goal episodes", unit="ep", disable=not progress)
     for index in bar:
         obs, info = env.reset(seed=seed + index)
-        if "success" not in info:
-            return None
         controller.reset()
-        controller.set_goal({key: info[f"goal_{key}"] for key in controller.obs_shapes})
+        if not set_goal_from_info(controller, info):
+            return None
         start.append(float(info["goal_distance"]))
         done, steps = False, 0
         while not done and (max_steps is None or steps < max_steps):
