@@ -53,6 +53,8 @@ class MPCController:
         trained = payload["config"].get("behavior", {})
         if trained.get("kind") == "mpc" and trained.get("planner") == planner:  # the preset's own settings first
             planner_kwargs = {**trained.get("settings", {}), **planner_kwargs}
+        #: the planner's keyword settings in effect (the preset's, then ``planner_kwargs``)
+        self.planner_settings = dict(planner_kwargs) if planner in ("mppi", "cem") else {}
         if planner == "mppi":
             self.planner = MPPIPlanner(dim, objective=self._reward_objective,
                                        policy=getattr(self.behavior, "policy", None), **planner_kwargs)
