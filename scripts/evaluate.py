@@ -64,13 +64,14 @@ def main(cfg: DictConfig) -> None:
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     settings = OmegaConf.to_container(cfg.planner_settings) if cfg.planner_settings else None
+    goal_energy = OmegaConf.to_container(cfg.goal_energy) if cfg.goal_energy else None
     try:
         report = evaluate_checkpoint(
             to_absolute_path(cfg.checkpoint), cfg.episodes, cfg.seed, cfg.device, env_id=cfg.task, sample=cfg.sample,
             open_loop=cfg.open_loop, sensitivity=cfg.sensitivity, context=cfg.context, horizon=cfg.horizon,
             windows_per_episode=cfg.windows_per_episode, planner=cfg.planner, planner_steps=cfg.planner_steps,
             goal_episodes=cfg.goal_episodes, goal_steps=cfg.goal_steps, planner_settings=settings,
-            video=to_absolute_path(cfg.video) if cfg.video else None)
+            goal_energy=goal_energy, video=to_absolute_path(cfg.video) if cfg.video else None)
     except (CheckpointError, ValueError, gym.error.Error) as error:  # bad input: one clear line, no traceback
         raise SystemExit(f"evaluate.py: {error}") from error
     print("\n".join(_summary(report)))

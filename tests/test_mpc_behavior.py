@@ -116,9 +116,17 @@ def test_jepa_goal_trains_on_pixels_and_plans_toward_a_goal_image(tmp_path):
     env.close()
     report = evaluate_checkpoint(tmp_path, episodes=1, device="cpu", open_loop=False, sensitivity=False,
                                  planner="cem", planner_steps=2, goal_episodes=2, goal_steps=3,
-                                 planner_settings={"iterations": 1})
+                                 planner_settings={"iterations": 1}, goal_energy={"norm": "l1"})
     planner = report["planner"]  # timed on the goal objective: a goal model has no reward head
     assert planner["settings"] == {"horizon": 3, "iterations": 1, "candidates": 16, "elites": 4}  # preset + override
+    assert planner["goal_energy"] == {"norm": "l1", "terminal_only": False}
+    terminal = MPCController.from_checkpoint(tmp_path, device="cpu", planner="cem", goal_energy={"terminal_only": True})
+    terminal.set_goal({"pixels": info["goal_pixels"], "proprio": info["goal_proprio"]})
+    assert terminal.planner.objective.terminal_only and terminal.planner.objective.norm == "l2"  # preset's norm kept
+    with pytest.raises(ValueError, match="valid keys"):
+        MPCController.from_checkpoint(tmp_path, device="cpu", planner="cem", goal_energy={"metric": "cos"})
+    with pytest.raises(ValueError, match="norm must be"):
+        MPCController.from_checkpoint(tmp_path, device="cpu", planner="cem", goal_energy={"norm": "cos"})
     assert planner["ms_per_action"] > 0 and 0 <= planner["success_rate"] <= 1 and planner["goal_steps"] == 3
     assert len(planner["final_distance"]) == 2
 

@@ -73,7 +73,8 @@ def _cmaes(behavior_cfg: dict[str, Any], model: WorldModel, low: np.ndarray, hig
 def _mpc(behavior_cfg: dict[str, Any], model: WorldModel, low: np.ndarray, high: np.ndarray):
     from wm_robotics.behaviors.mpc_behavior import MPCBehavior
 
-    return MPCBehavior(model, low, high, **{k: v for k, v in behavior_cfg.items() if k != "kind"})
+    # goal_energy is read at deployment (MPCController.set_goal), not by the training behaviour
+    return MPCBehavior(model, low, high, **{k: v for k, v in behavior_cfg.items() if k not in ("kind", "goal_energy")})
 
 
 BEHAVIORS: dict[str, Callable[..., torch.nn.Module]] = {"actor_critic": _actor_critic, "cmaes": _cmaes, "mpc": _mpc}

@@ -19,7 +19,7 @@ import torch
 from wm_robotics.agent import agent_from_checkpoint
 from wm_robotics.behaviors.cem import CEMPlanner
 from wm_robotics.behaviors.mppi import MPPIPlanner
-from wm_robotics.behaviors.planning import GoalObjective, RewardObjective
+from wm_robotics.behaviors.planning import GOAL_ENERGY_KEYS, GoalObjective, RewardObjective
 from wm_robotics.builders import resolve_device
 from wm_robotics.checkpoint import load_checkpoint
 
@@ -32,11 +32,13 @@ class MPCController:
     ``planner``: ``"mppi"`` (TD-MPC2 style, seeded by the learned policy, terminal value from the
     critic when the checkpoint has them), ``"cem"`` (PlaNet style) or ``"policy"`` (the learned
     actor alone, no search). A checkpoint trained with that same planner (``tdmpc_cpu``, ``planet``)
-    starts from its preset's planner settings; ``planner_kwargs`` override them. ``set_goal`` switches the objective to reaching a goal observation.
+    starts from its preset's planner settings; ``planner_kwargs`` override them. ``set_goal`` switches the
+    objective to reaching a goal observation, with the preset's ``behavior.goal_energy`` (``norm`` "l2" or
+    "l1", ``terminal_only``) updated by ``goal_energy``.
     """
 
     def __init__(self, payload: dict[str, Any], device: str = "auto", planner: str = "mppi",
-                 **planner_kwargs: Any) -> None:
+                 goal_energy: dict[str, Any] | None = None, **planner_kwargs: Any) -> None:
         if planner not in PLANNERS:
             raise ValueError(f"unknown planner {planner!r}; valid planners: {PLANNERS}")
         self.device = resolve_device(device)
@@ -55,6 +57,12 @@ class MPCController:
             planner_kwargs = {**trained.get("settings", {}), **planner_kwargs}
         #: the planner's keyword settings in effect (the preset's, then ``planner_kwargs``)
         self.planner_settings = dict(planner_kwargs) if planner in ("mppi", "cem") else {}
+        #: ``GoalObjective`` keywords used by ``set_goal`` (the preset's ``behavior.goal_energy``, then ``goal_energy``)
+        self.goal_energy = {**trained.get("goal_energy", {}), **(goal_energy or {})}
+        unknown = set(self.goal_energy) - GOAL_ENERGY_KEYS
+        if unknown:
+            raise ValueError(f"unknown goal_energy keys {sorted(unknown)}; valid keys: {sorted(GOAL_ENERGY_KEYS)}")
+        GoalObjective(torch.zeros(1), **self.goal_energy)  # a bad norm fails here, not at the first goal
         if planner == "mppi":
             self.planner = MPPIPlanner(dim, objective=self._reward_objective,
                                        policy=getattr(self.behavior, "policy", None), **planner_kwargs)
@@ -104,13 +112,13 @@ class MPCController:
 
     @torch.inference_mode()
     def set_goal(self, goal_obs: Any) -> None:
-        """Plan toward the latent of ``goal_obs`` (negative L2 distance of predicted features)."""
+        """Plan toward the latent of ``goal_obs``: the negative distance of predicted features (``goal_energy``)."""
         if self.planner is None:
             raise ValueError("set_goal needs a planner ('mppi' or 'cem'), not planner='policy'")
         obs = {k: torch.as_tensor(v, device=self.device) for k, v in self.model_observation(goal_obs).items()}
         state = self.model.step(self.model.initial(1), torch.zeros(1, self.model.action_dim, device=self.device),
                                 obs, torch.ones(1, dtype=torch.bool, device=self.device))
-        self.planner.objective = GoalObjective(self.model.features(state))
+        self.planner.objective = GoalObjective(self.model.features(state), **self.goal_energy)
         self.planner.reset()
 
     @torch.inference_mode()

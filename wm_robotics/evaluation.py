@@ -14,7 +14,7 @@ Report keys (sections are ``null`` when skipped):
 - ``latent``: :func:`wm_robotics.wm_metrics.latent_diagnostics` of their posterior features;
 - ``action_sensitivity``: :func:`wm_robotics.wm_metrics.action_sensitivity`, model vs simulator;
 - ``planner``: ``planner``, ``ms_per_action``, ``actions_timed`` of an ``MPCController`` on the
-  first episode's observations; on goal tasks also ``success_rate``, ``goal_episodes``, ``goal_steps``
+  first episode's observations, the ``settings`` and ``goal_energy`` it used; on goal tasks also ``success_rate``, ``goal_episodes``, ``goal_steps``
   and start/final goal distances (:func:`wm_robotics.wm_metrics.goal_reaching`), else ``success_rate`` null;
 - ``seconds``: wall time of each part; ``video``: the first episode's video when written.
 """
@@ -108,7 +108,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, episodes: int = 10, seed:
                         sensitivity: bool = True, context: int = 20, horizon: int = 30, windows_per_episode: int = 10,
                         planner: str | None = "mppi", planner_steps: int = 10, goal_episodes: int = 2,
                         goal_steps: int | None = None, planner_settings: dict[str, Any] | None = None,
-                        video: str | os.PathLike | None = None) -> dict[str, Any]:
+                        goal_energy: dict[str, Any] | None = None, video: str | os.PathLike | None = None) -> dict[str, Any]:
     """The full report of a checkpoint (keys in the module docstring) on ``env_id`` (default: its own task).
 
     Raises ``CheckpointError`` for a file that is not a wm_robotics checkpoint and ValueError for
@@ -162,7 +162,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, episodes: int = 10, seed:
         seconds["action_sensitivity"] = time.perf_counter() - clock
     if planner:
         clock = time.perf_counter()
-        controller = MPCController(payload, str(torch_device), planner, **(planner_settings or {}))
+        controller = MPCController(payload, str(torch_device), planner, goal_energy, **(planner_settings or {}))
         first = returns.episodes[0]
         steps = min(planner_steps + 2, len(first["action"]) + 1)
         observations = [{key: first[f"obs/{key}"][t] for key in controller.obs_shapes} for t in range(steps)]
@@ -170,6 +170,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, episodes: int = 10, seed:
         wm_metrics.set_goal_from_info(controller, env.reset(seed=seed)[1])
         report["planner"] = wm_metrics.planner_timing(controller, observations)
         report["planner"]["settings"] = dict(controller.planner_settings)
+        report["planner"]["goal_energy"] = dict(controller.goal_energy)
         goal = wm_metrics.goal_reaching(controller, env, goal_episodes, seed, goal_steps) if goal_episodes else None
         report["planner"].update(goal or {"success_rate": None, "goal_episodes": 0})
         seconds["planner"] = time.perf_counter() - clock

@@ -57,6 +57,10 @@ class RewardObjective:
         return score
 
 
+#: keyword arguments of ``GoalObjective`` besides the goal (the ``goal_energy`` config of MPC presets)
+GOAL_ENERGY_KEYS = frozenset({"norm", "terminal_only"})
+
+
 class GoalObjective:
     """Negative distance between predicted features and a goal embedding (V-JEPA 2-AC / DINO-WM energy).
 
