@@ -31,6 +31,7 @@ from wm_robotics.data.episodes import EpisodeRecorder, list_episodes
 from wm_robotics.data.replay import SequenceReplay, to_torch
 from wm_robotics.evaluation import evaluate_returns
 from wm_robotics.logger import MetricsLogger
+from wm_robotics.models.nets import adam
 from wm_robotics.video import annotate, upscale, write_video
 from wm_robotics.wm_metrics import goal_reaching, latent_health
 
@@ -70,7 +71,7 @@ class Trainer:
         self.model = build_world_model(cfg["model"], obs_shapes(space), action_space.shape[0]).to(self.device)
         self.behavior = build_behavior(cfg["behavior"], self.model, action_space).to(self.device)
         self.agent = Agent(self.model, self.behavior, self.device)
-        self.model_opt = torch.optim.Adam(self.model.parameters(), lr=cfg["model"]["lr"], eps=cfg["model"]["eps"])
+        self.model_opt = adam(self.model.parameters(), cfg["model"]["lr"], cfg["model"]["eps"])
         self.replay = SequenceReplay(self.run_dir / "episodes", cfg["replay_capacity"], cfg["seq_len"],
                                      cfg["batch_size"], cfg["seed"])
         self.logger = MetricsLogger(self.run_dir)

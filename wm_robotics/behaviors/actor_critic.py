@@ -26,7 +26,7 @@ from torch.distributions import Normal
 
 from wm_robotics.behaviors.action_bounds import ActionBounds, Bounds
 from wm_robotics.models.base import State, WorldModel
-from wm_robotics.models.nets import TwoHot, mlp
+from wm_robotics.models.nets import TwoHot, adam, mlp
 
 #: "backprop": the actor maximises λ-returns by gradients through the model's dynamics (DreamerV3's
 #: ``actor_grad_cont``); "reinforce": score-function gradients, imagination without autograd.
@@ -97,8 +97,8 @@ class ActorCritic(ActionBounds):
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.twohot = TwoHot(bins)
         self.return_norm = ReturnNormalizer(return_norm_decay, return_norm_percentiles)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=actor_lr, eps=1e-5)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=critic_lr, eps=1e-5)
+        self.actor_opt = adam(self.actor.parameters(), actor_lr, eps=1e-5)
+        self.critic_opt = adam(self.critic.parameters(), critic_lr, eps=1e-5)
 
     # --- acting ---------------------------------------------------------------------------
     def distribution(self, features: torch.Tensor) -> Normal:

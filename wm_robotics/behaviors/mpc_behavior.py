@@ -26,6 +26,7 @@ from wm_robotics.behaviors.cem import CEMPlanner
 from wm_robotics.behaviors.mppi import MPPIPlanner
 from wm_robotics.behaviors.planning import RewardObjective, SamplingPlanner
 from wm_robotics.models.base import FeaturePolicy, State, WorldModel
+from wm_robotics.models.nets import adam
 
 PLANNERS = {"mppi": MPPIPlanner, "cem": CEMPlanner}
 OBJECTIVES = ("reward", "goal")
@@ -49,7 +50,7 @@ class MPCBehavior(ActionBounds):
         self.has_value = getattr(model, "q", None) is not None
         self.noise, self.entropy, self.rho, self.grad_clip, self.scale_tau = noise, entropy, rho, grad_clip, scale_tau
         self.register_buffer("q_scale", torch.ones(()))
-        self.pi_opt = torch.optim.Adam(prior.parameters(), lr=lr, eps=1e-5) if self.has_prior else None
+        self.pi_opt = adam(prior.parameters(), lr, eps=1e-5) if self.has_prior else None
         self.planner: SamplingPlanner | None = None
         if objective == "reward":
             settings = dict(settings or {})

@@ -14,6 +14,7 @@ import torch
 
 from wm_robotics.behaviors.actor_critic import ActorCritic
 from wm_robotics.benchmarks.timing import print_table
+from wm_robotics.models.nets import adam
 from wm_robotics.models.rssm import RSSMWorldModel
 
 REFERENCE_MS = {"proprio": {"world_model": 1300.0, "actor_critic": 6500.0, "total": 7800.0},
@@ -42,7 +43,7 @@ def measure(size: str, obs_key: str, device: torch.device, repeats: int, units: 
     shape = (64, 64, 3) if obs_key == "pixels" else (5,)
     model = RSSMWorldModel.from_size(size, {obs_key: shape}, 1).to(device)
     behavior = ActorCritic(model.feature_dim, 1, units=units, imag_starts=imag_starts, actor_grad=actor_grad).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), 1e-4)
+    optimizer = adam(model.parameters(), 1e-4)
     data = _batch(obs_key, batch, length, device)
     wm_ms, ac_ms = [], []
     for index in range(repeats + 1):  # the first round warms up allocators and kernels

@@ -23,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from wm_robotics.behaviors.mpc_behavior import MPCBehavior
 from wm_robotics.benchmarks.timing import print_table
 from wm_robotics.models.jepa import JEPAWorldModel
+from wm_robotics.models.nets import adam
 
 REFERENCE_MS = {"xs": {"mppi": 154.0, "update": 120.5}, "s": {"mppi": 438.0, "update": 443.5}}
 BATCH, HORIZON = 256, 3
@@ -75,7 +76,7 @@ def time_update(size: str, device: torch.device, repeats: int) -> dict:
     """ms per ``tdmpc`` update: model loss + backward + Adam + target EMA + policy-prior step."""
     model = _model(size, device)
     behavior = MPCBehavior(model).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
+    optimizer = adam(model.parameters(), 3e-4)
     steps = HORIZON + 1
     batch = {"obs/proprio": torch.randn(BATCH, steps, 5, device=device),
              "action": torch.rand(BATCH, steps, 1, device=device) * 2 - 1,
