@@ -12,7 +12,7 @@ in ``info``:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -54,6 +54,24 @@ class GoalDMCEnv(DMCEnv):
         self.goal_proprio = self.flatten_observation(self._task.get_observation(physics))
         physics.data.qpos[:], physics.data.qvel[:] = qpos, qvel
         physics.forward()
+
+    def observation_near_goal(self, offset: Sequence[float], velocity: Sequence[float] | None = None
+                              ) -> tuple[dict[str, np.ndarray], float]:
+        """(observation, effector distance to the goal) of the goal state with its joints moved by ``offset``
+        and moving at ``velocity`` (all other velocities zero); the episode's own state is left as it was.
+
+        A probe of what a goal energy sees near the goal (``scripts/goal_energy_probe.py``).
+        """
+        physics, joints = self._physics, list(self._goal_joints)
+        qpos, qvel = physics.data.qpos.copy(), physics.data.qvel.copy()
+        physics.named.data.qpos[joints] = self.goal_joints + np.asarray(offset, float)
+        physics.data.qvel[:] = 0
+        physics.named.data.qvel[joints] = np.zeros(len(joints)) if velocity is None else np.asarray(velocity, float)
+        physics.forward()
+        observed = self._observation(), self.goal_distance()
+        physics.data.qpos[:], physics.data.qvel[:] = qpos, qvel
+        physics.forward()
+        return observed
 
     def goal_distance(self) -> float:
         """End-effector distance to the goal position, in metres."""

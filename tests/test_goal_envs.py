@@ -44,3 +44,18 @@ def test_goal_info_on_every_step():
     _, _, _, _, info = env.step(np.zeros(2, np.float32))
     np.testing.assert_array_equal(info["goal_pixels"], reset_info["goal_pixels"])
     assert info["goal_pixels"] is not reset_info["goal_pixels"]
+
+
+def test_observation_near_goal_moves_only_the_probe():
+    env = gym.make("wm_robotics/reacher-easy-goal-v0", obs_mode="pixels+proprio")
+    obs, info = env.reset(seed=3)
+    unwrapped = env.unwrapped
+    at_goal, distance = unwrapped.observation_near_goal([0.0, 0.0])
+    np.testing.assert_allclose(at_goal["proprio"], info["goal_proprio"], atol=1e-6)
+    np.testing.assert_allclose(at_goal["pixels"], info["goal_pixels"], atol=1)
+    assert distance == pytest.approx(0, abs=1e-9)
+    moved, moved_distance = unwrapped.observation_near_goal([1.0, 0.5], [2.0, 0.0])
+    assert moved_distance > 0.02 and moved["proprio"][4] == pytest.approx(2.0)  # shoulder velocity
+    assert not np.allclose(moved["proprio"][:2], info["goal_proprio"][:2])
+    np.testing.assert_array_equal(unwrapped._observation()["proprio"], obs["proprio"])  # the episode is untouched
+    assert unwrapped.goal_distance() == pytest.approx(info["goal_distance"])

@@ -127,6 +127,15 @@ def test_jepa_goal_trains_on_pixels_and_plans_toward_a_goal_image(tmp_path):
         MPCController.from_checkpoint(tmp_path, device="cpu", planner="cem", goal_energy={"metric": "cos"})
     with pytest.raises(ValueError, match="norm must be"):
         MPCController.from_checkpoint(tmp_path, device="cpu", planner="cem", goal_energy={"norm": "cos"})
+    probe = subprocess.run([sys.executable, str(ROOT / "scripts/goal_energy_probe.py"), str(tmp_path), "--seed", "0",
+                            "--offsets=-0.6:0:0.6", "--velocities", "0,3"], capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    rows = [line.split("|")[1:-1] for line in probe.stdout.splitlines() if line.startswith("| -0.60") or
+            line.startswith("| +0.00")]
+    (away, away_distance, away_rest, _), (goal, goal_distance, goal_rest, goal_moving) = [
+        [float(cell) for cell in row] for row in rows]
+    assert away == -0.6 and goal == 0 and away_distance > 0.05 and goal_distance < 1e-6
+    assert goal_rest < min(away_rest, goal_moving)  # the energy is lowest at the goal state, at rest
     assert planner["ms_per_action"] > 0 and 0 <= planner["success_rate"] <= 1 and planner["goal_steps"] == 3
     assert len(planner["final_distance"]) == 2
 

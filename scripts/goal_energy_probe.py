@@ -1,0 +1,68 @@
+"""What a goal model's energy sees near a goal: latent distance to the goal vs joint offset and velocity.
+
+The goal state of one episode of a ``*-goal-v0`` task is moved along its first goal joint (the
+reacher's shoulder) by each offset and given each velocity on that joint (others at rest); each
+such observation is encoded and its distance to the goal's latent printed (the planner's goal
+energy at one step, ``MPCController.goal_energy``), beside the end effector's distance to the goal.
+
+    python scripts/goal_energy_probe.py runs/<jepa_goal run> --seed 100016 --offsets -1.5:1.5:0.1 --velocities 0,0.5,1,2,4
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from wm_robotics import MPCController, envs
+from wm_robotics.behaviors.planning import GoalObjective
+from wm_robotics.checkpoint import load_checkpoint
+from wm_robotics.wm_metrics import set_goal_from_info
+
+
+def _floats(text: str) -> np.ndarray:
+    """"a,b,c" → values; "start:stop:step" → the range, stop included."""
+    if ":" in text:
+        start, stop, step = (float(x) for x in text.split(":"))
+        return np.round(np.arange(start, stop + step / 2, step), 6)
+    return np.array([float(x) for x in text.split(",")])
+
+
+@torch.inference_mode()
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="checkpoint file or run folder of a goal model (e.g. jepa_goal)")
+    parser.add_argument("--seed", type=int, default=100_000, help="episode seed that picks the goal")
+    parser.add_argument("--offsets", default="-1.5:1.5:0.1", help="joint offsets (rad): a,b,c or start:stop:step")
+    parser.add_argument("--velocities", default="0,0.5,1,2,4", help="joint velocities (rad/s), comma-separated")
+    args = parser.parse_args()
+    config = load_checkpoint(args.checkpoint)["config"]
+    env = envs.make_env(config["env"]["id"], obs_mode=config["obs_mode"], action_repeat=config["env"]["action_repeat"])
+    controller = MPCController.from_checkpoint(args.checkpoint, device="cpu", planner="cem")
+    _, info = env.reset(seed=args.seed)
+    if not set_goal_from_info(controller, info):
+        raise SystemExit(f"goal_energy_probe.py: {config['env']['id']} is not a goal task (no goal in info)")
+    objective: GoalObjective = controller.planner.objective
+    goal_env = env.unwrapped
+    joints = len(goal_env.goal_joints)
+    velocities = _floats(args.velocities)
+    print(f"goal joints {np.round(goal_env.goal_joints, 3).tolist()}, energy = {objective.norm} distance to the goal latent")
+    print("| offset (rad) | effector distance (m) | " + " | ".join(f"E at {v:g} rad/s" for v in velocities) + " |")
+    print("|---" * (2 + len(velocities)) + "|")
+    for offset in _floats(args.offsets):
+        energies, distance = [], 0.0
+        for velocity in velocities:
+            shift, speed = np.zeros(joints), np.zeros(joints)
+            shift[0], speed[0] = offset, velocity
+            obs, distance = goal_env.observation_near_goal(shift, speed)
+            model_obs = {k: torch.as_tensor(v) for k, v in controller.model_observation(obs).items()}
+            state = controller.model.step(controller.model.initial(1), torch.zeros(1, controller.model.action_dim),
+                                          model_obs, torch.ones(1, dtype=torch.bool))
+            trajectory = {key: value[:, None] for key, value in state.items()}  # (1, 1, ...): one step
+            energies.append(-objective(controller.model, trajectory, None).item())
+        print(f"| {offset:+.2f} | {distance:.3f} | " + " | ".join(f"{e:.3f}" for e in energies) + " |")
+
+
+if __name__ == "__main__":
+    main()
