@@ -63,6 +63,9 @@ def _summary(report: dict) -> list[str]:
 def main(cfg: DictConfig) -> None:
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
+    for name in ("planner_settings", "goal_energy"):
+        if cfg[name] is not None and not OmegaConf.is_dict(cfg[name]):
+            raise SystemExit(f"evaluate.py: {name} must be a dict such as {name}={{key:value}}, got {cfg[name]!r}")
     settings = OmegaConf.to_container(cfg.planner_settings) if cfg.planner_settings else None
     goal_energy = OmegaConf.to_container(cfg.goal_energy) if cfg.goal_energy else None
     try:

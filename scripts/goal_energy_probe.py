@@ -18,6 +18,7 @@ import torch
 from wm_robotics import MPCController, envs
 from wm_robotics.behaviors.planning import GoalObjective
 from wm_robotics.checkpoint import load_checkpoint
+from wm_robotics.train import env_kwargs
 from wm_robotics.wm_metrics import set_goal_from_info
 
 
@@ -37,8 +38,9 @@ def main() -> None:
     parser.add_argument("--offsets", default="-1.5:1.5:0.1", help="joint offsets (rad): a,b,c or start:stop:step")
     parser.add_argument("--velocities", default="0,0.5,1,2,4", help="joint velocities (rad/s), comma-separated")
     args = parser.parse_args()
+    torch.manual_seed(args.seed)  # a stochastic encoder (RSSM posterior sample) gives the same numbers each run
     config = load_checkpoint(args.checkpoint)["config"]
-    env = envs.make_env(config["env"]["id"], obs_mode=config["obs_mode"], action_repeat=config["env"]["action_repeat"])
+    env = envs.make_env(config["env"]["id"], **env_kwargs(config))  # the model's own rendering settings
     controller = MPCController.from_checkpoint(args.checkpoint, device="cpu", planner="cem")
     _, info = env.reset(seed=args.seed)
     if not set_goal_from_info(controller, info):
@@ -56,10 +58,7 @@ def main() -> None:
             shift, speed = np.zeros(joints), np.zeros(joints)
             shift[0], speed[0] = offset, velocity
             obs, distance = goal_env.observation_near_goal(shift, speed)
-            model_obs = {k: torch.as_tensor(v) for k, v in controller.model_observation(obs).items()}
-            state = controller.model.step(controller.model.initial(1), torch.zeros(1, controller.model.action_dim),
-                                          model_obs, torch.ones(1, dtype=torch.bool))
-            trajectory = {key: value[:, None] for key, value in state.items()}  # (1, 1, ...): one step
+            trajectory = {key: value[:, None] for key, value in controller.encode(obs).items()}  # (1, 1, ...)
             energies.append(-objective(controller.model, trajectory, None).item())
         print(f"| {offset:+.2f} | {distance:.3f} | " + " | ".join(f"{e:.3f}" for e in energies) + " |")
 

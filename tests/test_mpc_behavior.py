@@ -123,6 +123,9 @@ def test_jepa_goal_trains_on_pixels_and_plans_toward_a_goal_image(tmp_path):
     terminal = MPCController.from_checkpoint(tmp_path, device="cpu", planner="cem", goal_energy={"terminal_only": True})
     terminal.set_goal({"pixels": info["goal_pixels"], "proprio": info["goal_proprio"]})
     assert terminal.planner.objective.terminal_only and terminal.planner.objective.norm == "l2"  # preset's norm kept
+    payload = load_checkpoint(tmp_path)
+    del payload["config"]["behavior"]["goal_energy"]  # a checkpoint saved before goal_energy existed
+    assert MPCController(payload, "cpu", "cem").goal_energy == {}  # GoalObjective's defaults: l2, mean
     with pytest.raises(ValueError, match="valid keys"):
         MPCController.from_checkpoint(tmp_path, device="cpu", planner="cem", goal_energy={"metric": "cos"})
     with pytest.raises(ValueError, match="norm must be"):

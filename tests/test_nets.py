@@ -2,7 +2,7 @@
 
 import torch
 
-from wm_robotics.models.nets import TwoHot, mlp, symexp, symlog
+from wm_robotics.models.nets import TwoHot, adam, load_optimizer_state, mlp, symexp, symlog
 
 
 def test_symexp_inverts_symlog():
@@ -39,3 +39,18 @@ def test_mlp_zero_out_gives_zero_output():
     out = net(torch.randn(5, 7))
     assert out.shape == (5, 3)
     assert torch.count_nonzero(out) == 0
+
+
+def test_optimizer_state_from_a_plain_adam_keeps_fusing_and_the_moments():
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2)
+    plain = torch.optim.Adam(net.parameters(), lr=1e-3)  # as checkpoints saved before adam() was fused
+    net(torch.randn(4, 3)).sum().backward()
+    plain.step()
+    fused = adam(net.parameters(), 1e-3)
+    load_optimizer_state(fused, plain.state_dict())
+    assert fused.param_groups[0]["fused"] is True
+    torch.testing.assert_close(fused.state[net.weight]["exp_avg"], plain.state[net.weight]["exp_avg"])
+    before = net.weight.detach().clone()
+    fused.step()  # the gradient is still there: a fused step from the loaded moments
+    assert int(fused.state[net.weight]["step"]) == 2 and not torch.equal(before, net.weight)

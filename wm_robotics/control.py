@@ -58,7 +58,7 @@ class MPCController:
         #: the planner's keyword settings in effect (the preset's, then ``planner_kwargs``)
         self.planner_settings = dict(planner_kwargs) if planner in ("mppi", "cem") else {}
         #: ``GoalObjective`` keywords used by ``set_goal`` (the preset's ``behavior.goal_energy``, then ``goal_energy``)
-        self.goal_energy = {**trained.get("goal_energy", {}), **(goal_energy or {})}
+        self.goal_energy = {**(trained.get("goal_energy") or {}), **(goal_energy or {})}
         unknown = set(self.goal_energy) - GOAL_ENERGY_KEYS
         if unknown:
             raise ValueError(f"unknown goal_energy keys {sorted(unknown)}; valid keys: {sorted(GOAL_ENERGY_KEYS)}")
@@ -76,9 +76,10 @@ class MPCController:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", planner: str = "mppi",
-                        **planner_kwargs: Any) -> "MPCController":
-        """Load a training checkpoint (file or run folder) with ``weights_only=True``."""
-        return cls(load_checkpoint(path, map_location="cpu"), device, planner, **planner_kwargs)
+                        goal_energy: dict[str, Any] | None = None, **planner_kwargs: Any) -> "MPCController":
+        """Load a training checkpoint (file or run folder) with ``weights_only=True``; the other arguments
+        are the constructor's."""
+        return cls(load_checkpoint(path, map_location="cpu"), device, planner, goal_energy, **planner_kwargs)
 
     def reset(self) -> None:
         """Start a new episode: forget the latent state and the planner's warm start."""
@@ -115,11 +116,16 @@ class MPCController:
         """Plan toward the latent of ``goal_obs``: the negative distance of predicted features (``goal_energy``)."""
         if self.planner is None:
             raise ValueError("set_goal needs a planner ('mppi' or 'cem'), not planner='policy'")
-        obs = {k: torch.as_tensor(v, device=self.device) for k, v in self.model_observation(goal_obs).items()}
-        state = self.model.step(self.model.initial(1), torch.zeros(1, self.model.action_dim, device=self.device),
-                                obs, torch.ones(1, dtype=torch.bool, device=self.device))
-        self.planner.objective = GoalObjective(self.model.features(state), **self.goal_energy)
+        self.planner.objective = GoalObjective(self.model.features(self.encode(goal_obs)), **self.goal_energy)
         self.planner.reset()
+
+    @torch.inference_mode()
+    def encode(self, obs: Any) -> dict[str, torch.Tensor]:
+        """The model's state (batch 1) for ``obs`` seen on its own, as the first step of an episode
+        (what ``set_goal`` plans toward); ``obs`` in any form ``act`` accepts."""
+        model_obs = {k: torch.as_tensor(v, device=self.device) for k, v in self.model_observation(obs).items()}
+        return self.model.step(self.model.initial(1), torch.zeros(1, self.model.action_dim, device=self.device),
+                               model_obs, torch.ones(1, dtype=torch.bool, device=self.device))
 
     @torch.inference_mode()
     def act(self, obs: Any) -> np.ndarray:

@@ -31,7 +31,7 @@ from wm_robotics.data.episodes import EpisodeRecorder, list_episodes
 from wm_robotics.data.replay import SequenceReplay, to_torch
 from wm_robotics.evaluation import evaluate_returns
 from wm_robotics.logger import MetricsLogger
-from wm_robotics.models.nets import adam
+from wm_robotics.models.nets import adam, load_optimizer_state
 from wm_robotics.video import annotate, upscale, write_video
 from wm_robotics.wm_metrics import goal_reaching, latent_health
 
@@ -98,7 +98,7 @@ class Trainer:
         """Continue from ``checkpoints/latest.pt`` and reload every episode file of the run."""
         payload = load_checkpoint(self.checkpoint_path, map_location=self.device)
         self.model.load_state_dict(payload["model"])
-        self.model_opt.load_state_dict(payload["model_opt"])
+        load_optimizer_state(self.model_opt, payload["model_opt"])
         self.behavior.load_full_state_dict(payload["behavior"])
         self.counters.update(payload["counters"])
         set_rng_state(payload["rng"])

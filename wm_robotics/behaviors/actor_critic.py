@@ -26,7 +26,7 @@ from torch.distributions import Normal
 
 from wm_robotics.behaviors.action_bounds import ActionBounds, Bounds
 from wm_robotics.models.base import State, WorldModel
-from wm_robotics.models.nets import TwoHot, adam, mlp
+from wm_robotics.models.nets import TwoHot, adam, load_optimizer_state, mlp
 
 #: "backprop": the actor maximises λ-returns by gradients through the model's dynamics (DreamerV3's
 #: ``actor_grad_cont``); "reinforce": score-function gradients, imagination without autograd.
@@ -216,5 +216,5 @@ class ActorCritic(ActionBounds):
     def load_full_state_dict(self, state: dict[str, dict]) -> None:
         """Restore everything saved by :meth:`full_state_dict` (``torch.load(weights_only=True)``-safe)."""
         self.load_state_dict(state["module"])
-        self.actor_opt.load_state_dict(state["actor_opt"])
-        self.critic_opt.load_state_dict(state["critic_opt"])
+        load_optimizer_state(self.actor_opt, state["actor_opt"])
+        load_optimizer_state(self.critic_opt, state["critic_opt"])

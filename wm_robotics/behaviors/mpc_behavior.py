@@ -26,7 +26,7 @@ from wm_robotics.behaviors.cem import CEMPlanner
 from wm_robotics.behaviors.mppi import MPPIPlanner
 from wm_robotics.behaviors.planning import RewardObjective, SamplingPlanner
 from wm_robotics.models.base import FeaturePolicy, State, WorldModel
-from wm_robotics.models.nets import adam
+from wm_robotics.models.nets import adam, load_optimizer_state
 
 PLANNERS = {"mppi": MPPIPlanner, "cem": CEMPlanner}
 OBJECTIVES = ("reward", "goal")
@@ -122,4 +122,4 @@ class MPCBehavior(ActionBounds):
         """Restore what :meth:`full_state_dict` saved (``torch.load(weights_only=True)``-safe)."""
         self.load_state_dict(state["module"])
         if self.pi_opt is not None:
-            self.pi_opt.load_state_dict(state["pi_opt"])
+            load_optimizer_state(self.pi_opt, state["pi_opt"])

@@ -30,6 +30,14 @@ def adam(params: Iterable[nn.Parameter], lr: float, eps: float = 1e-8) -> torch.
     return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """``optimizer.load_state_dict(state)`` keeping the optimiser's own ``fused`` setting (a saved state
+    carries its groups' settings; one saved before :func:`adam` was fused would switch fusing off)."""
+    fused = [group.get("fused") for group in optimizer.param_groups]
+    groups = [{**group, "fused": flag} for group, flag in zip(state["param_groups"], fused)]
+    optimizer.load_state_dict({**state, "param_groups": groups})
+
+
 def mlp(in_dim: int, hidden: int, layers: int, out_dim: int | None = None, zero_out: bool = False) -> nn.Sequential:
     """``layers`` × (Linear → LayerNorm → SiLU), then an optional linear output layer.
 
