@@ -184,6 +184,13 @@ def run(tmp_path_factory):
     return folder
 
 
+def test_evaluate_script_rejects_settings_that_are_not_dicts(run):
+    result = subprocess.run([sys.executable, str(ROOT / "scripts/evaluate.py"), f"checkpoint={run}", "goal_energy=l1"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "goal_energy must be a dict" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_evaluate_script_writes_report_markdown_and_plots(run, tmp_path):
     out = tmp_path / "eval" / "report.json"
     result = subprocess.run([sys.executable, str(ROOT / "scripts/evaluate.py"), f"checkpoint={run}", "episodes=2",
