@@ -12,7 +12,8 @@ in ``info``:
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -40,20 +41,32 @@ class GoalDMCEnv(DMCEnv):
         #: joint positions of the goal state (the joints named in ``GOAL_DOMAINS``).
         self.goal_joints = np.zeros(len(self._goal_joints))
 
+    @contextmanager
+    def _posed(self, joints: np.ndarray, velocity: np.ndarray | None = None) -> Iterator[None]:
+        """Inside the block the goal joints are at ``joints`` moving at ``velocity`` (all other velocities
+        zero, kinematics computed); afterwards the episode's own state is back."""
+        physics, names = self._physics, list(self._goal_joints)
+        qpos, qvel = physics.data.qpos.copy(), physics.data.qvel.copy()
+        physics.named.data.qpos[names] = joints
+        physics.data.qvel[:] = 0
+        if velocity is not None:
+            physics.named.data.qvel[names] = velocity
+        physics.forward()
+        try:
+            yield
+        finally:
+            physics.data.qpos[:], physics.data.qvel[:] = qpos, qvel
+            physics.forward()
+
     def _sample_goal(self) -> None:
         physics = self._physics
-        qpos, qvel = physics.data.qpos.copy(), physics.data.qvel.copy()
         self.goal_joints = self._task.random.uniform(*self._goal_range, size=len(self._goal_joints))
-        physics.named.data.qpos[list(self._goal_joints)] = self.goal_joints
-        physics.data.qvel[:] = 0
-        physics.forward()
-        self._goal_xy = physics.named.data.geom_xpos[self._effector, :2].copy()
-        physics.named.model.geom_pos["target", :2] = self._goal_xy
-        physics.forward()
-        self.goal_pixels = render_frame(physics, self.image_size, self.image_size, self.camera_id, self.render_fast)
-        self.goal_proprio = self.flatten_observation(self._task.get_observation(physics))
-        physics.data.qpos[:], physics.data.qvel[:] = qpos, qvel
-        physics.forward()
+        with self._posed(self.goal_joints):
+            self._goal_xy = physics.named.data.geom_xpos[self._effector, :2].copy()
+            physics.named.model.geom_pos["target", :2] = self._goal_xy
+            physics.forward()
+            self.goal_pixels = render_frame(physics, self.image_size, self.image_size, self.camera_id, self.render_fast)
+            self.goal_proprio = self.flatten_observation(self._task.get_observation(physics))
 
     def observation_near_goal(self, offset: Sequence[float], velocity: Sequence[float] | None = None
                               ) -> tuple[dict[str, np.ndarray], float]:
@@ -62,16 +75,9 @@ class GoalDMCEnv(DMCEnv):
 
         A probe of what a goal energy sees near the goal (``scripts/goal_energy_probe.py``).
         """
-        physics, joints = self._physics, list(self._goal_joints)
-        qpos, qvel = physics.data.qpos.copy(), physics.data.qvel.copy()
-        physics.named.data.qpos[joints] = self.goal_joints + np.asarray(offset, float)
-        physics.data.qvel[:] = 0
-        physics.named.data.qvel[joints] = np.zeros(len(joints)) if velocity is None else np.asarray(velocity, float)
-        physics.forward()
-        observed = self._observation(), self.goal_distance()
-        physics.data.qpos[:], physics.data.qvel[:] = qpos, qvel
-        physics.forward()
-        return observed
+        speed = None if velocity is None else np.asarray(velocity, float)
+        with self._posed(self.goal_joints + np.asarray(offset, float), speed):
+            return self._observation(), self.goal_distance()
 
     def goal_distance(self) -> float:
         """End-effector distance to the goal position, in metres."""

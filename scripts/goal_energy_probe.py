@@ -39,9 +39,10 @@ def main() -> None:
     parser.add_argument("--velocities", default="0,0.5,1,2,4", help="joint velocities (rad/s), comma-separated")
     args = parser.parse_args()
     torch.manual_seed(args.seed)  # a stochastic encoder (RSSM posterior sample) gives the same numbers each run
-    config = load_checkpoint(args.checkpoint)["config"]
+    payload = load_checkpoint(args.checkpoint)
+    config = payload["config"]
     env = envs.make_env(config["env"]["id"], **env_kwargs(config))  # the model's own rendering settings
-    controller = MPCController.from_checkpoint(args.checkpoint, device="cpu", planner="cem")
+    controller = MPCController(payload, device="cpu", planner="cem")
     _, info = env.reset(seed=args.seed)
     if not set_goal_from_info(controller, info):
         raise SystemExit(f"goal_energy_probe.py: {config['env']['id']} is not a goal task (no goal in info)")
