@@ -7,14 +7,16 @@
     python scripts/benchmark.py planner         # ms per MPPI / CEM action and per tdmpc update, ~1M and ~5M JEPA
     python scripts/benchmark.py all --out benchmark_results/all.json
     python scripts/benchmark.py envs --quick    # shorter rounds, for a smoke check
+    python scripts/benchmark.py planner --device cuda   # GPU rows only (learner, dream, planner)
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 
-from wm_robotics.benchmarks.timing import write_json
+from wm_robotics.benchmarks.timing import DEVICE_CHOICES, benchmark_devices, write_json
 
 SUITES = {"envs": "wm_robotics.benchmarks.envs", "learner": "wm_robotics.benchmarks.learner",
           "replay": "wm_robotics.benchmarks.replay", "dream": "wm_robotics.benchmarks.dream",
@@ -26,11 +28,19 @@ def main() -> None:
     parser.add_argument("what", choices=[*SUITES, "all"], help="which benchmark to run")
     parser.add_argument("--out", default=None, help="JSON path (default benchmark_results/<what>.json)")
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
+                        help="torch device of the model benchmarks: auto = the CPU, plus CUDA when present")
     args = parser.parse_args()
+    try:
+        benchmark_devices(args.device)
+    except ValueError as error:
+        parser.error(str(error))
     names = list(SUITES) if args.what == "all" else [args.what]
     results = {}
     for name in names:
-        results.update(importlib.import_module(SUITES[name]).run(quick=args.quick))
+        run = importlib.import_module(SUITES[name]).run
+        options = {"device_choice": args.device} if "device_choice" in inspect.signature(run).parameters else {}
+        results.update(run(quick=args.quick, **options))
     path = write_json(args.out or f"benchmark_results/{args.what}.json", results)
     print(f"\nJSON -> {path}")
 

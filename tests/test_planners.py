@@ -17,15 +17,18 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py: 1
 class PointMass(WorldModel):
     """x' = decay·x + dt·a; features = x; reward = −|x − target|²; optional constant continue."""
 
-    def __init__(self, target=0.5, dt: float = 0.1, decay: float = 1.0, dim: int = 1, cont: float | None = None):
+    def __init__(self, target=0.5, dt: float = 0.1, decay: float = 1.0, dim: int = 1, cont: float | None = None,
+                 device: str = "cpu"):
         super().__init__()
         self.obs_keys, self.action_dim, self.feature_dim = ("proprio",), dim, dim
-        self.target = torch.as_tensor(target, dtype=torch.float32)
+        self.target = torch.as_tensor(target, dtype=torch.float32, device=device)
+        self.device = device
         self.dt, self.decay, self.cont = dt, decay, cont
         self.imagine_calls = 0
 
     def start(self, *positions) -> State:
-        return {"x": torch.tensor(positions, dtype=torch.float32).reshape(len(positions), self.action_dim)}
+        x = torch.tensor(positions, dtype=torch.float32, device=self.device)
+        return {"x": x.reshape(len(positions), self.action_dim)}
 
     def imagine(self, state, horizon, actions=None, policy=None):
         self.imagine_calls += 1
@@ -44,7 +47,7 @@ class PointMass(WorldModel):
         return -(features - self.target).square().sum(-1)
 
     def predict_continue(self, features):
-        return None if self.cont is None else torch.full(features.shape[:-1], self.cont)
+        return None if self.cont is None else torch.full(features.shape[:-1], self.cont, device=features.device)
 
 
 def make(kind: str, **kw):

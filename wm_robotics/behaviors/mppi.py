@@ -33,8 +33,8 @@ class MPPIPlanner(SamplingPlanner):
                  elites: int = 64, policy_samples: int = 24, temperature: float = 0.5, min_std: float = 0.05,
                  max_std: float = 2.0, action_low: Bound = -1.0, action_high: Bound = 1.0,
                  objective: Objective | None = None, policy: FeaturePolicy | None = None,
-                 sample_final: bool = True) -> None:
-        super().__init__(action_dim, horizon, iterations, action_low, action_high, objective)
+                 sample_final: bool = True, cuda_graph: bool = True) -> None:
+        super().__init__(action_dim, horizon, iterations, action_low, action_high, objective, cuda_graph)
         if samples < 0 or policy_samples < 0:
             raise ValueError(f"samples and policy_samples must be >= 0, got {samples}, {policy_samples}")
         population = samples + (policy_samples if policy is not None else 0)
@@ -75,7 +75,7 @@ class MPPIPlanner(SamplingPlanner):
             std = (w * (elites - mean.unsqueeze(1)).square()).sum(1).sqrt()
             std = std.clamp(self.min_std * scale, self.max_std * scale)
         if self.sample_final:
-            pick = torch.multinomial(weights, 1).squeeze(1)  # (E,)
+            pick = (weights / torch.empty_like(weights).exponential_()).argmax(1)  # (E,) Gumbel-max: no host sync
             action = elites[torch.arange(num_envs, device=pick.device), pick, 0]  # (E, A)
         else:
             action = mean[:, 0]

@@ -10,10 +10,12 @@ the same for any bounds (and are absolute for [-1, 1]).
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Protocol, Sequence
 
 import torch
 
+from wm_robotics.behaviors.cuda_graph import GraphedCall
 from wm_robotics.models.base import State, WorldModel
 
 Bound = float | Sequence[float] | torch.Tensor
@@ -145,10 +147,14 @@ class SamplingPlanner:
     final mean plan (E, H, A), info)``. The warm start keeps the previous mean plan shifted by one
     step, its new last step the middle of the bounds; it is used while the number of environments
     stays the same, otherwise the search starts cold (from the middle of the bounds).
+
+    On CUDA with ``cuda_graph`` the search is captured once as a CUDA graph (``GraphedCall``) and
+    replayed; it is captured anew when the model, the objective, a setting (``iterations``, ...) or
+    the state's shapes change. If capture fails the planner warns once and searches eagerly.
     """
 
     def __init__(self, action_dim: int, horizon: int, iterations: int, action_low: Bound, action_high: Bound,
-                 objective: Objective | None) -> None:
+                 objective: Objective | None, cuda_graph: bool = True) -> None:
         if action_dim <= 0 or horizon <= 0 or iterations <= 0:
             raise ValueError(f"action_dim, horizon and iterations must be positive, got "
                              f"{action_dim}, {horizon}, {iterations}")
@@ -160,6 +166,8 @@ class SamplingPlanner:
         self.objective: Objective = RewardObjective() if objective is None else objective
         self.last_info: dict[str, torch.Tensor] = {}
         self._mean: torch.Tensor | None = None  # (E, H, A) previous mean plan
+        self.cuda_graph = cuda_graph
+        self._graph: tuple[tuple, GraphedCall] | None = None  # (what it was captured for, the graph)
 
     @torch.inference_mode()
     def plan(self, model: WorldModel, state: State) -> torch.Tensor:
@@ -172,8 +180,31 @@ class SamplingPlanner:
             mean = shift_plan(self._mean.to(device), mid)
         else:
             mean = mid.expand(num_envs, self.horizon, -1).clone()
-        action, self._mean, self.last_info = self._search(model, state, mean, low, high)
+        if self.cuda_graph and device.type == "cuda":
+            action, self._mean, self.last_info = self._graphed_search(model, state, mean, low, high)
+        else:
+            action, self._mean, self.last_info = self._search(model, state, mean, low, high)
         return action.clamp(low, high)
+
+    def _graphed_search(self, model: WorldModel, state: State, mean: torch.Tensor, low: torch.Tensor,
+                        high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """``_search`` replayed from a CUDA graph; eager (with a warning, once) if it cannot be captured."""
+        keys = list(state)
+        settings = [(name, value) for name, value in vars(self).items() if isinstance(value, (bool, int, float, str))]
+        key = (model, self.objective, getattr(self, "policy", None), settings,
+               [(k, state[k].shape, state[k].dtype) for k in keys], mean.shape, mean.device)
+        if self._graph is None or self._graph[0] != key:
+            self._graph = None
+            try:
+                graph = GraphedCall(lambda m, *values: self._search(model, dict(zip(keys, values)), m, low, high),
+                                    [mean, *(state[k] for k in keys)])
+            except RuntimeError as error:
+                warnings.warn(f"CUDA graph capture of {type(self).__name__}'s search failed ({error}); "
+                              "planning without graphs from now on")
+                self.cuda_graph = False
+                return self._search(model, state, mean, low, high)
+            self._graph = (key, graph)
+        return self._graph[1](mean, *(state[k] for k in keys))
 
     def reset(self, env_ids: Sequence[int] | torch.Tensor | None = None) -> None:
         """Forget the warm start: for all environments, or only ``env_ids`` (those whose episode ended)."""

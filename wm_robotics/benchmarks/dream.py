@@ -14,13 +14,8 @@ import time
 import torch
 
 from wm_robotics.behaviors.cmaes_controller import dream_returns
-from wm_robotics.benchmarks.timing import print_table
+from wm_robotics.benchmarks.timing import benchmark_devices, print_table, sync
 from wm_robotics.models.vmc import VMCWorldModel
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def measure(device: torch.device, size: str = "xs", population: int = 64, rollouts: int = 16, horizon: int = 100,
@@ -43,10 +38,10 @@ def measure(device: torch.device, size: str = "xs", population: int = 64, rollou
     seconds: dict[str, list[float]] = {name: [] for name in cases}
     for index in range(rounds + 1):  # the first round warms up kernels and allocators
         for name, work in cases.items():
-            _sync(device)
+            sync(device)
             begin = time.perf_counter()
             work()
-            _sync(device)
+            sync(device)
             if index:
                 seconds[name].append(time.perf_counter() - begin)
     rows = []
@@ -62,9 +57,9 @@ def measure(device: torch.device, size: str = "xs", population: int = 64, rollou
     return rows
 
 
-def run(quick: bool = False) -> dict:
+def run(quick: bool = False, device_choice: str = "auto") -> dict:
     """CPU (and CUDA when present), xs and s; prints a table."""
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    devices = benchmark_devices(device_choice)
     sizes = ("xs",) if quick else ("xs", "s")
     population, rounds = (16, 1) if quick else (64, 3)
     rows = [row for device in devices for size in sizes

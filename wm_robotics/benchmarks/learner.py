@@ -13,7 +13,7 @@ import time
 import torch
 
 from wm_robotics.behaviors.actor_critic import ActorCritic
-from wm_robotics.benchmarks.timing import print_table
+from wm_robotics.benchmarks.timing import benchmark_devices, print_table, sync
 from wm_robotics.models.nets import adam
 from wm_robotics.models.rssm import RSSMWorldModel
 
@@ -30,11 +30,6 @@ def _batch(obs_key: str, batch: int, length: int, device: torch.device) -> dict[
             "is_terminal": torch.zeros(batch, length, dtype=torch.bool, device=device)}
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def measure(size: str, obs_key: str, device: torch.device, repeats: int, units: int,
             imag_starts: int | None = None, batch: int = 16, length: int = 64,
             actor_grad: str = "reinforce") -> dict:
@@ -47,16 +42,16 @@ def measure(size: str, obs_key: str, device: torch.device, repeats: int, units: 
     data = _batch(obs_key, batch, length, device)
     wm_ms, ac_ms = [], []
     for index in range(repeats + 1):  # the first round warms up allocators and kernels
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         loss, _, posterior = model.loss(data)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        _sync(device)
+        sync(device)
         middle = time.perf_counter()
         behavior.update(model, posterior)
-        _sync(device)
+        sync(device)
         end = time.perf_counter()
         if index:
             wm_ms.append(1000 * (middle - start))
@@ -71,13 +66,13 @@ def measure(size: str, obs_key: str, device: torch.device, repeats: int, units: 
             "reference_total_ms": REFERENCE_MS[obs_key]["total"]}
 
 
-def run(quick: bool = False) -> dict:
+def run(quick: bool = False, device_choice: str = "auto") -> dict:
     """XS and S, proprio and pixels, CPU (and CUDA when present); prints a table.
 
     Both actor gradients are timed: ``reinforce`` (imagination without autograd) and the
     ``backprop`` default (a backward pass through the imagination).
     """
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    devices = benchmark_devices(device_choice)
     repeats = 1 if quick else 3
     configs = [("xs", "proprio", 256, None), ("xs", "proprio", 256, 256), ("s", "proprio", 512, None),
                ("xs", "pixels", 256, None), ("s", "pixels", 512, None)]

@@ -8,6 +8,10 @@ is the ``tdmpc`` preset's (batch 256, horizon 3): world-model step, target EMA a
 FLOPs per call are counted with torch's ``FlopCounterMode``. The reference measured in the same run
 is the machine's fp32 matmul rate now (a 1024³ matmul): ``matmul_bound_ms`` = FLOPs / that rate is
 what a purely matmul-bound implementation would take, so the ratio survives a busy machine.
+The ``goal-cem`` row is the ``jepa_goal`` preset's act: encode a 64×64 image + reacher proprio with
+the xs JEPA (no reward, Q or policy heads), then CEM (horizon 15, 10 iterations, 500 candidates)
+on the L2 distance of predicted latents to a goal latent. On CUDA the planners replay their search
+as a CUDA graph; the ``mppi (no graph)`` row times the same search launched kernel by kernel.
 TD-MPC2's own code on this project's 2-core CPU (torch 2.13, compile off; DESIGN.md, measured by
 the project, not re-run here): 1M 154 ms/action and 115–126 ms/update, 5M 438 and 435–452.
 """
@@ -20,31 +24,40 @@ from typing import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from wm_robotics.behaviors.cem import CEMPlanner
 from wm_robotics.behaviors.mpc_behavior import MPCBehavior
-from wm_robotics.benchmarks.timing import print_table
+from wm_robotics.behaviors.planning import GoalObjective, SamplingPlanner
+from wm_robotics.benchmarks.timing import benchmark_devices, print_table, sync
 from wm_robotics.models.jepa import JEPAWorldModel
 from wm_robotics.models.nets import adam
 
 REFERENCE_MS = {"xs": {"mppi": 154.0, "update": 120.5}, "s": {"mppi": 438.0, "update": 443.5}}
 BATCH, HORIZON = 256, 3
+#: the jepa_goal preset (configs/experiment/jepa_goal.yaml): model overrides, CEM settings, reacher obs
+GOAL_MODEL = {"target": "ema", "horizon": 2, "reward": False, "num_q": 0, "policy": False,
+              "probe_decoder": True, "simnorm": False}
+GOAL_CEM = {"horizon": 15, "iterations": 10, "candidates": 500, "elites": 50}
+GOAL_OBS = {"pixels": (64, 64, 3), "proprio": (6,)}
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _timed(work: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, float]:
-    """(median ms, GFLOP) of ``work`` after one warm-up call; FLOPs counted on one extra call."""
+def _timed(work: Callable[[], object], device: torch.device, repeats: int,
+           planner: SamplingPlanner | None = None) -> tuple[float, float]:
+    """(median ms, GFLOP) of ``work`` after one warm-up call; FLOPs counted on one extra call, with
+    ``planner``'s CUDA graph off for it (the counter cannot see the kernels of a graph replay)."""
     work()
+    graphed = planner is not None and planner.cuda_graph
+    if graphed:
+        planner.cuda_graph = False
     with FlopCounterMode(display=False) as counter:
         work()
+    if graphed:
+        planner.cuda_graph = True
     times = []
     for _ in range(repeats):
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         work()
-        _sync(device)
+        sync(device)
         times.append(1000 * (time.perf_counter() - start))
     return sorted(times)[len(times) // 2], counter.get_total_flops() / 1e9
 
@@ -61,15 +74,37 @@ def _model(size: str, device: torch.device) -> JEPAWorldModel:
     return JEPAWorldModel.from_size(size, {"proprio": (5,)}, 1, target="stopgrad", horizon=HORIZON).to(device)
 
 
-def time_planner(size: str, planner: str, device: torch.device, repeats: int) -> dict:
+def time_planner(size: str, planner: str, device: torch.device, repeats: int, cuda_graph: bool = True) -> dict:
     """ms per planned action (one environment) at the planner's default settings."""
     model = _model(size, device).eval()
-    behavior = MPCBehavior(model, planner=planner).to(device)
+    behavior = MPCBehavior(model, planner=planner, settings={"cuda_graph": cuda_graph}).to(device)
     with torch.no_grad():
         state = {"latent": model.encoder({"proprio": torch.randn(1, 5, device=device)})}
     first = torch.zeros(1, dtype=torch.bool, device=device)
-    ms, gflop = _timed(lambda: behavior.plan(model, state, first, sample=False), device, repeats)
-    return {"what": planner, "ms": ms, "gflop": gflop}
+    ms, gflop = _timed(lambda: behavior.plan(model, state, first, sample=False), device, repeats, behavior.planner)
+    name = planner if cuda_graph or device.type != "cuda" else f"{planner} (no graph)"
+    return {"what": name, "ms": ms, "gflop": gflop}
+
+
+def time_goal_cem(device: torch.device, repeats: int) -> dict:
+    """ms per ``jepa_goal`` action: encode the observation, then CEM toward a goal latent."""
+    torch.manual_seed(0)
+    model = JEPAWorldModel.from_size("xs", GOAL_OBS, 2, **GOAL_MODEL).to(device).eval()
+    obs = {"pixels": torch.randint(0, 256, (1, *GOAL_OBS["pixels"]), dtype=torch.uint8, device=device),
+           "proprio": torch.randn(1, *GOAL_OBS["proprio"], device=device)}
+    first = torch.ones(1, dtype=torch.bool, device=device)
+    no_action = torch.zeros(1, 2, device=device)
+    with torch.inference_mode():
+        goal = model.features(model.step(model.initial(1), no_action, obs, first))[0]
+    planner = CEMPlanner(2, objective=GoalObjective(goal), **GOAL_CEM)
+
+    @torch.inference_mode()
+    def act() -> torch.Tensor:
+        return planner.plan(model, model.step(model.initial(1), no_action, obs, first))
+
+    ms, gflop = _timed(act, device, repeats, planner)
+    params = sum(p.numel() for name, p in model.named_parameters() if not name.startswith("target")) / 1e6
+    return {"what": "goal-cem", "ms": ms, "gflop": gflop, "params_M": params}
 
 
 def time_update(size: str, device: torch.device, repeats: int) -> dict:
@@ -97,9 +132,9 @@ def time_update(size: str, device: torch.device, repeats: int) -> dict:
     return {"what": "update", "ms": ms, "gflop": gflop}
 
 
-def run(quick: bool = False) -> dict:
+def run(quick: bool = False, device_choice: str = "auto") -> dict:
     """MPPI, CEM and the tdmpc update for the ~1M (xs) and ~5M (s) JEPA, CPU (and CUDA when present)."""
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    devices = benchmark_devices(device_choice)
     sizes = ["xs"] if quick else ["xs", "s"]
     repeats = 3 if quick else 7
     rows = []
@@ -110,9 +145,14 @@ def run(quick: bool = False) -> dict:
                          if not name.startswith("target")) / 1e6
             results = [time_planner(size, "mppi", device, repeats), time_update(size, device, repeats),
                        time_planner(size, "cem", device, 1 if quick else 3)]
+            if size == "xs":
+                results.append(time_goal_cem(device, 1 if quick else 3))
+            if device.type == "cuda":  # what the CUDA graph saves, measured in the same run
+                results.append(time_planner(size, "mppi", device, repeats, cuda_graph=False))
             for result in results:
                 bound = result["gflop"] / rate * 1000
-                reference = REFERENCE_MS[size].get(result["what"])
+                reference = REFERENCE_MS[size].get(result["what"].split()[0])
+                # goal-cem's result carries its own params_M, which replaces the tdmpc model's
                 rows.append({"size": size, "params_M": params, "device": str(device), **result,
                              "matmul_gflops": rate, "matmul_bound_ms": bound, "bound_fraction": bound / result["ms"],
                              "tdmpc2_ms": reference,
@@ -126,4 +166,6 @@ def run(quick: bool = False) -> dict:
     return {"planner": rows, "planner_reference_ms": REFERENCE_MS,
             "planner_settings": {"mppi": "horizon 3, 6 iterations, 512 samples + 24 prior, 64 elites",
                                  "cem": "horizon 12, 10 iterations, 1000 candidates, 100 elites",
+                                 "goal-cem": "jepa_goal: 64×64 pixels + proprio xs JEPA, CEM horizon 15, "
+                                             "10 iterations, 500 candidates, 50 elites",
                                  "update": f"batch {BATCH}, horizon {HORIZON}"}}

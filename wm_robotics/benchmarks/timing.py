@@ -10,6 +10,27 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
+
+#: ``--device`` choices: ``auto`` = the CPU, plus CUDA when present
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def benchmark_devices(choice: str = "auto") -> list[torch.device]:
+    """The devices a benchmark runs on for ``--device`` ``choice`` (one of ``DEVICE_CHOICES``)."""
+    if choice not in DEVICE_CHOICES:
+        raise ValueError(f"unknown device {choice!r}; valid devices: {DEVICE_CHOICES}")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' asked for, but torch sees no CUDA device")
+    if choice == "auto":
+        return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    return [torch.device(choice)]
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued CUDA work, so that a wall-clock timer measures it (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def rate(work: Callable[[], int], seconds: float) -> float:
@@ -45,8 +66,6 @@ def print_table(title: str, header: list[str], rows: list[list]) -> None:
 
 def machine() -> dict[str, str | int]:
     """What the figures were measured on."""
-    import torch
-
     return {
         "cpu_count": os.cpu_count() or 0,
         "processor": platform.processor() or platform.machine(),

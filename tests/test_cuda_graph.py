@@ -1,0 +1,86 @@
+"""CUDA-graph planning: GraphedCall replays, and graphed CEM / MPPI search as well as the eager one.
+
+The CUDA tests are skipped without a GPU (CI); run them on one with ``pytest tests/test_cuda_graph.py``.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from tests.test_planners import KINDS, PointMass, make
+from wm_robotics.behaviors.cuda_graph import GraphedCall
+from wm_robotics.behaviors.mpc_behavior import MPCBehavior
+from wm_robotics.behaviors.planning import GoalObjective
+from wm_robotics.models.jepa import JEPAWorldModel
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def test_graphed_call_needs_cuda_tensors():
+    with pytest.raises(ValueError, match="needs CUDA tensors, got device cpu"):
+        GraphedCall(lambda x: x + 1, [torch.zeros(3)])
+
+
+def test_cpu_planner_never_captures():
+    model = PointMass(target=0.3, dt=1.0, decay=0.0)
+    planner = make("cem", action_dim=1)
+    planner.plan(model, model.start(0.0))
+    assert planner.cuda_graph and planner._graph is None
+
+
+@cuda
+def test_graphed_call_replays_new_values_fresh_noise_and_in_place_weights():
+    weight = torch.ones(4, device="cuda")
+    graphed = GraphedCall(lambda x: (x * weight, torch.randn(4, device="cuda")), [torch.zeros(4, device="cuda")])
+    scaled, noise_a = graphed(torch.arange(4.0, device="cuda"))
+    assert torch.equal(scaled, torch.arange(4.0, device="cuda"))
+    weight.mul_(2)  # an optimiser step: in place, seen by the next replay
+    scaled_again, noise_b = graphed(torch.arange(4.0, device="cuda"))
+    assert torch.equal(scaled_again, 2 * torch.arange(4.0, device="cuda"))
+    assert not torch.equal(noise_a, noise_b)  # graph-safe RNG: new numbers every replay
+    assert torch.equal(scaled, torch.arange(4.0, device="cuda"))  # outputs are copies, not the graph's memory
+
+
+@cuda
+@pytest.mark.parametrize("kind", KINDS)
+def test_graphed_search_finds_the_optimum_and_follows_changes(kind):
+    torch.manual_seed(1)
+    model = PointMass(target=0.3, dt=1.0, decay=0.0, device="cuda")  # optimum: a = 0.3 at every step
+    planner = make(kind, action_dim=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a failed capture would warn and fall back to eager search
+        action = planner.plan(model, model.start(0.0))
+    assert planner._graph is not None
+    assert abs(action.item() - 0.3) < 0.05
+    planner.iterations = 1  # a changed setting is captured anew, not replayed stale
+    planner.plan(model, model.start(0.0))
+    assert dict(planner._graph[0][3])["iterations"] == 1
+    planner.iterations = 6
+    planner.objective = GoalObjective(torch.tensor([-0.4], device="cuda"))  # set_goal: a new objective
+    for _ in range(3):
+        action = planner.plan(model, model.start(0.0))
+    assert abs(action.item() + 0.4) < 0.05
+    actions = planner.plan(model, model.start(0.0, 0.0))  # two environments: new shapes, new graph
+    assert actions.shape == (2, 1) and (actions + 0.4).abs().max() < 0.05
+
+
+@cuda
+def test_graphed_mppi_on_a_tdmpc_model_matches_eager_statistics():
+    """The tdmpc JEPA (policy prior, random Q heads) captures without falling back, and the graphed
+    and eager searches agree on the plan up to sampling noise."""
+    torch.manual_seed(0)
+    model = JEPAWorldModel.from_size("xs", {"proprio": (5,)}, 1, horizon=3).cuda().eval()
+    first = torch.zeros(1, dtype=torch.bool, device="cuda")
+    plans = {}
+    for graphed in (True, False):
+        behavior = MPCBehavior(model, settings={"cuda_graph": graphed}).cuda()
+        with torch.no_grad():
+            state = {"latent": model.encoder({"proprio": torch.ones(1, 5, device="cuda")})}
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            plans[graphed] = torch.stack([behavior.plan(model, state, first, sample=False) for _ in range(20)])
+        assert (behavior.planner._graph is not None) == graphed
+    assert (plans[True].mean() - plans[False].mean()).abs() < 0.3
