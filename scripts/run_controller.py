@@ -1,6 +1,7 @@
 """Drive a raw dm_control loop with MPCController (no Gymnasium, no Hydra): the robotics use case.
 
     python scripts/run_controller.py runs/<run> --planner mppi --episodes 2 --threads 1
+    python scripts/run_controller.py runs/<run> --set iterations=6 --set samples=512 --set elites=64 --device cuda
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import time
 
 import numpy as np
 import torch
+import yaml
 from dm_control import suite
 
 from wm_robotics import MPCController
@@ -23,13 +25,26 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=2)
     parser.add_argument("--seed", type=int, default=100_000)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--device", default="auto", help="torch device of the model: auto | cpu | cuda")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a planner setting over the checkpoint's preset (repeatable), e.g. samples=512")
     args = parser.parse_args()
+    settings = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--set takes KEY=VALUE, got {item!r}")
+        settings[key] = yaml.safe_load(value)
     if args.threads:
         torch.set_num_threads(args.threads)
     config = load_checkpoint(args.checkpoint)["config"]
     domain, task = config["env"]["id"].removesuffix("-v0").split("-")[:2]
     repeat = config["env"]["action_repeat"]
-    controller = MPCController.from_checkpoint(args.checkpoint, planner=args.planner)
+    try:
+        controller = MPCController.from_checkpoint(args.checkpoint, device=args.device, planner=args.planner,
+                                                   **settings)
+    except (TypeError, ValueError) as error:
+        parser.error(str(error))
     returns, actions, start = [], 0, time.perf_counter()
     for episode in range(args.episodes):
         env = suite.load(domain, task, task_kwargs={"random": args.seed + episode})
@@ -45,8 +60,9 @@ def main() -> None:
                     break
         returns.append(total)
         print(f"episode {episode}: return {total:.1f}")
-    print(f"{args.planner} on {domain}-{task}: return {np.mean(returns):.1f} ± {np.std(returns):.1f} over "
-          f"{args.episodes} episodes, {1000 * (time.perf_counter() - start) / actions:.0f} ms per action")
+    print(f"{args.planner} {controller.planner_settings} on {domain}-{task} ({controller.device}): return "
+          f"{np.mean(returns):.1f} ± {np.std(returns):.1f} over {args.episodes} episodes, "
+          f"{1000 * (time.perf_counter() - start) / actions:.1f} ms per action")
 
 
 if __name__ == "__main__":

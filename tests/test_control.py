@@ -86,4 +86,16 @@ def test_run_controller_script(checkpoint):
     result = subprocess.run([sys.executable, str(ROOT / "scripts/run_controller.py"), str(checkpoint), "--planner",
                              "policy", "--episodes", "1", "--threads", "1"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "policy on cartpole-swingup: return" in result.stdout
+    assert "policy {} on cartpole-swingup (cpu): return" in result.stdout
+
+
+def test_run_controller_script_planner_settings(checkpoint):
+    script = [sys.executable, str(ROOT / "scripts/run_controller.py"), str(checkpoint), "--planner", "cem",
+              "--episodes", "1", "--threads", "1", "--device", "cpu"]
+    small = ["--set", "horizon=2", "--set", "iterations=1", "--set", "candidates=16", "--set", "elites=4"]
+    result = subprocess.run(script + small, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "cem {'horizon': 2, 'iterations': 1, 'candidates': 16, 'elites': 4} on cartpole-swingup" in result.stdout
+    for bad, message in (("samples", "--set takes KEY=VALUE, got 'samples'"), ("bogus=1", "unexpected keyword")):
+        result = subprocess.run(script + ["--set", bad], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
