@@ -6,6 +6,7 @@ such observation is encoded and its distance to the goal's latent printed (the p
 energy at one step, ``MPCController.goal_energy``), beside the end effector's distance to the goal.
 
     python scripts/goal_energy_probe.py runs/<jepa_goal run> --seed 100016 --offsets -1.5:1.5:0.1 --velocities 0,0.5,1,2,4
+    python scripts/goal_energy_probe.py runs/<jepa_goal run> --seed 100016 --fields position   # decoded joint angles
 """
 
 from __future__ import annotations
@@ -37,12 +38,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=100_000, help="episode seed that picks the goal")
     parser.add_argument("--offsets", default="-1.5:1.5:0.1", help="joint offsets (rad): a,b,c or start:stop:step")
     parser.add_argument("--velocities", default="0,0.5,1,2,4", help="joint velocities (rad/s), comma-separated")
+    parser.add_argument("--fields", nargs="+", default=None,
+                        help="compare these proprio fields (decoded by the probe) instead of latents, e.g. position")
     args = parser.parse_args()
     torch.manual_seed(args.seed)  # a stochastic encoder (RSSM posterior sample) gives the same numbers each run
     payload = load_checkpoint(args.checkpoint)
     config = payload["config"]
     env = envs.make_env(config["env"]["id"], **env_kwargs(config))  # the model's own rendering settings
-    controller = MPCController(payload, device="cpu", planner="cem")
+    try:
+        controller = MPCController(payload, device="cpu", planner="cem",
+                                   goal_energy={"fields": args.fields} if args.fields else None)
+    except ValueError as error:
+        parser.error(str(error))
     _, info = env.reset(seed=args.seed)
     if not set_goal_from_info(controller, info):
         raise SystemExit(f"goal_energy_probe.py: {config['env']['id']} is not a goal task (no goal in info)")
@@ -50,7 +57,8 @@ def main() -> None:
     goal_env = env.unwrapped
     joints = len(goal_env.goal_joints)
     velocities = _floats(args.velocities)
-    print(f"goal joints {np.round(goal_env.goal_joints, 3).tolist()}, energy = {objective.norm} distance to the goal latent")
+    print(f"goal joints {np.round(goal_env.goal_joints, 3).tolist()}, energy = {objective.norm} distance to the goal "
+          f"{'latent' if objective.proprio_index is None else 'proprio fields ' + str(controller.goal_energy['fields'])}")
     print("| offset (rad) | effector distance (m) | " + " | ".join(f"E at {v:g} rad/s" for v in velocities) + " |")
     print("|---" * (2 + len(velocities)) + "|")
     for offset in _floats(args.offsets):

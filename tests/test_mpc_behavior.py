@@ -119,7 +119,7 @@ def test_jepa_goal_trains_on_pixels_and_plans_toward_a_goal_image(tmp_path):
                                  planner_settings={"iterations": 1}, goal_energy={"norm": "l1"})
     planner = report["planner"]  # timed on the goal objective: a goal model has no reward head
     assert planner["settings"] == {"horizon": 3, "iterations": 1, "candidates": 16, "elites": 4}  # preset + override
-    assert planner["goal_energy"] == {"norm": "l1", "terminal_only": False}
+    assert planner["goal_energy"] == {"norm": "l1", "terminal_only": False, "fields": None}
     terminal = MPCController.from_checkpoint(tmp_path, device="cpu", planner="cem", goal_energy={"terminal_only": True})
     terminal.set_goal({"pixels": info["goal_pixels"], "proprio": info["goal_proprio"]})
     assert terminal.planner.objective.terminal_only and terminal.planner.objective.norm == "l2"  # preset's norm kept
@@ -141,6 +141,20 @@ def test_jepa_goal_trains_on_pixels_and_plans_toward_a_goal_image(tmp_path):
     assert goal_rest < min(away_rest, goal_moving)  # the energy is lowest at the goal state, at rest
     assert planner["ms_per_action"] > 0 and 0 <= planner["success_rate"] <= 1 and planner["goal_steps"] == 3
     assert len(planner["final_distance"]) == 2
+    # an energy on decoded joint angles (the preset keeps its probe decoder)
+    angles = MPCController.from_checkpoint(tmp_path, device="cpu", planner="cem", goal_energy={"fields": ["position"]},
+                                           horizon=3, iterations=2, candidates=16, elites=4)
+    angles.set_goal({"pixels": info["goal_pixels"], "proprio": info["goal_proprio"]})
+    assert angles.planner.objective.proprio_index.tolist() == [0, 1]  # reacher proprio: position, to_target, velocity
+    assert env.action_space.contains(angles.act(obs))
+    with pytest.raises(ValueError, match=r"unknown proprio fields \['angle'\] in goal_energy; valid fields: "
+                                         r"\['position', 'to_target', 'velocity'\]"):
+        MPCController.from_checkpoint(tmp_path, device="cpu", planner="cem", goal_energy={"fields": ["angle"]})
+    probe = subprocess.run([sys.executable, str(ROOT / "scripts/goal_energy_probe.py"), str(tmp_path), "--seed", "0",
+                            "--offsets=0", "--velocities", "0", "--fields", "position"],
+                           capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0 and "proprio fields ['position']" in probe.stdout, probe.stderr[-2000:]
+    assert "| +0.00 | 0.000 | 0.000 |" in probe.stdout  # the goal itself: zero distance, zero energy
 
 
 def test_prior_update_moves_only_the_prior():

@@ -7,7 +7,7 @@ import torch
 
 from wm_robotics.behaviors.cem import CEMPlanner
 from wm_robotics.behaviors.mppi import MPPIPlanner
-from wm_robotics.behaviors.planning import GoalObjective, RewardObjective, score_population
+from wm_robotics.behaviors.planning import GoalObjective, RewardObjective, goal_embedding, score_population
 from wm_robotics.models.base import State, WorldModel
 from wm_robotics.models.rssm import RSSMWorldModel
 
@@ -18,11 +18,11 @@ class PointMass(WorldModel):
     """x' = decay·x + dt·a; features = x; reward = −|x − target|²; optional constant continue."""
 
     def __init__(self, target=0.5, dt: float = 0.1, decay: float = 1.0, dim: int = 1, cont: float | None = None,
-                 device: str = "cpu"):
+                 device: str = "cpu", decodes: bool = False):
         super().__init__()
         self.obs_keys, self.action_dim, self.feature_dim = ("proprio",), dim, dim
         self.target = torch.as_tensor(target, dtype=torch.float32, device=device)
-        self.device = device
+        self.device, self.decodes = device, decodes
         self.dt, self.decay, self.cont = dt, decay, cont
         self.imagine_calls = 0
 
@@ -48,6 +48,10 @@ class PointMass(WorldModel):
 
     def predict_continue(self, features):
         return None if self.cont is None else torch.full(features.shape[:-1], self.cont, device=features.device)
+
+    def decode(self, state, keys=None):
+        """A "probe decoder" for goal energies on proprio fields: proprio = (x, −x)."""
+        return {"proprio": torch.cat([state["x"], -state["x"]], -1)} if self.decodes else {}
 
 
 def make(kind: str, **kw):
@@ -177,6 +181,18 @@ def test_goal_objective_values():
     assert GoalObjective(goal)(model, states, None).item() == pytest.approx(-2.5)
     assert GoalObjective(goal, norm="l1")(model, states, None).item() == pytest.approx(-3.5)
     assert GoalObjective(goal, terminal_only=True)(model, states, None).item() == pytest.approx(-5.0)
+
+
+def test_goal_objective_on_decoded_proprio_fields():
+    model = PointMass(dim=2, decodes=True)  # proprio = (x, −x)
+    states = {"x": torch.tensor([[[0.0, 0.0], [3.0, 4.0]]])}  # (N=1, H=2, F=2)
+    assert torch.equal(goal_embedding(model, states, torch.tensor([2, 3])), -states["x"])
+    only_second = GoalObjective(torch.zeros(1), proprio_index=torch.tensor([1]))  # compares x[1] only
+    assert only_second(model, states, None).item() == pytest.approx(-2.0)  # mean of |0 − 0|, |4 − 0|
+    assert GoalObjective(torch.tensor([4.0]), proprio_index=torch.tensor([1]), terminal_only=True)(
+        model, states, None).item() == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="needs a model that decodes proprio"):
+        goal_embedding(PointMass(dim=2), states, torch.tensor([0]))
 
 
 def test_reward_objective_discount_continue_and_value():

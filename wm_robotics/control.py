@@ -19,7 +19,7 @@ import torch
 from wm_robotics.agent import agent_from_checkpoint
 from wm_robotics.behaviors.cem import CEMPlanner
 from wm_robotics.behaviors.mppi import MPPIPlanner
-from wm_robotics.behaviors.planning import GOAL_ENERGY_KEYS, GoalObjective, RewardObjective
+from wm_robotics.behaviors.planning import GOAL_ENERGY_KEYS, GoalObjective, RewardObjective, goal_embedding
 from wm_robotics.builders import resolve_device
 from wm_robotics.checkpoint import load_checkpoint
 
@@ -34,7 +34,8 @@ class MPCController:
     actor alone, no search). A checkpoint trained with that same planner (``tdmpc_cpu``, ``planet``)
     starts from its preset's planner settings; ``planner_kwargs`` override them. ``set_goal`` switches the
     objective to reaching a goal observation, with the preset's ``behavior.goal_energy`` (``norm`` "l2" or
-    "l1", ``terminal_only``) updated by ``goal_energy``.
+    "l1", ``terminal_only``, ``fields``: proprio field names to compare through the model's probe decoder
+    instead of the latent) updated by ``goal_energy``.
     """
 
     def __init__(self, payload: dict[str, Any], device: str = "auto", planner: str = "mppi",
@@ -62,7 +63,9 @@ class MPCController:
         unknown = set(self.goal_energy) - GOAL_ENERGY_KEYS
         if unknown:
             raise ValueError(f"unknown goal_energy keys {sorted(unknown)}; valid keys: {sorted(GOAL_ENERGY_KEYS)}")
-        GoalObjective(torch.zeros(1), **self.goal_energy)  # a bad norm fails here, not at the first goal
+        self._goal_kwargs = {key: value for key, value in self.goal_energy.items() if key != "fields"}
+        self._goal_kwargs["proprio_index"] = self._proprio_index(self.goal_energy.get("fields"))
+        GoalObjective(torch.zeros(1), **self._goal_kwargs)  # a bad norm fails here, not at the first goal
         if planner == "mppi":
             self.planner = MPPIPlanner(dim, objective=self._reward_objective,
                                        policy=getattr(self.behavior, "policy", None), **planner_kwargs)
@@ -113,11 +116,36 @@ class MPCController:
 
     @torch.inference_mode()
     def set_goal(self, goal_obs: Any) -> None:
-        """Plan toward the latent of ``goal_obs``: the negative distance of predicted features (``goal_energy``)."""
+        """Plan toward ``goal_obs``: the negative distance of predicted latents (or of their decoded
+        ``goal_energy.fields``) to those of ``goal_obs``."""
         if self.planner is None:
             raise ValueError("set_goal needs a planner ('mppi' or 'cem'), not planner='policy'")
-        self.planner.objective = GoalObjective(self.model.features(self.encode(goal_obs)), **self.goal_energy)
+        goal = goal_embedding(self.model, self.encode(goal_obs), self._goal_kwargs["proprio_index"])
+        self.planner.objective = GoalObjective(goal, **self._goal_kwargs)
         self.planner.reset()
+
+    def _proprio_index(self, fields: str | list[str] | None) -> torch.Tensor | None:
+        """Dims of the proprio vector that hold the named fields (``goal_energy.fields``); None for none."""
+        if not fields:
+            return None
+        fields = [fields] if isinstance(fields, str) else list(fields)
+        names = [name for name, _ in self.proprio_keys]
+        if "proprio" not in self.obs_shapes or not names:
+            raise ValueError(f"goal_energy fields {fields} name proprio fields; this model observes "
+                             f"{sorted(self.obs_shapes)} with no named proprio fields")
+        unknown = [name for name in fields if name not in names]
+        if unknown:
+            raise ValueError(f"unknown proprio fields {unknown} in goal_energy; valid fields: {names}")
+        with torch.inference_mode():
+            if "proprio" not in self.model.decode(self.model.initial(1), ["proprio"]):
+                raise ValueError("goal_energy fields need a model that decodes proprio; train the JEPA with "
+                                 "model.overrides.probe_decoder=true")
+        index, start = [], 0
+        for name, size in self.proprio_keys:
+            if name in fields:
+                index += range(start, start + size)
+            start += size
+        return torch.tensor(index, dtype=torch.long, device=self.device)
 
     @torch.inference_mode()
     def encode(self, obs: Any) -> dict[str, torch.Tensor]:

@@ -59,25 +59,41 @@ class RewardObjective:
         return score
 
 
-#: keyword arguments of ``GoalObjective`` besides the goal (the ``goal_energy`` config of MPC presets)
-GOAL_ENERGY_KEYS = frozenset({"norm", "terminal_only"})
+#: keys of the ``goal_energy`` config of MPC presets (``MPCController`` turns ``fields`` into ``proprio_index``)
+GOAL_ENERGY_KEYS = frozenset({"norm", "terminal_only", "fields"})
+
+
+def goal_embedding(model: WorldModel, states: State, proprio_index: torch.Tensor | None = None) -> torch.Tensor:
+    """What a goal energy compares (..., F): the model's features, or with ``proprio_index`` those
+    dims of the proprio that its (probe) decoder reads from them."""
+    if proprio_index is None:
+        return model.features(states)
+    decoded = model.decode(states, ["proprio"])
+    if "proprio" not in decoded:
+        raise ValueError("a goal energy on proprio fields needs a model that decodes proprio (a probe decoder)")
+    return decoded["proprio"].index_select(-1, proprio_index)
 
 
 class GoalObjective:
-    """Negative distance between predicted features and a goal embedding (V-JEPA 2-AC / DINO-WM energy).
+    """Negative distance between predicted states and a goal embedding (V-JEPA 2-AC / DINO-WM energy).
 
-    ``goal_features`` is (F,) for all environments or (E, F), one goal per environment. ``norm`` is
-    "l2" (Euclidean) or "l1"; the distance is averaged over the horizon, or taken at the last step
-    only when ``terminal_only``. Replace ``goal`` to plan towards a new goal.
+    ``goal`` is (F,) for all environments or (E, F), one goal per environment, in the space of
+    ``goal_embedding``: the latent features, or with ``proprio_index`` (long tensor) the decoded
+    proprio dims it lists (e.g. joint positions only: an energy blind to velocity, as a single
+    goal frame is). ``norm`` is "l2" (Euclidean) or "l1"; the distance is averaged over the
+    horizon, or taken at the last step only when ``terminal_only``. Replace ``goal`` to plan
+    towards a new goal.
     """
 
-    def __init__(self, goal_features: torch.Tensor, norm: str = "l2", terminal_only: bool = False) -> None:
+    def __init__(self, goal: torch.Tensor, norm: str = "l2", terminal_only: bool = False,
+                 proprio_index: torch.Tensor | None = None) -> None:
         if norm not in ("l1", "l2"):
             raise ValueError(f"norm must be 'l1' or 'l2', got {norm!r}")
-        self.goal = torch.as_tensor(goal_features)
+        self.goal = torch.as_tensor(goal)
         if self.goal.dim() not in (1, 2):
-            raise ValueError(f"goal_features must be (F,) or (E, F), got shape {tuple(self.goal.shape)}")
+            raise ValueError(f"goal must be (F,) or (E, F), got shape {tuple(self.goal.shape)}")
         self.norm, self.terminal_only = norm, terminal_only
+        self.proprio_index = None if proprio_index is None else torch.as_tensor(proprio_index, dtype=torch.long)
 
     @property
     def num_envs(self) -> int | None:
@@ -85,10 +101,15 @@ class GoalObjective:
         return self.goal.shape[0] if self.goal.dim() == 2 else None
 
     def __call__(self, model: WorldModel, states: State, actions: torch.Tensor) -> torch.Tensor:
-        features = model.features(states)  # (N, H, F)
         if self.terminal_only:
-            features = features[:, -1:]
-        goal = self.goal.to(features.device, features.dtype)
+            states = {key: value[:, -1:] for key, value in states.items()}
+        device = next(iter(states.values())).device
+        if self.goal.device != device:  # moved once, in eager calls before any CUDA-graph capture
+            self.goal = self.goal.to(device)
+        if self.proprio_index is not None and self.proprio_index.device != device:
+            self.proprio_index = self.proprio_index.to(device)
+        features = goal_embedding(model, states, self.proprio_index)  # (N, H, F)
+        goal = self.goal.to(features.dtype)
         num = features.shape[0]
         if goal.dim() == 2:
             if num % goal.shape[0]:

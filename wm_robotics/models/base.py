@@ -13,7 +13,7 @@ marks episode starts and ``is_terminal`` (B, T) true terminations (not time limi
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -106,8 +106,8 @@ class WorldModel(nn.Module):
         """Probability (...) that the episode continues; None when the model has no continue head."""
         return None
 
-    def decode(self, state: State) -> dict[str, torch.Tensor]:
-        """Reconstructed observations from a state; empty when the model has no decoder."""
+    def decode(self, state: State, keys: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        """Reconstructed observations from a state (only ``keys`` when given); empty without a decoder."""
         return {}
 
     def after_step(self) -> None:

@@ -10,6 +10,8 @@ Leading dims (B, T, ...) are arbitrary everywhere.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
@@ -107,22 +109,25 @@ class ObservationDecoder(nn.Module):
         if "proprio" in shapes:
             self.mlp = mlp(feature_dim, mlp_units, mlp_layers, shapes["proprio"][0])
 
-    def _predict(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Raw predictions: pixels (..., 64, 64, C) in [-0.5, 0.5] space, proprio in symlog space."""
+    def _predict(self, features: torch.Tensor, keys: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        """Raw predictions (of ``keys`` only when given): pixels (..., 64, 64, C) in [-0.5, 0.5] space,
+        proprio in symlog space."""
         out = {}
-        if "pixels" in self.keys:
+        keys = self.keys if keys is None else [key for key in keys if key in self.keys]
+        if "pixels" in keys:
             lead = features.shape[:-1]
             x = self.image_in(features.reshape(-1, features.shape[-1]))
             x = x.reshape(-1, _BOTTOM, _BOTTOM, self._top).permute(0, 3, 1, 2)  # channels-last (N, C, 4, 4)
             x = self.cnn(x)  # (N, C, 64, 64), channels-last like the encoder: about 2x faster convs on CPU
             out["pixels"] = x.permute(0, 2, 3, 1).reshape(*lead, IMAGE_SIZE, IMAGE_SIZE, self._image_channels)
-        if "proprio" in self.keys:
+        if "proprio" in keys:
             out["proprio"] = self.mlp(features)
         return out
 
-    def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Reconstructions: ``pixels`` float (..., 64, 64, C) in [0, 1], ``proprio`` (..., D) in raw units."""
-        pred = self._predict(features)
+    def forward(self, features: torch.Tensor, keys: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        """Reconstructions (of ``keys`` only when given): ``pixels`` float (..., 64, 64, C) in [0, 1],
+        ``proprio`` (..., D) in raw units."""
+        pred = self._predict(features, keys)
         if "pixels" in pred:
             pred["pixels"] = (pred["pixels"] + 0.5).clamp(0.0, 1.0)
         if "proprio" in pred:

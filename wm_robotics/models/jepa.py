@@ -25,6 +25,7 @@ observations from *detached* latents, so imaginations can be shown without chang
 from __future__ import annotations
 
 import copy
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -179,9 +180,9 @@ class JEPAWorldModel(WorldModel):
     def predict_reward(self, features: torch.Tensor) -> torch.Tensor | None:
         return None if self.reward_head is None else self.twohot.decode(self.reward_head(features))
 
-    def decode(self, state: State) -> dict[str, torch.Tensor]:
+    def decode(self, state: State, keys: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """Probe reconstructions (``ObservationDecoder`` units) from the latent; empty without a probe."""
-        return {} if self.decoder is None else self.decoder(state["latent"])
+        return {} if self.decoder is None else self.decoder(state["latent"], keys)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float], State]:
         """Rollout loss (see the module docstring). The returned states are the latent rollouts

@@ -12,6 +12,7 @@ is reset to it and the incoming action is zeroed, so episodes never leak into ea
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -209,9 +210,9 @@ class RSSMWorldModel(WorldModel):
     def predict_continue(self, features: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.continue_head(features).squeeze(-1))
 
-    def decode(self, state: State) -> dict[str, torch.Tensor]:
+    def decode(self, state: State, keys: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """Reconstructions: ``pixels`` float (..., 64, 64, C) in [0, 1], ``proprio`` (..., D) raw units."""
-        return self.decoder(self.features(state))
+        return self.decoder(self.features(state), keys)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float], State]:
         obs = self._obs({key: batch[f"obs/{key}"] for key in self.obs_keys})

@@ -25,6 +25,8 @@ independent frames drew the cart within 500–750 updates (docs/results/world_mo
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch.nn import functional as F
 
@@ -134,9 +136,9 @@ class VMCWorldModel(WorldModel):
     def predict_continue(self, features: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.continue_head(features).squeeze(-1))
 
-    def decode(self, state: State) -> dict[str, torch.Tensor]:
+    def decode(self, state: State, keys: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """The VAE decoder on z: ``pixels`` float (..., 64, 64, C) in [0, 1], ``proprio`` (..., D) raw units."""
-        return self.vae.decoder(state["z"])
+        return self.vae.decoder(state["z"], keys)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float], State]:
         obs = self._obs({key: batch[f"obs/{key}"] for key in self.obs_keys})
