@@ -4,6 +4,7 @@ The goal state of one episode of a ``*-goal-v0`` task is moved along its first g
 reacher's shoulder) by each offset and given each velocity on that joint (others at rest); each
 such observation is encoded and its distance to the goal's latent printed (the planner's goal
 energy at one step, ``MPCController.goal_energy``), beside the end effector's distance to the goal.
+With ``--fields`` the energy compares those proprio fields as the probe decoder reads them instead.
 
     python scripts/goal_energy_probe.py runs/<jepa_goal run> --seed 100016 --offsets -1.5:1.5:0.1 --velocities 0,0.5,1,2,4
     python scripts/goal_energy_probe.py runs/<jepa_goal run> --seed 100016 --fields position   # decoded joint angles
@@ -57,8 +58,9 @@ def main() -> None:
     goal_env = env.unwrapped
     joints = len(goal_env.goal_joints)
     velocities = _floats(args.velocities)
+    compared = "latent" if objective.proprio_index is None else f"proprio fields {controller.goal_energy['fields']}"
     print(f"goal joints {np.round(goal_env.goal_joints, 3).tolist()}, energy = {objective.norm} distance to the goal "
-          f"{'latent' if objective.proprio_index is None else 'proprio fields ' + str(controller.goal_energy['fields'])}")
+          f"{compared}")
     print("| offset (rad) | effector distance (m) | " + " | ".join(f"E at {v:g} rad/s" for v in velocities) + " |")
     print("|---" * (2 + len(velocities)) + "|")
     for offset in _floats(args.offsets):

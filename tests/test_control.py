@@ -84,7 +84,8 @@ def test_bad_inputs_say_what_was_expected(checkpoint):
 
 def test_run_controller_script(checkpoint):
     result = subprocess.run([sys.executable, str(ROOT / "scripts/run_controller.py"), str(checkpoint), "--planner",
-                             "policy", "--episodes", "1", "--threads", "1"], capture_output=True, text=True, timeout=300)
+                             "policy", "--episodes", "1", "--threads", "1", "--device", "cpu"],
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "policy {} on cartpole-swingup (cpu): return" in result.stdout
 

@@ -85,7 +85,7 @@ class LinearSystemModel(WorldModel):
     def predict_reward(self, features):
         return reward_of(features)
 
-    def decode(self, state):
+    def decode(self, state, keys=None):
         return {"proprio": state["x"]}
 
 

@@ -43,7 +43,7 @@ class PositionModel(WorldModel):
     def features(self, state):
         return state["x"]
 
-    def decode(self, state):
+    def decode(self, state, keys=None):
         return {"proprio": state["x"]}
 
 

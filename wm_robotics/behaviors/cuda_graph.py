@@ -12,6 +12,20 @@ from typing import Any, Callable, Sequence
 import torch
 
 
+_VALUES = (bool, int, float, str, type(None), torch.Size, torch.dtype, torch.device)
+
+
+def same_capture(old: Any, new: Any) -> bool:
+    """Whether a graph captured for ``old`` serves ``new``: settings, shapes, dtypes and devices compared
+    by value (in nested tuples and lists), everything else (models, objectives, tensors) by identity."""
+    if isinstance(old, _VALUES):
+        return type(old) is type(new) and old == new
+    if isinstance(old, (tuple, list)):
+        return (type(old) is type(new) and len(old) == len(new)
+                and all(same_capture(a, b) for a, b in zip(old, new)))
+    return old is new
+
+
 def _clone(value: Any) -> Any:
     """Copies of the tensors in a nest of tuples, lists and dicts (a replay overwrites the originals)."""
     if isinstance(value, torch.Tensor):
@@ -28,9 +42,10 @@ class GraphedCall:
 
     PyTorch's graph-safe RNG gives every replay fresh random numbers. Tensors ``fn`` reads besides
     its arguments (weights, a goal embedding) are read from their memory at each replay: in-place
-    updates such as optimiser steps are seen, tensors replaced by new ones are not (capture anew).
-    Outputs are returned as copies. Capture fails with a RuntimeError when ``fn`` synchronises with
-    the host (``.item()``, data-dependent shapes).
+    updates such as optimiser steps are seen; a tensor replaced by a new one is not, and the caller
+    must capture anew (``same_capture`` on what the graph was captured for). Outputs are returned as
+    copies. Capture fails with a RuntimeError when ``fn`` synchronises with the host (``.item()``,
+    data-dependent shapes); the error's ``__context__`` holds the operation that broke it.
     """
 
     def __init__(self, fn: Callable[..., Any], args: Sequence[torch.Tensor], warmup: int = 2) -> None:
@@ -39,15 +54,18 @@ class GraphedCall:
             raise ValueError(f"GraphedCall needs CUDA tensors, got device {device}")
         self.fn = fn  # keeps alive the tensors its closure holds, which the graph reads
         self.inputs = [arg.clone() for arg in args]
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):  # warm-up off the main stream: allocator and cuBLAS workspaces
-            for _ in range(warmup):
-                fn(*self.inputs)
-        torch.cuda.current_stream(device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.outputs = fn(*self.inputs)
+        with torch.cuda.device(device):
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            # The outer context restores the caller's stream even when a failed capture skips the
+            # inner one's restore; warm-up off the main stream sets up allocator and cuBLAS workspaces.
+            with torch.cuda.stream(side):
+                for _ in range(warmup):
+                    fn(*self.inputs)
+                with torch.cuda.graph(self.graph, stream=side):
+                    self.outputs = fn(*self.inputs)
+            torch.cuda.current_stream(device).wait_stream(side)
 
     def __call__(self, *args: torch.Tensor) -> Any:
         for static, value in zip(self.inputs, args, strict=True):

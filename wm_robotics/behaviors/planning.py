@@ -15,7 +15,7 @@ from typing import Callable, Protocol, Sequence
 
 import torch
 
-from wm_robotics.behaviors.cuda_graph import GraphedCall
+from wm_robotics.behaviors.cuda_graph import GraphedCall, same_capture
 from wm_robotics.models.base import State, WorldModel
 
 Bound = float | Sequence[float] | torch.Tensor
@@ -170,8 +170,9 @@ class SamplingPlanner:
     stays the same, otherwise the search starts cold (from the middle of the bounds).
 
     On CUDA with ``cuda_graph`` the search is captured once as a CUDA graph (``GraphedCall``) and
-    replayed; it is captured anew when the model, the objective, a setting (``iterations``, ...) or
-    the state's shapes change. If capture fails the planner warns once and searches eagerly.
+    replayed; it is captured anew when the model, the objective or one of its attributes (a new
+    ``goal``), a setting (``iterations``, ...) or the state's shapes change. If capture fails the
+    planner warns once and searches eagerly.
     """
 
     def __init__(self, action_dim: int, horizon: int, iterations: int, action_low: Bound, action_high: Bound,
@@ -212,20 +213,21 @@ class SamplingPlanner:
         """``_search`` replayed from a CUDA graph; eager (with a warning, once) if it cannot be captured."""
         keys = list(state)
         settings = [(name, value) for name, value in vars(self).items() if isinstance(value, (bool, int, float, str))]
-        key = (model, self.objective, getattr(self, "policy", None), settings,
+        key = (model, self.objective, list(vars(self.objective).items()), getattr(self, "policy", None), settings,
                [(k, state[k].shape, state[k].dtype) for k in keys], mean.shape, mean.device)
-        if self._graph is None or self._graph[0] != key:
+        inputs = [mean, low, high, *(state[k] for k in keys)]
+        if self._graph is None or not same_capture(self._graph[0], key):
             self._graph = None
             try:
-                graph = GraphedCall(lambda m, *values: self._search(model, dict(zip(keys, values)), m, low, high),
-                                    [mean, *(state[k] for k in keys)])
+                graph = GraphedCall(lambda m, lo, hi, *values: self._search(model, dict(zip(keys, values)), m, lo, hi),
+                                    inputs)
             except RuntimeError as error:
-                warnings.warn(f"CUDA graph capture of {type(self).__name__}'s search failed ({error}); "
-                              "planning without graphs from now on")
+                warnings.warn(f"CUDA graph capture of {type(self).__name__}'s search failed "
+                              f"({error.__context__ or error}); planning without graphs from now on")
                 self.cuda_graph = False
                 return self._search(model, state, mean, low, high)
-            self._graph = (key, graph)
-        return self._graph[1](mean, *(state[k] for k in keys))
+            self._graph = (key, graph)  # the key also keeps what it names alive while the graph reads it
+        return self._graph[1](*inputs)
 
     def reset(self, env_ids: Sequence[int] | torch.Tensor | None = None) -> None:
         """Forget the warm start: for all environments, or only ``env_ids`` (those whose episode ended)."""

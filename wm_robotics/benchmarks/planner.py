@@ -48,10 +48,12 @@ def _timed(work: Callable[[], object], device: torch.device, repeats: int,
     graphed = planner is not None and planner.cuda_graph
     if graphed:
         planner.cuda_graph = False
-    with FlopCounterMode(display=False) as counter:
-        work()
-    if graphed:
-        planner.cuda_graph = True
+    try:
+        with FlopCounterMode(display=False) as counter:
+            work()
+    finally:
+        if graphed:
+            planner.cuda_graph = True
     times = []
     for _ in range(repeats):
         sync(device)
