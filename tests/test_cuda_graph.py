@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.test_planners import KINDS, PointMass, make
-from wm_robotics.behaviors.cuda_graph import GraphedCall
+from wm_robotics.behaviors.cuda_graph import GraphedCall, same_capture
 from wm_robotics.behaviors.mpc_behavior import MPCBehavior
 from wm_robotics.behaviors.planning import GoalObjective
 from wm_robotics.models.jepa import JEPAWorldModel
@@ -20,6 +20,16 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 def test_graphed_call_needs_cuda_tensors():
     with pytest.raises(ValueError, match="needs CUDA tensors, got device cpu"):
         GraphedCall(lambda x: x + 1, [torch.zeros(3)])
+
+
+def test_same_capture_compares_settings_by_value_and_objects_by_identity():
+    goal = torch.zeros(2)
+    key = [("iterations", 6), ("norm", "l2"), torch.Size([1, 3]), torch.float32, goal]
+    assert same_capture(key, [("iterations", 6), ("norm", "l2"), torch.Size([1, 3]), torch.float32, goal])
+    assert not same_capture(key, [("iterations", 1), ("norm", "l2"), torch.Size([1, 3]), torch.float32, goal])
+    assert not same_capture(key, [("iterations", 6), ("norm", "l2"), torch.Size([2, 3]), torch.float32, goal])
+    assert not same_capture(key, [("iterations", 6), ("norm", "l2"), torch.Size([1, 3]), torch.float32, goal.clone()])
+    assert not same_capture([1], [True]) and not same_capture([1], [1, 2])  # types and lengths must match too
 
 
 def test_cpu_planner_never_captures():
