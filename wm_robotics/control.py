@@ -136,16 +136,15 @@ class MPCController:
         unknown = [name for name in fields if name not in names]
         if unknown:
             raise ValueError(f"unknown proprio fields {unknown} in goal_energy; valid fields: {names}")
-        with torch.inference_mode():
-            if "proprio" not in self.model.decode(self.model.initial(1), ["proprio"]):
-                raise ValueError("goal_energy fields need a model that decodes proprio; train the JEPA with "
-                                 "model.overrides.probe_decoder=true")
         index, start = [], 0
         for name, size in self.proprio_keys:
             if name in fields:
                 index += range(start, start + size)
             start += size
-        return torch.tensor(index, dtype=torch.long, device=self.device)
+        index = torch.tensor(index, dtype=torch.long, device=self.device)
+        with torch.inference_mode():
+            goal_embedding(self.model, self.model.initial(1), index)  # a model without a probe fails here
+        return index
 
     @torch.inference_mode()
     def encode(self, obs: Any) -> dict[str, torch.Tensor]:

@@ -70,7 +70,8 @@ def goal_embedding(model: WorldModel, states: State, proprio_index: torch.Tensor
         return model.features(states)
     decoded = model.decode(states, ["proprio"])
     if "proprio" not in decoded:
-        raise ValueError("a goal energy on proprio fields needs a model that decodes proprio (a probe decoder)")
+        raise ValueError("a goal energy on proprio fields needs a model that decodes proprio: a probe decoder, "
+                         "e.g. a JEPA trained with model.overrides.probe_decoder=true")
     return decoded["proprio"].index_select(-1, proprio_index)
 
 

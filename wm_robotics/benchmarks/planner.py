@@ -71,6 +71,11 @@ def matmul_gflops(device: torch.device, size: int = 1024, repeats: int = 20) -> 
     return 2 * size ** 3 * repeats / (ms / 1000) / 1e9
 
 
+def _params_million(model: JEPAWorldModel) -> float:
+    """Trained parameters in millions (the EMA target copies excluded)."""
+    return sum(p.numel() for name, p in model.named_parameters() if not name.startswith("target")) / 1e6
+
+
 def _model(size: str, device: torch.device) -> JEPAWorldModel:
     torch.manual_seed(0)
     return JEPAWorldModel.from_size(size, {"proprio": (5,)}, 1, target="stopgrad", horizon=HORIZON).to(device)
@@ -105,8 +110,7 @@ def time_goal_cem(device: torch.device, repeats: int) -> dict:
         return planner.plan(model, model.step(model.initial(1), no_action, obs, first))
 
     ms, gflop = _timed(act, device, repeats, planner)
-    params = sum(p.numel() for name, p in model.named_parameters() if not name.startswith("target")) / 1e6
-    return {"what": "goal-cem", "ms": ms, "gflop": gflop, "params_M": params}
+    return {"what": "goal-cem", "ms": ms, "gflop": gflop, "params_M": _params_million(model)}
 
 
 def time_update(size: str, device: torch.device, repeats: int) -> dict:
@@ -143,8 +147,7 @@ def run(quick: bool = False, device_choice: str = "auto") -> dict:
     for device in devices:
         rate = matmul_gflops(device)
         for size in sizes:
-            params = sum(p.numel() for name, p in _model(size, device).named_parameters()
-                         if not name.startswith("target")) / 1e6
+            params = _params_million(_model(size, device))
             results = [time_planner(size, "mppi", device, repeats), time_update(size, device, repeats),
                        time_planner(size, "cem", device, 1 if quick else 3)]
             if size == "xs":
