@@ -1,4 +1,4 @@
-"""Shared nets: symlog/symexp, two-hot encoding, MLP zero-init."""
+"""Shared nets: symlog/symexp, two-hot encoding, MLP zero-init and input bias."""
 
 import torch
 
@@ -39,6 +39,25 @@ def test_mlp_zero_out_gives_zero_output():
     out = net(torch.randn(5, 7))
     assert out.shape == (5, 3)
     assert torch.count_nonzero(out) == 0
+
+
+def test_mlp_sees_the_scale_of_its_input():
+    # LayerNorm after a bias-free first layer maps x and 2x to the same output; the input bias keeps them apart
+    torch.manual_seed(0)
+    net = mlp(6, 32, 2, 4)
+    x = torch.randn(8, 6)
+    assert (net(x) - net(2 * x)).abs().max() > 1e-2
+
+
+def test_mlp_saved_without_an_input_bias_loads_with_a_zero_bias():
+    torch.manual_seed(0)
+    net = mlp(6, 32, 2, 4)
+    old = {key: value for key, value in net.state_dict().items() if key != "0.bias"}  # as saved before the bias
+    net.load_state_dict(old)
+    assert torch.count_nonzero(net[0].bias) == 0
+    x = torch.randn(8, 6)
+    expected = net[1:](torch.nn.functional.linear(x, old["0.weight"]))
+    torch.testing.assert_close(net(x), expected)
 
 
 def test_optimizer_state_from_a_plain_adam_keeps_fusing_and_the_moments():

@@ -38,16 +38,33 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
     optimizer.load_state_dict({**state, "param_groups": groups})
 
 
+class InputLinear(nn.Linear):
+    """The first layer of an :func:`mlp`: a Linear *with* bias.
+
+    LayerNorm right after a bias-free Linear is blind to the input's scale (LN(W·cx) = LN(W·x) for
+    c > 0), which for a 6-D proprio vector throws away one of its six dimensions: an autoencoder
+    of the reacher's proprio through that layer reads the joint angles back only to ~0.3 rad
+    (0.01 rad with the bias). A checkpoint saved before this layer had a bias loads with a zero
+    bias, which computes exactly what it computed then.
+    """
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        state_dict.setdefault(prefix + "bias", torch.zeros_like(self.bias))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
 def mlp(in_dim: int, hidden: int, layers: int, out_dim: int | None = None, zero_out: bool = False) -> nn.Sequential:
     """``layers`` × (Linear → LayerNorm → SiLU), then an optional linear output layer.
 
-    ``zero_out`` initialises the output layer to zero (DreamerV3 does this for reward and
-    critic heads so early predictions are 0 rather than noise).
+    Hidden layers have no bias (LayerNorm's shift replaces it); the first one does
+    (:class:`InputLinear`). ``zero_out`` initialises the output layer to zero (DreamerV3 does this
+    for reward and critic heads so early predictions are 0 rather than noise).
     """
     blocks: list[nn.Module] = []
     dim = in_dim
-    for _ in range(layers):
-        blocks += [nn.Linear(dim, hidden, bias=False), nn.LayerNorm(hidden), nn.SiLU(inplace=True)]
+    for index in range(layers):
+        linear = InputLinear(dim, hidden) if index == 0 else nn.Linear(dim, hidden, bias=False)
+        blocks += [linear, nn.LayerNorm(hidden), nn.SiLU(inplace=True)]
         dim = hidden
     if out_dim is not None:
         out = nn.Linear(dim, out_dim)
