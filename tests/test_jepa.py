@@ -129,6 +129,23 @@ def test_probe_decoder_does_not_train_the_encoder():
     assert any(p.grad is not None and p.grad.any() for p in model.decoder.parameters())
 
 
+def test_split_latent_gives_pixels_and_proprio_their_own_half():
+    torch.manual_seed(0)
+    model = JEPAWorldModel({"pixels": (64, 64, 3), "proprio": (OBS,)}, ACTIONS, latent=16, units=32, enc_units=32,
+                           cnn_depth=4, reward=False, num_q=0, policy=False, simnorm=False, split_latent=True)
+    pixels = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    proprio = torch.randn(2, OBS)
+    base = model.encoder({"pixels": pixels, "proprio": proprio})
+    new_pixels = model.encoder({"pixels": 255 - pixels, "proprio": proprio})
+    new_proprio = model.encoder({"pixels": pixels, "proprio": proprio + 1})
+    torch.testing.assert_close(new_pixels[:, 8:], base[:, 8:])  # the proprio half ignores the frame
+    torch.testing.assert_close(new_proprio[:, :8], base[:, :8])  # the pixel half ignores the proprio
+    assert not torch.allclose(new_pixels[:, :8], base[:, :8]) and not torch.allclose(new_proprio[:, 8:], base[:, 8:])
+    with pytest.raises(ValueError, match="splits evenly"):
+        JEPAWorldModel({"pixels": (64, 64, 3), "proprio": (OBS,)}, ACTIONS, latent=15, simnorm=False,
+                       split_latent=True)
+
+
 def test_bad_settings_say_what_is_wrong():
     with pytest.raises(ValueError, match="needs policy=true"):
         small(num_q=2, policy=False)

@@ -61,7 +61,8 @@ class ObservationEncoder(nn.Module):
         super().__init__()
         shapes = check_obs_shapes(obs_space_shapes)
         self.keys = tuple(key for key in OBS_KEYS if key in shapes)
-        self.out_dim = 0
+        #: embedding width of each key, in ``keys`` order (``forward`` concatenates them)
+        self.part_dims: list[int] = []
         if "pixels" in shapes:
             channels = shapes["pixels"][-1]
             blocks: list[nn.Module] = []
@@ -70,20 +71,26 @@ class ObservationEncoder(nn.Module):
                            ChannelNorm(cnn_depth * mult), nn.SiLU()]
                 channels = cnn_depth * mult
             self.cnn = nn.Sequential(*blocks, nn.Flatten())
-            self.out_dim += channels * _BOTTOM * _BOTTOM
+            self.part_dims.append(channels * _BOTTOM * _BOTTOM)
         if "proprio" in shapes:
             self.mlp = mlp(shapes["proprio"][0], mlp_units, mlp_layers)
-            self.out_dim += mlp_units if mlp_layers else shapes["proprio"][0]
+            self.part_dims.append(mlp_units if mlp_layers else shapes["proprio"][0])
+        self.out_dim = sum(self.part_dims)
 
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """``obs[key]`` (..., *shape) → embedding (..., out_dim)."""
+        parts = self.parts(obs)
+        return torch.cat(parts, -1) if len(parts) > 1 else parts[0]
+
+    def parts(self, obs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """One embedding (..., part_dims[i]) per key, in ``keys`` order."""
         parts = []
         if "pixels" in self.keys:
             pixels = obs["pixels"]
             parts.append(self.cnn(_image_batch(pixels)).reshape(*pixels.shape[:-3], -1))
         if "proprio" in self.keys:
             parts.append(self.mlp(symlog(obs["proprio"].float())))
-        return torch.cat(parts, -1) if len(parts) > 1 else parts[0]
+        return parts
 
 
 class ObservationDecoder(nn.Module):
