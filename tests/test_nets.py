@@ -1,5 +1,6 @@
 """Shared nets: symlog/symexp, two-hot encoding, MLP zero-init and input bias."""
 
+import pytest
 import torch
 
 from wm_robotics.models.nets import TwoHot, adam, load_optimizer_state, mlp, symexp, symlog
@@ -58,6 +59,13 @@ def test_mlp_saved_without_an_input_bias_loads_with_a_zero_bias():
     x = torch.randn(8, 6)
     expected = net[1:](torch.nn.functional.linear(x, old["0.weight"]))
     torch.testing.assert_close(net(x), expected)
+
+
+def test_optimizer_state_of_another_model_version_says_so():
+    net = mlp(6, 8, 2, 3)
+    without_bias = adam([p for name, p in net.named_parameters() if name != "0.bias"], 1e-3).state_dict()
+    with pytest.raises(ValueError, match="another model version"):
+        load_optimizer_state(adam(net.parameters(), 1e-3), without_bias)
 
 
 def test_optimizer_state_from_a_plain_adam_keeps_fusing_and_the_moments():

@@ -33,6 +33,12 @@ def adam(params: Iterable[nn.Parameter], lr: float, eps: float = 1e-8) -> torch.
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
     """``optimizer.load_state_dict(state)`` keeping the optimiser's own ``fused`` setting (a saved state
     carries its groups' settings; one saved before :func:`adam` was fused would switch fusing off)."""
+    saved = [len(group["params"]) for group in state["param_groups"]]
+    wanted = [len(group["params"]) for group in optimizer.param_groups]
+    if saved != wanted:
+        raise ValueError(f"the saved optimiser state holds {saved} parameters per group, this model {wanted}: the "
+                         "checkpoint comes from another model version (e.g. before MLP input layers had a bias); "
+                         "it still loads for evaluation and control, but training cannot resume from it")
     fused = [group.get("fused") for group in optimizer.param_groups]
     groups = [{**group, "fused": flag} for group, flag in zip(state["param_groups"], fused)]
     optimizer.load_state_dict({**state, "param_groups": groups})
