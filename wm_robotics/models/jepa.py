@@ -176,7 +176,7 @@ class JEPAWorldModel(WorldModel):
 
     # -- the WorldModel seam -----------------------------------------------------------------
     def initial(self, batch_size: int) -> State:
-        return {"latent": torch.zeros(batch_size, self.feature_dim, device=self.dynamics[0][0].weight.device)}
+        return {"latent": torch.zeros(batch_size, self.feature_dim, device=next(self.parameters()).device)}
 
     def observe(self, obs: dict[str, torch.Tensor], action: torch.Tensor, is_first: torch.Tensor,
                 state: State | None = None) -> tuple[State, State]:
