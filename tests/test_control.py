@@ -47,6 +47,31 @@ def test_round_trip_in_fresh_process_on_raw_dm_control(checkpoint):
     assert result.stdout.startswith("ok")
 
 
+def test_checkpoint_from_before_the_input_biases_still_acts(checkpoint, tmp_path):
+    # as saved before MLP input layers had a bias: no first-layer biases, one parameter fewer per optimiser group
+    from wm_robotics.agent import agent_from_checkpoint
+    from wm_robotics.checkpoint import load_checkpoint
+    from wm_robotics.models.nets import InputLinear
+
+    payload = load_checkpoint(checkpoint)
+    model = agent_from_checkpoint(payload, torch.device("cpu")).model
+    biases = [f"{name}.bias" for name, module in model.named_modules() if isinstance(module, InputLinear)]
+    assert biases
+    for key in biases:
+        del payload["model"][key]
+    optimisers = [state for name, state in payload["behavior"].items() if name.endswith("_opt")]
+    assert optimisers  # the dreamer actor's and critic's
+    for state in optimisers:
+        for group in state["param_groups"]:
+            group["params"] = group["params"][:-1]
+    old = tmp_path / "old.pt"
+    torch.save(payload, old)
+    controller = MPCController.from_checkpoint(old, device="cpu", samples=64, iterations=1)
+    env = suite.load("cartpole", "swingup", task_kwargs={"random": 0})
+    action = controller.act(env.reset().observation)
+    assert action.shape == (1,) and np.isfinite(action).all()
+
+
 def test_every_observation_format_gives_the_same_action(checkpoint):
     controller = MPCController.from_checkpoint(checkpoint, device="cpu", planner="policy")
     raw = suite.load("cartpole", "swingup", task_kwargs={"random": 1}).reset().observation

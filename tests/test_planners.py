@@ -18,13 +18,14 @@ class PointMass(WorldModel):
     """x' = decay·x + dt·a; features = x; reward = −|x − target|²; optional constant continue."""
 
     def __init__(self, target=0.5, dt: float = 0.1, decay: float = 1.0, dim: int = 1, cont: float | None = None,
-                 device: str = "cpu", decodes: bool = False):
+                 device: str = "cpu", decodes: bool = False, matmul: bool = False):
         super().__init__()
         self.obs_keys, self.action_dim, self.feature_dim = ("proprio",), dim, dim
         self.target = torch.as_tensor(target, dtype=torch.float32, device=device)
         self.device, self.decodes = device, decodes
         self.dt, self.decay, self.cont = dt, decay, cont
         self.imagine_calls = 0
+        self.matmul, self.dtypes = matmul, set()  # matmul: the step as a Linear, so autocast reaches it
 
     def start(self, *positions) -> State:
         x = torch.tensor(positions, dtype=torch.float32, device=self.device)
@@ -35,7 +36,12 @@ class PointMass(WorldModel):
         x, xs, used = state["x"], [], []
         for t in range(horizon):
             a = actions[:, t] if actions is not None else policy(x)
-            x = self.decay * x + self.dt * a
+            if self.matmul:
+                weight = torch.cat([self.decay * torch.eye(self.action_dim), self.dt * torch.eye(self.action_dim)], 1)
+                x = torch.nn.functional.linear(torch.cat([x, a], -1), weight.to(x.device))
+            else:
+                x = self.decay * x + self.dt * a
+            self.dtypes.add(x.dtype)
             xs.append(x)
             used.append(a)
         return {"x": torch.stack(xs, 1)}, torch.stack(used, 1)
@@ -84,6 +90,21 @@ def test_interior_optimum(kind, kw):
     assert abs(action.item() - 0.3) < 0.05
     assert torch.allclose(planner.last_info["plan"], torch.full((1, 3, 1), 0.3), atol=0.05)
     assert planner.last_info["best_score"].item() > -0.01
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bf16_search_finds_interior_optimum(kind):
+    torch.manual_seed(1)
+    model = PointMass(target=0.3, dt=1.0, decay=0.0, matmul=True)
+    planner = make(kind, action_dim=1, precision="bf16")
+    action = planner.plan(model, model.start(0.0))
+    assert model.dtypes == {torch.bfloat16}  # the dynamics ran in bfloat16 ...
+    assert action.dtype == planner.last_info["plan"].dtype == torch.float32  # ... the planner's numbers did not
+    assert abs(action.item() - 0.3) < 0.05
+    assert torch.allclose(planner.last_info["plan"], torch.full((1, 3, 1), 0.3), atol=0.05)
+    fp32 = make(kind, action_dim=1)
+    fp32.plan(model, model.start(0.0))
+    assert torch.float32 in model.dtypes
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -249,6 +270,8 @@ def test_value_errors():
         MPPIPlanner(1, iterations=0)
     with pytest.raises(ValueError, match="below"):
         CEMPlanner(1, action_low=0.5, action_high=0.5)
+    with pytest.raises(ValueError, match=r"unknown precision 'fp16'; valid precisions: \['bf16', 'fp32'\]"):
+        MPPIPlanner(1, precision="fp16")
     with pytest.raises(ValueError, match="norm"):
         GoalObjective(torch.zeros(2), norm="cos")
     model = PointMass(dim=2)

@@ -53,7 +53,9 @@ def agent_from_checkpoint(payload: dict, device: torch.device) -> Agent:
     model = build_world_model(cfg["model"], shapes, len(low)).to(device)
     behavior = build_behavior(cfg["behavior"], model, gym.spaces.Box(low, high, dtype=np.float32)).to(device)
     model.load_state_dict(payload["model"])
-    behavior.load_full_state_dict(payload["behavior"])
+    # acting needs the weights only: optimiser and search states are for training (``Trainer.restore``),
+    # and one from another model version must not stop a checkpoint from acting
+    behavior.load_state_dict(payload["behavior"]["module"])
     model.eval()
     behavior.eval()
     return Agent(model, behavior, device)

@@ -6,10 +6,16 @@ row ``e·P + p`` is candidate p of environment e). Actions are in the planner's 
 ``[action_low, action_high]`` (normalised units, [-1, 1] by default, as the world model learns them).
 Standard deviations are given as fractions of the half-range (high − low) / 2, so that they mean
 the same for any bounds (and are absolute for [-1, 1]).
+
+``precision``: ``"fp32"`` (default) or ``"bf16"``: the model's matmuls inside the search run in
+bfloat16 under ``torch.autocast`` (DreamerV3's compute dtype); weights, sampled actions, scores and
+the planner's statistics stay float32. On CPUs with AVX-512 BF16 or AMX this roughly halves the
+matmul time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Callable, Protocol, Sequence
 
@@ -19,6 +25,19 @@ from wm_robotics.behaviors.cuda_graph import GraphedCall, same_capture
 from wm_robotics.models.base import State, WorldModel
 
 Bound = float | Sequence[float] | torch.Tensor
+#: compute dtypes of a planner's search (``precision=``)
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def compute_precision(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """A context running ``device``'s matmuls in ``precision`` (one of :data:`PRECISIONS`)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; valid precisions: {sorted(PRECISIONS)}")
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    # no weight-cast cache on CUDA: a CUDA graph must not capture tensors the cache frees afterwards
+    return torch.autocast(device.type, dtype=dtype, cache_enabled=device.type != "cuda")
 
 
 class Objective(Protocol):
@@ -109,8 +128,8 @@ class GoalObjective:
             self.goal = self.goal.to(device)
         if self.proprio_index is not None and self.proprio_index.device != device:
             self.proprio_index = self.proprio_index.to(device)
-        features = goal_embedding(model, states, self.proprio_index)  # (N, H, F)
-        goal = self.goal.to(features.dtype)
+        features = goal_embedding(model, states, self.proprio_index).float()  # (N, H, F)
+        goal = self.goal.float()
         num = features.shape[0]
         if goal.dim() == 2:
             if num % goal.shape[0]:
@@ -146,7 +165,7 @@ def score_population(model: WorldModel, state: State, actions: torch.Tensor, obj
         raise ValueError(f"the objective has {expected} goals but the state batch has {num_envs} environments")
     flat = actions.flatten(0, 1)  # (E·P, H, A)
     states, used = model.imagine(expand_state(state, pop), horizon, actions=flat)
-    scores = objective(model, states, used)  # (E·P,)
+    scores = objective(model, states, used).float()  # (E·P,); float: under bf16 the ranking needs the digits
     return scores.reshape(num_envs, pop).nan_to_num(nan=torch.finfo(scores.dtype).min)
 
 
@@ -177,7 +196,7 @@ class SamplingPlanner:
     """
 
     def __init__(self, action_dim: int, horizon: int, iterations: int, action_low: Bound, action_high: Bound,
-                 objective: Objective | None, cuda_graph: bool = True) -> None:
+                 objective: Objective | None, cuda_graph: bool = True, precision: str = "fp32") -> None:
         if action_dim <= 0 or horizon <= 0 or iterations <= 0:
             raise ValueError(f"action_dim, horizon and iterations must be positive, got "
                              f"{action_dim}, {horizon}, {iterations}")
@@ -186,6 +205,8 @@ class SamplingPlanner:
         if not bool((self.low < self.high).all()):
             raise ValueError(f"action_low must be below action_high, got {self.low.tolist()} and {self.high.tolist()}")
         self.action_dim, self.horizon, self.iterations = action_dim, horizon, iterations
+        compute_precision(torch.device("cpu"), precision)  # validates the name
+        self.precision = precision
         self.objective: Objective = RewardObjective() if objective is None else objective
         self.last_info: dict[str, torch.Tensor] = {}
         self._mean: torch.Tensor | None = None  # (E, H, A) previous mean plan
@@ -203,10 +224,11 @@ class SamplingPlanner:
             mean = shift_plan(self._mean.to(device), mid)
         else:
             mean = mid.expand(num_envs, self.horizon, -1).clone()
-        if self.cuda_graph and device.type == "cuda":
-            action, self._mean, self.last_info = self._graphed_search(model, state, mean, low, high)
-        else:
-            action, self._mean, self.last_info = self._search(model, state, mean, low, high)
+        with compute_precision(device, self.precision):
+            if self.cuda_graph and device.type == "cuda":
+                action, self._mean, self.last_info = self._graphed_search(model, state, mean, low, high)
+            else:
+                action, self._mean, self.last_info = self._search(model, state, mean, low, high)
         return action.clamp(low, high)
 
     def _graphed_search(self, model: WorldModel, state: State, mean: torch.Tensor, low: torch.Tensor,

@@ -81,15 +81,18 @@ def _model(size: str, device: torch.device) -> JEPAWorldModel:
     return JEPAWorldModel.from_size(size, {"proprio": (5,)}, 1, target="stopgrad", horizon=HORIZON).to(device)
 
 
-def time_planner(size: str, planner: str, device: torch.device, repeats: int, cuda_graph: bool = True) -> dict:
+def time_planner(size: str, planner: str, device: torch.device, repeats: int, cuda_graph: bool = True,
+                 precision: str = "fp32") -> dict:
     """ms per planned action (one environment) at the planner's default settings."""
     model = _model(size, device).eval()
-    behavior = MPCBehavior(model, planner=planner, settings={"cuda_graph": cuda_graph}).to(device)
+    behavior = MPCBehavior(model, planner=planner, settings={"cuda_graph": cuda_graph, "precision": precision}
+                           ).to(device)
     with torch.no_grad():
         state = {"latent": model.encoder({"proprio": torch.randn(1, 5, device=device)})}
     first = torch.zeros(1, dtype=torch.bool, device=device)
     ms, gflop = _timed(lambda: behavior.plan(model, state, first, sample=False), device, repeats, behavior.planner)
     name = planner if cuda_graph or device.type != "cuda" else f"{planner} (no graph)"
+    name = name if precision == "fp32" else f"{name} ({precision})"
     return {"what": name, "ms": ms, "gflop": gflop}
 
 

@@ -107,8 +107,9 @@ class TwoHot(nn.Module):
         return target
 
     def decode(self, logits: torch.Tensor) -> torch.Tensor:
-        """(..., bins) logits → (...) expected value, mapped back with symexp."""
-        return symexp(torch.softmax(logits, -1) @ self.buckets)
+        """(..., bins) logits → (...) expected value, mapped back with symexp; in float32 even under
+        bf16 autocast (a product and a sum, not a matmul, so autocast leaves them alone)."""
+        return symexp((torch.softmax(logits.float(), -1) * self.buckets).sum(-1))
 
     def loss(self, logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of ``logits`` against the two-hot encoding of ``value`` (per element)."""
