@@ -146,6 +146,27 @@ def test_split_latent_gives_pixels_and_proprio_their_own_half():
                        split_latent=True)
 
 
+def test_split_dynamics_predicts_the_proprio_block_from_itself_and_the_action():
+    torch.manual_seed(0)
+    model = JEPAWorldModel({"pixels": (64, 64, 3), "proprio": (OBS,)}, ACTIONS, latent=16, units=32, enc_units=32,
+                           cnn_depth=4, reward=False, num_q=0, policy=False, simnorm=True, split_latent=True,
+                           split_dynamics=True)
+    latent, action = torch.randn(3, 16), torch.randn(3, ACTIONS)
+    base = model.next(latent, action)
+    other_pixels = latent.clone()
+    other_pixels[:, :8] += 1.0  # the pixel block (keys are ordered pixels, proprio)
+    moved = model.next(other_pixels, action)
+    torch.testing.assert_close(moved[:, 8:], base[:, 8:])  # the proprio block's prediction ignores the pixels
+    assert not torch.allclose(moved[:, :8], base[:, :8])  # the pixel block's prediction reads everything
+    other_proprio = latent.clone()
+    other_proprio[:, 8:] += 1.0
+    assert not torch.allclose(model.next(other_proprio, action)[:, :8], base[:, :8])
+    assert not torch.allclose(model.next(latent, action + 1.0)[:, 8:], base[:, 8:])
+    torch.testing.assert_close(base.unflatten(-1, (-1, 8)).sum(-1), torch.ones(3, 2))  # SimNorm per group of 8
+    with pytest.raises(ValueError, match="split_dynamics needs split_latent=true"):
+        JEPAWorldModel({"proprio": (OBS,)}, ACTIONS, latent=16, split_latent=True, split_dynamics=True)
+
+
 def test_bad_settings_say_what_is_wrong():
     with pytest.raises(ValueError, match="needs policy=true"):
         small(num_q=2, policy=False)

@@ -2,7 +2,9 @@
 
 An encoder (CNN for pixels, symlog MLP for proprio, both when both; ``encoders.py``) and a linear
 projection give the latent z, optionally SimNorm'd (softmax over groups of 8, TD-MPC2). An
-action-conditioned MLP predictor rolls it forward: z' = f(z, a). A state is ``{"latent": (..., L)}``
+action-conditioned MLP predictor rolls it forward: z' = f(z, a); with ``split_dynamics`` (and a
+``split_latent``) the proprio block has a predictor of its own that sees only that block and the
+action, so the pixel block cannot stand in for it. A state is ``{"latent": (..., L)}``
 and ``features`` = the latent. The model is not recurrent: filtering encodes each observation.
 
 ``loss(batch)`` rolls the predictor ``horizon`` steps from every start s = 0..T-horizon-1 of the
@@ -110,7 +112,8 @@ class JEPAWorldModel(WorldModel):
                  vicreg_cov: float = 0.0, horizon: int = 3, rho: float = 0.5, reward: bool = True, num_q: int = 5,
                  policy: bool = True, probe_decoder: bool = False, bins: int = 101, vmin: float = -10.0,
                  vmax: float = 10.0, discount: float = 0.99, q_tau: float = 0.01, consistency_coef: float = 20.0,
-                 split_latent: bool = False, reward_coef: float = 0.1, value_coef: float = 0.1) -> None:
+                 split_latent: bool = False, split_dynamics: bool = False, reward_coef: float = 0.1,
+                 value_coef: float = 0.1) -> None:
         super().__init__()
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
@@ -126,12 +129,25 @@ class JEPAWorldModel(WorldModel):
                            vicreg_var=vicreg_var, vicreg_cov=vicreg_cov, horizon=horizon, rho=rho, reward=reward,
                            num_q=num_q, policy=policy, probe_decoder=probe_decoder, bins=bins, vmin=vmin,
                            vmax=vmax, discount=discount, q_tau=q_tau, consistency_coef=consistency_coef,
-                           split_latent=split_latent, reward_coef=reward_coef, value_coef=value_coef)
+                           split_latent=split_latent, split_dynamics=split_dynamics, reward_coef=reward_coef,
+                           value_coef=value_coef)
         self.encoder = LatentEncoder(obs_shapes, latent, enc_units, enc_layers, cnn_depth, simnorm, split_latent)
         self.obs_keys, self.action_dim, self.feature_dim = self.encoder.obs.keys, action_dim, latent
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False) if target == "ema" else None
-        self.dynamics = nn.Sequential(mlp(latent + action_dim, units, layers, latent),
+        self.proprio_block: slice | None = None  # with split_dynamics: the proprio block's dims
+        own = 0
+        if split_dynamics:
+            keys = self.obs_keys
+            if not (split_latent and "proprio" in keys and len(keys) > 1):
+                raise ValueError("split_dynamics needs split_latent=true and observations with proprio and pixels, "
+                                 f"got split_latent={split_latent}, keys {keys}")
+            own = latent // len(keys)
+            start = keys.index("proprio") * own
+            self.proprio_block = slice(start, start + own)
+        self.dynamics = nn.Sequential(mlp(latent + action_dim, units, layers, latent - own),
                                       SimNorm() if simnorm else nn.Identity())
+        self.proprio_dynamics = nn.Sequential(mlp(own + action_dim, units, layers, own),
+                                              SimNorm() if simnorm else nn.Identity()) if own else None
         self.twohot = TwoHot(bins, vmin, vmax)
         self.reward_head = mlp(latent, units, layers, bins, zero_out=True) if reward else None
         self.q = EnsembleMLP(num_q, latent + action_dim, units, layers, bins) if num_q else None
@@ -147,7 +163,12 @@ class JEPAWorldModel(WorldModel):
     # -- heads -------------------------------------------------------------------------------
     def next(self, latent: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """One predictor step: (latent (..., L), action (..., A)) → next latent (..., L)."""
-        return self.dynamics(torch.cat([latent, action], -1))
+        rest = self.dynamics(torch.cat([latent, action], -1))
+        if self.proprio_block is None:
+            return rest
+        block = self.proprio_block
+        own = self.proprio_dynamics(torch.cat([latent[..., block], action], -1))
+        return torch.cat([rest[..., :block.start], own, rest[..., block.start:]], -1)
 
     def pi(self, features: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """The policy prior: (actions (..., A) in [-1, 1], log-probabilities (...))."""
