@@ -11,7 +11,9 @@ what a purely matmul-bound implementation would take, so the ratio survives a bu
 The ``goal-cem`` row is the ``jepa_goal`` preset's act: encode a 64×64 image + reacher proprio with
 the xs JEPA (no reward, Q or policy heads), then CEM (horizon 15, 10 iterations, 500 candidates)
 on the L2 distance of predicted latents to a goal latent. On CUDA the planners replay their search
-as a CUDA graph; the ``mppi (no graph)`` row times the same search launched kernel by kernel.
+as a CUDA graph; the ``mppi (no graph)`` row times the same search launched kernel by kernel. The
+``mppi (bf16)`` row runs the same search with ``precision="bf16"`` (matmuls in bfloat16); its
+matmul-bound time still uses the fp32 rate, so its "% of bound" can pass 100.
 TD-MPC2's own code on this project's 2-core CPU (torch 2.13, compile off; DESIGN.md, measured by
 the project, not re-run here): 1M 154 ms/action and 115–126 ms/update, 5M 438 and 435–452.
 """
@@ -151,7 +153,9 @@ def run(quick: bool = False, device_choice: str = "auto") -> dict:
         rate = matmul_gflops(device)
         for size in sizes:
             params = _params_million(_model(size, device))
-            results = [time_planner(size, "mppi", device, repeats), time_update(size, device, repeats),
+            results = [time_planner(size, "mppi", device, repeats),
+                       time_planner(size, "mppi", device, repeats, precision="bf16"),
+                       time_update(size, device, repeats),
                        time_planner(size, "cem", device, 1 if quick else 3)]
             if size == "xs":
                 results.append(time_goal_cem(device, 1 if quick else 3))
@@ -172,7 +176,8 @@ def run(quick: bool = False, device_choice: str = "auto") -> dict:
                   r["matmul_bound_ms"], 100 * r["bound_fraction"], r["tdmpc2_ms"] or "-",
                   r["speedup_vs_tdmpc2"] or "-"] for r in rows])
     return {"planner": rows, "planner_reference_ms": REFERENCE_MS,
-            "planner_settings": {"mppi": "horizon 3, 6 iterations, 512 samples + 24 prior, 64 elites",
+            "planner_settings": {"mppi": "horizon 3, 6 iterations, 512 samples + 24 prior, 64 elites; "
+                                         "(bf16): the same with precision=bf16",
                                  "cem": "horizon 12, 10 iterations, 1000 candidates, 100 elites",
                                  "goal-cem": "jepa_goal: 64×64 pixels + proprio xs JEPA, CEM horizon 15, "
                                              "10 iterations, 500 candidates, 50 elites",
