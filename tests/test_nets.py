@@ -81,3 +81,18 @@ def test_optimizer_state_from_a_plain_adam_keeps_fusing_and_the_moments():
     before = net.weight.detach().clone()
     fused.step()  # the gradient is still there: a fused step from the loaded moments
     assert int(fused.state[net.weight]["step"]) == 2 and not torch.equal(before, net.weight)
+
+
+def test_outputs_stay_float32_under_bf16_autocast():
+    from wm_robotics.models.ensemble import EnsembleMLP
+
+    torch.manual_seed(0)
+    net, ensemble = mlp(6, 32, 2, 4), EnsembleMLP(3, 6, 32, 2, 4)
+    seen = []
+    net[3].register_forward_hook(lambda module, args, out: seen.append(out.dtype))  # the second hidden Linear
+    x = torch.randn(5, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, q = net(x), ensemble(x)
+    assert seen == [torch.bfloat16]  # the hidden layers ran in bf16 ...
+    assert out.dtype == q.dtype == torch.float32  # ... the outputs did not
+    torch.testing.assert_close(out, net(x), atol=0.05, rtol=0.05)

@@ -60,4 +60,5 @@ class EnsembleMLP(nn.Module):
             h = self._block(torch.bmm(h, weight if members is None else weight[members]), layer, members)
         out_w, out_b = (self.out_weight, self.out_bias) if members is None else (self.out_weight[members],
                                                                                  self.out_bias[members])
-        return torch.baddbmm(out_b, h, out_w).view(count, *lead, -1)
+        with torch.autocast(h.device.type, enabled=False):  # logits in float32, as nets.OutputLinear
+            return torch.baddbmm(out_b, h.float(), out_w).view(count, *lead, -1)

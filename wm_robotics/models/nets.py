@@ -59,12 +59,26 @@ class InputLinear(nn.Linear):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
+class OutputLinear(nn.Linear):
+    """The output layer of an :func:`mlp`: computed in float32 even under bf16 autocast.
+
+    Outputs are what planners rank (rewards, two-hot value logits, latents): in bfloat16 a
+    value logit of ~10 carries an error of ~0.04, enough to reorder MPPI's elites. The hidden
+    layers hold most of the FLOPs and stay in the autocast dtype.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return F.linear(x.float(), self.weight, self.bias)
+
+
 def mlp(in_dim: int, hidden: int, layers: int, out_dim: int | None = None, zero_out: bool = False) -> nn.Sequential:
     """``layers`` × (Linear → LayerNorm → SiLU), then an optional linear output layer.
 
     Hidden layers have no bias (LayerNorm's shift replaces it); the first one does
-    (:class:`InputLinear`). ``zero_out`` initialises the output layer to zero (DreamerV3 does this
-    for reward and critic heads so early predictions are 0 rather than noise).
+    (:class:`InputLinear`); the output layer computes in float32 (:class:`OutputLinear`). ``zero_out``
+    initialises the output layer to zero (DreamerV3 does this for reward and critic heads so early
+    predictions are 0 rather than noise).
     """
     blocks: list[nn.Module] = []
     dim = in_dim
@@ -73,7 +87,7 @@ def mlp(in_dim: int, hidden: int, layers: int, out_dim: int | None = None, zero_
         blocks += [linear, nn.LayerNorm(hidden), nn.SiLU(inplace=True)]
         dim = hidden
     if out_dim is not None:
-        out = nn.Linear(dim, out_dim)
+        out = OutputLinear(dim, out_dim)
         if zero_out:
             nn.init.zeros_(out.weight)
             nn.init.zeros_(out.bias)
