@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from wm_robotics.models.nets import float32_outputs
+
 
 def _uniform(*shape: int, fan_in: int) -> nn.Parameter:
     """nn.Linear's default initialisation, U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
@@ -60,5 +62,5 @@ class EnsembleMLP(nn.Module):
             h = self._block(torch.bmm(h, weight if members is None else weight[members]), layer, members)
         out_w, out_b = (self.out_weight, self.out_bias) if members is None else (self.out_weight[members],
                                                                                  self.out_bias[members])
-        with torch.autocast(h.device.type, enabled=False):  # logits in float32, as nets.OutputLinear
+        with float32_outputs(h):  # logits in float32, as nets.OutputLinear
             return torch.baddbmm(out_b, h.float(), out_w).view(count, *lead, -1)

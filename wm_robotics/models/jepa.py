@@ -85,6 +85,14 @@ class LatentEncoder(nn.Module):
             self.proj, self.split_proj = nn.Linear(self.obs.out_dim, latent), None
         self.norm = SimNorm() if simnorm else nn.Identity()
 
+    def block(self, key: str) -> slice | None:
+        """The latent dims ``key`` owns with ``split`` (None without a split)."""
+        if self.split_proj is None:
+            return None
+        size = self.split_proj[0].out_features
+        start = self.obs.keys.index(key) * size
+        return slice(start, start + size)
+
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.split_proj is None:
             return self.norm(self.proj(self.obs(obs)))
@@ -135,15 +143,12 @@ class JEPAWorldModel(WorldModel):
         self.obs_keys, self.action_dim, self.feature_dim = self.encoder.obs.keys, action_dim, latent
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False) if target == "ema" else None
         self.proprio_block: slice | None = None  # with split_dynamics: the proprio block's dims
-        own = 0
         if split_dynamics:
-            keys = self.obs_keys
-            if not (split_latent and "proprio" in keys and len(keys) > 1):
+            if "proprio" not in self.obs_keys or self.encoder.block("proprio") is None:
                 raise ValueError("split_dynamics needs split_latent=true and observations with proprio and pixels, "
-                                 f"got split_latent={split_latent}, keys {keys}")
-            own = latent // len(keys)
-            start = keys.index("proprio") * own
-            self.proprio_block = slice(start, start + own)
+                                 f"got split_latent={split_latent}, keys {self.obs_keys}")
+            self.proprio_block = self.encoder.block("proprio")
+        own = 0 if self.proprio_block is None else self.proprio_block.stop - self.proprio_block.start
         self.dynamics = nn.Sequential(mlp(latent + action_dim, units, layers, latent - own),
                                       SimNorm() if simnorm else nn.Identity())
         self.proprio_dynamics = nn.Sequential(mlp(own + action_dim, units, layers, own),

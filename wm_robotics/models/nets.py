@@ -7,6 +7,7 @@ evenly in symlog space (``TwoHot``), trained with cross-entropy against a two-ho
 
 from __future__ import annotations
 
+import contextlib
 from typing import Iterable
 
 import torch
@@ -68,8 +69,15 @@ class OutputLinear(nn.Linear):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, enabled=False):
+        with float32_outputs(x):
             return F.linear(x.float(), self.weight, self.bias)
+
+
+def float32_outputs(x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Autocast off on ``x``'s device inside (for output layers); a no-op context when it is off already."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.autocast(x.device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def mlp(in_dim: int, hidden: int, layers: int, out_dim: int | None = None, zero_out: bool = False) -> nn.Sequential:
