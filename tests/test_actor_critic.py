@@ -9,6 +9,7 @@ import torch
 
 from wm_robotics.behaviors.actor_critic import ActorCritic, ReturnNormalizer, lambda_returns
 from wm_robotics.models.base import FeaturePolicy, State, WorldModel
+from wm_robotics.precision import compute_precision
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -114,8 +115,8 @@ def test_return_normalizer():
     assert scale.item() == pytest.approx(90.0, rel=1e-3)
 
 
-@pytest.mark.parametrize("actor_grad", ["backprop", "reinforce"])
-def test_learns_on_point_model(actor_grad):
+@pytest.mark.parametrize("actor_grad, precision", [("backprop", "fp32"), ("reinforce", "fp32"), ("backprop", "bf16")])
+def test_learns_on_point_model(actor_grad, precision):
     torch.manual_seed(0)
     model, agent = PointModel(), small_agent(actor_grad=actor_grad)
     eval_start = torch.linspace(-1.5, 1.5, 64).unsqueeze(-1)
@@ -124,7 +125,8 @@ def test_learns_on_point_model(actor_grad):
     optimal = model.predict_reward(model.features(best)).sum(1).mean().item()
     before = mean_return(agent, model, eval_start)
     for _ in range(100):
-        metrics = agent.update(model, {"x": torch.rand(4, 16, 1) * 3.0 - 1.5})
+        with compute_precision(torch.device("cpu"), precision):
+            metrics = agent.update(model, {"x": torch.rand(4, 16, 1) * 3.0 - 1.5})
     after = mean_return(agent, model, eval_start)
     assert set(metrics) == {"actor/loss", "actor/entropy", "critic/loss", "return/mean", "return/norm_scale",
                             "imag/reward_mean", "value/mean"}

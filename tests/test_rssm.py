@@ -8,6 +8,7 @@ import torch
 
 from wm_robotics.models.encoders import ObservationDecoder, ObservationEncoder
 from wm_robotics.models.rssm import SIZES, RSSMWorldModel, kl_loss
+from wm_robotics.precision import compute_precision
 
 TINY = dict(deter=16, stoch=4, classes=5, units=16, layers=1, cnn_depth=2)
 OBS_SHAPES = {
@@ -174,7 +175,8 @@ def test_is_first_resets_the_state():
         assert not torch.allclose(kept["deter"], from_initial["deter"])
 
 
-def test_loss_falls_on_tiny_deterministic_data():
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_loss_falls_on_tiny_deterministic_data(precision):
     torch.manual_seed(0)
     t = torch.arange(16, dtype=torch.float32)
     phase = torch.arange(4, dtype=torch.float32).unsqueeze(-1)  # 4 sequences of length 16
@@ -186,7 +188,8 @@ def test_loss_falls_on_tiny_deterministic_data():
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     first = None
     for _ in range(100):
-        total, metrics, _ = model.loss(batch)
+        with compute_precision(torch.device("cpu"), precision):
+            total, metrics, post = model.loss(batch)
         opt.zero_grad()
         total.backward()
         opt.step()
@@ -194,6 +197,8 @@ def test_loss_falls_on_tiny_deterministic_data():
     assert metrics["loss/total"] < 0.4 * first["loss/total"]
     assert metrics["loss/reward"] < 0.5 * first["loss/reward"]
     assert metrics["loss/proprio"] < 0.2 * first["loss/proprio"]
+    assert total.dtype == post["logits"].dtype == torch.float32  # categorical logits stay float32 under bf16
+    assert all(p.dtype == p.grad.dtype == torch.float32 for p in model.parameters() if p.grad is not None)
 
 
 def test_from_size_presets_and_errors():

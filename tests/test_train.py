@@ -112,6 +112,11 @@ def test_evaluate_script_reports_json(tmp_path):
     assert report["episodes"] == 2 and len(report["returns"]) == 2 and report["env_steps"] == 120
 
 
+def test_unknown_precision_lists_valid_ones(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown precision 'fp16'; valid precisions: \['bf16', 'fp32'\]"):
+        Trainer(tiny_config("precision=fp16"), tmp_path)
+
+
 def test_unknown_model_kind_lists_valid_ones():
     from wm_robotics.builders import build_world_model
 

@@ -40,8 +40,10 @@ def test_offline_run_trains_from_the_folder_without_collecting(tmp_path, episode
     assert "eval_return" in final and "episode_return" not in rows[0]
 
 
-def test_offline_loss_falls_on_the_folder(tmp_path, episode_folder):
-    Trainer(tiny_config(f"offline.data={episode_folder}", "offline.updates=150", "seq_len=16", *OFFLINE), tmp_path).run()
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_offline_loss_falls_on_the_folder(tmp_path, episode_folder, precision):
+    Trainer(tiny_config(f"offline.data={episode_folder}", "offline.updates=150", "seq_len=16", *OFFLINE,
+                        f"precision={precision}"), tmp_path).run()
     losses = [float(row["loss/total"]) for row in csv.DictReader((tmp_path / "metrics.csv").open())
               if row.get("loss/total")]
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])

@@ -32,6 +32,7 @@ from wm_robotics.data.replay import SequenceReplay, to_torch
 from wm_robotics.evaluation import evaluate_returns
 from wm_robotics.logger import MetricsLogger
 from wm_robotics.models.nets import adam, load_optimizer_state
+from wm_robotics.precision import compute_precision
 from wm_robotics.video import annotate, upscale, write_video
 from wm_robotics.wm_metrics import goal_reaching, latent_health
 
@@ -56,6 +57,8 @@ class Trainer:
     def __init__(self, cfg: dict[str, Any], run_dir: str | Path) -> None:
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.device = resolve_device(cfg["device"])
+        #: the updates' compute precision (reusable context); runs saved before it existed train in fp32
+        self.precision = compute_precision(self.device, cfg.get("precision", "fp32"))
         if cfg.get("torch_threads"):
             torch.set_num_threads(cfg["torch_threads"])
         random.seed(cfg["seed"])
@@ -114,13 +117,15 @@ class Trainer:
 
     # ----------------------------------------------------------------- learning
     def update(self) -> dict[str, float]:
-        """One world-model step and one actor-critic step on a replay batch."""
+        """One world-model step and one behaviour step on a replay batch, in the run's ``precision``
+        (forward and backward passes under autocast for ``bf16``; weights and optimisers float32)."""
         batch = to_torch(self.replay.sample(), self.device)
         batch["action"] = self.behavior.from_env(batch["action"])
         if self.model.frames_per_update:
             frames = to_torch(self.replay.sample_steps(self.model.frames_per_update), self.device)
             batch.update({f"frames/{key}": value for key, value in frames.items()})
-        loss, metrics, posterior = self.model.loss(batch)
+        with self.precision:
+            loss, metrics, posterior = self.model.loss(batch)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"world-model loss is {loss.item()} at update {self.counters['updates']} "
@@ -132,7 +137,8 @@ class Trainer:
                                                                            self.cfg["model"]["grad_clip"]))
         self.model_opt.step()
         self.model.after_step()
-        behavior_metrics = self.behavior.update(self.model, posterior)
+        with self.precision:
+            behavior_metrics = self.behavior.update(self.model, posterior)
         bad = [name for name, value in behavior_metrics.items() if not math.isfinite(value)]
         if bad:
             raise NonFiniteLossError(f"behaviour metrics {bad} are not finite at update {self.counters['updates']}; "

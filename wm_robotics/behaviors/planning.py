@@ -7,15 +7,13 @@ row ``e·P + p`` is candidate p of environment e). Actions are in the planner's 
 Standard deviations are given as fractions of the half-range (high − low) / 2, so that they mean
 the same for any bounds (and are absolute for [-1, 1]).
 
-``precision``: ``"fp32"`` (default) or ``"bf16"``: the model's matmuls inside the search run in
-bfloat16 under ``torch.autocast`` (DreamerV3's compute dtype); weights, sampled actions, scores and
-the planner's statistics stay float32. On CPUs with AVX-512 BF16 or AMX this roughly halves the
-matmul time.
+``precision``: ``"fp32"`` (default) or ``"bf16"`` (``wm_robotics/precision.py``): the model's
+matmuls inside the search run in bfloat16; sampled actions, scores and the planner's statistics
+stay float32.
 """
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from typing import Callable, Protocol, Sequence
 
@@ -23,21 +21,9 @@ import torch
 
 from wm_robotics.behaviors.cuda_graph import GraphedCall, same_capture
 from wm_robotics.models.base import State, WorldModel
+from wm_robotics.precision import check_precision, compute_precision
 
 Bound = float | Sequence[float] | torch.Tensor
-#: compute dtypes of a planner's search (``precision=``)
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
-
-
-def compute_precision(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """A context running ``device``'s matmuls in ``precision`` (one of :data:`PRECISIONS`)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; valid precisions: {sorted(PRECISIONS)}")
-    dtype = PRECISIONS[precision]
-    if dtype is None:
-        return contextlib.nullcontext()
-    # no weight-cast cache on CUDA: a CUDA graph must not capture tensors the cache frees afterwards
-    return torch.autocast(device.type, dtype=dtype, cache_enabled=device.type != "cuda")
 
 
 class Objective(Protocol):
@@ -205,8 +191,7 @@ class SamplingPlanner:
         if not bool((self.low < self.high).all()):
             raise ValueError(f"action_low must be below action_high, got {self.low.tolist()} and {self.high.tolist()}")
         self.action_dim, self.horizon, self.iterations = action_dim, horizon, iterations
-        compute_precision(torch.device("cpu"), precision)  # validates the name
-        self.precision = precision
+        self.precision = check_precision(precision)
         self.objective: Objective = RewardObjective() if objective is None else objective
         self.last_info: dict[str, torch.Tensor] = {}
         self._mean: torch.Tensor | None = None  # (E, H, A) previous mean plan

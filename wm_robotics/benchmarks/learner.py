@@ -16,6 +16,7 @@ from wm_robotics.behaviors.actor_critic import ActorCritic
 from wm_robotics.benchmarks.timing import benchmark_devices, print_table, sync
 from wm_robotics.models.nets import adam
 from wm_robotics.models.rssm import RSSMWorldModel
+from wm_robotics.precision import compute_precision
 
 REFERENCE_MS = {"proprio": {"world_model": 1300.0, "actor_critic": 6500.0, "total": 7800.0},
                 "pixels": {"total": 9400.0}}
@@ -32,25 +33,29 @@ def _batch(obs_key: str, batch: int, length: int, device: torch.device) -> dict[
 
 def measure(size: str, obs_key: str, device: torch.device, repeats: int, units: int,
             imag_starts: int | None = None, batch: int = 16, length: int = 64,
-            actor_grad: str = "reinforce") -> dict:
-    """Median ms per world-model update and per actor-critic update for one configuration."""
+            actor_grad: str = "reinforce", precision: str = "fp32") -> dict:
+    """Median ms per world-model update and per actor-critic update for one configuration, with the
+    forward and backward passes in ``precision`` (as ``Trainer.update`` runs them)."""
     torch.manual_seed(0)
     shape = (64, 64, 3) if obs_key == "pixels" else (5,)
     model = RSSMWorldModel.from_size(size, {obs_key: shape}, 1).to(device)
     behavior = ActorCritic(model.feature_dim, 1, units=units, imag_starts=imag_starts, actor_grad=actor_grad).to(device)
     optimizer = adam(model.parameters(), 1e-4)
     data = _batch(obs_key, batch, length, device)
+    compute = compute_precision(device, precision)
     wm_ms, ac_ms = [], []
     for index in range(repeats + 1):  # the first round warms up allocators and kernels
         sync(device)
         start = time.perf_counter()
-        loss, _, posterior = model.loss(data)
+        with compute:
+            loss, _, posterior = model.loss(data)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         sync(device)
         middle = time.perf_counter()
-        behavior.update(model, posterior)
+        with compute:
+            behavior.update(model, posterior)
         sync(device)
         end = time.perf_counter()
         if index:
@@ -59,7 +64,7 @@ def measure(size: str, obs_key: str, device: torch.device, repeats: int, units: 
     wm, ac = sorted(wm_ms)[len(wm_ms) // 2], sorted(ac_ms)[len(ac_ms) // 2]
     starts = min(imag_starts or batch * length, batch * length)
     return {"size": size, "obs": obs_key, "device": str(device), "units": units, "imag_starts": starts,
-            "actor_grad": actor_grad,
+            "actor_grad": actor_grad, "precision": precision,
             "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
             "world_model_ms": wm, "actor_critic_ms": ac, "total_ms": wm + ac,
             "imagined_steps_per_s": starts * behavior.horizon / (ac / 1000),
@@ -70,7 +75,8 @@ def run(quick: bool = False, device_choice: str = "auto") -> dict:
     """XS and S, proprio and pixels, CPU (and CUDA when present); prints a table.
 
     Both actor gradients are timed: ``reinforce`` (imagination without autograd) and the
-    ``backprop`` default (a backward pass through the imagination).
+    ``backprop`` default (a backward pass through the imagination); ``backprop`` also with
+    ``precision=bf16``.
     """
     devices = benchmark_devices(device_choice)
     repeats = 1 if quick else 3
@@ -78,14 +84,15 @@ def run(quick: bool = False, device_choice: str = "auto") -> dict:
                ("xs", "pixels", 256, None), ("s", "pixels", 512, None)]
     if quick:
         configs = configs[:2]
-    rows = [measure(size, key, device, repeats, units, starts, actor_grad=grad)
-            for device in devices for size, key, units, starts in configs for grad in ("reinforce", "backprop")]
+    variants = [("reinforce", "fp32"), ("backprop", "fp32"), ("backprop", "bf16")]
+    rows = [measure(size, key, device, repeats, units, starts, actor_grad=grad, precision=precision)
+            for device in devices for size, key, units, starts in configs for grad, precision in variants]
     for row in rows:
         row["speedup_vs_reference"] = row["reference_total_ms"] / row["total_ms"]
     print_table("Learner: ms per update (batch 16×64, horizon 15; median)",
-                ["size", "obs", "device", "params (M)", "AC units", "imag. starts", "actor grad", "world model ms",
+                ["size", "obs", "device", "params (M)", "AC units", "imag. starts", "actor grad", "precision", "world model ms",
                  "actor-critic ms", "total ms", "imagined steps/s", "× faster than dreamerv3-torch"],
-                [[r["size"], r["obs"], r["device"], r["params_M"], r["units"], r["imag_starts"], r["actor_grad"], r["world_model_ms"],
+                [[r["size"], r["obs"], r["device"], r["params_M"], r["units"], r["imag_starts"], r["actor_grad"], r["precision"], r["world_model_ms"],
                   r["actor_critic_ms"], r["total_ms"], r["imagined_steps_per_s"], r["speedup_vs_reference"]]
                  for r in rows])
     return {"learner": rows, "learner_reference_ms": REFERENCE_MS}

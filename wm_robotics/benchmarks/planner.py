@@ -32,6 +32,7 @@ from wm_robotics.behaviors.planning import GoalObjective, SamplingPlanner
 from wm_robotics.benchmarks.timing import benchmark_devices, print_table, sync
 from wm_robotics.models.jepa import JEPAWorldModel
 from wm_robotics.models.nets import adam
+from wm_robotics.precision import compute_precision
 
 REFERENCE_MS = {"xs": {"mppi": 154.0, "update": 120.5}, "s": {"mppi": 438.0, "update": 443.5}}
 BATCH, HORIZON = 256, 3
@@ -118,8 +119,9 @@ def time_goal_cem(device: torch.device, repeats: int) -> dict:
     return {"what": "goal-cem", "ms": ms, "gflop": gflop, "params_M": _params_million(model)}
 
 
-def time_update(size: str, device: torch.device, repeats: int) -> dict:
-    """ms per ``tdmpc`` update: model loss + backward + Adam + target EMA + policy-prior step."""
+def time_update(size: str, device: torch.device, repeats: int, precision: str = "fp32") -> dict:
+    """ms per ``tdmpc`` update: model loss + backward + Adam + target EMA + policy-prior step, the
+    forward and backward passes in ``precision`` (as ``Trainer.update`` runs them)."""
     model = _model(size, device)
     behavior = MPCBehavior(model).to(device)
     optimizer = adam(model.parameters(), 3e-4)
@@ -130,17 +132,21 @@ def time_update(size: str, device: torch.device, repeats: int) -> dict:
              "is_first": torch.zeros(BATCH, steps, dtype=torch.bool, device=device),
              "is_terminal": torch.zeros(BATCH, steps, dtype=torch.bool, device=device)}
 
+    compute = compute_precision(device, precision)
+
     def update() -> None:
-        loss, _, states = model.loss(batch)
+        with compute:
+            loss, _, states = model.loss(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 20.0)
         optimizer.step()
         model.after_step()
-        behavior.update(model, states)
+        with compute:
+            behavior.update(model, states)
 
     ms, gflop = _timed(update, device, repeats)
-    return {"what": "update", "ms": ms, "gflop": gflop}
+    return {"what": "update" if precision == "fp32" else f"update ({precision})", "ms": ms, "gflop": gflop}
 
 
 def run(quick: bool = False, device_choice: str = "auto") -> dict:
@@ -156,6 +162,7 @@ def run(quick: bool = False, device_choice: str = "auto") -> dict:
             results = [time_planner(size, "mppi", device, repeats),
                        time_planner(size, "mppi", device, repeats, precision="bf16"),
                        time_update(size, device, repeats),
+                       time_update(size, device, repeats, precision="bf16"),
                        time_planner(size, "cem", device, 1 if quick else 3)]
             if size == "xs":
                 results.append(time_goal_cem(device, 1 if quick else 3))
@@ -181,4 +188,4 @@ def run(quick: bool = False, device_choice: str = "auto") -> dict:
                                  "cem": "horizon 12, 10 iterations, 1000 candidates, 100 elites",
                                  "goal-cem": "jepa_goal: 64×64 pixels + proprio xs JEPA, CEM horizon 15, "
                                              "10 iterations, 500 candidates, 50 elites",
-                                 "update": f"batch {BATCH}, horizon {HORIZON}"}}
+                                 "update": f"batch {BATCH}, horizon {HORIZON}; (bf16): precision=bf16"}}

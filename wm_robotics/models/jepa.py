@@ -35,7 +35,7 @@ from torch import nn
 from wm_robotics.models.base import State, WorldModel
 from wm_robotics.models.encoders import ObservationDecoder, ObservationEncoder
 from wm_robotics.models.ensemble import EnsembleMLP
-from wm_robotics.models.nets import TwoHot, mlp
+from wm_robotics.models.nets import OutputLinear, TwoHot, mlp
 from wm_robotics.models.policy_prior import TanhGaussianPolicy
 
 #: Size presets: TD-MPC2's 1M ("xs") and 5M ("s") shapes (encoder 256, MLPs 384/512, latent 128/512,
@@ -80,9 +80,9 @@ class LatentEncoder(nn.Module):
                 raise ValueError(f"split_latent needs a latent size that splits evenly over {self.obs.keys}, "
                                  f"got {latent}")
             self.proj = None
-            self.split_proj = nn.ModuleList(nn.Linear(dim, latent // len(dims)) for dim in dims)
+            self.split_proj = nn.ModuleList(OutputLinear(dim, latent // len(dims)) for dim in dims)
         else:
-            self.proj, self.split_proj = nn.Linear(self.obs.out_dim, latent), None
+            self.proj, self.split_proj = OutputLinear(self.obs.out_dim, latent), None
         self.norm = SimNorm() if simnorm else nn.Identity()
 
     def block(self, key: str) -> slice | None:

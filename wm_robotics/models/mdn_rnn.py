@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from wm_robotics.models.nets import OutputLinear
+
 Mixture = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 #: log-std bounds of the components, for a finite likelihood on near-constant latent dims.
 _LOG_STD_RANGE = (-7.0, 3.0)
@@ -53,7 +55,7 @@ class MDNRNN(nn.Module):
             raise ValueError(f"hidden and mixtures must be positive, got hidden={hidden}, mixtures={mixtures}")
         self.z_dim, self.hidden, self.mixtures = z_dim, hidden, mixtures
         self.cell = nn.LSTMCell(z_dim + action_dim, hidden)
-        self.head = nn.Linear(hidden, 3 * z_dim * mixtures)
+        self.head = OutputLinear(hidden, 3 * z_dim * mixtures)
 
     def forward(self, z: torch.Tensor, action: torch.Tensor, carry: tuple[torch.Tensor, torch.Tensor]
                 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from wm_robotics.models.base import State, WorldModel, stack_states
 from wm_robotics.models.encoders import ObservationDecoder, ObservationEncoder
-from wm_robotics.models.nets import TwoHot, mlp
+from wm_robotics.models.nets import OutputLinear, TwoHot, mlp
 
 #: Size presets (DreamerV3 S/M/L with their MLP depths; "xs" is ours, for CPU runs: a 16×64
 #: proprio update took 0.16-0.34 s on a busy 2-core CPU, S 1.3-2.7 s).
@@ -80,7 +80,7 @@ class RSSM(nn.Module):
         # Posterior MLP on [h, embed], with its first layer split so the embed part is batched over T.
         self.post_deter = nn.Linear(deter, units, bias=False)
         self.post_embed = nn.Linear(embed_dim, units, bias=False)
-        self.post_net = nn.Sequential(nn.LayerNorm(units), nn.SiLU(), nn.Linear(units, stoch * classes))
+        self.post_net = nn.Sequential(nn.LayerNorm(units), nn.SiLU(), OutputLinear(units, stoch * classes))
 
     @property
     def feature_dim(self) -> int:

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from wm_robotics.models.encoders import ObservationDecoder, ObservationEncoder
+from wm_robotics.models.nets import OutputLinear
 
 #: log-variance bounds: keeps exp() finite early in training, far outside any useful std.
 _LOGVAR_RANGE = (-12.0, 6.0)
@@ -48,7 +49,7 @@ class ConvVAE(nn.Module):
         self.z_dim = z_dim
         self.encoder = ObservationEncoder(obs_shapes, cnn_depth, units, layers)
         self.keys = self.encoder.keys
-        self.to_stats = nn.Linear(self.encoder.out_dim, 2 * z_dim)
+        self.to_stats = OutputLinear(self.encoder.out_dim, 2 * z_dim)
         self.decoder = ObservationDecoder(z_dim, obs_shapes, cnn_depth, units, layers)
         with torch.no_grad():
             self.to_stats.bias[z_dim:] = 2.0 * math.log(init_std)  # log-variance of a narrow posterior
