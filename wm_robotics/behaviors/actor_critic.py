@@ -169,7 +169,9 @@ class ActorCritic(ActionBounds):
             acting = features[:, :-1].detach().contiguous()  # s_0..s_{H-1}; contiguous: mm, not bmm
             slow_values = self.twohot.decode(self.slow_critic(acting))
 
-        logits = self.critic(features.detach())                                    # (N, H+1, bins)
+        # one critic pass serves both losses: the critic's backward is restricted to its parameters,
+        # the actor's (backprop) runs through the critic into the imagined features
+        logits = self.critic(features)                                             # (N, H+1, bins)
         values = self.twohot.decode(logits.detach())
         returns = lambda_returns(rewards.detach(), values[:, :-1], continues.detach(), values[:, -1], self.lambda_)
         scale = self.return_norm(returns)
@@ -177,7 +179,7 @@ class ActorCritic(ActionBounds):
         dist = self.distribution(acting)
         entropy = dist.entropy().sum(-1)
         if backprop:  # returns differentiable through rewards, continues and bootstrap values
-            path_values = self.twohot.decode(self.critic(features))
+            path_values = self.twohot.decode(logits)
             objective = lambda_returns(rewards, path_values[:, :-1], continues, path_values[:, -1],
                                        self.lambda_) / scale
         else:
@@ -188,8 +190,8 @@ class ActorCritic(ActionBounds):
 
         self.actor_opt.zero_grad(set_to_none=True)
         self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward(inputs=list(self.critic.parameters()), retain_graph=True)  # the actor's pass shares it
         actor_loss.backward(inputs=list(self.actor.parameters()))  # never into the model or critic
-        critic_loss.backward(inputs=list(self.critic.parameters()))
         nn.utils.clip_grad_norm_(self.actor.parameters(), self.grad_clip)
         nn.utils.clip_grad_norm_(self.critic.parameters(), self.grad_clip)
         self.actor_opt.step()
