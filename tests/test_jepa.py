@@ -7,6 +7,7 @@ import torch
 
 from wm_robotics.models.ensemble import EnsembleMLP
 from wm_robotics.models.jepa import JEPAWorldModel, SimNorm
+from wm_robotics.precision import compute_precision
 from wm_robotics.wm_metrics import latent_diagnostics
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -33,12 +34,15 @@ def small(**kw) -> JEPAWorldModel:
     return JEPAWorldModel({"proprio": (OBS,)}, ACTIONS, **kw)
 
 
-def train(model: JEPAWorldModel, steps: int, lr: float, seq_len: int = 4) -> list[dict[str, float]]:
+def train(model: JEPAWorldModel, steps: int, lr: float, seq_len: int = 4,
+          precision: str = "fp32") -> list[dict[str, float]]:
     optimizer = torch.optim.Adam(model.parameters(), lr)
     generator = torch.Generator().manual_seed(0)
     history = []
     for _ in range(steps):
-        loss, metrics, _ = model.loss(linear_system(64, seq_len, generator))
+        with compute_precision(torch.device("cpu"), precision):
+            loss, metrics, states = model.loss(linear_system(64, seq_len, generator))
+        assert loss.dtype == model.features(states).dtype == torch.float32
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -53,10 +57,11 @@ def diagnostics(model: JEPAWorldModel) -> dict:
     return latent_diagnostics(model.features(post))
 
 
-def test_loss_falls_with_every_head_on():
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_loss_falls_with_every_head_on(precision):
     torch.manual_seed(0)
     model = small(reward=True, num_q=3, policy=True, probe_decoder=True, target="stopgrad")
-    history = train(model, 60, 3e-3)
+    history = train(model, 60, 3e-3, precision=precision)
     for name in ("loss/total", "loss/reward", "loss/value", "loss/probe"):
         assert history[-1][name] < 0.7 * history[0][name], name
 
