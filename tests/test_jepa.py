@@ -155,7 +155,7 @@ def test_split_dynamics_predicts_the_proprio_block_from_itself_and_the_action():
     torch.manual_seed(0)
     model = JEPAWorldModel({"pixels": (64, 64, 3), "proprio": (OBS,)}, ACTIONS, latent=16, units=32, enc_units=32,
                            cnn_depth=4, reward=False, num_q=0, policy=False, simnorm=True, split_latent=True,
-                           split_dynamics=True)
+                           split_dynamics=True, probe_decoder=True)
     latent, action = torch.randn(3, 16), torch.randn(3, ACTIONS)
     base = model.next(latent, action)
     other_pixels = latent.clone()
@@ -168,6 +168,16 @@ def test_split_dynamics_predicts_the_proprio_block_from_itself_and_the_action():
     assert not torch.allclose(model.next(other_proprio, action)[:, :8], base[:, :8])
     assert not torch.allclose(model.next(latent, action + 1.0)[:, 8:], base[:, 8:])
     torch.testing.assert_close(base.unflatten(-1, (-1, 8)).sum(-1), torch.ones(3, 2))  # SimNorm per group of 8
+    # the pixel block's prediction loss does not train the proprio block (nor its encoder)
+    tracked = latent.clone().requires_grad_()
+    model.next(tracked, action)[:, :8].square().sum().backward()
+    assert not tracked.grad[:, 8:].any() and tracked.grad[:, :8].any()
+    # the probe decodes proprio from the proprio block alone, pixels from the whole latent
+    decoded, decoded_moved = model.decode({"latent": latent}), model.decode({"latent": other_pixels})
+    assert set(decoded) == {"pixels", "proprio"} and decoded["proprio"].shape == (3, OBS)
+    torch.testing.assert_close(decoded_moved["proprio"], decoded["proprio"])
+    assert not torch.allclose(model.decode({"latent": other_proprio})["proprio"], decoded["proprio"])
+    assert set(model.decode({"latent": latent}, ["proprio"])) == {"proprio"}
     with pytest.raises(ValueError, match="split_dynamics needs split_latent=true"):
         JEPAWorldModel({"proprio": (OBS,)}, ACTIONS, latent=16, split_latent=True, split_dynamics=True)
 

@@ -3,8 +3,9 @@
 An encoder (CNN for pixels, symlog MLP for proprio, both when both; ``encoders.py``) and a linear
 projection give the latent z, optionally SimNorm'd (softmax over groups of 8, TD-MPC2). An
 action-conditioned MLP predictor rolls it forward: z' = f(z, a); with ``split_dynamics`` (and a
-``split_latent``) the proprio block has a predictor of its own that sees only that block and the
-action, so the pixel block cannot stand in for it. A state is ``{"latent": (..., L)}``
+``split_latent``) the proprio block is a proprio-only model inside the pixel one: a predictor of
+its own that sees only that block and the action, no gradient from the pixel block's prediction
+loss (that predictor reads the block detached), and a probe head reading only that block. A state is ``{"latent": (..., L)}``
 and ``features`` = the latent. The model is not recurrent: filtering encodes each observation.
 
 ``loss(batch)`` rolls the predictor ``horizon`` steps from every start s = 0..T-horizon-1 of the
@@ -99,6 +100,27 @@ class LatentEncoder(nn.Module):
         return self.norm(torch.cat([proj(part) for proj, part in zip(self.split_proj, self.obs.parts(obs))], -1))
 
 
+class BlockProbe(nn.Module):
+    """Probe decoder of a ``split_dynamics`` latent: proprio read from the proprio block alone (so the
+    pixel block's prediction errors never reach the decoded joint angles), other keys from the whole
+    latent. Same interface as ``ObservationDecoder``."""
+
+    def __init__(self, latent: int, obs_shapes: dict[str, tuple], block: slice, cnn_depth: int, units: int,
+                 layers: int) -> None:
+        super().__init__()
+        self.block = block
+        self.whole = ObservationDecoder(latent, {k: v for k, v in obs_shapes.items() if k != "proprio"},
+                                        cnn_depth, units, layers)
+        self.proprio = ObservationDecoder(block.stop - block.start, {"proprio": obs_shapes["proprio"]},
+                                          cnn_depth, units, layers)
+
+    def forward(self, latent: torch.Tensor, keys: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        return {**self.whole(latent, keys), **self.proprio(latent[..., self.block], keys)}
+
+    def loss(self, latent: torch.Tensor, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {**self.whole.loss(latent, obs), **self.proprio.loss(latent[..., self.block], obs)}
+
+
 def vicreg_terms(z: torch.Tensor, gamma: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """VICReg's (variance, covariance) terms of embeddings (N, L): hinge of per-dim std below ``gamma``,
     and the squared off-diagonal covariance summed and divided by L."""
@@ -158,7 +180,10 @@ class JEPAWorldModel(WorldModel):
         self.q = EnsembleMLP(num_q, latent + action_dim, units, layers, bins) if num_q else None
         self.target_q = copy.deepcopy(self.q).requires_grad_(False) if num_q else None
         self.policy = TanhGaussianPolicy(latent, action_dim, units, layers) if policy else None
-        self.decoder = ObservationDecoder(latent, obs_shapes, cnn_depth, enc_units, enc_layers) if probe_decoder else None
+        self.decoder: ObservationDecoder | BlockProbe | None = None
+        if probe_decoder:
+            self.decoder = (ObservationDecoder(latent, obs_shapes, cnn_depth, enc_units, enc_layers) if own == 0 else
+                            BlockProbe(latent, obs_shapes, self.proprio_block, cnn_depth, enc_units, enc_layers))
         self.target, self.horizon, self.rho, self.discount = target, horizon, rho, discount
         self.target_decay, self.q_tau = target_decay, q_tau
         self.vicreg_var, self.vicreg_cov = vicreg_var, vicreg_cov
@@ -168,10 +193,12 @@ class JEPAWorldModel(WorldModel):
     # -- heads -------------------------------------------------------------------------------
     def next(self, latent: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """One predictor step: (latent (..., L), action (..., A)) → next latent (..., L)."""
-        rest = self.dynamics(torch.cat([latent, action], -1))
         if self.proprio_block is None:
-            return rest
+            return self.dynamics(torch.cat([latent, action], -1))
         block = self.proprio_block
+        # the other blocks' predictor reads the proprio block but its loss does not train it
+        context = torch.cat([latent[..., :block.start], latent[..., block].detach(), latent[..., block.stop:]], -1)
+        rest = self.dynamics(torch.cat([context, action], -1))
         own = self.proprio_dynamics(torch.cat([latent[..., block], action], -1))
         return torch.cat([rest[..., :block.start], own, rest[..., block.start:]], -1)
 
