@@ -179,7 +179,9 @@ def test_split_dynamics_predicts_the_proprio_block_from_itself_and_the_action():
     assert not torch.allclose(model.decode({"latent": other_proprio})["proprio"], decoded["proprio"])
     assert set(model.decode({"latent": latent}, ["proprio"])) == {"proprio"}
     with pytest.raises(ValueError, match="split_dynamics needs split_latent=true"):
-        JEPAWorldModel({"proprio": (OBS,)}, ACTIONS, latent=16, split_latent=True, split_dynamics=True)
+        JEPAWorldModel({"pixels": (64, 64, 3), "proprio": (OBS,)}, ACTIONS, latent=16, split_dynamics=True)
+    one_key = JEPAWorldModel({"proprio": (OBS,)}, ACTIONS, latent=16, split_latent=True, split_dynamics=True)
+    assert one_key.proprio_block is None and one_key.proprio_dynamics is None  # one key: nothing to split
 
 
 def test_bad_settings_say_what_is_wrong():

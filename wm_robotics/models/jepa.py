@@ -164,12 +164,10 @@ class JEPAWorldModel(WorldModel):
         self.encoder = LatentEncoder(obs_shapes, latent, enc_units, enc_layers, cnn_depth, simnorm, split_latent)
         self.obs_keys, self.action_dim, self.feature_dim = self.encoder.obs.keys, action_dim, latent
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False) if target == "ema" else None
-        self.proprio_block: slice | None = None  # with split_dynamics: the proprio block's dims
-        if split_dynamics:
-            if "proprio" not in self.obs_keys or self.encoder.block("proprio") is None:
-                raise ValueError("split_dynamics needs split_latent=true and observations with proprio and pixels, "
-                                 f"got split_latent={split_latent}, keys {self.obs_keys}")
-            self.proprio_block = self.encoder.block("proprio")
+        if split_dynamics and not split_latent:
+            raise ValueError("split_dynamics needs split_latent=true (the proprio block it predicts apart)")
+        # with split_dynamics over pixels and proprio: the proprio block's dims (one key: nothing to split)
+        self.proprio_block = self.encoder.block("proprio") if split_dynamics and "proprio" in self.obs_keys else None
         own = 0 if self.proprio_block is None else self.proprio_block.stop - self.proprio_block.start
         self.dynamics = nn.Sequential(mlp(latent + action_dim, units, layers, latent - own),
                                       SimNorm() if simnorm else nn.Identity())
