@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from wm_robotics.behaviors.cem import CEMPlanner
+from wm_robotics.behaviors.planning import GoalObjective, goal_embedding
 from wm_robotics.models.ensemble import EnsembleMLP
 from wm_robotics.models.jepa import JEPAWorldModel, SimNorm
 from wm_robotics.precision import compute_precision
@@ -182,6 +184,30 @@ def test_split_dynamics_predicts_the_proprio_block_from_itself_and_the_action():
         JEPAWorldModel({"pixels": (64, 64, 3), "proprio": (OBS,)}, ACTIONS, latent=16, split_dynamics=True)
     one_key = JEPAWorldModel({"proprio": (OBS,)}, ACTIONS, latent=16, split_latent=True, split_dynamics=True)
     assert one_key.proprio_block is None and one_key.proprio_dynamics is None  # one key: nothing to split
+
+
+def test_proprio_view_plans_as_the_full_model_without_the_pixel_predictor():
+    torch.manual_seed(0)
+    model = JEPAWorldModel({"pixels": (64, 64, 3), "proprio": (OBS,)}, ACTIONS, latent=16, units=32, enc_units=32,
+                           cnn_depth=4, reward=False, num_q=0, policy=False, simnorm=False, split_latent=True,
+                           split_dynamics=True, probe_decoder=True)
+    view = model.proprio_view()
+    state = {"latent": torch.randn(2, 16)}
+    actions = torch.rand(2, 5, ACTIONS) * 2 - 1
+    full, _ = model.imagine(state, 5, actions)
+    alone, _ = view.imagine(view.restrict(state), 5, actions)
+    torch.testing.assert_close(alone["latent"], full["latent"][..., 8:])
+    torch.testing.assert_close(view.decode(alone)["proprio"], model.decode(full, ["proprio"])["proprio"])
+    index = torch.tensor([0, 1])
+    goal = goal_embedding(model, {"latent": torch.randn(1, 16)}, index)[0]
+    plans = []
+    for planning_model, start in ((model, state), (view, view.restrict(state))):
+        torch.manual_seed(1)
+        planner = CEMPlanner(ACTIONS, horizon=4, iterations=3, candidates=32, elites=4,
+                             objective=GoalObjective(goal, proprio_index=index))
+        plans.append(planner.plan(planning_model, start))
+    torch.testing.assert_close(plans[1], plans[0])
+    assert small().proprio_view() is None  # nothing to split
 
 
 def test_bad_settings_say_what_is_wrong():

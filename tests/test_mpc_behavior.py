@@ -111,8 +111,14 @@ def test_jepa_goal_trains_on_pixels_and_plans_toward_a_goal_image(tmp_path):
     env = gym.make("wm_robotics/reacher-easy-goal-v0", obs_mode="pixels+proprio")
     obs, info = env.reset(seed=0)
     controller.set_goal({"pixels": info["goal_pixels"], "proprio": info["goal_proprio"]})
-    action = controller.act(obs)
+    torch.manual_seed(0)
+    action = controller.act(obs)  # planned in the model's proprio block alone (the energy reads only that)
     assert action.shape == env.action_space.shape and env.action_space.contains(action)
+    assert controller._goal_view is not None
+    controller.reset()
+    controller._goal_view = None  # the same plan through the whole model
+    torch.manual_seed(0)
+    np.testing.assert_allclose(controller.act(obs), action, atol=1e-6)
     env.close()
     report = evaluate_checkpoint(tmp_path, episodes=1, device="cpu", open_loop=False, sensitivity=False,
                                  planner="cem", planner_steps=2, goal_episodes=2, goal_steps=3,

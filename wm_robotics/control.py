@@ -66,6 +66,9 @@ class MPCController:
         self._goal_kwargs = {key: value for key, value in self.goal_energy.items() if key != "fields"}
         self._goal_kwargs["proprio_index"] = self._proprio_index(self.goal_energy.get("fields"))
         GoalObjective(torch.zeros(1), **self._goal_kwargs)  # a bad norm fails here, not at the first goal
+        #: what a goal energy on proprio fields plans in: the model's proprio block alone when it has one
+        #: (a ``split_dynamics`` JEPA: the same plans, without the pixel block's predictor), else None
+        self._goal_view = None
         if planner == "mppi":
             self.planner = MPPIPlanner(dim, objective=self._reward_objective,
                                        policy=getattr(self.behavior, "policy", None), **planner_kwargs)
@@ -122,6 +125,8 @@ class MPCController:
             raise ValueError("set_goal needs a planner ('mppi' or 'cem'), not planner='policy'")
         goal = goal_embedding(self.model, self.encode(goal_obs), self._goal_kwargs["proprio_index"])
         self.planner.objective = GoalObjective(goal, **self._goal_kwargs)
+        if self._goal_kwargs["proprio_index"] is not None and hasattr(self.model, "proprio_view"):
+            self._goal_view = self.model.proprio_view()
         self.planner.reset()
 
     def _proprio_index(self, fields: str | list[str] | None) -> torch.Tensor | None:
@@ -163,6 +168,8 @@ class MPCController:
         agent.state = self.model.step(agent.state, agent.prev_action, model_obs, first)
         if self.planner is None:
             normalised = self.behavior.policy(self.model.features(agent.state), sample=False)  # (1, A) in [-1, 1]
+        elif self._goal_view is not None:
+            normalised = self.planner.plan(self._goal_view, self._goal_view.restrict(agent.state))
         else:
             normalised = self.planner.plan(self.model, agent.state)
         agent.prev_action = normalised

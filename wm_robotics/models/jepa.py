@@ -200,6 +200,12 @@ class JEPAWorldModel(WorldModel):
         own = self.proprio_dynamics(torch.cat([latent[..., block], action], -1))
         return torch.cat([rest[..., :block.start], own, rest[..., block.start:]], -1)
 
+    def proprio_view(self) -> "ProprioBlockModel | None":
+        """The proprio block as a world model of its own (``split_dynamics`` with a probe), else None."""
+        if self.proprio_block is None or not isinstance(self.decoder, BlockProbe):
+            return None
+        return ProprioBlockModel(self)
+
     def pi(self, features: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """The policy prior: (actions (..., A) in [-1, 1], log-probabilities (...))."""
         if self.policy is None:
@@ -310,3 +316,29 @@ class JEPAWorldModel(WorldModel):
             values = torch.stack([v.detach().float() for v in stats.values()]).tolist()  # one device sync
         rollout = torch.cat([start[:, None], pred], 1).detach()
         return total, dict(zip(stats, values)), {"latent": rollout}
+
+
+class ProprioBlockModel(WorldModel):
+    """The proprio block of a ``split_dynamics`` JEPA, imagined on its own: for planners whose objective
+    reads only proprio decoded from predicted latents (goal energies on proprio ``fields``). The block's
+    predictions and decodes equal the full model's, without running the pixel block's predictor.
+    States are ``{"latent": (..., block)}``; :meth:`restrict` cuts one from a full-model state."""
+
+    def __init__(self, model: JEPAWorldModel) -> None:
+        super().__init__()
+        self.model, self.block = model, model.proprio_block
+        self.obs_keys, self.action_dim = model.obs_keys, model.action_dim
+        self.feature_dim = self.block.stop - self.block.start
+
+    def restrict(self, state: State) -> State:
+        """A full-model state → this model's state (the proprio block of its latent)."""
+        return {"latent": state["latent"][..., self.block]}
+
+    def img_step(self, state: State, action: torch.Tensor) -> State:
+        return {"latent": self.model.proprio_dynamics(torch.cat([state["latent"], action], -1))}
+
+    def features(self, state: State) -> torch.Tensor:
+        return state["latent"]
+
+    def decode(self, state: State, keys: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        return self.model.decoder.proprio(state["latent"], keys)
