@@ -7,6 +7,7 @@ import torch
 
 from wm_robotics.behaviors.cem import CEMPlanner
 from wm_robotics.behaviors.planning import GoalObjective, goal_embedding
+from wm_robotics.models.encoders import ObservationDecoder
 from wm_robotics.models.ensemble import EnsembleMLP
 from wm_robotics.models.jepa import JEPAWorldModel, SimNorm
 from wm_robotics.precision import compute_precision
@@ -208,6 +209,20 @@ def test_proprio_view_plans_as_the_full_model_without_the_pixel_predictor():
         plans.append(planner.plan(planning_model, start))
     torch.testing.assert_close(plans[1], plans[0])
     assert small().proprio_view() is None  # nothing to split
+
+
+def test_split_dynamics_checkpoint_with_a_whole_latent_probe_still_loads():
+    shapes = {"pixels": (64, 64, 3), "proprio": (OBS,)}
+    kwargs = dict(latent=16, units=32, enc_units=32, cnn_depth=4, reward=False, num_q=0, policy=False,
+                  simnorm=False, split_latent=True, split_dynamics=True, probe_decoder=True)
+    old = JEPAWorldModel(shapes, ACTIONS, **kwargs)
+    old.decoder = ObservationDecoder(16, shapes, 4, 32, 1)  # session 8's layout: the probe reads the whole latent
+    model = JEPAWorldModel(shapes, ACTIONS, **kwargs)
+    model.load_state_dict(old.state_dict())
+    state = {"latent": torch.randn(2, 16)}
+    torch.testing.assert_close(model.decode(state)["proprio"], old.decode(state)["proprio"])
+    assert model.proprio_view() is None  # its proprio is not read from the block alone: plan with the whole model
+    JEPAWorldModel(shapes, ACTIONS, **kwargs).load_state_dict(JEPAWorldModel(shapes, ACTIONS, **kwargs).state_dict())
 
 
 def test_bad_settings_say_what_is_wrong():

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from tests.test_train import ROOT
 from wm_robotics.behaviors.mpc_behavior import MPCBehavior
+from wm_robotics.behaviors.planning import GoalObjective
 from wm_robotics.checkpoint import load_checkpoint
 from wm_robotics.control import MPCController
 from wm_robotics.evaluation import evaluate_checkpoint
@@ -119,6 +120,10 @@ def test_jepa_goal_trains_on_pixels_and_plans_toward_a_goal_image(tmp_path):
     controller._goal_view = None  # the same plan through the whole model
     torch.manual_seed(0)
     np.testing.assert_allclose(controller.act(obs), action, atol=1e-6)
+    controller.set_goal({"pixels": info["goal_pixels"], "proprio": info["goal_proprio"]})
+    latent_goal = controller.model.features(controller.encode({"pixels": info["goal_pixels"], "proprio": info["goal_proprio"]}))
+    controller.planner.objective = GoalObjective(latent_goal[0])  # replaced: plans in the whole model again
+    assert env.action_space.contains(controller.act(obs))
     env.close()
     report = evaluate_checkpoint(tmp_path, episodes=1, device="cpu", open_loop=False, sensitivity=False,
                                  planner="cem", planner_steps=2, goal_episodes=2, goal_steps=3,

@@ -66,9 +66,10 @@ class MPCController:
         self._goal_kwargs = {key: value for key, value in self.goal_energy.items() if key != "fields"}
         self._goal_kwargs["proprio_index"] = self._proprio_index(self.goal_energy.get("fields"))
         GoalObjective(torch.zeros(1), **self._goal_kwargs)  # a bad norm fails here, not at the first goal
-        #: what a goal energy on proprio fields plans in: the model's proprio block alone when it has one
-        #: (a ``split_dynamics`` JEPA: the same plans, without the pixel block's predictor), else None
-        self._goal_view = None
+        #: what the objective set by ``set_goal`` plans in when it reads only proprio fields: the model's
+        #: proprio block alone (a ``split_dynamics`` JEPA: the same plans, without the pixel block's
+        #: predictor) when no policy prior samples full latents; else None (the whole model)
+        self._goal_view: tuple[Any, GoalObjective] | None = None
         if planner == "mppi":
             self.planner = MPPIPlanner(dim, objective=self._reward_objective,
                                        policy=getattr(self.behavior, "policy", None), **planner_kwargs)
@@ -125,8 +126,9 @@ class MPCController:
             raise ValueError("set_goal needs a planner ('mppi' or 'cem'), not planner='policy'")
         goal = goal_embedding(self.model, self.encode(goal_obs), self._goal_kwargs["proprio_index"])
         self.planner.objective = GoalObjective(goal, **self._goal_kwargs)
-        if self._goal_kwargs["proprio_index"] is not None and hasattr(self.model, "proprio_view"):
-            self._goal_view = self.model.proprio_view()
+        fields_only = self._goal_kwargs["proprio_index"] is not None and getattr(self.planner, "policy", None) is None
+        view = self.model.proprio_view() if fields_only and hasattr(self.model, "proprio_view") else None
+        self._goal_view = None if view is None else (view, self.planner.objective)
         self.planner.reset()
 
     def _proprio_index(self, fields: str | list[str] | None) -> torch.Tensor | None:
@@ -168,8 +170,9 @@ class MPCController:
         agent.state = self.model.step(agent.state, agent.prev_action, model_obs, first)
         if self.planner is None:
             normalised = self.behavior.policy(self.model.features(agent.state), sample=False)  # (1, A) in [-1, 1]
-        elif self._goal_view is not None:
-            normalised = self.planner.plan(self._goal_view, self._goal_view.restrict(agent.state))
+        elif self._goal_view is not None and self.planner.objective is self._goal_view[1]:
+            view = self._goal_view[0]
+            normalised = self.planner.plan(view, view.restrict(agent.state))
         else:
             normalised = self.planner.plan(self.model, agent.state)
         agent.prev_action = normalised

@@ -32,7 +32,7 @@ from wm_robotics.data.replay import SequenceReplay, to_torch
 from wm_robotics.evaluation import evaluate_returns
 from wm_robotics.logger import MetricsLogger
 from wm_robotics.models.nets import adam, load_optimizer_state
-from wm_robotics.precision import compute_precision
+from wm_robotics.precision import check_precision, compute_precision
 from wm_robotics.video import annotate, upscale, write_video
 from wm_robotics.wm_metrics import goal_reaching, latent_health
 
@@ -57,8 +57,8 @@ class Trainer:
     def __init__(self, cfg: dict[str, Any], run_dir: str | Path) -> None:
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.device = resolve_device(cfg["device"])
-        #: the updates' compute precision (reusable context); runs saved before it existed train in fp32
-        self.precision = compute_precision(self.device, cfg.get("precision", "fp32"))
+        #: the updates' compute precision; runs saved before it existed train in fp32
+        self.precision = check_precision(cfg.get("precision", "fp32"))
         if cfg.get("torch_threads"):
             torch.set_num_threads(cfg["torch_threads"])
         random.seed(cfg["seed"])
@@ -124,7 +124,7 @@ class Trainer:
         if self.model.frames_per_update:
             frames = to_torch(self.replay.sample_steps(self.model.frames_per_update), self.device)
             batch.update({f"frames/{key}": value for key, value in frames.items()})
-        with self.precision:
+        with compute_precision(self.device, self.precision):
             loss, metrics, posterior = self.model.loss(batch)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
@@ -137,7 +137,7 @@ class Trainer:
                                                                            self.cfg["model"]["grad_clip"]))
         self.model_opt.step()
         self.model.after_step()
-        with self.precision:
+        with compute_precision(self.device, self.precision):
             behavior_metrics = self.behavior.update(self.model, posterior)
         bad = [name for name, value in behavior_metrics.items() if not math.isfinite(value)]
         if bad:

@@ -200,6 +200,15 @@ class JEPAWorldModel(WorldModel):
         own = self.proprio_dynamics(torch.cat([latent[..., block], action], -1))
         return torch.cat([rest[..., :block.start], own, rest[..., block.start:]], -1)
 
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        # a split_dynamics checkpoint saved before BlockProbe (session 8) has a whole-latent probe: keep that layout
+        keys = [key[len(prefix):] for key in state_dict if key.startswith(prefix + "decoder.")]
+        if isinstance(self.decoder, BlockProbe) and keys and not any(k.startswith("decoder.whole.") for k in keys):
+            cfg = self.config
+            self.decoder = ObservationDecoder(self.feature_dim, cfg["obs_shapes"], cfg["cnn_depth"], cfg["enc_units"],
+                                              cfg["enc_layers"]).to(next(self.parameters()).device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def proprio_view(self) -> "ProprioBlockModel | None":
         """The proprio block as a world model of its own (``split_dynamics`` with a probe), else None."""
         if self.proprio_block is None or not isinstance(self.decoder, BlockProbe):
