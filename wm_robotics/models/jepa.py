@@ -5,8 +5,8 @@ projection give the latent z, optionally SimNorm'd (softmax over groups of 8, TD
 action-conditioned MLP predictor rolls it forward: z' = f(z, a); with ``split_dynamics`` (and a
 ``split_latent``) the proprio block is a proprio-only model inside the pixel one: a predictor of
 its own that sees only that block and the action, no gradient from the pixel block's prediction
-loss (that predictor reads the block detached), and a probe head reading only that block. A state is ``{"latent": (..., L)}``
-and ``features`` = the latent. The model is not recurrent: filtering encodes each observation.
+loss (that predictor reads the block detached), and a probe head reading only that block. A state
+is ``{"latent": (..., L)}`` and ``features`` = the latent. The model is not recurrent: filtering encodes each observation.
 
 ``loss(batch)`` rolls the predictor ``horizon`` steps from every start s = 0..T-horizon-1 of the
 (B, T) sequences (a sequence must lie within one episode, as ``SequenceReplay`` samples them) and
@@ -178,10 +178,7 @@ class JEPAWorldModel(WorldModel):
         self.q = EnsembleMLP(num_q, latent + action_dim, units, layers, bins) if num_q else None
         self.target_q = copy.deepcopy(self.q).requires_grad_(False) if num_q else None
         self.policy = TanhGaussianPolicy(latent, action_dim, units, layers) if policy else None
-        self.decoder: ObservationDecoder | BlockProbe | None = None
-        if probe_decoder:
-            self.decoder = (ObservationDecoder(latent, obs_shapes, cnn_depth, enc_units, enc_layers) if own == 0 else
-                            BlockProbe(latent, obs_shapes, self.proprio_block, cnn_depth, enc_units, enc_layers))
+        self.decoder = self._probe(block=own > 0) if probe_decoder else None
         self.target, self.horizon, self.rho, self.discount = target, horizon, rho, discount
         self.target_decay, self.q_tau = target_decay, q_tau
         self.vicreg_var, self.vicreg_cov = vicreg_var, vicreg_cov
@@ -194,19 +191,30 @@ class JEPAWorldModel(WorldModel):
         if self.proprio_block is None:
             return self.dynamics(torch.cat([latent, action], -1))
         block = self.proprio_block
-        # the other blocks' predictor reads the proprio block but its loss does not train it
-        context = torch.cat([latent[..., :block.start], latent[..., block].detach(), latent[..., block.stop:]], -1)
+        context = latent
+        if latent.requires_grad:  # the other blocks' predictor reads the proprio block but its loss does not train it
+            context = torch.cat([latent[..., :block.start], latent[..., block].detach(), latent[..., block.stop:]], -1)
         rest = self.dynamics(torch.cat([context, action], -1))
-        own = self.proprio_dynamics(torch.cat([latent[..., block], action], -1))
+        own = self.proprio_next(latent[..., block], action)
         return torch.cat([rest[..., :block.start], own, rest[..., block.start:]], -1)
+
+    def proprio_next(self, block_latent: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """One step of the proprio block's own predictor (``split_dynamics``): (..., block) → (..., block)."""
+        return self.proprio_dynamics(torch.cat([block_latent, action], -1))
+
+    def _probe(self, block: bool) -> ObservationDecoder | BlockProbe:
+        """A probe decoder over the whole latent, or with ``block`` a ``BlockProbe`` (proprio from its block)."""
+        cfg = self.config
+        args = (cfg["obs_shapes"], cfg["cnn_depth"], cfg["enc_units"], cfg["enc_layers"])
+        if block:
+            return BlockProbe(self.feature_dim, args[0], self.proprio_block, *args[1:])
+        return ObservationDecoder(self.feature_dim, *args)
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
         # a split_dynamics checkpoint saved before BlockProbe (session 8) has a whole-latent probe: keep that layout
         keys = [key[len(prefix):] for key in state_dict if key.startswith(prefix + "decoder.")]
         if isinstance(self.decoder, BlockProbe) and keys and not any(k.startswith("decoder.whole.") for k in keys):
-            cfg = self.config
-            self.decoder = ObservationDecoder(self.feature_dim, cfg["obs_shapes"], cfg["cnn_depth"], cfg["enc_units"],
-                                              cfg["enc_layers"]).to(next(self.parameters()).device)
+            self.decoder = self._probe(block=False).to(next(self.parameters()).device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def proprio_view(self) -> "ProprioBlockModel | None":
@@ -344,7 +352,7 @@ class ProprioBlockModel(WorldModel):
         return {"latent": state["latent"][..., self.block]}
 
     def img_step(self, state: State, action: torch.Tensor) -> State:
-        return {"latent": self.model.proprio_dynamics(torch.cat([state["latent"], action], -1))}
+        return {"latent": self.model.proprio_next(state["latent"], action)}
 
     def features(self, state: State) -> torch.Tensor:
         return state["latent"]
