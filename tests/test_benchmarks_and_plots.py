@@ -7,6 +7,7 @@ import torch
 
 from wm_robotics.benchmarks import envs as env_bench
 from wm_robotics.benchmarks import learner
+from wm_robotics.benchmarks import planner as planner_bench
 from wm_robotics.benchmarks.timing import interleaved_rates, write_json
 from wm_robotics.plots import eval_curve, plot_runs, published_results
 
@@ -27,6 +28,14 @@ def test_learner_measure_reports_both_parts(tmp_path):
     assert row["world_model_ms"] > 0 and row["actor_critic_ms"] > 0 and row["imag_starts"] == 16
     path = write_json(tmp_path / "b.json", {"learner": [row]})
     assert json.loads(path.read_text())["learner"][0]["size"] == "xs"
+
+
+def test_goal_cem_row_times_the_jepa_goal_preset_through_the_controller():
+    torch.set_num_threads(1)
+    preset = planner_bench.goal_preset()
+    assert preset["experiment_name"] == "jepa_goal" and preset["behavior"]["planner"] == "cem"
+    row = planner_bench.time_goal_cem(torch.device("cpu"), repeats=1)
+    assert row["what"] == "goal-cem" and row["ms"] > 0 and row["gflop"] > 0 and row["params_M"] > 0
 
 
 def test_plot_runs_from_metrics_csv(tmp_path):

@@ -179,3 +179,24 @@ def test_prior_update_moves_only_the_prior():
     assert np.isfinite(metrics["pi/loss"])
     action = behavior.plan(model, {"latent": torch.rand(3, 16)}, torch.tensor([True, False, True]))
     assert action.shape == (3, 1) and action.abs().max() <= 1
+
+
+def test_goal_fields_with_a_policy_prior_plan_in_the_whole_model():
+    import gymnasium as gym
+
+    import wm_robotics.envs  # noqa: F401  (registers the goal envs)
+    from wm_robotics.train import untrained_payload
+
+    # a split_dynamics pixels + proprio JEPA with a policy prior: MPPI's prior samples read whole latents,
+    # so a goal on proprio fields must plan in the whole model, not in the proprio block
+    torch.manual_seed(0)
+    payload = untrained_payload(preset_config("jepa_goal", "model.overrides.policy=true"))
+    controller = MPCController(payload, "cpu", "mppi", horizon=3, samples=16, iterations=2, elites=4,
+                               policy_samples=4)
+    assert controller.planner.policy is not None
+    env = gym.make("wm_robotics/reacher-easy-goal-v0", obs_mode="pixels+proprio")
+    obs, info = env.reset(seed=0)
+    controller.set_goal({"pixels": info["goal_pixels"], "proprio": info["goal_proprio"]})
+    assert controller._goal_view is None and controller.planner.objective.proprio_index.tolist() == [0, 1]
+    assert env.action_space.contains(controller.act(obs)) and env.action_space.contains(controller.act(obs))
+    env.close()

@@ -37,6 +37,27 @@ from wm_robotics.video import annotate, upscale, write_video
 from wm_robotics.wm_metrics import goal_reaching, latent_health
 
 
+def space_info(env: gym.Env) -> dict[str, Any]:
+    """What a checkpoint records of ``env`` (a ``wm_robotics.envs`` env): observation shapes, action
+    bounds and the proprio fields' names and sizes in their flattened order."""
+    proprio_keys = env.unwrapped.proprio_keys
+    return {"obs_shapes": {k: list(v) for k, v in obs_shapes(env.observation_space).items()},
+            "action_low": env.action_space.low.tolist(), "action_high": env.action_space.high.tolist(),
+            "proprio_keys": [[name, part.stop - part.start] for name, part in proprio_keys.items()]}
+
+
+def untrained_payload(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint payload of a freshly initialised model and behaviour for run config ``cfg``, without
+    training (what ``MPCController`` needs: e.g. to time or test a preset's deployment path)."""
+    env = envs.make_env(cfg["env"]["id"], **env_kwargs(cfg))
+    info = space_info(env)
+    env.close()
+    model = build_world_model(cfg["model"], {k: tuple(v) for k, v in info["obs_shapes"].items()},
+                              len(info["action_low"]))
+    behavior = build_behavior(cfg["behavior"], model, env.action_space)
+    return {"config": cfg, **info, "model": model.state_dict(), "behavior": behavior.full_state_dict()}
+
+
 class NonFiniteLossError(FloatingPointError):
     """A loss became NaN or infinite; the last good checkpoint is left untouched."""
 
@@ -81,10 +102,7 @@ class Trainer:
         self.counters = {"env_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0, "last_eval": -1}
         self._last: dict[str, float] = {}  # clock of the last log / checkpoint, counters at the start of run()
         self.checkpoint_path = self.run_dir / "checkpoints" / "latest.pt"
-        proprio_keys = self.eval_env.unwrapped.proprio_keys
-        self.space_info = {"obs_shapes": {k: list(v) for k, v in obs_shapes(space).items()},
-                           "action_low": action_space.low.tolist(), "action_high": action_space.high.tolist(),
-                           "proprio_keys": [[name, part.stop - part.start] for name, part in proprio_keys.items()]}
+        self.space_info = space_info(self.eval_env)
 
     # ----------------------------------------------------------------- checkpoints
     def payload(self) -> dict[str, Any]:

@@ -8,9 +8,9 @@ is the ``tdmpc`` preset's (batch 256, horizon 3): world-model step, target EMA a
 FLOPs per call are counted with torch's ``FlopCounterMode``. The reference measured in the same run
 is the machine's fp32 matmul rate now (a 1024³ matmul): ``matmul_bound_ms`` = FLOPs / that rate is
 what a purely matmul-bound implementation would take, so the ratio survives a busy machine.
-The ``goal-cem`` row is the ``jepa_goal`` preset's act: encode a 64×64 image + reacher proprio with
-the xs JEPA (no reward, Q or policy heads), then CEM (horizon 15, 10 iterations, 500 candidates)
-on the L2 distance of predicted latents to a goal latent. On CUDA the planners replay their search
+The ``goal-cem`` row is the ``jepa_goal`` preset's act as deployed (``MPCController`` built from
+``configs/experiment/jepa_goal.yaml``): encode a reacher frame + proprio, then CEM on the preset's
+goal energy (for a ``split_dynamics`` model, in the proprio block alone). On CUDA the planners replay their search
 as a CUDA graph; the ``mppi (no graph)`` row times the same search launched kernel by kernel. The
 ``mppi (bf16)`` row runs the same search with ``precision="bf16"`` (matmuls in bfloat16); its
 matmul-bound time still uses the fp32 rate, so its "% of bound" can pass 100.
@@ -21,26 +21,26 @@ the project, not re-run here): 1M 154 ms/action and 115–126 ms/update, 5M 438 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from wm_robotics.behaviors.cem import CEMPlanner
+import wm_robotics.envs as envs
 from wm_robotics.behaviors.mpc_behavior import MPCBehavior
-from wm_robotics.behaviors.planning import GoalObjective, SamplingPlanner
+from wm_robotics.behaviors.planning import SamplingPlanner
 from wm_robotics.benchmarks.timing import benchmark_devices, print_table, sync
+from wm_robotics.control import MPCController
 from wm_robotics.models.jepa import JEPAWorldModel
 from wm_robotics.models.nets import adam
 from wm_robotics.precision import compute_precision
+from wm_robotics.train import env_kwargs, untrained_payload
 
 REFERENCE_MS = {"xs": {"mppi": 154.0, "update": 120.5}, "s": {"mppi": 438.0, "update": 443.5}}
 BATCH, HORIZON = 256, 3
-#: the jepa_goal preset (configs/experiment/jepa_goal.yaml): model overrides, CEM settings, reacher obs
-GOAL_MODEL = {"target": "ema", "horizon": 2, "reward": False, "num_q": 0, "policy": False,
-              "probe_decoder": True, "simnorm": False}
-GOAL_CEM = {"horizon": 15, "iterations": 10, "candidates": 500, "elites": 50}
-GOAL_OBS = {"pixels": (64, 64, 3), "proprio": (6,)}
+#: Hydra's config tree of this (editable) checkout: the goal-cem row times the jepa_goal preset as configured
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def _timed(work: Callable[[], object], device: torch.device, repeats: int,
@@ -99,24 +99,28 @@ def time_planner(size: str, planner: str, device: torch.device, repeats: int, cu
     return {"what": name, "ms": ms, "gflop": gflop}
 
 
+def goal_preset() -> dict:
+    """The ``jepa_goal`` preset's resolved config, composed by Hydra from the repository's ``configs/``."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        return OmegaConf.to_container(compose("train", overrides=["experiment=jepa_goal"]), resolve=True)
+
+
 def time_goal_cem(device: torch.device, repeats: int) -> dict:
-    """ms per ``jepa_goal`` action: encode the observation, then CEM toward a goal latent."""
+    """ms per ``jepa_goal`` action as deployed: ``MPCController`` (freshly initialised preset model and
+    settings) encodes a reacher frame + proprio and runs CEM on the preset's goal energy."""
+    cfg = goal_preset()
     torch.manual_seed(0)
-    model = JEPAWorldModel.from_size("xs", GOAL_OBS, 2, **GOAL_MODEL).to(device).eval()
-    obs = {"pixels": torch.randint(0, 256, (1, *GOAL_OBS["pixels"]), dtype=torch.uint8, device=device),
-           "proprio": torch.randn(1, *GOAL_OBS["proprio"], device=device)}
-    first = torch.ones(1, dtype=torch.bool, device=device)
-    no_action = torch.zeros(1, 2, device=device)
-    with torch.inference_mode():
-        goal = model.features(model.step(model.initial(1), no_action, obs, first))[0]
-    planner = CEMPlanner(2, objective=GoalObjective(goal), **GOAL_CEM)
-
-    @torch.inference_mode()
-    def act() -> torch.Tensor:
-        return planner.plan(model, model.step(model.initial(1), no_action, obs, first))
-
-    ms, gflop = _timed(act, device, repeats, planner)
-    return {"what": "goal-cem", "ms": ms, "gflop": gflop, "params_M": _params_million(model)}
+    controller = MPCController(untrained_payload(cfg), str(device), "cem")
+    env = envs.make_env(cfg["env"]["id"], **env_kwargs(cfg))
+    obs, _ = env.reset(seed=0)
+    goal, _ = env.reset(seed=1)
+    env.close()
+    controller.set_goal(goal)
+    ms, gflop = _timed(lambda: controller.act(obs), device, repeats, controller.planner)
+    return {"what": "goal-cem", "ms": ms, "gflop": gflop, "params_M": _params_million(controller.model)}
 
 
 def time_update(size: str, device: torch.device, repeats: int, precision: str = "fp32") -> dict:
@@ -186,6 +190,6 @@ def run(quick: bool = False, device_choice: str = "auto") -> dict:
             "planner_settings": {"mppi": "horizon 3, 6 iterations, 512 samples + 24 prior, 64 elites; "
                                          "(bf16): the same with precision=bf16",
                                  "cem": "horizon 12, 10 iterations, 1000 candidates, 100 elites",
-                                 "goal-cem": "jepa_goal: 64×64 pixels + proprio xs JEPA, CEM horizon 15, "
-                                             "10 iterations, 500 candidates, 50 elites",
+                                 "goal-cem": "the jepa_goal preset through MPCController (configs/experiment/"
+                                             "jepa_goal.yaml: its model, CEM settings and goal energy)",
                                  "update": f"batch {BATCH}, horizon {HORIZON}; (bf16): precision=bf16"}}
