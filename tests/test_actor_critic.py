@@ -167,3 +167,22 @@ def test_state_dict_round_trip():
     assert restored.update(model, start) == expected
     for a, b in zip(agent.state_dict().values(), restored.state_dict().values()):
         torch.testing.assert_close(a, b)
+
+
+def test_bf16_features_cast_once_give_the_update_autocast_gives(monkeypatch):
+    from wm_robotics.behaviors import actor_critic
+    from wm_robotics.models.rssm import RSSMWorldModel
+
+    def one_update() -> torch.Tensor:
+        torch.manual_seed(0)
+        model = RSSMWorldModel.from_size("xs", {"proprio": (5,)}, 1, deter=32, units=32)
+        behavior = ActorCritic(model.feature_dim, 1, units=32, horizon=4)
+        start = model.initial(6)
+        start["deter"] = torch.randn(6, 32)
+        with compute_precision(torch.device("cpu"), "bf16"):
+            behavior.update(model, start)
+        return torch.cat([p.detach().flatten() for p in behavior.parameters()])
+
+    once = one_update()
+    monkeypatch.setattr(actor_critic, "in_compute_dtype", lambda features: features)  # autocast casts per layer
+    assert torch.equal(once, one_update())

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from wm_robotics.models.encoders import ObservationDecoder, ObservationEncoder
-from wm_robotics.models.rssm import SIZES, RSSMWorldModel, kl_loss
+from wm_robotics.models.rssm import RSSM, SIZES, RSSMWorldModel, kl_loss
 from wm_robotics.precision import compute_precision
 
 TINY = dict(deter=16, stoch=4, classes=5, units=16, layers=1, cnn_depth=2)
@@ -51,6 +51,19 @@ def check_state(model, state, lead):
     torch.testing.assert_close(state["logits"].exp().sum(-1), torch.ones(*lead, TINY["stoch"]))
     assert model.features(state).shape == (*lead, model.feature_dim)
     assert all(value.dtype == torch.float32 for value in state.values())
+
+
+def test_categorical_samples_are_one_hot_follow_the_probabilities_and_pass_gradients_straight_through():
+    torch.manual_seed(0)
+    rssm = RSSM(1, 4, deter=8, stoch=2, classes=4, units=8, unimix=0.0)
+    probs = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.0, 0.5, 0.0, 0.5]])  # a zero-probability class is never drawn
+    log_probs = probs.log().expand(20_000, 2, 4).clone().requires_grad_(True)
+    sample = rssm._sample(log_probs)
+    assert set(sample.detach().unique().tolist()) == {0.0, 1.0} and torch.equal(sample.detach().sum(-1), torch.ones(20_000, 2))
+    torch.testing.assert_close(sample.detach().mean(0), probs, atol=0.01, rtol=0)
+    weights = torch.randn(2, 4)
+    (sample * weights).sum().backward()
+    torch.testing.assert_close(log_probs.grad, (weights * probs).expand(20_000, 2, 4))  # d/d log p of p · w
 
 
 @pytest.mark.parametrize("keys", list(OBS_SHAPES))

@@ -30,3 +30,10 @@ def compute_precision(device: torch.device, precision: str) -> contextlib.Abstra
         return contextlib.nullcontext()
     # no weight-cast cache on CUDA: a CUDA graph must not capture tensors the cache frees afterwards
     return torch.autocast(device.type, dtype=dtype, cache_enabled=device.type != "cuda")
+
+
+def in_compute_dtype(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` cast once to the autocast dtype active on its device, unchanged outside autocast: for
+    an input that several layers read (autocast would cast it again for each; the values are the same)."""
+    device = tensor.device.type
+    return tensor.to(torch.get_autocast_dtype(device)) if torch.is_autocast_enabled(device) else tensor

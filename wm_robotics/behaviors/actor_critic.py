@@ -20,6 +20,7 @@ all-negative advantages, drives the mean into a bound.
 from __future__ import annotations
 
 import copy
+
 import torch
 from torch import nn
 from torch.distributions import Normal
@@ -27,6 +28,7 @@ from torch.distributions import Normal
 from wm_robotics.behaviors.action_bounds import ActionBounds, Bounds
 from wm_robotics.models.base import State, WorldModel
 from wm_robotics.models.nets import TwoHot, adam, load_optimizer_state, mlp
+from wm_robotics.precision import in_compute_dtype
 
 #: "backprop": the actor maximises λ-returns by gradients through the model's dynamics (DreamerV3's
 #: ``actor_grad_cont``); "reinforce": score-function gradients, imagination without autograd.
@@ -155,8 +157,8 @@ class ActorCritic(ActionBounds):
             start_features = model.features(start)
             states, actions = model.imagine(start, self.horizon,
                                             policy=self._reparameterised_policy if backprop else self.policy)
-            features = torch.cat([start_features.reshape(-1, 1, start_features.shape[-1]),
-                                  model.features(states)], 1)                        # (N, H+1, F)
+            features = in_compute_dtype(torch.cat([start_features.reshape(-1, 1, start_features.shape[-1]),
+                                                   model.features(states)], 1))      # (N, H+1, F)
             rewards = model.predict_reward(features[:, 1:])                        # (N, H)
             if rewards is None:
                 raise ValueError("the world model has no reward head; the actor-critic needs predict_reward")

@@ -21,6 +21,7 @@ from torch.nn import functional as F
 from wm_robotics.models.base import State, WorldModel, stack_states
 from wm_robotics.models.encoders import ObservationDecoder, ObservationEncoder
 from wm_robotics.models.nets import OutputLinear, TwoHot, mlp
+from wm_robotics.precision import in_compute_dtype
 
 #: Size presets (DreamerV3 S/M/L with their MLP depths; "xs" is ours, for CPU runs: a 16×64
 #: proprio update took 0.16-0.34 s on a busy 2-core CPU, S 1.3-2.7 s).
@@ -81,6 +82,7 @@ class RSSM(nn.Module):
         self.post_deter = nn.Linear(deter, units, bias=False)
         self.post_embed = nn.Linear(embed_dim, units, bias=False)
         self.post_net = nn.Sequential(nn.LayerNorm(units), nn.SiLU(), OutputLinear(units, stoch * classes))
+        self.register_buffer("class_index", torch.arange(classes), persistent=False)
 
     @property
     def feature_dim(self) -> int:
@@ -106,10 +108,15 @@ class RSSM(nn.Module):
         return (torch.softmax(raw, -1) * (1 - self.unimix) + self.unimix / self.classes).log()
 
     def _sample(self, log_probs: torch.Tensor) -> torch.Tensor:
-        """One-hot sample (Gumbel-max) with straight-through gradients to the probabilities."""
+        """One-hot sample with straight-through gradients to the probabilities (the value is exactly
+        one-hot). Drawn by inverse CDF, one uniform per categorical: on the CPU 3-4× cheaper than
+        Gumbel-max, whose exponential noise per class cost ~10% of an S actor-critic update."""
         probs = log_probs.exp()
-        index = (probs / torch.empty_like(probs).exponential_()).argmax(-1)
-        return F.one_hot(index, self.classes).to(probs.dtype) + probs - probs.detach()
+        with torch.no_grad():
+            threshold = torch.rand_like(probs[..., :1]) * probs.sum(-1, keepdim=True)
+            index = (probs.cumsum(-1) < threshold).sum(-1, keepdim=True).clamp_(max=self.classes - 1)
+            one_hot = (self.class_index == index).to(probs.dtype)
+        return one_hot + (probs - probs.detach())
 
     def prior(self, deter: torch.Tensor) -> torch.Tensor:
         """Prior log-probs (..., stoch, classes) from h (..., deter); batched over any leading dims."""
@@ -223,7 +230,7 @@ class RSSMWorldModel(WorldModel):
                                     self._tensor(batch["is_first"], torch.bool))
         prior_logits = self.rssm.prior(post["deter"])  # (B, T, stoch, classes), batched over T
         dyn, rep, kl_value = kl_loss(post["logits"], prior_logits, self.free_bits)
-        feat = self.features(post)  # (B, T, F)
+        feat = in_compute_dtype(self.features(post))  # (B, T, F); cast once for the three heads under bf16
         terms = {_DECODER_METRIC[key]: value.mean() for key, value in self.decoder.loss(feat, obs).items()}
         terms["loss/reward"] = self.reward_twohot.loss(self.reward_head(feat), reward).mean()
         terms["loss/continue"] = F.binary_cross_entropy_with_logits(self.continue_head(feat).squeeze(-1), cont)
