@@ -35,6 +35,17 @@ def test_two_hot_loss_is_smallest_at_the_target():
     assert twohot.loss(exact, value) < twohot.loss(torch.zeros(1, 255), value)
 
 
+def test_two_hot_loss_is_the_cross_entropy_against_the_encoded_target():
+    torch.manual_seed(0)
+    twohot = TwoHot(255)
+    logits = torch.randn(4, 6, 255, requires_grad=True)
+    value = torch.randn(4, 6) * 50
+    dense = -(twohot.encode(value) * torch.log_softmax(logits, -1)).sum(-1)
+    torch.testing.assert_close(twohot.loss(logits, value), dense)
+    (grad,) = torch.autograd.grad(twohot.loss(logits, value).sum(), logits)
+    torch.testing.assert_close(grad, torch.softmax(logits, -1).detach() - twohot.encode(value))
+
+
 def test_mlp_zero_out_gives_zero_output():
     net = mlp(7, 16, 2, 3, zero_out=True)
     out = net(torch.randn(5, 7))

@@ -116,17 +116,20 @@ class TwoHot(nn.Module):
     def bins(self) -> int:
         return self.buckets.numel()
 
-    def encode(self, value: torch.Tensor) -> torch.Tensor:
-        """(...) scalars → (..., bins) two-hot weights on the two nearest buckets."""
+    def _neighbours(self, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two buckets around symlog(value): indices (..., 2) and their two-hot weights (..., 2)."""
         x = symlog(value).clamp(self.buckets[0], self.buckets[-1])
         upper = torch.searchsorted(self.buckets, x.contiguous(), right=False).clamp(1, self.bins - 1)
         lower = upper - 1
         low_value, high_value = self.buckets[lower], self.buckets[upper]
         weight_high = (x - low_value) / (high_value - low_value)
-        target = torch.zeros(*x.shape, self.bins, device=x.device, dtype=x.dtype)
-        target.scatter_(-1, lower.unsqueeze(-1), (1 - weight_high).unsqueeze(-1))
-        target.scatter_add_(-1, upper.unsqueeze(-1), weight_high.unsqueeze(-1))
-        return target
+        return torch.stack([lower, upper], -1), torch.stack([1 - weight_high, weight_high], -1)
+
+    def encode(self, value: torch.Tensor) -> torch.Tensor:
+        """(...) scalars → (..., bins) two-hot weights on the two nearest buckets."""
+        index, weight = self._neighbours(value)
+        return torch.zeros(*value.shape, self.bins, device=value.device, dtype=weight.dtype).scatter_add_(
+            -1, index, weight)
 
     def decode(self, logits: torch.Tensor) -> torch.Tensor:
         """(..., bins) logits → (...) expected value, mapped back with symexp; in float32 even under
@@ -135,4 +138,5 @@ class TwoHot(nn.Module):
 
     def loss(self, logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of ``logits`` against the two-hot encoding of ``value`` (per element)."""
-        return -(self.encode(value.detach()) * F.log_softmax(logits, -1)).sum(-1)
+        index, weight = self._neighbours(value.detach())  # the two non-zero target entries, not all bins
+        return -(F.log_softmax(logits, -1).gather(-1, index) * weight).sum(-1)
