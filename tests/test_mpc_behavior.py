@@ -189,12 +189,12 @@ def test_goal_fields_with_a_policy_prior_plan_in_the_whole_model():
 
     # a split_dynamics pixels + proprio JEPA with a policy prior: MPPI's prior samples read whole latents,
     # so a goal on proprio fields must plan in the whole model, not in the proprio block
+    env = gym.make("wm_robotics/reacher-easy-goal-v0", obs_mode="pixels+proprio")
     torch.manual_seed(0)
-    payload = untrained_payload(preset_config("jepa_goal", "model.overrides.policy=true"))
+    payload = untrained_payload(preset_config("jepa_goal", "model.overrides.policy=true"), env)
     controller = MPCController(payload, "cpu", "mppi", horizon=3, samples=16, iterations=2, elites=4,
                                policy_samples=4)
     assert controller.planner.policy is not None
-    env = gym.make("wm_robotics/reacher-easy-goal-v0", obs_mode="pixels+proprio")
     obs, info = env.reset(seed=0)
     controller.set_goal({"pixels": info["goal_pixels"], "proprio": info["goal_proprio"]})
     assert controller._goal_view is None and controller.planner.objective.proprio_index.tolist() == [0, 1]

@@ -46,16 +46,12 @@ def space_info(env: gym.Env) -> dict[str, Any]:
             "proprio_keys": [[name, part.stop - part.start] for name, part in proprio_keys.items()]}
 
 
-def untrained_payload(cfg: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint payload of a freshly initialised model and behaviour for run config ``cfg``, without
-    training (what ``MPCController`` needs: e.g. to time or test a preset's deployment path)."""
-    env = envs.make_env(cfg["env"]["id"], **env_kwargs(cfg))
-    info = space_info(env)
-    env.close()
-    model = build_world_model(cfg["model"], {k: tuple(v) for k, v in info["obs_shapes"].items()},
-                              len(info["action_low"]))
+def untrained_payload(cfg: dict[str, Any], env: gym.Env) -> dict[str, Any]:
+    """A checkpoint payload of a freshly initialised model and behaviour for run config ``cfg`` and its
+    ``env`` (what ``MPCController`` needs, without training: e.g. to time or test a preset's deployment)."""
+    model = build_world_model(cfg["model"], obs_shapes(env.observation_space), env.action_space.shape[0])
     behavior = build_behavior(cfg["behavior"], model, env.action_space)
-    return {"config": cfg, **info, "model": model.state_dict(), "behavior": behavior.full_state_dict()}
+    return {"config": cfg, **space_info(env), "model": model.state_dict(), "behavior": behavior.full_state_dict()}
 
 
 class NonFiniteLossError(FloatingPointError):

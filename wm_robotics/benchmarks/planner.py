@@ -112,9 +112,9 @@ def time_goal_cem(device: torch.device, repeats: int) -> dict:
     """ms per ``jepa_goal`` action as deployed: ``MPCController`` (freshly initialised preset model and
     settings) encodes a reacher frame + proprio and runs CEM on the preset's goal energy."""
     cfg = goal_preset()
-    torch.manual_seed(0)
-    controller = MPCController(untrained_payload(cfg), str(device), "cem")
     env = envs.make_env(cfg["env"]["id"], **env_kwargs(cfg))
+    torch.manual_seed(0)
+    controller = MPCController(untrained_payload(cfg, env), str(device), "cem")
     obs, _ = env.reset(seed=0)
     goal, _ = env.reset(seed=1)
     env.close()
