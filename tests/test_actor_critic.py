@@ -115,7 +115,8 @@ def test_return_normalizer():
     assert scale.item() == pytest.approx(90.0, rel=1e-3)
 
 
-@pytest.mark.parametrize("actor_grad, precision", [("backprop", "fp32"), ("reinforce", "fp32"), ("backprop", "bf16")])
+@pytest.mark.parametrize("actor_grad, precision", [("backprop", "fp32"), ("reinforce", "fp32"), ("backprop", "bf16"),
+                                                       ("backprop", "bf16_full")])
 def test_learns_on_point_model(actor_grad, precision):
     torch.manual_seed(0)
     model, agent = PointModel(), small_agent(actor_grad=actor_grad)

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from wm_robotics.models.nets import TwoHot, adam, load_optimizer_state, mlp, symexp, symlog
+from wm_robotics.models.nets import OutputLinear, TwoHot, adam, load_optimizer_state, mlp, symexp, symlog
+from wm_robotics.precision import compute_precision, float32_output_layers
 
 
 def test_symexp_inverts_symlog():
@@ -107,3 +108,26 @@ def test_outputs_stay_float32_under_bf16_autocast():
     assert seen == [torch.bfloat16]  # the hidden layers ran in bf16 ...
     assert out.dtype == q.dtype == torch.float32  # ... the outputs did not
     torch.testing.assert_close(out, net(x), atol=0.05, rtol=0.05)
+
+
+def test_bf16_full_runs_output_layers_in_bf16_with_float32_results():
+    from wm_robotics.models.ensemble import EnsembleMLP
+
+    torch.manual_seed(0)
+    layer, ensemble = OutputLinear(6, 4), EnsembleMLP(3, 6, 8, 1, 4)
+    torch.nn.init.normal_(ensemble.out_weight.data)  # zero-initialised: nothing to round
+    x = torch.randn(5, 6).bfloat16().float()  # exactly representable in bf16: the input casts are exact
+    weight, bias = layer.weight.bfloat16(), layer.bias.bfloat16()
+    in_bf16 = torch.nn.functional.linear(x.bfloat16(), weight, bias).float()
+    in_float32 = torch.nn.functional.linear(x, layer.weight, layer.bias)
+    with compute_precision(torch.device("cpu"), "bf16_full"):
+        full, q_full = layer(x), ensemble(x)
+        assert not float32_output_layers()
+    with compute_precision(torch.device("cpu"), "bf16"):
+        kept, q_kept = layer(x), ensemble(x)
+        assert float32_output_layers()
+    assert float32_output_layers()  # restored on exit
+    assert full.dtype == kept.dtype == q_full.dtype == q_kept.dtype == torch.float32
+    assert torch.equal(full, in_bf16) and torch.equal(kept, in_float32)
+    assert not torch.equal(q_full, q_kept)  # the ensemble's output layer follows the same policy
+    torch.testing.assert_close(q_full, q_kept, atol=0.05, rtol=0.05)

@@ -270,7 +270,7 @@ def test_value_errors():
         MPPIPlanner(1, iterations=0)
     with pytest.raises(ValueError, match="below"):
         CEMPlanner(1, action_low=0.5, action_high=0.5)
-    with pytest.raises(ValueError, match=r"unknown precision 'fp16'; valid precisions: \['bf16', 'fp32'\]"):
+    with pytest.raises(ValueError, match=r"unknown precision 'fp16'; valid precisions: \['bf16', 'bf16_full', 'fp32'\]"):
         MPPIPlanner(1, precision="fp16")
     with pytest.raises(ValueError, match="norm"):
         GoalObjective(torch.zeros(2), norm="cos")

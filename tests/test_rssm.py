@@ -188,7 +188,7 @@ def test_is_first_resets_the_state():
         assert not torch.allclose(kept["deter"], from_initial["deter"])
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "bf16_full"])
 def test_loss_falls_on_tiny_deterministic_data(precision):
     torch.manual_seed(0)
     t = torch.arange(16, dtype=torch.float32)

@@ -113,7 +113,7 @@ def test_evaluate_script_reports_json(tmp_path):
 
 
 def test_unknown_precision_lists_valid_ones(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown precision 'fp16'; valid precisions: \['bf16', 'fp32'\]"):
+    with pytest.raises(ValueError, match=r"unknown precision 'fp16'; valid precisions: \['bf16', 'bf16_full', 'fp32'\]"):
         Trainer(tiny_config("precision=fp16"), tmp_path)
 
 

@@ -1,19 +1,25 @@
-"""Compute precision of training updates and planner searches (``precision=fp32|bf16``).
+"""Compute precision of training updates and planner searches (``precision=fp32|bf16|bf16_full``).
 
 ``"bf16"`` runs matmuls and convolutions in bfloat16 under ``torch.autocast`` (DreamerV3's compute
 dtype); parameters, optimiser states and gradients stay float32, and so do every MLP's output
 layer (``nets.OutputLinear``: rewards, value logits, latents, categorical logits), two-hot decodes,
-losses and the planner's statistics. On CPUs with AVX-512 BF16 or AMX a large matmul runs ~2× faster.
+losses and the planner's statistics. ``"bf16_full"`` also runs the output layers in bfloat16 and
+casts their results to float32, as DreamerV3 does (bf16 logits, float32 distributions): the
+float32 output layers of ``"bf16"`` are what planners need, but in the Dreamer update they cost
+a float32 matmul and a cast of the hidden activations per head. On CPUs with AVX-512 BF16 or
+AMX a large matmul runs ~2× faster.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 
 import torch
 
 #: compute dtypes by name (None: no autocast)
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "bf16_full": torch.bfloat16}
+_FLOAT32_OUTPUT_LAYERS = contextvars.ContextVar("float32_output_layers", default=True)
 
 
 def check_precision(precision: str) -> str:
@@ -23,13 +29,35 @@ def check_precision(precision: str) -> str:
     return precision
 
 
+def float32_output_layers() -> bool:
+    """Whether output layers compute in float32 under autocast (False inside a ``bf16_full`` context)."""
+    return _FLOAT32_OUTPUT_LAYERS.get()
+
+
+class _ComputePrecision:
+    """Autocast plus the output-layer policy; reusable (``with`` it as often as needed)."""
+
+    def __init__(self, autocast: torch.autocast, float32_outputs: bool) -> None:
+        self.autocast, self.float32_outputs = autocast, float32_outputs
+        self._tokens: list[contextvars.Token] = []
+
+    def __enter__(self) -> None:
+        self._tokens.append(_FLOAT32_OUTPUT_LAYERS.set(self.float32_outputs))
+        self.autocast.__enter__()
+
+    def __exit__(self, *exc_info) -> None:
+        self.autocast.__exit__(*exc_info)
+        _FLOAT32_OUTPUT_LAYERS.reset(self._tokens.pop())
+
+
 def compute_precision(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """A context running ``device``'s matmuls in ``precision`` (one of :data:`PRECISIONS`)."""
     dtype = PRECISIONS[check_precision(precision)]
     if dtype is None:
         return contextlib.nullcontext()
     # no weight-cast cache on CUDA: a CUDA graph must not capture tensors the cache frees afterwards
-    return torch.autocast(device.type, dtype=dtype, cache_enabled=device.type != "cuda")
+    autocast = torch.autocast(device.type, dtype=dtype, cache_enabled=device.type != "cuda")
+    return _ComputePrecision(autocast, float32_outputs=precision != "bf16_full")
 
 
 def in_compute_dtype(tensor: torch.Tensor) -> torch.Tensor:

@@ -7,9 +7,9 @@ row ``e·P + p`` is candidate p of environment e). Actions are in the planner's 
 Standard deviations are given as fractions of the half-range (high − low) / 2, so that they mean
 the same for any bounds (and are absolute for [-1, 1]).
 
-``precision``: ``"fp32"`` (default) or ``"bf16"`` (``wm_robotics/precision.py``): the model's
-matmuls inside the search run in bfloat16; sampled actions, scores and the planner's statistics
-stay float32.
+``precision``: ``"fp32"`` (default), ``"bf16"`` or ``"bf16_full"`` (``wm_robotics/precision.py``): the
+model's matmuls inside the search run in bfloat16 (``bf16`` keeps its output layers, which produce
+what the search ranks, in float32); sampled actions, scores and the planner's statistics stay float32.
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ def run(quick: bool = False, device_choice: str = "auto") -> dict:
 
     Both actor gradients are timed: ``reinforce`` (imagination without autograd) and the
     ``backprop`` default (a backward pass through the imagination); ``backprop`` also with
-    ``precision=bf16``.
+    ``precision=bf16`` and ``bf16_full``.
     """
     devices = benchmark_devices(device_choice)
     repeats = 1 if quick else 3
@@ -84,7 +84,7 @@ def run(quick: bool = False, device_choice: str = "auto") -> dict:
                ("xs", "pixels", 256, None), ("s", "pixels", 512, None)]
     if quick:
         configs = configs[:2]
-    variants = [("reinforce", "fp32"), ("backprop", "fp32"), ("backprop", "bf16")]
+    variants = [("reinforce", "fp32"), ("backprop", "fp32"), ("backprop", "bf16"), ("backprop", "bf16_full")]
     rows = [measure(size, key, device, repeats, units, starts, actor_grad=grad, precision=precision)
             for device in devices for size, key, units, starts in configs for grad, precision in variants]
     for row in rows:

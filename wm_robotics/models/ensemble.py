@@ -62,5 +62,5 @@ class EnsembleMLP(nn.Module):
             h = self._block(torch.bmm(h, weight if members is None else weight[members]), layer, members)
         out_w, out_b = (self.out_weight, self.out_bias) if members is None else (self.out_weight[members],
                                                                                  self.out_bias[members])
-        with float32_outputs(h):  # logits in float32, as nets.OutputLinear
-            return torch.baddbmm(out_b, h.float(), out_w).view(count, *lead, -1)
+        with float32_outputs(h) as in_float32:  # logits in float32, as nets.OutputLinear
+            return torch.baddbmm(out_b, h.float() if in_float32 else h, out_w).float().view(count, *lead, -1)

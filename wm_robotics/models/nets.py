@@ -8,11 +8,13 @@ evenly in symlog space (``TwoHot``), trained with cross-entropy against a two-ho
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from wm_robotics.precision import float32_output_layers
 
 
 def symlog(x: torch.Tensor) -> torch.Tensor:
@@ -61,23 +63,30 @@ class InputLinear(nn.Linear):
 
 
 class OutputLinear(nn.Linear):
-    """The output layer of an :func:`mlp`: computed in float32 even under bf16 autocast.
+    """The output layer of an :func:`mlp`: a float32 result, computed in float32 even under bf16 autocast.
 
     Outputs are what planners rank (rewards, two-hot value logits, latents): in bfloat16 a
     value logit of ~10 carries an error of ~0.04, enough to reorder MPPI's elites. The hidden
-    layers hold most of the FLOPs and stay in the autocast dtype.
+    layers hold most of the FLOPs and stay in the autocast dtype. Under ``precision=bf16_full``
+    the layer itself runs in the autocast dtype and only its result is cast (DreamerV3's heads).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with float32_outputs(x):
-            return F.linear(x.float(), self.weight, self.bias)
+        with float32_outputs(x) as in_float32:
+            return F.linear(x.float() if in_float32 else x, self.weight, self.bias).float()
 
 
-def float32_outputs(x: torch.Tensor) -> contextlib.AbstractContextManager:
-    """Autocast off on ``x``'s device inside (for output layers); a no-op context when it is off already."""
-    if torch.is_autocast_enabled(x.device.type):
-        return torch.autocast(x.device.type, enabled=False)
-    return contextlib.nullcontext()
+@contextlib.contextmanager
+def float32_outputs(x: torch.Tensor) -> Iterator[bool]:
+    """Autocast off on ``x``'s device inside (for output layers), unless the precision keeps output
+    layers in the compute dtype (``bf16_full``). Yields whether the layer inside computes in float32
+    from an autocast input; cast its result with ``.float()`` either way (a no-op when float32)."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device) and float32_output_layers():
+        with torch.autocast(device, enabled=False):
+            yield True
+    else:
+        yield False
 
 
 def mlp(in_dim: int, hidden: int, layers: int, out_dim: int | None = None, zero_out: bool = False) -> nn.Sequential:
