@@ -47,6 +47,20 @@ def test_two_hot_loss_is_the_cross_entropy_against_the_encoded_target():
     torch.testing.assert_close(grad, torch.softmax(logits, -1).detach() - twohot.encode(value))
 
 
+def test_two_hot_loss_sums_scaled_targets_over_one_log_softmax():
+    torch.manual_seed(0)
+    twohot = TwoHot(255)
+    logits = torch.randn(4, 6, 255, requires_grad=True)
+    first, second = torch.randn(4, 6) * 5, torch.randn(4, 6) * 5
+    both = twohot.loss(logits, first, second, scales=(1.0, 0.3))
+    torch.testing.assert_close(both, twohot.loss(logits, first) + 0.3 * twohot.loss(logits, second))
+    (grad,) = torch.autograd.grad(both.sum(), logits)
+    target = twohot.encode(first) + 0.3 * twohot.encode(second)
+    torch.testing.assert_close(grad, 1.3 * torch.softmax(logits, -1).detach() - target)
+    with pytest.raises(ValueError, match="one scale per target"):
+        twohot.loss(logits, first, second, scales=(1.0,))
+
+
 def test_mlp_zero_out_gives_zero_output():
     net = mlp(7, 16, 2, 3, zero_out=True)
     out = net(torch.randn(5, 7))

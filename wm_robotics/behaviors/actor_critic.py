@@ -174,21 +174,21 @@ class ActorCritic(ActionBounds):
         # one critic pass serves both losses: the critic's backward is restricted to its parameters,
         # the actor's (backprop) runs through the critic into the imagined features
         logits = self.critic(features)                                             # (N, H+1, bins)
-        values = self.twohot.decode(logits.detach())
+        path_values = self.twohot.decode(logits if backprop else logits.detach())  # one decode serves both
+        values = path_values.detach()
         returns = lambda_returns(rewards.detach(), values[:, :-1], continues.detach(), values[:, -1], self.lambda_)
         scale = self.return_norm(returns)
 
         dist = self.distribution(acting)
         entropy = dist.entropy().sum(-1)
         if backprop:  # returns differentiable through rewards, continues and bootstrap values
-            path_values = self.twohot.decode(logits)
             objective = lambda_returns(rewards, path_values[:, :-1], continues, path_values[:, -1],
                                        self.lambda_) / scale
         else:
             objective = self.log_prob(dist, actions) * (returns - values[:, :-1]) / scale
         actor_loss = (weight * -(objective + self.entropy_scale * entropy)).mean()
-        critic_loss = (weight * (self.twohot.loss(logits[:, :-1], returns)
-                                 + self.slow_reg * self.twohot.loss(logits[:, :-1], slow_values))).mean()
+        critic_loss = (weight * self.twohot.loss(logits[:, :-1], returns, slow_values,
+                                                 scales=(1.0, self.slow_reg))).mean()
 
         self.actor_opt.zero_grad(set_to_none=True)
         self.critic_opt.zero_grad(set_to_none=True)

@@ -8,7 +8,7 @@ evenly in symlog space (``TwoHot``), trained with cross-entropy against a two-ho
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -145,7 +145,14 @@ class TwoHot(nn.Module):
         bf16 autocast (a product and a sum, not a matmul, so autocast leaves them alone)."""
         return symexp((torch.softmax(logits.float(), -1) * self.buckets).sum(-1))
 
-    def loss(self, logits: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of ``logits`` against the two-hot encoding of ``value`` (per element)."""
-        index, weight = self._neighbours(value.detach())  # the two non-zero target entries, not all bins
+    def loss(self, logits: torch.Tensor, *values: torch.Tensor, scales: Sequence[float] | None = None) -> torch.Tensor:
+        """Cross-entropy of ``logits`` against the two-hot encoding of each of ``values`` (per element),
+        summed with ``scales`` (1 each by default); one log-softmax serves every target."""
+        scales = [1.0] * len(values) if scales is None else scales
+        if len(scales) != len(values) or not values:
+            raise ValueError(f"loss needs at least one target and one scale per target, got {len(values)} "
+                             f"targets and {len(scales)} scales")
+        pairs = [self._neighbours(value.detach()) for value in values]  # two non-zero entries each, not all bins
+        index = torch.cat([index for index, _ in pairs], -1)
+        weight = torch.cat([weight if scale == 1.0 else weight * scale for (_, weight), scale in zip(pairs, scales)], -1)
         return -(F.log_softmax(logits, -1).gather(-1, index) * weight).sum(-1)
