@@ -80,9 +80,11 @@ class OutputLinear(nn.Linear):
 def float32_outputs(x: torch.Tensor) -> Iterator[bool]:
     """Autocast off on ``x``'s device inside (for output layers), unless the precision keeps output
     layers in the compute dtype (``bf16_full``). Yields whether the layer inside computes in float32
-    from an autocast input; cast its result with ``.float()`` either way (a no-op when float32)."""
+    (feed it ``x.float()``); either way cast its result with ``.float()`` (a no-op when float32)."""
     device = x.device.type
-    if torch.is_autocast_enabled(device) and float32_output_layers():
+    if not torch.is_autocast_enabled(device):
+        yield True
+    elif float32_output_layers():
         with torch.autocast(device, enabled=False):
             yield True
     else:
