@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from wm_robotics.behaviors.actor_critic import ActorCritic, ReturnNormalizer, lambda_returns
-from wm_robotics.models.base import FeaturePolicy, State, WorldModel
+from wm_robotics.models.base import State, WorldModel
 from wm_robotics.precision import compute_precision
 
 
@@ -25,15 +25,8 @@ class PointModel(WorldModel):
     action_dim = 1
     feature_dim = 2
 
-    def imagine(self, state: State, horizon: int, actions: torch.Tensor | None = None,
-                policy: FeaturePolicy | None = None) -> tuple[State, torch.Tensor]:
-        x, xs, used = state["x"], [], []
-        for h in range(horizon):
-            a = actions[:, h] if actions is not None else policy(self.features({"x": x}))
-            x = (x + 0.1 * a).clamp(-2.0, 2.0)
-            xs.append(x)
-            used.append(a)
-        return {"x": torch.stack(xs, 1)}, torch.stack(used, 1)
+    def img_step(self, state: State, action: torch.Tensor) -> State:
+        return {"x": (state["x"] + 0.1 * action).clamp(-2.0, 2.0)}
 
     def features(self, state: State) -> torch.Tensor:
         return torch.cat([state["x"], torch.ones_like(state["x"])], -1)
@@ -97,6 +90,24 @@ def test_clipped_log_prob_is_unbiased():
     assert abs(grad.item()) < 0.02 < abs(biased.item())
     torch.testing.assert_close(ActorCritic.log_prob(dist, torch.ones(1, 1)),
                                torch.distributions.Normal(0.0, 1.0).cdf(torch.tensor([-0.2])).log())
+
+
+@pytest.mark.parametrize("reparameterise", [True, False])
+def test_imagination_policy_reads_stop_gradient_features(reparameterise):
+    """DreamerV3's actor(sg(s)): no gradient reaches the features through the actor's input; the
+    recorded distribution carries gradients to the actor even inside a no-grad rollout (REINFORCE)."""
+    agent = small_agent()
+    features = torch.randn(8, 2, requires_grad=True)
+    taken = []
+    with torch.set_grad_enabled(reparameterise):
+        action = agent._imagination_policy(reparameterise, taken)(features)
+    assert action.shape == (8, 1) and action.abs().max() <= 1.0 and len(taken) == 1
+    assert action.requires_grad == reparameterise
+    loc_grads = torch.autograd.grad(taken[0].loc.sum() + taken[0].scale.sum(), [features, *agent.actor.parameters()],
+                                    allow_unused=True)
+    assert loc_grads[0] is None and all(grad is not None for grad in loc_grads[1:])
+    if reparameterise:
+        assert torch.autograd.grad(action.sum(), features, allow_unused=True)[0] is None
 
 
 def test_return_normalizer():
@@ -171,7 +182,7 @@ def test_state_dict_round_trip():
 
 
 def test_bf16_features_cast_once_give_the_update_autocast_gives(monkeypatch):
-    from wm_robotics.behaviors import actor_critic
+    from wm_robotics.models import base
     from wm_robotics.models.rssm import RSSMWorldModel
 
     def one_update() -> torch.Tensor:
@@ -185,5 +196,5 @@ def test_bf16_features_cast_once_give_the_update_autocast_gives(monkeypatch):
         return torch.cat([p.detach().flatten() for p in behavior.parameters()])
 
     once = one_update()
-    monkeypatch.setattr(actor_critic, "in_compute_dtype", lambda features: features)  # autocast casts per layer
+    monkeypatch.setattr(base, "in_compute_dtype", lambda features: features)  # autocast casts per layer
     assert torch.equal(once, one_update())

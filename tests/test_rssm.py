@@ -108,6 +108,29 @@ def test_seam_shapes(keys):
         assert decoded["proprio"].shape == (2, 3, 5)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_imagine_features_are_the_features_of_imagine(precision):
+    """The learner's rollout gives the start's and the imagined states' features (cast once to the compute
+    dtype), the same states and actions as ``imagine`` under the same draws, and passes gradients."""
+    model = RSSMWorldModel(OBS_SHAPES["proprio"], A, **TINY)
+    batch = make_batch(OBS_SHAPES["proprio"])
+    _, start = model.observe(obs_of(batch), batch["action"], batch["is_first"])
+    weight = torch.randn(model.feature_dim, A, requires_grad=True)
+    policy = lambda f: torch.tanh(f.float() @ weight)  # noqa: E731
+    with compute_precision(torch.device("cpu"), precision):
+        torch.manual_seed(3)
+        states, actions = model.imagine(start, 4, policy=policy)
+        torch.manual_seed(3)
+        features, used = model.imagine_features(start, 4, policy)
+        expected = torch.cat([model.features(start).unsqueeze(1), model.features(states)], 1)
+    assert features.shape == (2, 5, model.feature_dim) and used.shape == (2, 4, A)
+    assert features.dtype == (torch.float32 if precision == "fp32" else torch.bfloat16)
+    torch.testing.assert_close(features, expected.to(features.dtype))
+    torch.testing.assert_close(used, actions)
+    features[:, -1].float().sum().backward()
+    assert weight.grad is not None and weight.grad.abs().sum() > 0  # the last state depends on every action
+
+
 @pytest.mark.parametrize("keys", list(OBS_SHAPES))
 def test_loss_metrics_and_gradients(keys):
     torch.manual_seed(0)

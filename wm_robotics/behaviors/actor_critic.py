@@ -26,9 +26,8 @@ from torch import nn
 from torch.distributions import Normal
 
 from wm_robotics.behaviors.action_bounds import ActionBounds, Bounds
-from wm_robotics.models.base import State, WorldModel
+from wm_robotics.models.base import FeaturePolicy, State, WorldModel
 from wm_robotics.models.nets import TwoHot, adam, load_optimizer_state, mlp
-from wm_robotics.precision import in_compute_dtype
 
 #: "backprop": the actor maximises λ-returns by gradients through the model's dynamics (DreamerV3's
 #: ``actor_grad_cont``); "reinforce": score-function gradients, imagination without autograd.
@@ -122,9 +121,17 @@ class ActorCritic(ActionBounds):
         dist = self.distribution(features)
         return dist.sample().clamp(-1.0, 1.0) if sample else dist.mean
 
-    def _reparameterised_policy(self, features: torch.Tensor) -> torch.Tensor:
-        """Sampled actions with gradients to the actor (rsample, clipped to [-1, 1])."""
-        return self.distribution(features).rsample().clamp(-1.0, 1.0)
+    def _imagination_policy(self, reparameterise: bool, taken: list[Normal]) -> FeaturePolicy:
+        """The actor as imagination's policy: it reads stop-gradient features (DreamerV3's ``actor(sg(s))``),
+        appends each step's distribution to ``taken`` (its loc and scale carry gradients to the actor even
+        when the rollout runs without autograd: they serve the entropy and REINFORCE terms) and returns
+        clipped samples, reparameterised (gradients through the dynamics) or not."""
+        def policy(features: torch.Tensor) -> torch.Tensor:
+            with torch.enable_grad():
+                dist = self.distribution(features.detach())
+            taken.append(dist)
+            return (dist.rsample() if reparameterise else dist.sample()).clamp(-1.0, 1.0)
+        return policy
 
     @torch.no_grad()
     def act(self, features: torch.Tensor, sample: bool = True) -> torch.Tensor:
@@ -143,7 +150,10 @@ class ActorCritic(ActionBounds):
         flattened into one batch of N start states (a random subset of ``imag_starts`` of them
         when set: the CPU presets' way to cut the cost per update). Losses at s_t are weighted by
         cont(s_0) · Π_{k=1..t} discount · cont(s_k) (DreamerV3 uses the true 1 − is_terminal for s_0;
-        the seam's states carry no label, so the continue head's prediction stands in).
+        the seam's states carry no label, so the continue head's prediction stands in). The actor
+        reads stop-gradient features (DreamerV3, dreamerv3-torch): with ``backprop`` its gradient
+        runs through its sampled actions into the dynamics, never through its own input; the
+        distributions it acted with serve the entropy and REINFORCE terms (no second actor pass).
         """
         backprop = self.actor_grad == "backprop"
         with torch.no_grad():
@@ -154,11 +164,9 @@ class ActorCritic(ActionBounds):
                 chosen = torch.randperm(count, device=self.action_low.device)[: self.imag_starts]
                 start = {k: v[chosen] for k, v in start.items()}
         with torch.set_grad_enabled(backprop):  # dynamics gradients only when the actor needs them
-            start_features = model.features(start)
-            states, actions = model.imagine(start, self.horizon,
-                                            policy=self._reparameterised_policy if backprop else self.policy)
-            features = in_compute_dtype(torch.cat([start_features.reshape(-1, 1, start_features.shape[-1]),
-                                                   model.features(states)], 1))      # (N, H+1, F)
+            taken: list[Normal] = []
+            features, actions = model.imagine_features(               # (N, H+1, F), (N, H, A)
+                start, self.horizon, policy=self._imagination_policy(backprop, taken))
             rewards = model.predict_reward(features[:, 1:])                        # (N, H)
             if rewards is None:
                 raise ValueError("the world model has no reward head; the actor-critic needs predict_reward")
@@ -170,6 +178,7 @@ class ActorCritic(ActionBounds):
                                               continues[:, :-1].cumprod(1)], 1)     # (N, H)
             acting = features[:, :-1].detach().contiguous()  # s_0..s_{H-1}; contiguous: mm, not bmm
             slow_values = self.twohot.decode(self.slow_critic(acting))
+        dist = Normal(torch.stack([d.loc for d in taken], 1), torch.stack([d.scale for d in taken], 1))  # (N, H, A)
 
         # one critic pass serves both losses: the critic's backward is restricted to its parameters,
         # the actor's (backprop) runs through the critic into the imagined features
@@ -179,7 +188,6 @@ class ActorCritic(ActionBounds):
         returns = lambda_returns(rewards.detach(), values[:, :-1], continues.detach(), values[:, -1], self.lambda_)
         scale = self.return_norm(returns)
 
-        dist = self.distribution(acting)
         entropy = dist.entropy().sum(-1)
         if backprop:  # returns differentiable through rewards, continues and bootstrap values
             objective = lambda_returns(rewards, path_values[:, :-1], continues, path_values[:, -1],
