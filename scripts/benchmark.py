@@ -16,6 +16,7 @@ import argparse
 import importlib
 import inspect
 
+from wm_robotics.allocator import run_on_jemalloc
 from wm_robotics.benchmarks.timing import DEVICE_CHOICES, benchmark_devices, write_json
 
 SUITES = {"envs": "wm_robotics.benchmarks.envs", "learner": "wm_robotics.benchmarks.learner",
@@ -46,4 +47,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    run_on_jemalloc()  # re-executes once with jemalloc preloaded when installed (WM_ROBOTICS_MALLOC=system: off)
     main()

@@ -19,6 +19,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from wm_robotics.allocator import run_on_jemalloc
 from wm_robotics.train import Trainer
 
 
@@ -47,4 +48,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    run_on_jemalloc()  # re-executes once with jemalloc preloaded when installed (WM_ROBOTICS_MALLOC=system: off)
     main()

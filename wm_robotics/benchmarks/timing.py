@@ -12,6 +12,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from wm_robotics.allocator import jemalloc_loaded
+
 #: ``--device`` choices: ``auto`` = the CPU, plus CUDA when present
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -72,6 +74,7 @@ def machine() -> dict[str, str | int]:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+        "malloc": "jemalloc" if jemalloc_loaded() else "system",
     }
 
 
