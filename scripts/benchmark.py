@@ -12,11 +12,15 @@
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, before heavy imports: re-executes once on jemalloc when installed
+    from wm_robotics.allocator import run_on_jemalloc
+
+    run_on_jemalloc()  # WM_ROBOTICS_MALLOC=system keeps the C library's malloc
+
 import argparse
 import importlib
 import inspect
 
-from wm_robotics.allocator import run_on_jemalloc
 from wm_robotics.benchmarks.timing import DEVICE_CHOICES, benchmark_devices, write_json
 
 SUITES = {"envs": "wm_robotics.benchmarks.envs", "learner": "wm_robotics.benchmarks.learner",
@@ -47,5 +51,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_on_jemalloc()  # re-executes once with jemalloc preloaded when installed (WM_ROBOTICS_MALLOC=system: off)
     main()

@@ -8,16 +8,20 @@ cd "$(dirname "$0")/.."
 # Headless MuJoCo rendering needs EGL: libglvnd's libEGL/libGL plus a vendor (Mesa's llvmpipe
 # without a GPU). Video needs no system ffmpeg (imageio-ffmpeg ships one). jemalloc: training and
 # benchmark scripts re-execute on it (wm_robotics/allocator.py; ~12% faster S updates). Install when missing.
+LIBS="$(ldconfig -p 2>/dev/null || true)"
 PACKAGES=""
-if ! ldconfig -p 2>/dev/null | grep -q "libEGL.so.1" || ! ldconfig -p 2>/dev/null | grep -q "libGL.so.1" \
+if ! grep -q "libEGL.so.1" <<< "$LIBS" || ! grep -q "libGL.so.1" <<< "$LIBS" \
    || ! ls /usr/share/glvnd/egl_vendor.d/*.json >/dev/null 2>&1; then
   PACKAGES="libegl1 libgl1 libgles2 libglvnd0 libegl-mesa0 libgl1-mesa-dri"
 fi
-ldconfig -p 2>/dev/null | grep -q "libjemalloc.so.2" || PACKAGES="$PACKAGES libjemalloc2"
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 if [ -n "$PACKAGES" ]; then
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $PACKAGES >/dev/null
+fi
+if ! grep -q "libjemalloc.so.2" <<< "$LIBS"; then  # optional: without it the scripts use the system malloc
+  { [ -n "$PACKAGES" ] || $SUDO apt-get update -qq; } && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libjemalloc2 >/dev/null \
+    || echo "warning: libjemalloc2 not installed; training runs on the system malloc"
 fi
 
 # The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.

@@ -13,13 +13,17 @@ Resuming from a folder reuses its saved ``config.yaml``; overrides on the comman
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # first, before heavy imports: re-executes once on jemalloc when installed
+    from wm_robotics.allocator import run_on_jemalloc
+
+    run_on_jemalloc()  # WM_ROBOTICS_MALLOC=system keeps the C library's malloc
+
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from wm_robotics.allocator import run_on_jemalloc
 from wm_robotics.train import Trainer
 
 
@@ -48,5 +52,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    run_on_jemalloc()  # re-executes once with jemalloc preloaded when installed (WM_ROBOTICS_MALLOC=system: off)
     main()

@@ -21,6 +21,8 @@ import sys
 OPT_OUT = "WM_ROBOTICS_MALLOC"
 #: jemalloc never returns freed pages to the OS (the RSS stays at the process's peak)
 MALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
+#: marks the re-executed process; with a variable's name appended, that variable's value before
+_GUARD = "_WM_ROBOTICS_REEXEC"
 
 
 def jemalloc_library() -> str | None:
@@ -40,17 +42,31 @@ def jemalloc_loaded() -> bool:
 def run_on_jemalloc() -> bool:
     """Re-execute the running script with jemalloc preloaded, unless it already runs on it, jemalloc is
     not installed (``apt-get install libjemalloc2``; scripts/install.sh does), the platform is not
-    Linux, or ``WM_ROBOTICS_MALLOC=system``. Call it first thing in a script, before any work; it
-    returns only when no re-execution happens, with whether the process runs on jemalloc."""
+    Linux, or ``WM_ROBOTICS_MALLOC=system``. Call it first thing in a script, before heavy imports;
+    it returns only when no re-execution happens, with whether the process runs on jemalloc. The
+    re-executed process hands its children (e.g. simulator workers) the environment it was started
+    with, so only the script itself runs on jemalloc."""
+    if _GUARD in os.environ:  # the re-executed process (or a failed preload: never loop)
+        for name in ("LD_PRELOAD", "MALLOC_CONF"):
+            saved = os.environ.pop(_GUARD + name, "")
+            if saved:
+                os.environ[name] = saved
+            else:
+                os.environ.pop(name, None)
+        del os.environ[_GUARD]
+        return jemalloc_loaded()
     if jemalloc_loaded():
         return True
     library = jemalloc_library() if sys.platform.startswith("linux") else None
-    if library is None or os.environ.get(OPT_OUT) == "system" or os.environ.get("_WM_ROBOTICS_REEXEC"):
+    if library is None or os.environ.get(OPT_OUT) == "system":
         return False
-    preload = " ".join(filter(None, [os.environ.get("LD_PRELOAD"), library]))
-    conf = ",".join(filter(None, [os.environ.get("MALLOC_CONF"), MALLOC_CONF]))
-    env = {**os.environ, "LD_PRELOAD": preload, "MALLOC_CONF": conf, "_WM_ROBOTICS_REEXEC": "1"}
+    env = {**os.environ, _GUARD: "1", **{_GUARD + name: os.environ.get(name, "") for name in ("LD_PRELOAD", "MALLOC_CONF")},
+           "LD_PRELOAD": " ".join(filter(None, [os.environ.get("LD_PRELOAD"), library])),
+           "MALLOC_CONF": ",".join(filter(None, [MALLOC_CONF, os.environ.get("MALLOC_CONF")]))}  # the user's last: it wins
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+    try:
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+    except OSError:
+        return False
     return True  # not reached: execve replaces the process
