@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 # Headless MuJoCo rendering needs EGL: libglvnd's libEGL/libGL plus a vendor (Mesa's llvmpipe
 # without a GPU). Video needs no system ffmpeg (imageio-ffmpeg ships one). jemalloc: training and
-# benchmark scripts re-execute on it (wm_robotics/allocator.py; ~12% faster S updates). Install when missing.
+# benchmark scripts re-execute on it (wm_robotics/allocator.py; fp32 S updates take 20-40% less time). Install when missing.
 LIBS="$(ldconfig -p 2>/dev/null || true)"
 PACKAGES=""
 if ! grep -q "libEGL.so.1" <<< "$LIBS" || ! grep -q "libGL.so.1" <<< "$LIBS" \

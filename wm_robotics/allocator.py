@@ -5,10 +5,15 @@ A Dreamer update allocates and frees hundreds of large tensors (activations and 
 such blocks from fresh ``mmap`` pages or from a fragmented heap top, so the kernel zero-fills
 them page by page on every update (12,000-220,000 page faults per S actor-critic update on this
 project's CPU; an out-of-place add of 100 MB took 5-8× as long as the same add in place).
-jemalloc with purging off (``dirty_decay_ms:-1``) reuses the same pages: the S actor-critic update
-ran 12% faster in interleaved runs (1,750 against 1,994 ms), tcmalloc 5%, glibc's own
-``mallopt`` knobs gave no stable gain. This is PyTorch's own CPU tuning advice; a preload has to
-be in place when the process starts, so :func:`run_on_jemalloc` re-executes the script once.
+jemalloc with purging off (``dirty_decay_ms:-1``) reuses the same pages. Measured with
+``scripts/benchmark.py learner`` on the quiet machine (2 runs on jemalloc, 1 on the system malloc):
+the float32 rows gain most (S proprio backprop actor-critic 3,647-3,649 ms against 4,850; S pixels
+world model 2,679-2,721 against 4,408); the bf16 rows, whose tensors are half the size, stay within
+the machine's noise (S proprio ``bf16_full`` update 2,176-2,322 ms against 2,204), though an
+interleaved A/B of that actor-critic update alone gave 12% (1,750 against 1,994 ms). tcmalloc
+gave 5% there, glibc's own ``mallopt`` knobs no stable gain. This is PyTorch's own CPU tuning
+advice; a preload has to be in place when the process starts, so :func:`run_on_jemalloc`
+re-executes the script once.
 """
 
 from __future__ import annotations
