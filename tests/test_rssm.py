@@ -241,6 +241,10 @@ def test_from_size_presets_and_errors():
     model = RSSMWorldModel.from_size("xs", OBS_SHAPES["proprio"], A, deter=32)
     assert model.rssm.deter == 32 and model.config["deter"] == 32 and model.config["units"] == SIZES["xs"]["units"]
     assert set(SIZES) == {"xs", "s", "m", "l"}
+    wide = RSSMWorldModel.from_size("s", OBS_SHAPES["proprio"], A, mlp_units=1024, mlp_layers=5)  # dreamerv3-torch's
+    assert wide.encoder.out_dim == 1024 and 16e6 < sum(p.numel() for p in wide.parameters()) < 17e6
+    assert sum(isinstance(m, torch.nn.LayerNorm) for m in wide.decoder.modules()) == 5
+    assert RSSMWorldModel.from_size("s", OBS_SHAPES["proprio"], A).encoder.out_dim == 512
     with pytest.raises(ValueError, match="xs, s, m, l"):
         RSSMWorldModel.from_size("huge", OBS_SHAPES["proprio"], A)
 

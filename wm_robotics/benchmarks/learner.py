@@ -33,12 +33,14 @@ def _batch(obs_key: str, batch: int, length: int, device: torch.device) -> dict[
 
 def measure(size: str, obs_key: str, device: torch.device, repeats: int, units: int,
             imag_starts: int | None = None, batch: int = 16, length: int = 64,
-            actor_grad: str = "reinforce", precision: str = "fp32") -> dict:
+            actor_grad: str = "reinforce", precision: str = "fp32", mlp: tuple[int, int] | None = None) -> dict:
     """Median ms per world-model update and per actor-critic update for one configuration, with the
-    forward and backward passes in ``precision`` (as ``Trainer.update`` runs them)."""
+    forward and backward passes in ``precision`` (as ``Trainer.update`` runs them); ``mlp`` = (units,
+    layers) of the proprio encoder / decoder MLPs when not the size's own."""
     torch.manual_seed(0)
     shape = (64, 64, 3) if obs_key == "pixels" else (5,)
-    model = RSSMWorldModel.from_size(size, {obs_key: shape}, 1).to(device)
+    overrides = {} if mlp is None else {"mlp_units": mlp[0], "mlp_layers": mlp[1]}
+    model = RSSMWorldModel.from_size(size, {obs_key: shape}, 1, **overrides).to(device)
     behavior = ActorCritic(model.feature_dim, 1, units=units, imag_starts=imag_starts, actor_grad=actor_grad).to(device)
     optimizer = adam(model.parameters(), 1e-4)
     data = _batch(obs_key, batch, length, device)
@@ -63,7 +65,8 @@ def measure(size: str, obs_key: str, device: torch.device, repeats: int, units: 
             ac_ms.append(1000 * (end - middle))
     wm, ac = sorted(wm_ms)[len(wm_ms) // 2], sorted(ac_ms)[len(ac_ms) // 2]
     starts = min(imag_starts or batch * length, batch * length)
-    return {"size": size, "obs": obs_key, "device": str(device), "units": units, "imag_starts": starts,
+    return {"size": size if mlp is None else f"{size}, enc/dec {mlp[0]}×{mlp[1]}", "obs": obs_key,
+            "device": str(device), "units": units, "imag_starts": starts,
             "actor_grad": actor_grad, "precision": precision,
             "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
             "world_model_ms": wm, "actor_critic_ms": ac, "total_ms": wm + ac,
@@ -76,7 +79,8 @@ def run(quick: bool = False, device_choice: str = "auto") -> dict:
 
     Both actor gradients are timed: ``reinforce`` (imagination without autograd) and the
     ``backprop`` default (a backward pass through the imagination); ``backprop`` also with
-    ``precision=bf16`` and ``bf16_full``.
+    ``precision=bf16`` and ``bf16_full``. The last rows give S proprio dreamerv3-torch's default
+    encoder / decoder MLPs (1024 × 5; 16.4M parameters, its 16M): the reference's own size.
     """
     devices = benchmark_devices(device_choice)
     repeats = 1 if quick else 3
@@ -87,6 +91,9 @@ def run(quick: bool = False, device_choice: str = "auto") -> dict:
     variants = [("reinforce", "fp32"), ("backprop", "fp32"), ("backprop", "bf16"), ("backprop", "bf16_full")]
     rows = [measure(size, key, device, repeats, units, starts, actor_grad=grad, precision=precision)
             for device in devices for size, key, units, starts in configs for grad, precision in variants]
+    if not quick:
+        rows += [measure("s", "proprio", device, repeats, 512, actor_grad="backprop", precision=precision, mlp=(1024, 5))
+                 for device in devices for precision in ("fp32", "bf16", "bf16_full")]
     for row in rows:
         row["speedup_vs_reference"] = row["reference_total_ms"] / row["total_ms"]
     print_table("Learner: ms per update (batch 16×64, horizon 15; median)",

@@ -173,18 +173,22 @@ class RSSMWorldModel(WorldModel):
 
     def __init__(self, obs_shapes: dict[str, tuple], action_dim: int, deter: int = 512, stoch: int = 32,
                  classes: int = 32, units: int = 512, layers: int = 2, cnn_depth: int = 32, unimix: float = 0.01,
-                 free_bits: float = 1.0, kl_dyn: float = 0.5, kl_rep: float = 0.1, reward_bins: int = 255) -> None:
+                 free_bits: float = 1.0, kl_dyn: float = 0.5, kl_rep: float = 0.1, reward_bins: int = 255,
+                 mlp_units: int | None = None, mlp_layers: int | None = None) -> None:
         super().__init__()
         self.config = dict(obs_shapes={k: tuple(v) for k, v in obs_shapes.items()}, action_dim=action_dim,
                            deter=deter, stoch=stoch, classes=classes, units=units, layers=layers,
                            cnn_depth=cnn_depth, unimix=unimix, free_bits=free_bits, kl_dyn=kl_dyn,
-                           kl_rep=kl_rep, reward_bins=reward_bins)
-        self.encoder = ObservationEncoder(obs_shapes, cnn_depth, units, layers)
+                           kl_rep=kl_rep, reward_bins=reward_bins, mlp_units=mlp_units, mlp_layers=mlp_layers)
+        # proprio encoder / decoder MLPs: ``units`` × ``layers`` as DreamerV3's sizes, unless set
+        # (dreamerv3-torch's default is 1024 × 5: the learner benchmark's equal-size row)
+        mlp_units, mlp_layers = mlp_units or units, mlp_layers or layers
+        self.encoder = ObservationEncoder(obs_shapes, cnn_depth, mlp_units, mlp_layers)
         self.obs_keys = self.encoder.keys
         self.action_dim = action_dim
         self.rssm = RSSM(action_dim, self.encoder.out_dim, deter, stoch, classes, units, unimix)
         self.feature_dim = self.rssm.feature_dim
-        self.decoder = ObservationDecoder(self.feature_dim, obs_shapes, cnn_depth, units, layers)
+        self.decoder = ObservationDecoder(self.feature_dim, obs_shapes, cnn_depth, mlp_units, mlp_layers)
         self.reward_twohot = TwoHot(reward_bins)
         self.reward_head = mlp(self.feature_dim, units, layers, reward_bins, zero_out=True)
         self.continue_head = mlp(self.feature_dim, units, layers, 1)
