@@ -41,14 +41,19 @@ def main() -> None:
     parser.add_argument("--velocities", default="0,0.5,1,2,4", help="joint velocities (rad/s), comma-separated")
     parser.add_argument("--fields", nargs="+", default=None,
                         help="compare these proprio fields (decoded by the probe) instead of latents, e.g. position")
+    parser.add_argument("--latent-weight", type=float, default=None,
+                        help="with --fields: weight of the latent term added to the fields term (0: fields only; "
+                             "default: the preset's goal_energy.latent_weight)")
     args = parser.parse_args()
     torch.manual_seed(args.seed)  # a stochastic encoder (RSSM posterior sample) gives the same numbers each run
     payload = load_checkpoint(args.checkpoint)
     config = payload["config"]
     env = envs.make_env(config["env"]["id"], **env_kwargs(config))  # the model's own rendering settings
     try:
-        controller = MPCController(payload, device="cpu", planner="cem",
-                                   goal_energy={"fields": args.fields} if args.fields else None)
+        energy = {"fields": args.fields} if args.fields else {}
+        if args.latent_weight is not None:
+            energy["latent_weight"] = args.latent_weight
+        controller = MPCController(payload, device="cpu", planner="cem", goal_energy=energy)
     except ValueError as error:
         parser.error(str(error))
     _, info = env.reset(seed=args.seed)
@@ -59,6 +64,8 @@ def main() -> None:
     joints = len(goal_env.goal_joints)
     velocities = _floats(args.velocities)
     compared = "latent" if objective.proprio_index is None else f"proprio fields {controller.goal_energy['fields']}"
+    if objective.proprio_index is not None and objective.latent_index is not None:
+        compared += f" + {objective.latent_weight:g} x latent dims {objective.latent_index[0]}..{objective.latent_index[-1]}"
     print(f"goal joints {np.round(goal_env.goal_joints, 3).tolist()}, energy = {objective.norm} distance to the goal "
           f"{compared}")
     print("| offset (rad) | effector distance (m) | " + " | ".join(f"E at {v:g} rad/s" for v in velocities) + " |")

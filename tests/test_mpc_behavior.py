@@ -200,3 +200,36 @@ def test_goal_fields_with_a_policy_prior_plan_in_the_whole_model():
     assert controller._goal_view is None and controller.planner.objective.proprio_index.tolist() == [0, 1]
     assert env.action_space.contains(controller.act(obs)) and env.action_space.contains(controller.act(obs))
     env.close()
+
+
+def test_goal_energy_with_a_latent_term_compares_the_goal_frame_block():
+    import gymnasium as gym
+
+    import wm_robotics.envs  # noqa: F401  (registers the goal envs)
+    from wm_robotics.train import untrained_payload
+
+    env = gym.make("wm_robotics/reacher-easy-goal-v0", obs_mode="pixels+proprio")
+    torch.manual_seed(0)
+    payload = untrained_payload(preset_config("jepa_goal"), env)
+    controller = MPCController(payload, "cpu", "cem", goal_energy={"latent_weight": 0.5},
+                               horizon=3, iterations=2, candidates=16, elites=4)
+    obs, info = env.reset(seed=0)
+    goal_obs = {"pixels": info["goal_pixels"], "proprio": info["goal_proprio"]}
+    controller.set_goal(goal_obs)
+    objective, model = controller.planner.objective, controller.model
+    block = model.proprio_block
+    assert controller._goal_view is None  # the pixel block is read: plan in the whole model
+    assert objective.latent_index.tolist() == [d for d in range(model.feature_dim) if not block.start <= d < block.stop]
+    assert objective.latent_weight == 0.5 and objective.proprio_index.tolist() == [0, 1]
+    here, goal = controller.encode(obs), controller.encode(goal_obs)
+    with torch.inference_mode():
+        decoded = [model.decode(state, ["proprio"])["proprio"][..., :2] for state in (here, goal)]
+        latents = [model.features(state)[..., objective.latent_index] for state in (here, goal)]
+        expected = (decoded[0] - decoded[1]).norm() + 0.5 * (latents[0] - latents[1]).norm()
+        energy = -objective(model, {key: value[:, None] for key, value in here.items()}, None)  # (1, 1, ...) states
+        at_goal = -objective(model, {key: value[:, None] for key, value in goal.items()}, None)
+    assert energy.item() == pytest.approx(expected.item(), rel=1e-5) and at_goal.item() == pytest.approx(0, abs=1e-5)
+    assert env.action_space.contains(controller.act(obs))
+    with pytest.raises(ValueError, match="latent_weight must be >= 0"):
+        MPCController(payload, "cpu", "cem", goal_energy={"latent_weight": -1.0})
+    env.close()

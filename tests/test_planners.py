@@ -216,6 +216,19 @@ def test_goal_objective_on_decoded_proprio_fields():
         goal_embedding(PointMass(dim=2), states, torch.tensor([0]))
 
 
+def test_goal_objective_sums_a_fields_term_and_a_weighted_latent_term():
+    model = PointMass(dim=2, decodes=True)  # proprio = (x, −x)
+    states = {"x": torch.tensor([[[0.0, 0.0], [3.0, 4.0]]])}  # (N=1, H=2, F=2)
+    fields, latent = torch.tensor([2]), torch.tensor([1])  # decoded −x[0], then the feature x[1]
+    assert torch.equal(goal_embedding(model, states, fields, latent), torch.stack([-states["x"][..., 0],
+                                                                                  states["x"][..., 1]], -1))
+    both = GoalObjective(torch.zeros(2), proprio_index=fields, latent_index=latent, latent_weight=2.0)
+    assert both(model, states, None).item() == pytest.approx(-(0 + (3 + 2 * 4)) / 2)  # DINO-WM: fields + w · latent
+    assert torch.equal(goal_embedding(model, states, latent_index=latent), states["x"][..., 1:])
+    with pytest.raises(ValueError, match="latent_weight must be >= 0"):
+        GoalObjective(torch.zeros(2), proprio_index=fields, latent_index=latent, latent_weight=-1.0)
+
+
 def test_reward_objective_discount_continue_and_value():
     model = PointMass(target=0.0, cont=0.5)
     states = {"x": torch.tensor([[[1.0], [2.0], [3.0]]])}  # rewards −1, −4, −9

@@ -35,7 +35,9 @@ class MPCController:
     starts from its preset's planner settings; ``planner_kwargs`` override them. ``set_goal`` switches the
     objective to reaching a goal observation, with the preset's ``behavior.goal_energy`` (``norm`` "l2" or
     "l1", ``terminal_only``, ``fields``: proprio field names to compare through the model's probe decoder
-    instead of the latent) updated by ``goal_energy``.
+    instead of the latent, ``latent_weight``: with ``fields``, the weight of a second term comparing the
+    latents too, DINO-WM's visual + proprio energy; in a ``split_latent`` JEPA only the blocks other than
+    proprio's, so that the goal frame enters the energy) updated by ``goal_energy``.
     """
 
     def __init__(self, payload: dict[str, Any], device: str = "auto", planner: str = "mppi",
@@ -63,8 +65,10 @@ class MPCController:
         unknown = set(self.goal_energy) - GOAL_ENERGY_KEYS
         if unknown:
             raise ValueError(f"unknown goal_energy keys {sorted(unknown)}; valid keys: {sorted(GOAL_ENERGY_KEYS)}")
-        self._goal_kwargs = {key: value for key, value in self.goal_energy.items() if key != "fields"}
+        self._goal_kwargs = {key: value for key, value in self.goal_energy.items()
+                             if key not in ("fields", "latent_weight")}
         self._goal_kwargs["proprio_index"] = self._proprio_index(self.goal_energy.get("fields"))
+        self._goal_kwargs.update(self._latent_term(self.goal_energy.get("latent_weight")))
         GoalObjective(torch.zeros(1), **self._goal_kwargs)  # a bad norm fails here, not at the first goal
         #: what the objective set by ``set_goal`` plans in when it reads only proprio fields: the model's
         #: proprio block alone (a ``split_dynamics`` JEPA: the same plans, without the pixel block's
@@ -124,9 +128,11 @@ class MPCController:
         ``goal_energy.fields``) to those of ``goal_obs``."""
         if self.planner is None:
             raise ValueError("set_goal needs a planner ('mppi' or 'cem'), not planner='policy'")
-        goal = goal_embedding(self.model, self.encode(goal_obs), self._goal_kwargs["proprio_index"])
-        self.planner.objective = GoalObjective(goal, **self._goal_kwargs)
-        fields_only = self._goal_kwargs["proprio_index"] is not None and getattr(self.planner, "policy", None) is None
+        kwargs = self._goal_kwargs
+        goal = goal_embedding(self.model, self.encode(goal_obs), kwargs["proprio_index"], kwargs.get("latent_index"))
+        self.planner.objective = GoalObjective(goal, **kwargs)
+        fields_only = (kwargs["proprio_index"] is not None and kwargs.get("latent_index") is None
+                       and getattr(self.planner, "policy", None) is None)
         view = self.model.proprio_view() if fields_only and hasattr(self.model, "proprio_view") else None
         self._goal_view = None if view is None else (view, self.planner.objective)
         self.planner.reset()
@@ -152,6 +158,16 @@ class MPCController:
         with torch.inference_mode():
             goal_embedding(self.model, self.model.initial(1), index)  # a model without a probe fails here
         return index
+
+    def _latent_term(self, weight: float | None) -> dict[str, Any]:
+        """``GoalObjective`` keywords of the latent term beside the fields term (``goal_energy.latent_weight``):
+        the latent dims outside the model's proprio block (all dims when it has none); none without
+        ``fields`` or with weight 0."""
+        if not weight or self._goal_kwargs["proprio_index"] is None:
+            return {}
+        block = getattr(self.model, "proprio_block", None)
+        dims = [d for d in range(self.model.feature_dim) if block is None or not block.start <= d < block.stop]
+        return {"latent_index": torch.tensor(dims, dtype=torch.long, device=self.device), "latent_weight": float(weight)}
 
     @torch.inference_mode()
     def encode(self, obs: Any) -> dict[str, torch.Tensor]:

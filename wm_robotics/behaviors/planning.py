@@ -64,20 +64,27 @@ class RewardObjective:
         return score
 
 
-#: keys of the ``goal_energy`` config of MPC presets (``MPCController`` turns ``fields`` into ``proprio_index``)
-GOAL_ENERGY_KEYS = frozenset({"norm", "terminal_only", "fields"})
+#: keys of the ``goal_energy`` config of MPC presets (``MPCController`` turns ``fields`` into ``proprio_index`` and
+#: ``latent_weight`` into ``latent_index``)
+GOAL_ENERGY_KEYS = frozenset({"norm", "terminal_only", "fields", "latent_weight"})
 
 
-def goal_embedding(model: WorldModel, states: State, proprio_index: torch.Tensor | None = None) -> torch.Tensor:
-    """What a goal energy compares (..., F): the model's features, or with ``proprio_index`` those
-    dims of the proprio that its (probe) decoder reads from them."""
-    if proprio_index is None:
-        return model.features(states)
-    decoded = model.decode(states, ["proprio"])
-    if "proprio" not in decoded:
-        raise ValueError("a goal energy on proprio fields needs a model that decodes proprio: a probe decoder, "
-                         "e.g. a JEPA trained with model.overrides.probe_decoder=true")
-    return decoded["proprio"].index_select(-1, proprio_index)
+def goal_embedding(model: WorldModel, states: State, proprio_index: torch.Tensor | None = None,
+                   latent_index: torch.Tensor | None = None) -> torch.Tensor:
+    """What a goal energy compares (..., F): the model's features; with ``proprio_index`` those dims
+    of the proprio that its (probe) decoder reads from them instead; with ``latent_index`` (also)
+    those feature dims, after the decoded ones when both are given (then in float32)."""
+    parts = []
+    if proprio_index is not None:
+        decoded = model.decode(states, ["proprio"])
+        if "proprio" not in decoded:
+            raise ValueError("a goal energy on proprio fields needs a model that decodes proprio: a probe decoder, "
+                             "e.g. a JEPA trained with model.overrides.probe_decoder=true")
+        parts.append(decoded["proprio"].index_select(-1, proprio_index))
+    if proprio_index is None or latent_index is not None:
+        features = model.features(states)
+        parts.append(features if latent_index is None else features.index_select(-1, latent_index))
+    return parts[0] if len(parts) == 1 else torch.cat([part.float() for part in parts], -1)
 
 
 class GoalObjective:
@@ -86,20 +93,25 @@ class GoalObjective:
     ``goal`` is (F,) for all environments or (E, F), one goal per environment, in the space of
     ``goal_embedding``: the latent features, or with ``proprio_index`` (long tensor) the decoded
     proprio dims it lists (e.g. joint positions only: an energy blind to velocity, as a single
-    goal frame is). ``norm`` is "l2" (Euclidean) or "l1"; the distance is averaged over the
-    horizon, or taken at the last step only when ``terminal_only``. Replace ``goal`` to plan
-    towards a new goal.
+    goal frame is). With both ``proprio_index`` and ``latent_index`` the energy is DINO-WM's sum of
+    two terms: distance(decoded fields) + ``latent_weight`` · distance(latent dims). ``norm`` is
+    "l2" (Euclidean) or "l1"; the energy is averaged over the horizon, or taken at the last step
+    only when ``terminal_only``. Replace ``goal`` to plan towards a new goal.
     """
 
     def __init__(self, goal: torch.Tensor, norm: str = "l2", terminal_only: bool = False,
-                 proprio_index: torch.Tensor | None = None) -> None:
+                 proprio_index: torch.Tensor | None = None, latent_index: torch.Tensor | None = None,
+                 latent_weight: float = 1.0) -> None:
         if norm not in ("l1", "l2"):
             raise ValueError(f"norm must be 'l1' or 'l2', got {norm!r}")
+        if latent_weight < 0:
+            raise ValueError(f"latent_weight must be >= 0, got {latent_weight}")
         self.goal = torch.as_tensor(goal)
         if self.goal.dim() not in (1, 2):
             raise ValueError(f"goal must be (F,) or (E, F), got shape {tuple(self.goal.shape)}")
-        self.norm, self.terminal_only = norm, terminal_only
+        self.norm, self.terminal_only, self.latent_weight = norm, terminal_only, float(latent_weight)
         self.proprio_index = None if proprio_index is None else torch.as_tensor(proprio_index, dtype=torch.long)
+        self.latent_index = None if latent_index is None else torch.as_tensor(latent_index, dtype=torch.long)
 
     @property
     def num_envs(self) -> int | None:
@@ -110,11 +122,11 @@ class GoalObjective:
         if self.terminal_only:
             states = {key: value[:, -1:] for key, value in states.items()}
         device = next(iter(states.values())).device
-        if self.goal.device != device:  # moved once, in eager calls before any CUDA-graph capture
-            self.goal = self.goal.to(device)
-        if self.proprio_index is not None and self.proprio_index.device != device:
-            self.proprio_index = self.proprio_index.to(device)
-        features = goal_embedding(model, states, self.proprio_index).float()  # (N, H, F)
+        for name in ("goal", "proprio_index", "latent_index"):  # moved once, in eager calls before any CUDA-graph capture
+            value = getattr(self, name)
+            if value is not None and value.device != device:
+                setattr(self, name, value.to(device))
+        features = goal_embedding(model, states, self.proprio_index, self.latent_index).float()  # (N, H, F)
         goal = self.goal.float()
         num = features.shape[0]
         if goal.dim() == 2:
@@ -123,8 +135,16 @@ class GoalObjective:
             features = features.unflatten(0, (goal.shape[0], -1))  # (E, P, H, F)
             goal = goal[:, None, None]  # (E, 1, 1, F)
         diff = features - goal
-        dist = diff.norm(dim=-1) if self.norm == "l2" else diff.abs().sum(-1)
-        return -dist.reshape(num, -1).mean(-1)
+        if self.proprio_index is not None and self.latent_index is not None:
+            fields = len(self.proprio_index)
+            energy = self._distance(diff[..., :fields]) + self.latent_weight * self._distance(diff[..., fields:])
+        else:
+            energy = self._distance(diff)
+        return -energy.reshape(num, -1).mean(-1)
+
+    def _distance(self, diff: torch.Tensor) -> torch.Tensor:
+        """L2 or L1 norm over the last dim."""
+        return diff.norm(dim=-1) if self.norm == "l2" else diff.abs().sum(-1)
 
 
 def batch_size(state: State) -> int:
