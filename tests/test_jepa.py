@@ -232,3 +232,47 @@ def test_bad_settings_say_what_is_wrong():
         small(target="momentum")
     with pytest.raises(ValueError, match="seq_len must be at least horizon \\+ 1 = 4"):
         small().loss(linear_system(2, 3, torch.Generator().manual_seed(0)))
+
+
+def square_frames(columns: torch.Tensor) -> torch.Tensor:
+    """64x64 RGB frames (..., 64, 64, 3) uint8, black with a white 8x8 square whose left edge is at ``columns``."""
+    frames = torch.zeros(*columns.shape, 64, 64, 3, dtype=torch.uint8)
+    span = torch.arange(64)
+    inside = (span >= columns[..., None]) & (span < columns[..., None] + 8)  # (..., 64) columns covered
+    frames[..., 28:36, :, :] = (inside[..., None, :, None] * 255).to(torch.uint8)
+    return frames
+
+
+def test_pose_probe_teaches_the_pixel_block_the_pose_and_reads_it_from_a_frame_alone():
+    torch.manual_seed(0)
+    model = JEPAWorldModel({"pixels": (64, 64, 3), "proprio": (OBS,)}, ACTIONS, latent=16, units=32, enc_units=32,
+                           cnn_depth=4, reward=False, num_q=0, policy=False, simnorm=False, split_latent=True,
+                           split_dynamics=True, pose_probe=True)
+    optimiser = torch.optim.Adam(model.parameters(), 3e-3)
+
+    def batch(size: int) -> dict[str, torch.Tensor]:
+        """The square moves 8 px per unit of action; proprio[0] is its position, the rest zero."""
+        start, actions = torch.randint(8, 48, (size, 1)).float(), torch.rand(size, 4, ACTIONS) * 2 - 1
+        columns = (start + 8 * actions[..., 0].cumsum(1)).clamp(0, 56).round()
+        proprio = torch.cat([columns[..., None] / 56, torch.zeros(size, 4, OBS - 1)], -1)
+        return {"obs/pixels": square_frames(columns.long()), "obs/proprio": proprio, "action": actions}
+
+    losses = []
+    for _ in range(150):
+        loss, stats, _ = model.loss(batch(16))
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        model.after_step()
+        losses.append(stats["loss/pose"])
+    assert sum(losses[-10:]) < 0.1 * sum(losses[:10])
+    columns = torch.arange(0, 57, 4)
+    with torch.no_grad():
+        read = model.read_pose({"pixels": square_frames(columns)})[:, 0]
+    error = (read - columns / 56).abs()
+    assert error.median() < 0.05, error  # the square's position in [0, 1] is read from the frame alone
+    with pytest.raises(ValueError, match="pose_probe reads proprio from the pixel block"):
+        JEPAWorldModel({"pixels": (64, 64, 3), "proprio": (OBS,)}, ACTIONS, latent=16, split_latent=True,
+                       pose_probe=True)
+    with pytest.raises(ValueError, match="read_pose needs a JEPA trained with pose_probe=true"):
+        small().read_pose({"pixels": square_frames(columns)})

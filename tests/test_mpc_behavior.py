@@ -233,3 +233,32 @@ def test_goal_energy_with_a_latent_term_compares_the_goal_frame_block():
     with pytest.raises(ValueError, match="latent_weight must be >= 0"):
         MPCController(payload, "cpu", "cem", goal_energy={"latent_weight": -1.0})
     env.close()
+
+
+def test_goal_from_frame_reads_the_goal_fields_from_the_frame_alone():
+    import gymnasium as gym
+
+    import wm_robotics.envs  # noqa: F401  (registers the goal envs)
+    from wm_robotics.train import untrained_payload
+    from wm_robotics.wm_metrics import set_goal_from_info
+
+    env = gym.make("wm_robotics/reacher-easy-goal-v0", obs_mode="pixels+proprio")
+    torch.manual_seed(0)
+    payload = untrained_payload(preset_config("jepa_goal", "+model.overrides.pose_probe=true"), env)
+    controller = MPCController(payload, "cpu", "cem", goal_energy={"from_frame": True},
+                               horizon=3, iterations=2, candidates=16, elites=4)
+    obs, info = env.reset(seed=0)
+    assert controller.goal_keys == ("pixels",)
+    controller.set_goal(info["goal_pixels"])  # an image: the goal's proprio is never given
+    with torch.inference_mode():
+        read = controller.model.read_pose({"pixels": torch.as_tensor(info["goal_pixels"][None])})[:, :2]
+    torch.testing.assert_close(controller.planner.objective.goal, read)
+    assert controller._goal_view is not None  # the energy reads decoded proprio only: planned in the proprio block
+    assert env.action_space.contains(controller.act(obs))
+    assert set_goal_from_info(controller, {"success": False, "goal_pixels": info["goal_pixels"]})  # no goal_proprio
+    with pytest.raises(ValueError, match=r"the goal frame must have shape \(64, 64, 3\), got \(32, 32, 3\)"):
+        controller.set_goal(np.zeros((32, 32, 3), np.uint8))
+    plain = untrained_payload(preset_config("jepa_goal"), env)  # no pose probe
+    with pytest.raises(ValueError, match="from_frame reads the goal's proprio fields from its frame"):
+        MPCController(plain, "cpu", "cem", goal_energy={"from_frame": True})
+    env.close()

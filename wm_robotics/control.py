@@ -37,7 +37,9 @@ class MPCController:
     "l1", ``terminal_only``, ``fields``: proprio field names to compare through the model's probe decoder
     instead of the latent, ``latent_weight``: with ``fields``, the weight of a second term comparing the
     latents too, DINO-WM's visual + proprio energy; in a ``split_latent`` JEPA only the blocks other than
-    proprio's, so that the goal frame enters the energy) updated by ``goal_energy``.
+    proprio's, so that the goal frame enters the energy; ``from_frame``: with ``fields``, read the goal's
+    fields from its frame alone with the model's pose probe, so a goal is an image and its proprio is
+    not used) updated by ``goal_energy``.
     """
 
     def __init__(self, payload: dict[str, Any], device: str = "auto", planner: str = "mppi",
@@ -66,9 +68,14 @@ class MPCController:
         if unknown:
             raise ValueError(f"unknown goal_energy keys {sorted(unknown)}; valid keys: {sorted(GOAL_ENERGY_KEYS)}")
         self._goal_kwargs = {key: value for key, value in self.goal_energy.items()
-                             if key not in ("fields", "latent_weight")}
+                             if key not in ("fields", "latent_weight", "from_frame")}
         self._goal_kwargs["proprio_index"] = self._proprio_index(self.goal_energy.get("fields"))
         self._goal_kwargs.update(self._latent_term(self.goal_energy.get("latent_weight")))
+        self.from_frame = bool(self.goal_energy.get("from_frame"))
+        if self.from_frame and (self._goal_kwargs["proprio_index"] is None or "latent_index" in self._goal_kwargs
+                                or getattr(self.model, "pose_head", None) is None):
+            raise ValueError("goal_energy.from_frame reads the goal's proprio fields from its frame: it needs fields, "
+                             "no latent_weight, and a JEPA trained with model.overrides.pose_probe=true")
         GoalObjective(torch.zeros(1), **self._goal_kwargs)  # a bad norm fails here, not at the first goal
         #: what the objective set by ``set_goal`` plans in when it reads only proprio fields: the model's
         #: proprio block alone (a ``split_dynamics`` JEPA: the same plans, without the pixel block's
@@ -125,11 +132,15 @@ class MPCController:
     @torch.inference_mode()
     def set_goal(self, goal_obs: Any) -> None:
         """Plan toward ``goal_obs``: the negative distance of predicted latents (or of their decoded
-        ``goal_energy.fields``) to those of ``goal_obs``."""
+        ``goal_energy.fields``) to those of ``goal_obs``; with ``goal_energy.from_frame`` ``goal_obs`` is
+        the goal frame (H, W, C) uint8, or a dict holding it as ``"pixels"``."""
         if self.planner is None:
             raise ValueError("set_goal needs a planner ('mppi' or 'cem'), not planner='policy'")
         kwargs = self._goal_kwargs
-        goal = goal_embedding(self.model, self.encode(goal_obs), kwargs["proprio_index"], kwargs.get("latent_index"))
+        if self.from_frame:
+            goal = self.model.read_pose({"pixels": self._goal_frame(goal_obs)[None]}).index_select(-1, kwargs["proprio_index"])
+        else:
+            goal = goal_embedding(self.model, self.encode(goal_obs), kwargs["proprio_index"], kwargs.get("latent_index"))
         self.planner.objective = GoalObjective(goal, **kwargs)
         fields_only = (kwargs["proprio_index"] is not None and kwargs.get("latent_index") is None
                        and getattr(self.planner, "policy", None) is None)
@@ -158,6 +169,18 @@ class MPCController:
         with torch.inference_mode():
             goal_embedding(self.model, self.model.initial(1), index)  # a model without a probe fails here
         return index
+
+    @property
+    def goal_keys(self) -> tuple[str, ...]:
+        """The observation keys ``set_goal`` reads: only ``pixels`` with ``goal_energy.from_frame``."""
+        return ("pixels",) if self.from_frame else tuple(self.obs_shapes)
+
+    def _goal_frame(self, goal_obs: Any) -> np.ndarray:
+        """The goal frame of ``goal_obs`` (an image or a dict with ``"pixels"``), shape-checked."""
+        frame = np.asarray(goal_obs["pixels"] if isinstance(goal_obs, Mapping) else goal_obs, np.uint8)
+        if frame.shape != self.obs_shapes["pixels"]:
+            raise ValueError(f"the goal frame must have shape {self.obs_shapes['pixels']}, got {frame.shape}")
+        return frame
 
     def _latent_term(self, weight: float | None) -> dict[str, Any]:
         """``GoalObjective`` keywords of the latent term beside the fields term (``goal_energy.latent_weight``):

@@ -307,11 +307,11 @@ def planner_timing(controller: Any, observations: Sequence[dict[str, np.ndarray]
 
 
 def set_goal_from_info(controller: Any, info: dict[str, Any]) -> bool:
-    """Give ``controller`` the goal of a goal task's ``info`` (``goal_<key>`` per observation key);
+    """Give ``controller`` the goal of a goal task's ``info`` (``goal_<key>`` for each key it reads);
     False, and nothing set, when ``info`` is not from a goal task (no ``success``)."""
     if "success" not in info:
         return False
-    controller.set_goal({key: info[f"goal_{key}"] for key in controller.obs_shapes})
+    controller.set_goal({key: info[f"goal_{key}"] for key in controller.goal_keys})
     return True
 
 

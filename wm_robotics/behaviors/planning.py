@@ -64,9 +64,9 @@ class RewardObjective:
         return score
 
 
-#: keys of the ``goal_energy`` config of MPC presets (``MPCController`` turns ``fields`` into ``proprio_index`` and
-#: ``latent_weight`` into ``latent_index``)
-GOAL_ENERGY_KEYS = frozenset({"norm", "terminal_only", "fields", "latent_weight"})
+#: keys of the ``goal_energy`` config of MPC presets (``MPCController`` turns ``fields`` into ``proprio_index``,
+#: ``latent_weight`` into ``latent_index`` and reads the goal's fields from its frame with ``from_frame``)
+GOAL_ENERGY_KEYS = frozenset({"norm", "terminal_only", "fields", "latent_weight", "from_frame"})
 
 
 def goal_embedding(model: WorldModel, states: State, proprio_index: torch.Tensor | None = None,

@@ -82,13 +82,15 @@ class ObservationEncoder(nn.Module):
         parts = self.parts(obs)
         return torch.cat(parts, -1) if len(parts) > 1 else parts[0]
 
-    def parts(self, obs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        """One embedding (..., part_dims[i]) per key, in ``keys`` order."""
+    def parts(self, obs: dict[str, torch.Tensor], keys: Sequence[str] | None = None) -> list[torch.Tensor]:
+        """One embedding (..., part_dims[i]) per key, in ``keys`` order (default: all the encoder's keys;
+        ``obs`` needs only the keys asked for)."""
+        keys = self.keys if keys is None else keys
         parts = []
-        if "pixels" in self.keys:
+        if "pixels" in keys:
             pixels = obs["pixels"]
             parts.append(self.cnn(_image_batch(pixels)).reshape(*pixels.shape[:-3], -1))
-        if "proprio" in self.keys:
+        if "proprio" in keys:
             parts.append(self.mlp(symlog(obs["proprio"].float())))
         return parts
 

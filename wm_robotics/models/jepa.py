@@ -23,6 +23,9 @@ Q(z, a) trained by TD toward r + γ·(1 − terminal)·min of 2 random EMA targe
 a tanh-Gaussian ``policy`` prior (trained by the behaviour, ``behaviors/mpc_behavior.py``). Reward
 and value losses backpropagate into the encoder and predictor. ``probe_decoder`` reconstructs the
 observations from *detached* latents, so imaginations can be shown without changing what is learned.
+``pose_probe`` (with ``split_dynamics`` over pixels and proprio) reads the proprio from the pixel block
+alone and, unlike the probe, trains the pixel encoder with it (weight ``pose_coef``): the pixel block
+must then see the robot's pose, and ``read_pose`` tells a goal *frame*'s joint angles without its proprio.
 """
 
 from __future__ import annotations
@@ -99,6 +102,11 @@ class LatentEncoder(nn.Module):
             return self.norm(self.proj(self.obs(obs)))
         return self.norm(torch.cat([proj(part) for proj, part in zip(self.split_proj, self.obs.parts(obs))], -1))
 
+    def block_latent(self, key: str, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The block ``key`` owns (``split``), from that key's observation alone: ``obs`` needs only ``key``."""
+        proj = self.split_proj[self.obs.keys.index(key)]
+        return self.norm(proj(self.obs.parts(obs, [key])[0]))
+
 
 class BlockProbe(nn.Module):
     """Probe decoder of a ``split_dynamics`` latent: proprio read from the proprio block alone (so the
@@ -143,7 +151,7 @@ class JEPAWorldModel(WorldModel):
                  policy: bool = True, probe_decoder: bool = False, bins: int = 101, vmin: float = -10.0,
                  vmax: float = 10.0, discount: float = 0.99, q_tau: float = 0.01, consistency_coef: float = 20.0,
                  split_latent: bool = False, split_dynamics: bool = False, reward_coef: float = 0.1,
-                 value_coef: float = 0.1) -> None:
+                 value_coef: float = 0.1, pose_probe: bool = False, pose_coef: float = 1.0) -> None:
         super().__init__()
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
@@ -160,7 +168,7 @@ class JEPAWorldModel(WorldModel):
                            num_q=num_q, policy=policy, probe_decoder=probe_decoder, bins=bins, vmin=vmin,
                            vmax=vmax, discount=discount, q_tau=q_tau, consistency_coef=consistency_coef,
                            split_latent=split_latent, split_dynamics=split_dynamics, reward_coef=reward_coef,
-                           value_coef=value_coef)
+                           value_coef=value_coef, pose_probe=pose_probe, pose_coef=pose_coef)
         self.encoder = LatentEncoder(obs_shapes, latent, enc_units, enc_layers, cnn_depth, simnorm, split_latent)
         self.obs_keys, self.action_dim, self.feature_dim = self.encoder.obs.keys, action_dim, latent
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False) if target == "ema" else None
@@ -179,11 +187,18 @@ class JEPAWorldModel(WorldModel):
         self.target_q = copy.deepcopy(self.q).requires_grad_(False) if num_q else None
         self.policy = TanhGaussianPolicy(latent, action_dim, units, layers) if policy else None
         self.decoder = self._probe(block=own > 0) if probe_decoder else None
+        if pose_probe and (not own or "pixels" not in self.obs_keys):
+            raise ValueError("pose_probe reads proprio from the pixel block: it needs pixels and proprio with "
+                             "split_latent=true and split_dynamics=true")
+        self.frame_block = self.encoder.block("pixels") if pose_probe else None
+        self.pose_head = ObservationDecoder(latent // len(self.obs_keys), {"proprio": obs_shapes["proprio"]}, cnn_depth,
+                                            enc_units, enc_layers) if pose_probe else None
         self.target, self.horizon, self.rho, self.discount = target, horizon, rho, discount
         self.target_decay, self.q_tau = target_decay, q_tau
         self.vicreg_var, self.vicreg_cov = vicreg_var, vicreg_cov
         self.coefs = {"loss/consistency": consistency_coef, "loss/reward": reward_coef, "loss/value": value_coef,
-                      "loss/vicreg_var": vicreg_var, "loss/vicreg_cov": vicreg_cov, "loss/probe": 1.0}
+                      "loss/vicreg_var": vicreg_var, "loss/vicreg_cov": vicreg_cov, "loss/probe": 1.0,
+                      "loss/pose": pose_coef}
 
     # -- heads -------------------------------------------------------------------------------
     def next(self, latent: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
@@ -216,6 +231,13 @@ class JEPAWorldModel(WorldModel):
         if isinstance(self.decoder, BlockProbe) and keys and not any(k.startswith("decoder.whole.") for k in keys):
             self.decoder = self._probe(block=False).to(next(self.parameters()).device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def read_pose(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Proprio (..., P) as the pose probe reads it from ``obs["pixels"]`` (..., H, W, C) alone."""
+        if self.pose_head is None:
+            raise ValueError("read_pose needs a JEPA trained with pose_probe=true (model.overrides.pose_probe=true)")
+        return self.pose_head(self.encoder.block_latent("pixels", {"pixels": self._tensor(obs["pixels"])}),
+                              ["proprio"])["proprio"]
 
     def proprio_view(self) -> "ProprioBlockModel | None":
         """The proprio block as a world model of its own (``split_dynamics`` with a probe), else None."""
@@ -325,6 +347,9 @@ class JEPAWorldModel(WorldModel):
         if self.decoder is not None:
             recon = self.decoder.loss(start.detach(), {k: v[:, :starts].flatten(0, 1) for k, v in obs.items()})
             terms["loss/probe"] = sum(value.mean() for value in recon.values())
+        if self.pose_head is not None:  # with gradient: the pixel encoder learns to see the pose
+            pose = self.pose_head.loss(start[..., self.frame_block], {"proprio": obs["proprio"][:, :starts].flatten(0, 1)})
+            terms["loss/pose"] = pose["proprio"].mean()
         total = sum(self.coefs[name] * value for name, value in terms.items())
         with torch.no_grad():
             stats = {"loss/total": total, **terms, "latent/std": start.std(0).mean()}
