@@ -151,7 +151,7 @@ def test_latent_diagnostics_flag_collapse():
 class GoalRecorder:
     """Stands in for an MPCController: records the goal it is given, acts with zeros."""
 
-    obs_shapes = {"proprio": (6,)}
+    goal_keys = ("proprio",)
 
     def reset(self):
         self.goal, self.steps = None, 0

@@ -247,18 +247,22 @@ def test_pose_probe_teaches_the_pixel_block_the_pose_and_reads_it_from_a_frame_a
     torch.manual_seed(0)
     model = JEPAWorldModel({"pixels": (64, 64, 3), "proprio": (OBS,)}, ACTIONS, latent=16, units=32, enc_units=32,
                            cnn_depth=4, reward=False, num_q=0, policy=False, simnorm=False, split_latent=True,
-                           split_dynamics=True, pose_probe=True)
+                           split_dynamics=True, pose_probe=True, pose_angles=[1])
     optimiser = torch.optim.Adam(model.parameters(), 3e-3)
 
+    def angle(columns: torch.Tensor) -> torch.Tensor:
+        return columns / 56 * 2 * torch.pi + 1.0
+
     def batch(size: int) -> dict[str, torch.Tensor]:
-        """The square moves 8 px per unit of action; proprio[0] is its position, the rest zero."""
+        """The square moves 8 px per unit of action; proprio[0] is its position, proprio[1] an angle that turns
+        once over the frame's width, beyond ±π (so only its sine and cosine are seen), the rest zero."""
         start, actions = torch.randint(8, 48, (size, 1)).float(), torch.rand(size, 4, ACTIONS) * 2 - 1
         columns = (start + 8 * actions[..., 0].cumsum(1)).clamp(0, 56).round()
-        proprio = torch.cat([columns[..., None] / 56, torch.zeros(size, 4, OBS - 1)], -1)
+        proprio = torch.cat([columns[..., None] / 56, angle(columns)[..., None], torch.zeros(size, 4, OBS - 2)], -1)
         return {"obs/pixels": square_frames(columns.long()), "obs/proprio": proprio, "action": actions}
 
     losses = []
-    for _ in range(150):
+    for _ in range(300):
         loss, stats, _ = model.loss(batch(16))
         optimiser.zero_grad()
         loss.backward()
@@ -268,11 +272,17 @@ def test_pose_probe_teaches_the_pixel_block_the_pose_and_reads_it_from_a_frame_a
     assert sum(losses[-10:]) < 0.1 * sum(losses[:10])
     columns = torch.arange(0, 57, 4)
     with torch.no_grad():
-        read = model.read_pose({"pixels": square_frames(columns)})[:, 0]
-    error = (read - columns / 56).abs()
+        read = model.read_pose({"pixels": square_frames(columns)})
+    error = (read[:, 0] - columns / 56).abs()
     assert error.median() < 0.05, error  # the square's position in [0, 1] is read from the frame alone
+    assert read[:, 1].abs().max() <= torch.pi  # the angle comes back wrapped, within 0.15 rad of the true one
+    turned = read[:, 1] - angle(columns)
+    assert torch.atan2(turned.sin(), turned.cos()).abs().median() < 0.15
     with pytest.raises(ValueError, match="pose_probe reads proprio from the pixel block"):
         JEPAWorldModel({"pixels": (64, 64, 3), "proprio": (OBS,)}, ACTIONS, latent=16, split_latent=True,
                        pose_probe=True)
+    with pytest.raises(ValueError, match=r"pose_angles must be proprio dims in \[0, 6\), got \[6\]"):
+        JEPAWorldModel({"pixels": (64, 64, 3), "proprio": (OBS,)}, ACTIONS, latent=16, simnorm=False, split_latent=True,
+                       split_dynamics=True, pose_probe=True, pose_angles=[6])
     with pytest.raises(ValueError, match="read_pose needs a JEPA trained with pose_probe=true"):
         small().read_pose({"pixels": square_frames(columns)})

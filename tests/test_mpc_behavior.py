@@ -130,7 +130,8 @@ def test_jepa_goal_trains_on_pixels_and_plans_toward_a_goal_image(tmp_path):
                                  planner_settings={"iterations": 1}, goal_energy={"norm": "l1"})
     planner = report["planner"]  # timed on the goal objective: a goal model has no reward head
     assert planner["settings"] == {"horizon": 3, "iterations": 1, "candidates": 16, "elites": 4}  # preset + override
-    assert planner["goal_energy"] == {"norm": "l1", "terminal_only": False, "fields": ["position"]}  # the preset's fields
+    assert planner["goal_energy"] == {"norm": "l1", "terminal_only": False, "fields": ["position"],  # the preset's fields
+                                      "latent_weight": 0, "from_frame": False}
     terminal = MPCController.from_checkpoint(tmp_path, device="cpu", planner="cem", goal_energy={"terminal_only": True})
     terminal.set_goal({"pixels": info["goal_pixels"], "proprio": info["goal_proprio"]})
     assert terminal.planner.objective.terminal_only and terminal.planner.objective.norm == "l2"  # preset's norm kept

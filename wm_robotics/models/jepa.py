@@ -26,6 +26,8 @@ observations from *detached* latents, so imaginations can be shown without chang
 ``pose_probe`` (with ``split_dynamics`` over pixels and proprio) reads the proprio from the pixel block
 alone and, unlike the probe, trains the pixel encoder with it (weight ``pose_coef``): the pixel block
 must then see the robot's pose, and ``read_pose`` tells a goal *frame*'s joint angles without its proprio.
+The proprio dims listed in ``pose_angles`` are read as (sin, cos) and returned wrapped to (−π, π]: a frame
+shows a joint angle only up to whole turns.
 """
 
 from __future__ import annotations
@@ -151,7 +153,8 @@ class JEPAWorldModel(WorldModel):
                  policy: bool = True, probe_decoder: bool = False, bins: int = 101, vmin: float = -10.0,
                  vmax: float = 10.0, discount: float = 0.99, q_tau: float = 0.01, consistency_coef: float = 20.0,
                  split_latent: bool = False, split_dynamics: bool = False, reward_coef: float = 0.1,
-                 value_coef: float = 0.1, pose_probe: bool = False, pose_coef: float = 1.0) -> None:
+                 value_coef: float = 0.1, pose_probe: bool = False, pose_coef: float = 1.0,
+                 pose_angles: Sequence[int] = ()) -> None:
         super().__init__()
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
@@ -168,7 +171,8 @@ class JEPAWorldModel(WorldModel):
                            num_q=num_q, policy=policy, probe_decoder=probe_decoder, bins=bins, vmin=vmin,
                            vmax=vmax, discount=discount, q_tau=q_tau, consistency_coef=consistency_coef,
                            split_latent=split_latent, split_dynamics=split_dynamics, reward_coef=reward_coef,
-                           value_coef=value_coef, pose_probe=pose_probe, pose_coef=pose_coef)
+                           value_coef=value_coef, pose_probe=pose_probe, pose_coef=pose_coef,
+                           pose_angles=list(pose_angles))
         self.encoder = LatentEncoder(obs_shapes, latent, enc_units, enc_layers, cnn_depth, simnorm, split_latent)
         self.obs_keys, self.action_dim, self.feature_dim = self.encoder.obs.keys, action_dim, latent
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False) if target == "ema" else None
@@ -191,8 +195,13 @@ class JEPAWorldModel(WorldModel):
             raise ValueError("pose_probe reads proprio from the pixel block: it needs pixels and proprio with "
                              "split_latent=true and split_dynamics=true")
         self.frame_block = self.encoder.block("pixels") if pose_probe else None
-        self.pose_head = ObservationDecoder(latent // len(self.obs_keys), {"proprio": obs_shapes["proprio"]}, cnn_depth,
-                                            enc_units, enc_layers) if pose_probe else None
+        proprio_dim = obs_shapes["proprio"][0] if "proprio" in obs_shapes else 0
+        if any(not 0 <= dim < proprio_dim for dim in pose_angles):
+            raise ValueError(f"pose_angles must be proprio dims in [0, {proprio_dim}), got {list(pose_angles)}")
+        self.pose_angles = torch.tensor(list(pose_angles), dtype=torch.long)
+        # the pose head reads the proprio with each angle dim as its sine, then the cosines of the angles after it
+        self.pose_head = ObservationDecoder(latent // len(self.obs_keys), {"proprio": (proprio_dim + len(pose_angles),)},
+                                            cnn_depth, enc_units, enc_layers) if pose_probe else None
         self.target, self.horizon, self.rho, self.discount = target, horizon, rho, discount
         self.target_decay, self.q_tau = target_decay, q_tau
         self.vicreg_var, self.vicreg_cov = vicreg_var, vicreg_cov
@@ -236,8 +245,18 @@ class JEPAWorldModel(WorldModel):
         """Proprio (..., P) as the pose probe reads it from ``obs["pixels"]`` (..., H, W, C) alone."""
         if self.pose_head is None:
             raise ValueError("read_pose needs a JEPA trained with pose_probe=true (model.overrides.pose_probe=true)")
-        return self.pose_head(self.encoder.block_latent("pixels", {"pixels": self._tensor(obs["pixels"])}),
+        read = self.pose_head(self.encoder.block_latent("pixels", {"pixels": self._tensor(obs["pixels"])}),
                               ["proprio"])["proprio"]
+        dims, size = self.pose_angles.to(read.device), read.shape[-1] - len(self.pose_angles)
+        pose = read[..., :size].clone()
+        pose[..., dims] = torch.atan2(read[..., dims], read[..., size:])
+        return pose
+
+    def _pose_target(self, proprio: torch.Tensor) -> torch.Tensor:
+        """What the pose head learns (..., P + angles): the proprio, angle dims as sines, then their cosines."""
+        dims = self.pose_angles.to(proprio.device)
+        angles = proprio[..., dims]
+        return torch.cat([proprio.index_copy(-1, dims, angles.sin()), angles.cos()], -1)
 
     def proprio_view(self) -> "ProprioBlockModel | None":
         """The proprio block as a world model of its own (``split_dynamics`` with a probe), else None."""
@@ -348,7 +367,8 @@ class JEPAWorldModel(WorldModel):
             recon = self.decoder.loss(start.detach(), {k: v[:, :starts].flatten(0, 1) for k, v in obs.items()})
             terms["loss/probe"] = sum(value.mean() for value in recon.values())
         if self.pose_head is not None:  # with gradient: the pixel encoder learns to see the pose
-            pose = self.pose_head.loss(start[..., self.frame_block], {"proprio": obs["proprio"][:, :starts].flatten(0, 1)})
+            proprio = self._pose_target(obs["proprio"][:, :starts].flatten(0, 1))
+            pose = self.pose_head.loss(start[..., self.frame_block], {"proprio": proprio})
             terms["loss/pose"] = pose["proprio"].mean()
         total = sum(self.coefs[name] * value for name, value in terms.items())
         with torch.no_grad():
