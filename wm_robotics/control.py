@@ -138,7 +138,8 @@ class MPCController:
             raise ValueError("set_goal needs a planner ('mppi' or 'cem'), not planner='policy'")
         kwargs = self._goal_kwargs
         if self.from_frame:
-            goal = self.model.read_pose({"pixels": self._goal_frame(goal_obs)[None]}).index_select(-1, kwargs["proprio_index"])
+            pose = self.model.read_pose({"pixels": self._goal_frame(goal_obs)[None]})  # (1, P) read from the frame
+            goal = pose.index_select(-1, kwargs["proprio_index"])
         else:
             goal = goal_embedding(self.model, self.encode(goal_obs), kwargs["proprio_index"], kwargs.get("latent_index"))
         self.planner.objective = GoalObjective(goal, **kwargs)

@@ -200,8 +200,9 @@ class JEPAWorldModel(WorldModel):
             raise ValueError(f"pose_angles must be proprio dims in [0, {proprio_dim}), got {list(pose_angles)}")
         self.pose_angles = torch.tensor(list(pose_angles), dtype=torch.long)
         # the pose head reads the proprio with each angle dim as its sine, then the cosines of the angles after it
-        self.pose_head = ObservationDecoder(latent // len(self.obs_keys), {"proprio": (proprio_dim + len(pose_angles),)},
-                                            cnn_depth, enc_units, enc_layers) if pose_probe else None
+        self.pose_head = ObservationDecoder(self.frame_block.stop - self.frame_block.start,
+                                            {"proprio": (proprio_dim + len(pose_angles),)}, cnn_depth, enc_units,
+                                            enc_layers) if pose_probe else None
         self.target, self.horizon, self.rho, self.discount = target, horizon, rho, discount
         self.target_decay, self.q_tau = target_decay, q_tau
         self.vicreg_var, self.vicreg_cov = vicreg_var, vicreg_cov
