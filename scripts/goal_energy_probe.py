@@ -65,7 +65,7 @@ def main() -> None:
     velocities = _floats(args.velocities)
     compared = "latent" if objective.proprio_index is None else f"proprio fields {controller.goal_energy['fields']}"
     if objective.proprio_index is not None and objective.latent_index is not None:
-        compared += f" + {objective.latent_weight:g} x latent dims {objective.latent_index[0]}..{objective.latent_index[-1]}"
+        compared += f" + {objective.latent_weight:g} x distance of {len(objective.latent_index)} latent dims"
     print(f"goal joints {np.round(goal_env.goal_joints, 3).tolist()}, energy = {objective.norm} distance to the goal "
           f"{compared}")
     print("| offset (rad) | effector distance (m) | " + " | ".join(f"E at {v:g} rad/s" for v in velocities) + " |")

@@ -43,6 +43,7 @@ from wm_robotics.models.encoders import ObservationDecoder, ObservationEncoder
 from wm_robotics.models.ensemble import EnsembleMLP
 from wm_robotics.models.nets import OutputLinear, TwoHot, mlp
 from wm_robotics.models.policy_prior import TanhGaussianPolicy
+from wm_robotics.models.proprio_block import ProprioBlockModel
 
 #: Size presets: TD-MPC2's 1M ("xs") and 5M ("s") shapes (encoder 256, MLPs 384/512, latent 128/512,
 #: 2 / 5 Q functions); TD-MPC2's pixel CNN is replaced by ours at depth 16/32.
@@ -249,9 +250,7 @@ class JEPAWorldModel(WorldModel):
         read = self.pose_head(self.encoder.block_latent("pixels", {"pixels": self._tensor(obs["pixels"])}),
                               ["proprio"])["proprio"]
         dims, size = self.pose_angles.to(read.device), read.shape[-1] - len(self.pose_angles)
-        pose = read[..., :size].clone()
-        pose[..., dims] = torch.atan2(read[..., dims], read[..., size:])
-        return pose
+        return read[..., :size].index_copy(-1, dims, torch.atan2(read[..., dims], read[..., size:]))
 
     def _pose_target(self, proprio: torch.Tensor) -> torch.Tensor:
         """What the pose head learns (..., P + angles): the proprio, angle dims as sines, then their cosines."""
@@ -259,7 +258,7 @@ class JEPAWorldModel(WorldModel):
         angles = proprio[..., dims]
         return torch.cat([proprio.index_copy(-1, dims, angles.sin()), angles.cos()], -1)
 
-    def proprio_view(self) -> "ProprioBlockModel | None":
+    def proprio_view(self) -> ProprioBlockModel | None:
         """The proprio block as a world model of its own (``split_dynamics`` with a probe), else None."""
         if self.proprio_block is None or not isinstance(self.decoder, BlockProbe):
             return None
@@ -380,28 +379,3 @@ class JEPAWorldModel(WorldModel):
         rollout = torch.cat([start[:, None], pred], 1).detach()
         return total, dict(zip(stats, values)), {"latent": rollout}
 
-
-class ProprioBlockModel(WorldModel):
-    """The proprio block of a ``split_dynamics`` JEPA, imagined on its own: for planners whose objective
-    reads only proprio decoded from predicted latents (goal energies on proprio ``fields``). The block's
-    predictions and decodes equal the full model's, without running the pixel block's predictor.
-    States are ``{"latent": (..., block)}``; :meth:`restrict` cuts one from a full-model state."""
-
-    def __init__(self, model: JEPAWorldModel) -> None:
-        super().__init__()
-        self.model, self.block = model, model.proprio_block
-        self.obs_keys, self.action_dim = model.obs_keys, model.action_dim
-        self.feature_dim = self.block.stop - self.block.start
-
-    def restrict(self, state: State) -> State:
-        """A full-model state → this model's state (the proprio block of its latent)."""
-        return {"latent": state["latent"][..., self.block]}
-
-    def img_step(self, state: State, action: torch.Tensor) -> State:
-        return {"latent": self.model.proprio_next(state["latent"], action)}
-
-    def features(self, state: State) -> torch.Tensor:
-        return state["latent"]
-
-    def decode(self, state: State, keys: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
-        return self.model.decoder.proprio(state["latent"], keys)

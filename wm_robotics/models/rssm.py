@@ -182,7 +182,8 @@ class RSSMWorldModel(WorldModel):
                            kl_rep=kl_rep, reward_bins=reward_bins, mlp_units=mlp_units, mlp_layers=mlp_layers)
         # proprio encoder / decoder MLPs: ``units`` × ``layers`` as DreamerV3's sizes, unless set
         # (dreamerv3-torch's default is 1024 × 5: the learner benchmark's equal-size row)
-        mlp_units, mlp_layers = mlp_units or units, mlp_layers or layers
+        mlp_units = units if mlp_units is None else mlp_units
+        mlp_layers = layers if mlp_layers is None else mlp_layers
         self.encoder = ObservationEncoder(obs_shapes, cnn_depth, mlp_units, mlp_layers)
         self.obs_keys = self.encoder.keys
         self.action_dim = action_dim
