@@ -243,11 +243,14 @@ def square_frames(columns: torch.Tensor) -> torch.Tensor:
     return frames
 
 
-def test_pose_probe_teaches_the_pixel_block_the_pose_and_reads_it_from_a_frame_alone():
+@pytest.mark.parametrize("reader", ["shared", "own"])
+def test_pose_probe_learns_the_pose_and_reads_it_from_a_frame_alone(reader: str):
+    """``shared``: the pose loss teaches the pixel block the pose; ``own``: the reader's own CNN learns it."""
     torch.manual_seed(0)
     model = JEPAWorldModel({"pixels": (64, 64, 3), "proprio": (OBS,)}, ACTIONS, latent=16, units=32, enc_units=32,
                            cnn_depth=4, reward=False, num_q=0, policy=False, simnorm=False, split_latent=True,
-                           split_dynamics=True, pose_probe=True, pose_angles=[1])
+                           split_dynamics=True, pose_probe=True, pose_angles=[1], pose_reader=reader)
+    assert (model.pose_encoder is None) == (reader == "shared")
     optimiser = torch.optim.Adam(model.parameters(), 3e-3)
 
     def angle(columns: torch.Tensor) -> torch.Tensor:
@@ -286,3 +289,6 @@ def test_pose_probe_teaches_the_pixel_block_the_pose_and_reads_it_from_a_frame_a
                        split_dynamics=True, pose_probe=True, pose_angles=[6])
     with pytest.raises(ValueError, match="read_pose needs a JEPA trained with pose_probe=true"):
         small().read_pose({"pixels": square_frames(columns)})
+    with pytest.raises(ValueError, match=r"pose_reader must be one of \('shared', 'own'\), got 'cnn'"):
+        JEPAWorldModel({"pixels": (64, 64, 3), "proprio": (OBS,)}, ACTIONS, latent=16, simnorm=False, split_latent=True,
+                       split_dynamics=True, pose_probe=True, pose_reader="cnn")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -131,7 +132,7 @@ def test_jepa_goal_trains_on_pixels_and_plans_toward_a_goal_image(tmp_path):
     planner = report["planner"]  # timed on the goal objective: a goal model has no reward head
     assert planner["settings"] == {"horizon": 3, "iterations": 1, "candidates": 16, "elites": 4}  # preset + override
     assert planner["goal_energy"] == {"norm": "l1", "terminal_only": False, "fields": ["position"],  # the preset's fields
-                                      "latent_weight": 0, "from_frame": False}
+                                      "latent_weight": 0, "from_frame": False, "pose_feedback": False}
     terminal = MPCController.from_checkpoint(tmp_path, device="cpu", planner="cem", goal_energy={"terminal_only": True})
     terminal.set_goal({"pixels": info["goal_pixels"], "proprio": info["goal_proprio"]})
     assert terminal.planner.objective.terminal_only and terminal.planner.objective.norm == "l2"  # preset's norm kept
@@ -252,7 +253,7 @@ def test_goal_from_frame_reads_the_goal_fields_from_the_frame_alone():
     assert controller.goal_keys == ("pixels",)
     controller.set_goal(info["goal_pixels"])  # an image: the goal's proprio is never given
     with torch.inference_mode():
-        read = controller.model.read_pose({"pixels": torch.as_tensor(info["goal_pixels"][None])})[:, :2]
+        read = controller.model.read_pose({"pixels": torch.as_tensor(info["goal_pixels"][None])})[0, :2]
     torch.testing.assert_close(controller.planner.objective.goal, read)
     assert controller._goal_view is not None  # the energy reads decoded proprio only: planned in the proprio block
     assert env.action_space.contains(controller.act(obs))
@@ -262,4 +263,36 @@ def test_goal_from_frame_reads_the_goal_fields_from_the_frame_alone():
     plain = untrained_payload(preset_config("jepa_goal"), env)  # no pose probe
     with pytest.raises(ValueError, match="from_frame reads the goal's proprio fields from its frame"):
         MPCController(plain, "cpu", "cem", goal_energy={"from_frame": True})
+    env.close()
+
+
+def test_pose_feedback_puts_the_frame_goal_at_the_measured_state_when_the_frame_is_the_goal_frame():
+    import gymnasium as gym
+
+    import wm_robotics.envs  # noqa: F401  (registers the goal envs)
+    from wm_robotics.behaviors.frame_goal import wrap_angle
+    from wm_robotics.train import untrained_payload
+
+    env = gym.make("wm_robotics/reacher-easy-goal-v0", obs_mode="pixels+proprio")
+    torch.manual_seed(0)
+    payload = untrained_payload(preset_config("jepa_goal", "+model.overrides.pose_probe=true",
+                                              "+model.overrides.pose_angles=[0,1]"), env)
+    settings = dict(horizon=3, iterations=2, candidates=16, elites=4)
+    obs, info = env.reset(seed=0)
+    with torch.inference_mode():
+        read = MPCController(payload, "cpu", "cem", goal_energy={"from_frame": True}, **settings).model.read_pose(
+            {"pixels": torch.as_tensor(info["goal_pixels"][None])})[0, :2]
+    measured = torch.as_tensor(obs["proprio"][:2])
+    plain = MPCController(payload, "cpu", "cem", goal_energy={"from_frame": True}, **settings)
+    plain.set_goal(info["goal_pixels"])
+    plain.act(obs)  # the goal read from the frame, each angle on the branch nearest the measured one
+    goal = plain.planner.objective.goal
+    torch.testing.assert_close(wrap_angle(goal - read), torch.zeros(2), atol=1e-5, rtol=0)
+    assert bool(((goal - measured).abs() <= math.pi + 1e-5).all())
+    feedback = MPCController(payload, "cpu", "cem", goal_energy={"from_frame": True, "pose_feedback": True}, **settings)
+    feedback.set_goal(info["goal_pixels"])
+    feedback.act({"pixels": info["goal_pixels"], "proprio": obs["proprio"]})  # the goal frame seen now: at the goal
+    torch.testing.assert_close(feedback.planner.objective.goal, measured, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="pose_feedback corrects a goal read from its frame: it needs from_frame"):
+        MPCController(payload, "cpu", "cem", goal_energy={"pose_feedback": True})
     env.close()

@@ -18,6 +18,7 @@ import torch
 
 from wm_robotics.agent import agent_from_checkpoint
 from wm_robotics.behaviors.cem import CEMPlanner
+from wm_robotics.behaviors.frame_goal import FrameGoal
 from wm_robotics.behaviors.mppi import MPPIPlanner
 from wm_robotics.behaviors.planning import GOAL_ENERGY_KEYS, GoalObjective, RewardObjective, goal_embedding
 from wm_robotics.builders import resolve_device
@@ -39,7 +40,9 @@ class MPCController:
     latents too, DINO-WM's visual + proprio energy; in a ``split_latent`` JEPA only the blocks other than
     proprio's, so that the goal frame enters the energy; ``from_frame``: with ``fields``, read the goal's
     fields from its frame alone with the model's pose probe, so a goal is an image and its proprio is
-    not used) updated by ``goal_energy``.
+    not used; its angles are taken on the branch nearest the current ones, ``behaviors/frame_goal.py``;
+    ``pose_feedback``: with ``from_frame``, subtract the probe's error on the current frame from the
+    goal it read, every step) updated by ``goal_energy``.
     """
 
     def __init__(self, payload: dict[str, Any], device: str = "auto", planner: str = "mppi",
@@ -68,7 +71,7 @@ class MPCController:
         if unknown:
             raise ValueError(f"unknown goal_energy keys {sorted(unknown)}; valid keys: {sorted(GOAL_ENERGY_KEYS)}")
         self._goal_kwargs = {key: value for key, value in self.goal_energy.items()
-                             if key not in ("fields", "latent_weight", "from_frame")}
+                             if key not in ("fields", "latent_weight", "from_frame", "pose_feedback")}
         self._goal_kwargs["proprio_index"] = self._proprio_index(self.goal_energy.get("fields"))
         self._goal_kwargs.update(self._latent_term(self.goal_energy.get("latent_weight")))
         self.from_frame = bool(self.goal_energy.get("from_frame"))
@@ -76,6 +79,10 @@ class MPCController:
                                 or getattr(self.model, "pose_head", None) is None):
             raise ValueError("goal_energy.from_frame reads the goal's proprio fields from its frame: it needs fields, "
                              "no latent_weight, and a JEPA trained with model.overrides.pose_probe=true")
+        self.pose_feedback = bool(self.goal_energy.get("pose_feedback"))
+        if self.pose_feedback and not self.from_frame:
+            raise ValueError("goal_energy.pose_feedback corrects a goal read from its frame: it needs from_frame: true")
+        self._frame_goal: FrameGoal | None = None
         GoalObjective(torch.zeros(1), **self._goal_kwargs)  # a bad norm fails here, not at the first goal
         #: what the objective set by ``set_goal`` plans in when it reads only proprio fields: the model's
         #: proprio block alone (a ``split_dynamics`` JEPA: the same plans, without the pixel block's
@@ -137,9 +144,12 @@ class MPCController:
         if self.planner is None:
             raise ValueError("set_goal needs a planner ('mppi' or 'cem'), not planner='policy'")
         kwargs = self._goal_kwargs
+        self._frame_goal = None
         if self.from_frame:
-            pose = self.model.read_pose({"pixels": self._goal_frame(goal_obs)[None]})  # (1, P) read from the frame
-            goal = pose.index_select(-1, kwargs["proprio_index"])
+            index = kwargs["proprio_index"]
+            goal = self.model.read_pose({"pixels": self._goal_frame(goal_obs)[None]})[0].index_select(-1, index)
+            angles = torch.isin(index, self.model.pose_angles.to(index.device))
+            self._frame_goal = FrameGoal(goal, angles, self.pose_feedback)
         else:
             goal = goal_embedding(self.model, self.encode(goal_obs), kwargs["proprio_index"], kwargs.get("latent_index"))
         self.planner.objective = GoalObjective(goal, **kwargs)
@@ -193,6 +203,17 @@ class MPCController:
         dims = [d for d in range(self.model.feature_dim) if block is None or not block.start <= d < block.stop]
         return {"latent_index": torch.tensor(dims, dtype=torch.long, device=self.device), "latent_weight": float(weight)}
 
+    def _frame_goal_now(self, model_obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The frame goal's fields re-expressed near the measured state of ``model_obs`` (``FrameGoal.goal``)."""
+        if "proprio" not in model_obs:
+            raise ValueError("a goal read from its frame is re-expressed near the measured proprio: "
+                             f"the model must observe proprio, it observes {sorted(model_obs)}")
+        index = self._goal_kwargs["proprio_index"]
+        measured = model_obs["proprio"][0].index_select(-1, index)
+        read_now = (self.model.read_pose({"pixels": model_obs["pixels"]})[0].index_select(-1, index)
+                    if self.pose_feedback else None)
+        return self._frame_goal.goal(measured, read_now)
+
     @torch.inference_mode()
     def encode(self, obs: Any) -> dict[str, torch.Tensor]:
         """The model's state (batch 1) for ``obs`` seen on its own, as the first step of an episode
@@ -208,6 +229,8 @@ class MPCController:
         model_obs = {k: torch.as_tensor(v, device=self.device) for k, v in self.model_observation(obs).items()}
         first = torch.tensor([self._first], device=self.device)
         agent.state = self.model.step(agent.state, agent.prev_action, model_obs, first)
+        if self._frame_goal is not None:
+            self.planner.objective.goal = self._frame_goal_now(model_obs)
         if self.planner is None:
             normalised = self.behavior.policy(self.model.features(agent.state), sample=False)  # (1, A) in [-1, 1]
         elif self._goal_view is not None and self.planner.objective is self._goal_view[1]:

@@ -65,8 +65,9 @@ class RewardObjective:
 
 
 #: keys of the ``goal_energy`` config of MPC presets (``MPCController`` turns ``fields`` into ``proprio_index``,
-#: ``latent_weight`` into ``latent_index`` and reads the goal's fields from its frame with ``from_frame``)
-GOAL_ENERGY_KEYS = frozenset({"norm", "terminal_only", "fields", "latent_weight", "from_frame"})
+#: ``latent_weight`` into ``latent_index``, reads the goal's fields from its frame with ``from_frame`` and
+#: corrects them by the pose probe's error on the current frame with ``pose_feedback``)
+GOAL_ENERGY_KEYS = frozenset({"norm", "terminal_only", "fields", "latent_weight", "from_frame", "pose_feedback"})
 
 
 def goal_embedding(model: WorldModel, states: State, proprio_index: torch.Tensor | None = None,

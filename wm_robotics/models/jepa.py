@@ -27,7 +27,8 @@ observations from *detached* latents, so imaginations can be shown without chang
 alone and, unlike the probe, trains the pixel encoder with it (weight ``pose_coef``): the pixel block
 must then see the robot's pose, and ``read_pose`` tells a goal *frame*'s joint angles without its proprio.
 The proprio dims listed in ``pose_angles`` are read as (sin, cos) and returned wrapped to (−π, π]: a frame
-shows a joint angle only up to whole turns.
+shows a joint angle only up to whole turns. ``pose_reader="own"`` gives the pose head a CNN of its own (a
+pixel block's size, trained by the pose loss alone), so the consistency loss does not shape what it reads.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ SIZES: dict[str, dict[str, int]] = {
     "s": dict(latent=512, units=512, enc_units=256, enc_layers=1, layers=2, num_q=5, cnn_depth=32),
 }
 TARGETS = ("ema", "stopgrad", "online")
+POSE_READERS = ("shared", "own")
 
 
 class SimNorm(nn.Module):
@@ -155,7 +157,7 @@ class JEPAWorldModel(WorldModel):
                  vmax: float = 10.0, discount: float = 0.99, q_tau: float = 0.01, consistency_coef: float = 20.0,
                  split_latent: bool = False, split_dynamics: bool = False, reward_coef: float = 0.1,
                  value_coef: float = 0.1, pose_probe: bool = False, pose_coef: float = 1.0,
-                 pose_angles: Sequence[int] = ()) -> None:
+                 pose_angles: Sequence[int] = (), pose_reader: str = "shared") -> None:
         super().__init__()
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
@@ -173,7 +175,7 @@ class JEPAWorldModel(WorldModel):
                            vmax=vmax, discount=discount, q_tau=q_tau, consistency_coef=consistency_coef,
                            split_latent=split_latent, split_dynamics=split_dynamics, reward_coef=reward_coef,
                            value_coef=value_coef, pose_probe=pose_probe, pose_coef=pose_coef,
-                           pose_angles=list(pose_angles))
+                           pose_angles=list(pose_angles), pose_reader=pose_reader)
         self.encoder = LatentEncoder(obs_shapes, latent, enc_units, enc_layers, cnn_depth, simnorm, split_latent)
         self.obs_keys, self.action_dim, self.feature_dim = self.encoder.obs.keys, action_dim, latent
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False) if target == "ema" else None
@@ -195,15 +197,20 @@ class JEPAWorldModel(WorldModel):
         if pose_probe and (not own or "pixels" not in self.obs_keys):
             raise ValueError("pose_probe reads proprio from the pixel block: it needs pixels and proprio with "
                              "split_latent=true and split_dynamics=true")
+        if pose_reader not in POSE_READERS:
+            raise ValueError(f"pose_reader must be one of {POSE_READERS}, got {pose_reader!r}")
         self.frame_block = self.encoder.block("pixels") if pose_probe else None
         proprio_dim = obs_shapes["proprio"][0] if "proprio" in obs_shapes else 0
         if any(not 0 <= dim < proprio_dim for dim in pose_angles):
             raise ValueError(f"pose_angles must be proprio dims in [0, {proprio_dim}), got {list(pose_angles)}")
         self.pose_angles = torch.tensor(list(pose_angles), dtype=torch.long)
         # the pose head reads the proprio with each angle dim as its sine, then the cosines of the angles after it
-        self.pose_head = ObservationDecoder(self.frame_block.stop - self.frame_block.start,
-                                            {"proprio": (proprio_dim + len(pose_angles),)}, cnn_depth, enc_units,
-                                            enc_layers) if pose_probe else None
+        size = 0 if self.frame_block is None else self.frame_block.stop - self.frame_block.start
+        self.pose_head = ObservationDecoder(size, {"proprio": (proprio_dim + len(pose_angles),)}, cnn_depth,
+                                            enc_units, enc_layers) if pose_probe else None
+        # "own": the pose head reads a CNN of its own, which the consistency loss never reaches
+        self.pose_encoder = LatentEncoder({"pixels": obs_shapes["pixels"]}, size, enc_units, enc_layers, cnn_depth,
+                                          simnorm=False) if pose_probe and pose_reader == "own" else None
         self.target, self.horizon, self.rho, self.discount = target, horizon, rho, discount
         self.target_decay, self.q_tau = target_decay, q_tau
         self.vicreg_var, self.vicreg_cov = vicreg_var, vicreg_cov
@@ -247,10 +254,15 @@ class JEPAWorldModel(WorldModel):
         """Proprio (..., P) as the pose probe reads it from ``obs["pixels"]`` (..., H, W, C) alone."""
         if self.pose_head is None:
             raise ValueError("read_pose needs a JEPA trained with pose_probe=true (model.overrides.pose_probe=true)")
-        read = self.pose_head(self.encoder.block_latent("pixels", {"pixels": self._tensor(obs["pixels"])}),
-                              ["proprio"])["proprio"]
+        read = self.pose_head(self._pose_features({"pixels": self._tensor(obs["pixels"])}), ["proprio"])["proprio"]
         dims, size = self.pose_angles.to(read.device), read.shape[-1] - len(self.pose_angles)
         return read[..., :size].index_copy(-1, dims, torch.atan2(read[..., dims], read[..., size:]))
+
+    def _pose_features(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """What the pose head reads from ``obs["pixels"]``: the pixel block, or the pose reader's own CNN."""
+        if self.pose_encoder is not None:
+            return self.pose_encoder(obs)
+        return self.encoder.block_latent("pixels", obs)
 
     def _pose_target(self, proprio: torch.Tensor) -> torch.Tensor:
         """What the pose head learns (..., P + angles): the proprio, angle dims as sines, then their cosines."""
@@ -366,9 +378,11 @@ class JEPAWorldModel(WorldModel):
         if self.decoder is not None:
             recon = self.decoder.loss(start.detach(), {k: v[:, :starts].flatten(0, 1) for k, v in obs.items()})
             terms["loss/probe"] = sum(value.mean() for value in recon.values())
-        if self.pose_head is not None:  # with gradient: the pixel encoder learns to see the pose
+        if self.pose_head is not None:  # with gradient: the pixel encoder (or the reader's own) learns to see the pose
             proprio = self._pose_target(obs["proprio"][:, :starts].flatten(0, 1))
-            pose = self.pose_head.loss(start[..., self.frame_block], {"proprio": proprio})
+            seen = (start[..., self.frame_block] if self.pose_encoder is None
+                    else self.pose_encoder({"pixels": obs["pixels"][:, :starts]}).flatten(0, 1))
+            pose = self.pose_head.loss(seen, {"proprio": proprio})
             terms["loss/pose"] = pose["proprio"].mean()
         total = sum(self.coefs[name] * value for name, value in terms.items())
         with torch.no_grad():

@@ -1,0 +1,53 @@
+"""A goal given as a frame alone: the proprio fields a pose probe reads from it, kept up to date in closed loop.
+
+The energy of ``goal_energy.from_frame`` compares the fields the model decodes from predicted latents
+(its proprio path) with the fields its pose probe reads from the goal frame. Two corrections make the
+read goal usable by a planner that starts from the robot's measured state:
+
+- **nearest branch**: an angle read from a frame is only known modulo 2π (a shoulder at 3.3 rad looks as
+  at -2.98), so each angle of the goal is moved to the representative nearest the current angle;
+- **pose feedback** (option): the probe's error on the *current* frame (what it reads minus the measured
+  proprio) is subtracted from the goal it read. At the goal the current frame is the goal frame, so the
+  corrected goal equals the measured state there whatever the probe's bias on such frames (e.g. the
+  target sphere drawn over the finger): the goal is a fixed point of the loop, not of the probe's error.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def wrap_angle(angle: torch.Tensor) -> torch.Tensor:
+    """``angle`` wrapped to [-π, π)."""
+    return torch.remainder(angle + math.pi, 2 * math.pi) - math.pi
+
+
+class FrameGoal:
+    """The goal fields (F,) read from a goal frame, re-expressed near the current state at every step.
+
+    ``read_goal``: (F,) fields read from the goal frame; ``angle_mask``: (F,) bool, True where a field is
+    an angle (wrapped differences); ``feedback``: subtract the pose probe's error on the current frame.
+    """
+
+    def __init__(self, read_goal: torch.Tensor, angle_mask: torch.Tensor, feedback: bool = False) -> None:
+        if read_goal.shape != angle_mask.shape or read_goal.dim() != 1:
+            raise ValueError(f"read_goal and angle_mask must both be (F,), got {tuple(read_goal.shape)} "
+                             f"and {tuple(angle_mask.shape)}")
+        self.read_goal, self.angle_mask, self.feedback = read_goal, angle_mask.bool(), feedback
+
+    def _difference(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """a - b, wrapped where the field is an angle."""
+        diff = a - b
+        return torch.where(self.angle_mask, wrap_angle(diff), diff)
+
+    def goal(self, measured: torch.Tensor, read_now: torch.Tensor | None = None) -> torch.Tensor:
+        """The goal (F,) to plan toward from the ``measured`` fields (F,) of the current state;
+        ``read_now`` (F,): what the probe reads from the current frame (needed with ``feedback``)."""
+        goal = self.read_goal
+        if self.feedback:
+            if read_now is None:
+                raise ValueError("pose feedback needs the fields read from the current frame (read_now)")
+            goal = goal - self._difference(read_now, measured)
+        return measured + self._difference(goal, measured)
