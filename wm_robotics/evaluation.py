@@ -36,6 +36,7 @@ import torch
 import wm_robotics.envs as envs
 from wm_robotics import wm_metrics
 from wm_robotics.agent import Agent, agent_from_checkpoint, check_task
+from wm_robotics.atomic import write_text_atomic
 from wm_robotics.builders import resolve_device
 from wm_robotics.checkpoint import load_checkpoint
 from wm_robotics.control import MPCController
@@ -281,11 +282,6 @@ def _save(figure: Any, path: str) -> Path:
 
 def write_report(report: dict[str, Any], out: str | os.PathLike) -> list[Path]:
     """Write ``out`` (JSON, atomically), ``out`` with ``.md`` and the PNGs; return their paths."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temp = out.with_name(f".{out.name}.tmp")
-    temp.write_text(json.dumps(report, indent=2))
-    os.replace(temp, out)
-    md = out.with_suffix(".md")
-    md.write_text(markdown(report))
+    out = write_text_atomic(out, json.dumps(report, indent=2))
+    md = write_text_atomic(out.with_suffix(".md"), markdown(report))
     return [out, md, *plot_report(report, out.with_suffix(""))]

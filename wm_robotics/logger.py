@@ -9,6 +9,8 @@ from pathlib import Path
 
 from torch.utils.tensorboard import SummaryWriter
 
+from wm_robotics.atomic import write_text_atomic
+
 
 class MetricsLogger:
     """Collects ``{name: value}`` rows keyed by env step; rewrites the CSV atomically on flush.
@@ -46,9 +48,7 @@ class MetricsLogger:
         writer.writeheader()
         for row in self._rows:
             writer.writerow({key: (int(value) if key == "step" else f"{value:.6g}") for key, value in row.items()})
-        temp = self.path.with_name(".metrics.csv.tmp")
-        temp.write_text(buffer.getvalue())
-        os.replace(temp, self.path)
+        write_text_atomic(self.path, buffer.getvalue())
         self._writer.flush()
 
     def close(self) -> None:

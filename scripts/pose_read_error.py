@@ -1,0 +1,67 @@
+"""How well a JEPA's pose probe reads the robot's pose from a frame alone, on new episodes of a goal task.
+
+For each episode seed the env is reset; the probe reads the start frame (``obs["pixels"]``) and the goal
+frame (``info["goal_pixels"]``), and each read proprio dim is compared with the true one
+(``obs["proprio"]``, ``info["goal_proprio"]``), the difference wrapped to [-π, π) for the angle dims
+(``pose_angles``). Prints the median and 90th percentile of the absolute error per dim.
+
+    python scripts/pose_read_error.py runs/<jepa_goal run with pose_probe> --seeds 100000:100050
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+
+from wm_robotics import envs
+from wm_robotics.agent import agent_from_checkpoint
+from wm_robotics.atomic import write_text_atomic
+from wm_robotics.behaviors.frame_goal import wrap_angle
+from wm_robotics.checkpoint import load_checkpoint
+from wm_robotics.train import env_kwargs
+
+
+@torch.inference_mode()
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="checkpoint file or run folder of a JEPA trained with pose_probe=true")
+    parser.add_argument("--seeds", default="100000:100050", help="episode seeds start:stop (evaluate.py's goals)")
+    parser.add_argument("--out", default=None, help="write the errors as JSON here")
+    args = parser.parse_args()
+    payload = load_checkpoint(args.checkpoint)
+    model = agent_from_checkpoint(payload, torch.device("cpu")).model
+    if getattr(model, "pose_head", None) is None:
+        parser.error("the checkpoint's model has no pose probe (train with +model.overrides.pose_probe=true)")
+    angles = set(model.pose_angles.tolist())
+    names = [f"{name}[{i}]" for name, size in payload["proprio_keys"] for i in range(int(size))]
+    dims = sorted(angles) or list(range(len(names)))
+    env = envs.make_env(payload["config"]["env"]["id"], **env_kwargs(payload["config"]))
+    start, stop = (int(x) for x in args.seeds.split(":"))
+    errors: dict[str, list[np.ndarray]] = {"start frames": [], "goal frames": []}
+    for seed in range(start, stop):
+        obs, info = env.reset(seed=seed)
+        for kind, frame, proprio in (("start frames", obs["pixels"], obs["proprio"]),
+                                     ("goal frames", info["goal_pixels"], info["goal_proprio"])):
+            read = model.read_pose({"pixels": torch.as_tensor(frame[None])})[0]
+            diff = read - torch.as_tensor(proprio, dtype=read.dtype)
+            wrapped = torch.tensor([i in angles for i in range(len(diff))])
+            errors[kind].append(torch.where(wrapped, wrap_angle(diff), diff).abs()[dims].numpy())
+    env.close()
+    summary = {}
+    print(f"pose read from a frame alone, {stop - start} episodes (seeds {start}-{stop - 1}); |error|, median / 90th pct")
+    for kind, rows in errors.items():
+        table = np.stack(rows)  # (episodes, dims)
+        summary[kind] = {names[d]: {"median": float(np.median(table[:, j])),
+                                    "p90": float(np.percentile(table[:, j], 90))} for j, d in enumerate(dims)}
+        print(f"  {kind:13s} " + "  ".join(f"{names[d]}: {v['median']:.3f} / {v['p90']:.3f}"
+                                           for d, v in zip(dims, summary[kind].values())))
+    if args.out:
+        write_text_atomic(args.out, json.dumps({"checkpoint": str(args.checkpoint), "seeds": [start, stop],
+                                                 "errors": summary}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
