@@ -3,7 +3,7 @@
 For each episode seed the env is reset; the probe reads the start frame (``obs["pixels"]``) and the goal
 frame (``info["goal_pixels"]``), and each read proprio dim is compared with the true one
 (``obs["proprio"]``, ``info["goal_proprio"]``), the difference wrapped to [-π, π) for the angle dims
-(``pose_angles``). Prints the median and 90th percentile of the absolute error per dim.
+(``pose_angles``), over the dims the probe reads (``pose_dims``). Prints the median and 90th percentile of the absolute error per dim.
 
     python scripts/pose_read_error.py runs/<jepa_goal run with pose_probe> --seeds 100000:100050
 """
@@ -33,11 +33,10 @@ def main() -> None:
     args = parser.parse_args()
     payload = load_checkpoint(args.checkpoint)
     model = agent_from_checkpoint(payload, torch.device("cpu")).model
-    if getattr(model, "pose_head", None) is None:
+    if getattr(model, "pose", None) is None:
         parser.error("the checkpoint's model has no pose probe (train with +model.overrides.pose_probe=true)")
-    angles = set(model.pose_angles.tolist())
+    angles, dims = set(model.pose.angles.tolist()), model.pose.dims.tolist()
     names = [f"{name}[{i}]" for name, size in payload["proprio_keys"] for i in range(int(size))]
-    dims = sorted(angles) or list(range(len(names)))
     env = envs.make_env(payload["config"]["env"]["id"], **env_kwargs(payload["config"]))
     start, stop = (int(x) for x in args.seeds.split(":"))
     errors: dict[str, list[np.ndarray]] = {"start frames": [], "goal frames": []}

@@ -249,8 +249,9 @@ def test_pose_probe_learns_the_pose_and_reads_it_from_a_frame_alone(reader: str)
     torch.manual_seed(0)
     model = JEPAWorldModel({"pixels": (64, 64, 3), "proprio": (OBS,)}, ACTIONS, latent=16, units=32, enc_units=32,
                            cnn_depth=4, reward=False, num_q=0, policy=False, simnorm=False, split_latent=True,
-                           split_dynamics=True, pose_probe=True, pose_angles=[1], pose_reader=reader)
-    assert (model.pose_encoder is None) == (reader == "shared")
+                           split_dynamics=True, pose_probe=True, pose_angles=[1], pose_reader=reader,
+                           pose_dims=[0, 1])
+    assert (model.pose.encoder is None) == (reader == "shared")
     optimiser = torch.optim.Adam(model.parameters(), 3e-3)
 
     def angle(columns: torch.Tensor) -> torch.Tensor:
@@ -281,12 +282,22 @@ def test_pose_probe_learns_the_pose_and_reads_it_from_a_frame_alone(reader: str)
     assert read[:, 1].abs().max() <= torch.pi  # the angle comes back wrapped, within 0.15 rad of the true one
     turned = read[:, 1] - angle(columns)
     assert torch.atan2(turned.sin(), turned.cos()).abs().median() < 0.15
+    assert bool(read[:, 2:].isnan().all())  # dims outside pose_dims are not read
+    renamed = {key.replace("pose.head.", "pose_head.").replace("pose.encoder.", "pose_encoder."): value
+               for key, value in model.state_dict().items()}  # a checkpoint saved before PoseProbe (session 14)
+    reloaded = JEPAWorldModel(**model.config)
+    reloaded.load_state_dict(renamed)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded.read_pose({"pixels": square_frames(columns)}), read, equal_nan=True)
     with pytest.raises(ValueError, match="pose_probe reads proprio from the pixel block"):
         JEPAWorldModel({"pixels": (64, 64, 3), "proprio": (OBS,)}, ACTIONS, latent=16, split_latent=True,
                        pose_probe=True)
-    with pytest.raises(ValueError, match=r"pose_angles must be proprio dims in \[0, 6\), got \[6\]"):
+    with pytest.raises(ValueError, match=r"pose_dims must be proprio dims in \[0, 6\), got \[6\]"):
         JEPAWorldModel({"pixels": (64, 64, 3), "proprio": (OBS,)}, ACTIONS, latent=16, simnorm=False, split_latent=True,
-                       split_dynamics=True, pose_probe=True, pose_angles=[6])
+                       split_dynamics=True, pose_probe=True, pose_dims=[6])
+    with pytest.raises(ValueError, match=r"pose_angles must be proprio dims among pose_dims \[0\], got \[1\]"):
+        JEPAWorldModel({"pixels": (64, 64, 3), "proprio": (OBS,)}, ACTIONS, latent=16, simnorm=False, split_latent=True,
+                       split_dynamics=True, pose_probe=True, pose_angles=[1], pose_dims=[0])
     with pytest.raises(ValueError, match="read_pose needs a JEPA trained with pose_probe=true"):
         small().read_pose({"pixels": square_frames(columns)})
     with pytest.raises(ValueError, match=r"pose_reader must be one of \('shared', 'own'\), got 'cnn'"):

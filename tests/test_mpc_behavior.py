@@ -276,7 +276,8 @@ def test_pose_feedback_puts_the_frame_goal_at_the_measured_state_when_the_frame_
     env = gym.make("wm_robotics/reacher-easy-goal-v0", obs_mode="pixels+proprio")
     torch.manual_seed(0)
     payload = untrained_payload(preset_config("jepa_goal", "+model.overrides.pose_probe=true",
-                                              "+model.overrides.pose_angles=[0,1]"), env)
+                                              "+model.overrides.pose_angles=[0,1]",
+                                              "+model.overrides.pose_dims=[0,1]"), env)
     settings = dict(horizon=3, iterations=2, candidates=16, elites=4)
     obs, info = env.reset(seed=0)
     with torch.inference_mode():
@@ -295,4 +296,6 @@ def test_pose_feedback_puts_the_frame_goal_at_the_measured_state_when_the_frame_
     torch.testing.assert_close(feedback.planner.objective.goal, measured, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="pose_feedback corrects a goal read from its frame: it needs from_frame"):
         MPCController(payload, "cpu", "cem", goal_energy={"pose_feedback": True})
+    with pytest.raises(ValueError, match=r"fields cover proprio dims \[2, 3\] that the pose probe does not read"):
+        MPCController(payload, "cpu", "cem", goal_energy={"from_frame": True, "fields": ["position", "to_target"]})
     env.close()

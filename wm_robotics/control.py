@@ -76,9 +76,14 @@ class MPCController:
         self._goal_kwargs.update(self._latent_term(self.goal_energy.get("latent_weight")))
         self.from_frame = bool(self.goal_energy.get("from_frame"))
         if self.from_frame and (self._goal_kwargs["proprio_index"] is None or "latent_index" in self._goal_kwargs
-                                or getattr(self.model, "pose_head", None) is None):
+                                or getattr(self.model, "pose", None) is None):
             raise ValueError("goal_energy.from_frame reads the goal's proprio fields from its frame: it needs fields, "
                              "no latent_weight, and a JEPA trained with model.overrides.pose_probe=true")
+        if self.from_frame:
+            unread = set(self._goal_kwargs["proprio_index"].tolist()) - set(self.model.pose.dims.tolist())
+            if unread:
+                raise ValueError(f"goal_energy.fields cover proprio dims {sorted(unread)} that the pose probe does not "
+                                 f"read (pose_dims {self.model.pose.dims.tolist()})")
         self.pose_feedback = bool(self.goal_energy.get("pose_feedback"))
         if self.pose_feedback and not self.from_frame:
             raise ValueError("goal_energy.pose_feedback corrects a goal read from its frame: it needs from_frame: true")
@@ -148,7 +153,7 @@ class MPCController:
         if self.from_frame:
             index = kwargs["proprio_index"]
             goal = self.model.read_pose({"pixels": self._goal_frame(goal_obs)[None]})[0].index_select(-1, index)
-            angles = torch.isin(index, self.model.pose_angles.to(index.device))
+            angles = torch.isin(index, self.model.pose.angles.to(index.device))
             self._frame_goal = FrameGoal(goal, angles, self.pose_feedback)
         else:
             goal = goal_embedding(self.model, self.encode(goal_obs), kwargs["proprio_index"], kwargs.get("latent_index"))

@@ -23,12 +23,10 @@ Q(z, a) trained by TD toward r + γ·(1 − terminal)·min of 2 random EMA targe
 a tanh-Gaussian ``policy`` prior (trained by the behaviour, ``behaviors/mpc_behavior.py``). Reward
 and value losses backpropagate into the encoder and predictor. ``probe_decoder`` reconstructs the
 observations from *detached* latents, so imaginations can be shown without changing what is learned.
-``pose_probe`` (with ``split_dynamics`` over pixels and proprio) reads the proprio from the pixel block
-alone and, unlike the probe, trains the pixel encoder with it (weight ``pose_coef``): the pixel block
-must then see the robot's pose, and ``read_pose`` tells a goal *frame*'s joint angles without its proprio.
-The proprio dims listed in ``pose_angles`` are read as (sin, cos) and returned wrapped to (−π, π]: a frame
-shows a joint angle only up to whole turns. ``pose_reader="own"`` gives the pose head a CNN of its own (a
-pixel block's size, trained by the pose loss alone), so the consistency loss does not shape what it reads.
+``pose_probe`` (with ``split_dynamics`` over pixels and proprio) reads the proprio dims ``pose_dims`` (all
+by default) from a frame alone (``models/pose_probe.py``; weight ``pose_coef``): from the pixel block, whose
+encoder it then trains to see the robot's pose, or with ``pose_reader="own"`` from a CNN of its own;
+``pose_angles`` are read as (sin, cos). ``read_pose`` tells a goal *frame*'s joint angles without its proprio.
 """
 
 from __future__ import annotations
@@ -44,6 +42,7 @@ from wm_robotics.models.encoders import ObservationDecoder, ObservationEncoder
 from wm_robotics.models.ensemble import EnsembleMLP
 from wm_robotics.models.nets import OutputLinear, TwoHot, mlp
 from wm_robotics.models.policy_prior import TanhGaussianPolicy
+from wm_robotics.models.pose_probe import POSE_READERS, PoseProbe
 from wm_robotics.models.proprio_block import ProprioBlockModel
 
 #: Size presets: TD-MPC2's 1M ("xs") and 5M ("s") shapes (encoder 256, MLPs 384/512, latent 128/512,
@@ -53,7 +52,6 @@ SIZES: dict[str, dict[str, int]] = {
     "s": dict(latent=512, units=512, enc_units=256, enc_layers=1, layers=2, num_q=5, cnn_depth=32),
 }
 TARGETS = ("ema", "stopgrad", "online")
-POSE_READERS = ("shared", "own")
 
 
 class SimNorm(nn.Module):
@@ -157,7 +155,8 @@ class JEPAWorldModel(WorldModel):
                  vmax: float = 10.0, discount: float = 0.99, q_tau: float = 0.01, consistency_coef: float = 20.0,
                  split_latent: bool = False, split_dynamics: bool = False, reward_coef: float = 0.1,
                  value_coef: float = 0.1, pose_probe: bool = False, pose_coef: float = 1.0,
-                 pose_angles: Sequence[int] = (), pose_reader: str = "shared") -> None:
+                 pose_angles: Sequence[int] = (), pose_reader: str = "shared",
+                 pose_dims: Sequence[int] | None = None) -> None:
         super().__init__()
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
@@ -175,7 +174,8 @@ class JEPAWorldModel(WorldModel):
                            vmax=vmax, discount=discount, q_tau=q_tau, consistency_coef=consistency_coef,
                            split_latent=split_latent, split_dynamics=split_dynamics, reward_coef=reward_coef,
                            value_coef=value_coef, pose_probe=pose_probe, pose_coef=pose_coef,
-                           pose_angles=list(pose_angles), pose_reader=pose_reader)
+                           pose_angles=list(pose_angles), pose_reader=pose_reader,
+                           pose_dims=None if pose_dims is None else list(pose_dims))
         self.encoder = LatentEncoder(obs_shapes, latent, enc_units, enc_layers, cnn_depth, simnorm, split_latent)
         self.obs_keys, self.action_dim, self.feature_dim = self.encoder.obs.keys, action_dim, latent
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False) if target == "ema" else None
@@ -200,17 +200,7 @@ class JEPAWorldModel(WorldModel):
         if pose_reader not in POSE_READERS:
             raise ValueError(f"pose_reader must be one of {POSE_READERS}, got {pose_reader!r}")
         self.frame_block = self.encoder.block("pixels") if pose_probe else None
-        proprio_dim = obs_shapes["proprio"][0] if "proprio" in obs_shapes else 0
-        if any(not 0 <= dim < proprio_dim for dim in pose_angles):
-            raise ValueError(f"pose_angles must be proprio dims in [0, {proprio_dim}), got {list(pose_angles)}")
-        self.pose_angles = torch.tensor(list(pose_angles), dtype=torch.long)
-        # the pose head reads the proprio with each angle dim as its sine, then the cosines of the angles after it
-        size = 0 if self.frame_block is None else self.frame_block.stop - self.frame_block.start
-        self.pose_head = ObservationDecoder(size, {"proprio": (proprio_dim + len(pose_angles),)}, cnn_depth,
-                                            enc_units, enc_layers) if pose_probe else None
-        # "own": the pose head reads a CNN of its own, which the consistency loss never reaches
-        self.pose_encoder = LatentEncoder({"pixels": obs_shapes["pixels"]}, size, enc_units, enc_layers, cnn_depth,
-                                          simnorm=False) if pose_probe and pose_reader == "own" else None
+        self.pose = self._pose_probe(pose_dims, pose_angles, pose_reader) if pose_probe else None
         self.target, self.horizon, self.rho, self.discount = target, horizon, rho, discount
         self.target_decay, self.q_tau = target_decay, q_tau
         self.vicreg_var, self.vicreg_cov = vicreg_var, vicreg_cov
@@ -244,31 +234,33 @@ class JEPAWorldModel(WorldModel):
         return ObservationDecoder(self.feature_dim, *args)
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        for old, new in (("pose_head.", "pose.head."), ("pose_encoder.", "pose.encoder.")):  # before PoseProbe (s14)
+            for key in [key for key in state_dict if key.startswith(prefix + old)]:
+                state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
         # a split_dynamics checkpoint saved before BlockProbe (session 8) has a whole-latent probe: keep that layout
         keys = [key[len(prefix):] for key in state_dict if key.startswith(prefix + "decoder.")]
         if isinstance(self.decoder, BlockProbe) and keys and not any(k.startswith("decoder.whole.") for k in keys):
             self.decoder = self._probe(block=False).to(next(self.parameters()).device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    def _pose_probe(self, dims: Sequence[int] | None, angles: Sequence[int], reader: str) -> PoseProbe:
+        """The pose probe over the pixel block, or with ``reader="own"`` over a CNN of its own of the same size."""
+        cfg, block = self.config, self.frame_block
+        size, args = block.stop - block.start, (cfg["enc_units"], cfg["enc_layers"], cfg["cnn_depth"])
+        own = LatentEncoder({"pixels": cfg["obs_shapes"]["pixels"]}, size, *args, simnorm=False) if reader == "own" else None
+        return PoseProbe(size, cfg["obs_shapes"]["proprio"][0], dims, angles, own, cfg["cnn_depth"], *args[:2])
+
     def read_pose(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Proprio (..., P) as the pose probe reads it from ``obs["pixels"]`` (..., H, W, C) alone."""
-        if self.pose_head is None:
+        """Proprio (..., P) as the pose probe reads it from ``obs["pixels"]`` (..., H, W, C) alone (``PoseProbe.read``)."""
+        if self.pose is None:
             raise ValueError("read_pose needs a JEPA trained with pose_probe=true (model.overrides.pose_probe=true)")
-        read = self.pose_head(self._pose_features({"pixels": self._tensor(obs["pixels"])}), ["proprio"])["proprio"]
-        dims, size = self.pose_angles.to(read.device), read.shape[-1] - len(self.pose_angles)
-        return read[..., :size].index_copy(-1, dims, torch.atan2(read[..., dims], read[..., size:]))
+        return self.pose.read(self._pose_features({"pixels": self._tensor(obs["pixels"])}))
 
     def _pose_features(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """What the pose head reads from ``obs["pixels"]``: the pixel block, or the pose reader's own CNN."""
-        if self.pose_encoder is not None:
-            return self.pose_encoder(obs)
+        """What the pose probe reads from ``obs["pixels"]`` (..., H, W, C): the pixel block, or its own CNN's."""
+        if self.pose.encoder is not None:
+            return self.pose.encoder(obs)
         return self.encoder.block_latent("pixels", obs)
-
-    def _pose_target(self, proprio: torch.Tensor) -> torch.Tensor:
-        """What the pose head learns (..., P + angles): the proprio, angle dims as sines, then their cosines."""
-        dims = self.pose_angles.to(proprio.device)
-        angles = proprio[..., dims]
-        return torch.cat([proprio.index_copy(-1, dims, angles.sin()), angles.cos()], -1)
 
     def proprio_view(self) -> ProprioBlockModel | None:
         """The proprio block as a world model of its own (``split_dynamics`` with a probe), else None."""
@@ -378,12 +370,10 @@ class JEPAWorldModel(WorldModel):
         if self.decoder is not None:
             recon = self.decoder.loss(start.detach(), {k: v[:, :starts].flatten(0, 1) for k, v in obs.items()})
             terms["loss/probe"] = sum(value.mean() for value in recon.values())
-        if self.pose_head is not None:  # with gradient: the pixel encoder (or the reader's own) learns to see the pose
-            proprio = self._pose_target(obs["proprio"][:, :starts].flatten(0, 1))
-            seen = (start[..., self.frame_block] if self.pose_encoder is None
-                    else self.pose_encoder({"pixels": obs["pixels"][:, :starts]}).flatten(0, 1))
-            pose = self.pose_head.loss(seen, {"proprio": proprio})
-            terms["loss/pose"] = pose["proprio"].mean()
+        if self.pose is not None:  # with gradient: the pixel encoder (or the probe's own) learns to see the pose
+            seen = (start[..., self.frame_block] if self.pose.encoder is None
+                    else self._pose_features({"pixels": obs["pixels"][:, :starts]}).flatten(0, 1))
+            terms["loss/pose"] = self.pose.loss(seen, obs["proprio"][:, :starts].flatten(0, 1))
         total = sum(self.coefs[name] * value for name, value in terms.items())
         with torch.no_grad():
             stats = {"loss/total": total, **terms, "latent/std": start.std(0).mean()}
