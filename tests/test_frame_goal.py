@@ -18,18 +18,20 @@ def test_wrap_angle_maps_to_minus_pi_pi():
     torch.testing.assert_close(torch.cos(wrapped), torch.cos(angles))
 
 
-def test_goal_angles_take_the_branch_nearest_the_measured_state():
-    frame_goal = FrameGoal(torch.tensor([-3.0, 0.5]), torch.tensor([True, False]))
-    goal = frame_goal.goal(measured=torch.tensor([3.2, 2.0 * math.pi]))
-    # the shoulder's -3.0 read from the frame is 3.283 next to a measured 3.2; a non-angle field is not wrapped
-    torch.testing.assert_close(goal, torch.tensor([2 * math.pi - 3.0, 0.5]))
+def test_unbounded_angles_take_the_branch_nearest_the_measured_state_and_limited_ones_stay_as_read():
+    frame_goal = FrameGoal(torch.tensor([-3.0, 1.9, 0.5]), torch.tensor([True, True, False]),
+                           torch.tensor([True, False, False]))
+    goal = frame_goal.goal(measured=torch.tensor([3.2, -2.8, 2.0 * math.pi]))
+    # an unbounded shoulder's -3.0 read from the frame is 3.283 next to a measured 3.2; a wrist with limits keeps
+    # its 1.9 (its nearest branch, -4.38, lies beyond the limit); a non-angle field is not wrapped
+    torch.testing.assert_close(goal, torch.tensor([2 * math.pi - 3.0, 1.9, 0.5]))
 
 
 def test_pose_feedback_cancels_the_probe_bias_and_makes_the_goal_a_fixed_point():
     bias = torch.tensor([0.3, -0.7])  # what the probe adds to the pose on frames like the goal frame
     true_goal = torch.tensor([1.0, -2.5])
-    frame_goal = FrameGoal(true_goal + bias, torch.tensor([True, True]), feedback=True)
-    far = torch.tensor([-1.0, -1.5])
+    frame_goal = FrameGoal(true_goal + bias, torch.tensor([True, True]), torch.tensor([True, False]), feedback=True)
+    far = torch.tensor([-1.0, 2.0])
     # the probe's error on the current frame replaces its error on the goal frame
     torch.testing.assert_close(frame_goal.goal(far, read_now=far + bias), true_goal)
     # at the goal the current frame is the goal frame: the goal is the measured state, whatever the bias
@@ -40,7 +42,9 @@ def test_pose_feedback_cancels_the_probe_bias_and_makes_the_goal_a_fixed_point()
 
 
 def test_frame_goal_rejects_bad_input():
-    with pytest.raises(ValueError, match=r"read_goal and angle_mask must both be \(F,\)"):
+    with pytest.raises(ValueError, match=r"read_goal, angle_mask and unbounded_mask must all be \(F,\)"):
         FrameGoal(torch.zeros(2), torch.zeros(3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="unbounded_mask marks fields that angle_mask does not mark as angles"):
+        FrameGoal(torch.zeros(2), torch.tensor([True, False]), torch.tensor([False, True]))
     with pytest.raises(ValueError, match="pose feedback needs the fields read from the current frame"):
         FrameGoal(torch.zeros(2), torch.zeros(2, dtype=torch.bool), feedback=True).goal(torch.zeros(2))

@@ -132,7 +132,8 @@ def test_jepa_goal_trains_on_pixels_and_plans_toward_a_goal_image(tmp_path):
     planner = report["planner"]  # timed on the goal objective: a goal model has no reward head
     assert planner["settings"] == {"horizon": 3, "iterations": 1, "candidates": 16, "elites": 4}  # preset + override
     assert planner["goal_energy"] == {"norm": "l1", "terminal_only": False, "fields": ["position"],  # the preset's fields
-                                      "latent_weight": 0, "from_frame": False, "pose_feedback": False}
+                                      "latent_weight": 0, "from_frame": False, "pose_feedback": False,
+                                      "unbounded_angles": []}
     terminal = MPCController.from_checkpoint(tmp_path, device="cpu", planner="cem", goal_energy={"terminal_only": True})
     terminal.set_goal({"pixels": info["goal_pixels"], "proprio": info["goal_proprio"]})
     assert terminal.planner.objective.terminal_only and terminal.planner.objective.norm == "l2"  # preset's norm kept
@@ -284,18 +285,20 @@ def test_pose_feedback_puts_the_frame_goal_at_the_measured_state_when_the_frame_
         read = MPCController(payload, "cpu", "cem", goal_energy={"from_frame": True}, **settings).model.read_pose(
             {"pixels": torch.as_tensor(info["goal_pixels"][None])})[0, :2]
     measured = torch.as_tensor(obs["proprio"][:2])
-    plain = MPCController(payload, "cpu", "cem", goal_energy={"from_frame": True}, **settings)
+    plain = MPCController(payload, "cpu", "cem", goal_energy={"from_frame": True, "unbounded_angles": [0]}, **settings)
     plain.set_goal(info["goal_pixels"])
-    plain.act(obs)  # the goal read from the frame, each angle on the branch nearest the measured one
+    plain.act(obs)  # the unbounded shoulder's goal on the branch nearest the measured angle, the wrist's as read
     goal = plain.planner.objective.goal
     torch.testing.assert_close(wrap_angle(goal - read), torch.zeros(2), atol=1e-5, rtol=0)
-    assert bool(((goal - measured).abs() <= math.pi + 1e-5).all())
+    assert abs(goal[0] - measured[0]) <= math.pi + 1e-5 and goal[1] == read[1]
     feedback = MPCController(payload, "cpu", "cem", goal_energy={"from_frame": True, "pose_feedback": True}, **settings)
     feedback.set_goal(info["goal_pixels"])
     feedback.act({"pixels": info["goal_pixels"], "proprio": obs["proprio"]})  # the goal frame seen now: at the goal
     torch.testing.assert_close(feedback.planner.objective.goal, measured, atol=1e-5, rtol=0)
-    with pytest.raises(ValueError, match="pose_feedback corrects a goal read from its frame: it needs from_frame"):
+    with pytest.raises(ValueError, match="pose_feedback and unbounded_angles act on a goal read from its frame"):
         MPCController(payload, "cpu", "cem", goal_energy={"pose_feedback": True})
+    with pytest.raises(ValueError, match=r"unbounded_angles \[2\] must be among the pose probe's angles \[0, 1\]"):
+        MPCController(payload, "cpu", "cem", goal_energy={"from_frame": True, "unbounded_angles": [2]})
     with pytest.raises(ValueError, match=r"fields cover proprio dims \[2, 3\] that the pose probe does not read"):
         MPCController(payload, "cpu", "cem", goal_energy={"from_frame": True, "fields": ["position", "to_target"]})
     env.close()

@@ -25,6 +25,8 @@ from wm_robotics.builders import resolve_device
 from wm_robotics.checkpoint import load_checkpoint
 
 PLANNERS = ("mppi", "cem", "policy")
+#: ``goal_energy`` keys of a goal given as a frame alone (read by the controller, not by ``GoalObjective``)
+FRAME_GOAL_KEYS = ("from_frame", "pose_feedback", "unbounded_angles")
 
 
 class MPCController:
@@ -40,7 +42,8 @@ class MPCController:
     latents too, DINO-WM's visual + proprio energy; in a ``split_latent`` JEPA only the blocks other than
     proprio's, so that the goal frame enters the energy; ``from_frame``: with ``fields``, read the goal's
     fields from its frame alone with the model's pose probe, so a goal is an image and its proprio is
-    not used; its angles are taken on the branch nearest the current ones, ``behaviors/frame_goal.py``;
+    not used, ``behaviors/frame_goal.py``; ``unbounded_angles``: with ``from_frame``, the proprio dims of
+    joints without limits, whose goal angle is taken on the branch nearest the current one;
     ``pose_feedback``: with ``from_frame``, subtract the probe's error on the current frame from the
     goal it read, every step) updated by ``goal_energy``.
     """
@@ -71,7 +74,7 @@ class MPCController:
         if unknown:
             raise ValueError(f"unknown goal_energy keys {sorted(unknown)}; valid keys: {sorted(GOAL_ENERGY_KEYS)}")
         self._goal_kwargs = {key: value for key, value in self.goal_energy.items()
-                             if key not in ("fields", "latent_weight", "from_frame", "pose_feedback")}
+                             if key not in FRAME_GOAL_KEYS + ("fields", "latent_weight")}
         self._goal_kwargs["proprio_index"] = self._proprio_index(self.goal_energy.get("fields"))
         self._goal_kwargs.update(self._latent_term(self.goal_energy.get("latent_weight")))
         self.from_frame = bool(self.goal_energy.get("from_frame"))
@@ -85,8 +88,13 @@ class MPCController:
                 raise ValueError(f"goal_energy.fields cover proprio dims {sorted(unread)} that the pose probe does not "
                                  f"read (pose_dims {self.model.pose.dims.tolist()})")
         self.pose_feedback = bool(self.goal_energy.get("pose_feedback"))
-        if self.pose_feedback and not self.from_frame:
-            raise ValueError("goal_energy.pose_feedback corrects a goal read from its frame: it needs from_frame: true")
+        self.unbounded_angles = [int(dim) for dim in self.goal_energy.get("unbounded_angles") or []]
+        if (self.pose_feedback or self.unbounded_angles) and not self.from_frame:
+            raise ValueError("goal_energy.pose_feedback and unbounded_angles act on a goal read from its frame: "
+                             "they need from_frame: true")
+        if self.from_frame and not set(self.unbounded_angles) <= set(self.model.pose.angles.tolist()):
+            raise ValueError(f"goal_energy.unbounded_angles {self.unbounded_angles} must be among the pose probe's "
+                             f"angles {self.model.pose.angles.tolist()}")
         self._frame_goal: FrameGoal | None = None
         GoalObjective(torch.zeros(1), **self._goal_kwargs)  # a bad norm fails here, not at the first goal
         #: what the objective set by ``set_goal`` plans in when it reads only proprio fields: the model's
@@ -154,7 +162,8 @@ class MPCController:
             index = kwargs["proprio_index"]
             goal = self.model.read_pose({"pixels": self._goal_frame(goal_obs)[None]})[0].index_select(-1, index)
             angles = torch.isin(index, self.model.pose.angles.to(index.device))
-            self._frame_goal = FrameGoal(goal, angles, self.pose_feedback)
+            unbounded = torch.isin(index, torch.tensor(self.unbounded_angles, dtype=torch.long, device=index.device))
+            self._frame_goal = FrameGoal(goal, angles, unbounded, self.pose_feedback)
         else:
             goal = goal_embedding(self.model, self.encode(goal_obs), kwargs["proprio_index"], kwargs.get("latent_index"))
         self.planner.objective = GoalObjective(goal, **kwargs)

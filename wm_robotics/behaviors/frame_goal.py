@@ -4,8 +4,10 @@ The energy of ``goal_energy.from_frame`` compares the fields the model decodes f
 (its proprio path) with the fields its pose probe reads from the goal frame. Two corrections make the
 read goal usable by a planner that starts from the robot's measured state:
 
-- **nearest branch**: an angle read from a frame is only known modulo 2π (a shoulder at 3.3 rad looks as
-  at -2.98), so each angle of the goal is moved to the representative nearest the current angle;
+- **nearest branch** (``unbounded`` angles: joints without limits, as the reacher's shoulder): an angle read
+  from a frame is only known modulo 2π (a shoulder at 3.3 rad looks as at -2.98), so the goal angle is
+  moved to the representative nearest the current angle. A joint with limits (the reacher's wrist,
+  ±2.79 rad) keeps the angle as read: its nearest representative can lie beyond the limit;
 - **pose feedback** (option): the probe's error on the *current* frame (what it reads minus the measured
   proprio) is subtracted from the goal it read. At the goal the current frame is the goal frame, so the
   corrected goal equals the measured state there whatever the probe's bias on such frames (e.g. the
@@ -28,14 +30,20 @@ class FrameGoal:
     """The goal fields (F,) read from a goal frame, re-expressed near the current state at every step.
 
     ``read_goal``: (F,) fields read from the goal frame; ``angle_mask``: (F,) bool, True where a field is
-    an angle (wrapped differences); ``feedback``: subtract the pose probe's error on the current frame.
+    an angle (wrapped differences); ``unbounded_mask``: (F,) bool, the angles of joints without limits (goal
+    on the branch nearest the measured angle); ``feedback``: subtract the probe's error on the current frame.
     """
 
-    def __init__(self, read_goal: torch.Tensor, angle_mask: torch.Tensor, feedback: bool = False) -> None:
-        if read_goal.shape != angle_mask.shape or read_goal.dim() != 1:
-            raise ValueError(f"read_goal and angle_mask must both be (F,), got {tuple(read_goal.shape)} "
-                             f"and {tuple(angle_mask.shape)}")
+    def __init__(self, read_goal: torch.Tensor, angle_mask: torch.Tensor, unbounded_mask: torch.Tensor | None = None,
+                 feedback: bool = False) -> None:
+        unbounded_mask = torch.zeros_like(angle_mask) if unbounded_mask is None else unbounded_mask
+        if read_goal.dim() != 1 or not read_goal.shape == angle_mask.shape == unbounded_mask.shape:
+            raise ValueError(f"read_goal, angle_mask and unbounded_mask must all be (F,), got {tuple(read_goal.shape)}, "
+                             f"{tuple(angle_mask.shape)} and {tuple(unbounded_mask.shape)}")
+        if bool((unbounded_mask.bool() & ~angle_mask.bool()).any()):
+            raise ValueError("unbounded_mask marks fields that angle_mask does not mark as angles")
         self.read_goal, self.angle_mask, self.feedback = read_goal, angle_mask.bool(), feedback
+        self.unbounded_mask = unbounded_mask.bool()
 
     def _difference(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """a - b, wrapped where the field is an angle."""
@@ -50,4 +58,4 @@ class FrameGoal:
             if read_now is None:
                 raise ValueError("pose feedback needs the fields read from the current frame (read_now)")
             goal = goal - self._difference(read_now, measured)
-        return measured + self._difference(goal, measured)
+        return torch.where(self.unbounded_mask, measured + wrap_angle(goal - measured), goal)

@@ -65,9 +65,10 @@ class RewardObjective:
 
 
 #: keys of the ``goal_energy`` config of MPC presets (``MPCController`` turns ``fields`` into ``proprio_index``,
-#: ``latent_weight`` into ``latent_index``, reads the goal's fields from its frame with ``from_frame`` and
-#: corrects them by the pose probe's error on the current frame with ``pose_feedback``)
-GOAL_ENERGY_KEYS = frozenset({"norm", "terminal_only", "fields", "latent_weight", "from_frame", "pose_feedback"})
+#: ``latent_weight`` into ``latent_index`` and reads the goal's fields from its frame with ``from_frame``,
+#: ``pose_feedback`` and ``unbounded_angles``: ``behaviors/frame_goal.py``)
+GOAL_ENERGY_KEYS = frozenset({"norm", "terminal_only", "fields", "latent_weight", "from_frame", "pose_feedback",
+                              "unbounded_angles"})
 
 
 def goal_embedding(model: WorldModel, states: State, proprio_index: torch.Tensor | None = None,
