@@ -302,3 +302,16 @@ def test_pose_feedback_puts_the_frame_goal_at_the_measured_state_when_the_frame_
     with pytest.raises(ValueError, match=r"fields cover proprio dims \[2, 3\] that the pose probe does not read"):
         MPCController(payload, "cpu", "cem", goal_energy={"from_frame": True, "fields": ["position", "to_target"]})
     env.close()
+
+
+def test_jepa_goal_frame_preset_trains_and_plans_from_the_goal_frame_alone(tmp_path):
+    final = Trainer(preset_config("jepa_goal_frame", "steps=80", "eval_every=80", "eval_goal_steps=3",
+                                  "behavior.settings.horizon=3", "behavior.settings.iterations=2",
+                                  "behavior.settings.candidates=16", "behavior.settings.elites=4"), tmp_path).run()
+    assert 0 <= final["goal/success_rate"] <= 1  # goals planned during training, from their frames alone
+    controller = MPCController.from_checkpoint(tmp_path, device="cpu", planner="cem")
+    assert controller.goal_keys == ("pixels",) and controller.pose_feedback
+    assert controller.model.pose.encoder is not None and controller.model.pose.dims.tolist() == [0, 1]
+    report = evaluate_checkpoint(tmp_path, episodes=1, device="cpu", open_loop=False, sensitivity=False,
+                                 planner="cem", planner_steps=2, goal_episodes=1, goal_steps=3)
+    assert report["planner"]["goal_energy"]["from_frame"] and len(report["planner"]["final_distance"]) == 1
