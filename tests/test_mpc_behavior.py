@@ -34,6 +34,7 @@ PRESETS = {
     "jepa_goal": [*SMALL_JEPA, "+model.overrides.cnn_depth=4", "batch_size=4", "seq_len=4", "train_ratio=16",
                   "prefill=40"],
 }
+PRESETS["jepa_goal_frame"] = PRESETS["jepa_goal"]
 
 
 def preset_config(experiment: str, *overrides: str) -> dict:
