@@ -3,7 +3,8 @@
 For each episode seed the env is reset; the probe reads the start frame (``obs["pixels"]``) and the goal
 frame (``info["goal_pixels"]``), and each read proprio dim is compared with the true one
 (``obs["proprio"]``, ``info["goal_proprio"]``), the difference wrapped to [-π, π) for the angle dims
-(``pose_angles``), over the dims the probe reads (``pose_dims``). Prints the median and 90th percentile of the absolute error per dim.
+(``pose_angles``), over the dims the probe reads (``pose_dims``). Prints the median and 90th percentile
+of the absolute error per dim.
 
     python scripts/pose_read_error.py runs/<jepa_goal run with pose_probe> --seeds 100000:100050
 """
@@ -36,9 +37,13 @@ def main() -> None:
     if getattr(model, "pose", None) is None:
         parser.error("the checkpoint's model has no pose probe (train with +model.overrides.pose_probe=true)")
     angles, dims = set(model.pose.angles.tolist()), model.pose.dims.tolist()
-    names = [f"{name}[{i}]" for name, size in payload["proprio_keys"] for i in range(int(size))]
+    keys = payload.get("proprio_keys") or [("proprio", model.pose.proprio_dim)]
+    names = [f"{name}[{i}]" for name, size in keys for i in range(int(size))]
     env = envs.make_env(payload["config"]["env"]["id"], **env_kwargs(payload["config"]))
-    start, stop = (int(x) for x in args.seeds.split(":"))
+    try:
+        start, stop = (int(x) for x in args.seeds.split(":"))
+    except ValueError:
+        parser.error(f"--seeds must be start:stop (integers), got {args.seeds!r}")
     errors: dict[str, list[np.ndarray]] = {"start frames": [], "goal frames": []}
     for seed in range(start, stop):
         obs, info = env.reset(seed=seed)
@@ -50,7 +55,8 @@ def main() -> None:
             errors[kind].append(torch.where(wrapped, wrap_angle(diff), diff).abs()[dims].numpy())
     env.close()
     summary = {}
-    print(f"pose read from a frame alone, {stop - start} episodes (seeds {start}-{stop - 1}); |error|, median / 90th pct")
+    print(f"pose read from a frame alone, {stop - start} episodes (seeds {start}-{stop - 1}); "
+          "|error|, median / 90th pct")
     for kind, rows in errors.items():
         table = np.stack(rows)  # (episodes, dims)
         summary[kind] = {names[d]: {"median": float(np.median(table[:, j])),

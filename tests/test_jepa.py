@@ -298,6 +298,9 @@ def test_pose_probe_learns_the_pose_and_reads_it_from_a_frame_alone(reader: str)
     with pytest.raises(ValueError, match=r"pose_angles must be proprio dims among pose_dims \[0\], got \[1\]"):
         JEPAWorldModel({"pixels": (64, 64, 3), "proprio": (OBS,)}, ACTIONS, latent=16, simnorm=False, split_latent=True,
                        split_dynamics=True, pose_probe=True, pose_angles=[1], pose_dims=[0])
+    with pytest.raises(ValueError, match=r"pose_dims and pose_angles must not repeat a dim, got \[0, 0\] and \[\]"):
+        JEPAWorldModel({"pixels": (64, 64, 3), "proprio": (OBS,)}, ACTIONS, latent=16, simnorm=False, split_latent=True,
+                       split_dynamics=True, pose_probe=True, pose_dims=[0, 0])
     with pytest.raises(ValueError, match="read_pose needs a JEPA trained with pose_probe=true"):
         small().read_pose({"pixels": square_frames(columns)})
     with pytest.raises(ValueError, match=r"pose_reader must be one of \('shared', 'own'\), got 'cnn'"):

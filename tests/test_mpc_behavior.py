@@ -294,11 +294,13 @@ def test_pose_feedback_puts_the_frame_goal_at_the_measured_state_when_the_frame_
     assert abs(goal[0] - measured[0]) <= math.pi + 1e-5 and goal[1] == read[1]
     feedback = MPCController(payload, "cpu", "cem", goal_energy={"from_frame": True, "pose_feedback": True}, **settings)
     feedback.set_goal(info["goal_pixels"])
+    goal_tensor = feedback.planner.objective.goal
     feedback.act({"pixels": info["goal_pixels"], "proprio": obs["proprio"]})  # the goal frame seen now: at the goal
     torch.testing.assert_close(feedback.planner.objective.goal, measured, atol=1e-5, rtol=0)
+    assert feedback.planner.objective.goal is goal_tensor  # updated in place: a captured CUDA graph stays valid
     with pytest.raises(ValueError, match="pose_feedback and unbounded_angles act on a goal read from its frame"):
         MPCController(payload, "cpu", "cem", goal_energy={"pose_feedback": True})
-    with pytest.raises(ValueError, match=r"unbounded_angles \[2\] must be among the pose probe's angles \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"unbounded_angles \[2\] must be among the pose probe's angles that the fields cover \[0, 1\]"):
         MPCController(payload, "cpu", "cem", goal_energy={"from_frame": True, "unbounded_angles": [2]})
     with pytest.raises(ValueError, match=r"fields cover proprio dims \[2, 3\] that the pose probe does not read"):
         MPCController(payload, "cpu", "cem", goal_energy={"from_frame": True, "fields": ["position", "to_target"]})

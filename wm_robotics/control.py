@@ -92,9 +92,11 @@ class MPCController:
         if (self.pose_feedback or self.unbounded_angles) and not self.from_frame:
             raise ValueError("goal_energy.pose_feedback and unbounded_angles act on a goal read from its frame: "
                              "they need from_frame: true")
-        if self.from_frame and not set(self.unbounded_angles) <= set(self.model.pose.angles.tolist()):
-            raise ValueError(f"goal_energy.unbounded_angles {self.unbounded_angles} must be among the pose probe's "
-                             f"angles {self.model.pose.angles.tolist()}")
+        if self.from_frame:
+            allowed = set(self.model.pose.angles.tolist()) & set(self._goal_kwargs["proprio_index"].tolist())
+            if not set(self.unbounded_angles) <= allowed:
+                raise ValueError(f"goal_energy.unbounded_angles {self.unbounded_angles} must be among the pose probe's "
+                                 f"angles that the fields cover {sorted(allowed)}")
         self._frame_goal: FrameGoal | None = None
         GoalObjective(torch.zeros(1), **self._goal_kwargs)  # a bad norm fails here, not at the first goal
         #: what the objective set by ``set_goal`` plans in when it reads only proprio fields: the model's
@@ -166,7 +168,8 @@ class MPCController:
             self._frame_goal = FrameGoal(goal, angles, unbounded, self.pose_feedback)
         else:
             goal = goal_embedding(self.model, self.encode(goal_obs), kwargs["proprio_index"], kwargs.get("latent_index"))
-        self.planner.objective = GoalObjective(goal, **kwargs)
+        # its own copy of the goal: act updates a frame goal in place
+        self.planner.objective = GoalObjective(goal.clone(), **kwargs)
         fields_only = (kwargs["proprio_index"] is not None and kwargs.get("latent_index") is None
                        and getattr(self.planner, "policy", None) is None)
         view = self.model.proprio_view() if fields_only and hasattr(self.model, "proprio_view") else None
@@ -219,9 +222,6 @@ class MPCController:
 
     def _frame_goal_now(self, model_obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The frame goal's fields re-expressed near the measured state of ``model_obs`` (``FrameGoal.goal``)."""
-        if "proprio" not in model_obs:
-            raise ValueError("a goal read from its frame is re-expressed near the measured proprio: "
-                             f"the model must observe proprio, it observes {sorted(model_obs)}")
         index = self._goal_kwargs["proprio_index"]
         measured = model_obs["proprio"][0].index_select(-1, index)
         read_now = (self.model.read_pose({"pixels": model_obs["pixels"]})[0].index_select(-1, index)
@@ -244,7 +244,8 @@ class MPCController:
         first = torch.tensor([self._first], device=self.device)
         agent.state = self.model.step(agent.state, agent.prev_action, model_obs, first)
         if self._frame_goal is not None:
-            self.planner.objective.goal = self._frame_goal_now(model_obs)
+            # in place, so that a captured CUDA graph of the search stays valid
+            self.planner.objective.goal.copy_(self._frame_goal_now(model_obs))
         if self.planner is None:
             normalised = self.behavior.policy(self.model.features(agent.state), sample=False)  # (1, A) in [-1, 1]
         elif self._goal_view is not None and self.planner.objective is self._goal_view[1]:

@@ -38,7 +38,8 @@ class FrameGoal:
                  feedback: bool = False) -> None:
         unbounded_mask = torch.zeros_like(angle_mask) if unbounded_mask is None else unbounded_mask
         if read_goal.dim() != 1 or not read_goal.shape == angle_mask.shape == unbounded_mask.shape:
-            raise ValueError(f"read_goal, angle_mask and unbounded_mask must all be (F,), got {tuple(read_goal.shape)}, "
+            raise ValueError("read_goal, angle_mask and unbounded_mask must all be (F,), got "
+                             f"{tuple(read_goal.shape)}, "
                              f"{tuple(angle_mask.shape)} and {tuple(unbounded_mask.shape)}")
         if bool((unbounded_mask.bool() & ~angle_mask.bool()).any()):
             raise ValueError("unbounded_mask marks fields that angle_mask does not mark as angles")

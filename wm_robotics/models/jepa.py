@@ -247,11 +247,13 @@ class JEPAWorldModel(WorldModel):
         """The pose probe over the pixel block, or with ``reader="own"`` over a CNN of its own of the same size."""
         cfg, block = self.config, self.frame_block
         size, args = block.stop - block.start, (cfg["enc_units"], cfg["enc_layers"], cfg["cnn_depth"])
-        own = LatentEncoder({"pixels": cfg["obs_shapes"]["pixels"]}, size, *args, simnorm=False) if reader == "own" else None
+        pixels = {"pixels": cfg["obs_shapes"]["pixels"]}
+        own = LatentEncoder(pixels, size, *args, simnorm=False) if reader == "own" else None
         return PoseProbe(size, cfg["obs_shapes"]["proprio"][0], dims, angles, own, cfg["cnn_depth"], *args[:2])
 
     def read_pose(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Proprio (..., P) as the pose probe reads it from ``obs["pixels"]`` (..., H, W, C) alone (``PoseProbe.read``)."""
+        """Proprio (..., P) as the pose probe reads it from ``obs["pixels"]`` (..., H, W, C) alone
+        (``PoseProbe.read``)."""
         if self.pose is None:
             raise ValueError("read_pose needs a JEPA trained with pose_probe=true (model.overrides.pose_probe=true)")
         return self.pose.read(self._pose_features({"pixels": self._tensor(obs["pixels"])}))

@@ -30,14 +30,18 @@ class PoseProbe(nn.Module):
         dims = list(range(proprio_dim)) if dims is None else list(dims)
         if any(not 0 <= dim < proprio_dim for dim in dims):
             raise ValueError(f"pose_dims must be proprio dims in [0, {proprio_dim}), got {dims}")
+        if len(set(dims)) < len(dims) or len(set(angles)) < len(angles):
+            raise ValueError(f"pose_dims and pose_angles must not repeat a dim, got {dims} and {list(angles)}")
         if any(dim not in dims for dim in angles):
             raise ValueError(f"pose_angles must be proprio dims among pose_dims {dims}, got {list(angles)}")
         self.proprio_dim = proprio_dim
         #: the proprio dims the probe learns and ``read`` returns (the others come back NaN)
-        self.dims = torch.tensor(dims, dtype=torch.long)
+        self.register_buffer("dims", torch.tensor(dims, dtype=torch.long), persistent=False)
         #: the proprio dims that are angles
-        self.angles = torch.tensor(list(angles), dtype=torch.long)
-        self._angle_at = torch.tensor([dims.index(dim) for dim in angles], dtype=torch.long)  # their places in dims
+        self.register_buffer("angles", torch.tensor(list(angles), dtype=torch.long), persistent=False)
+        # the angles' places in dims
+        self.register_buffer("_angle_at", torch.tensor([dims.index(d) for d in angles], dtype=torch.long),
+                             persistent=False)
         self.head = ObservationDecoder(features, {"proprio": (len(dims) + len(angles),)}, cnn_depth, units, layers)
         self.encoder = encoder
 
@@ -53,7 +57,7 @@ class PoseProbe(nn.Module):
         return self.head.loss(features, {"proprio": self.target(proprio)})["proprio"].mean()
 
     def read(self, features: torch.Tensor) -> torch.Tensor:
-        """Proprio (..., P) read from ``features``: angles wrapped to (-π, π], NaN outside ``dims``."""
+        """Proprio (..., P) read from ``features``: angles wrapped to [-π, π], NaN outside ``dims``."""
         read = self.head(features, ["proprio"])["proprio"]
         at, size = self._angle_at.to(read.device), len(self.dims)
         pose = read[..., :size].index_copy(-1, at, torch.atan2(read[..., at], read[..., size:]))
