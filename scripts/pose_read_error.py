@@ -20,7 +20,7 @@ import torch
 from wm_robotics import envs
 from wm_robotics.agent import agent_from_checkpoint
 from wm_robotics.atomic import write_text_atomic
-from wm_robotics.behaviors.frame_goal import wrap_angle
+from wm_robotics.behaviors.frame_goal import angle_difference
 from wm_robotics.checkpoint import load_checkpoint
 from wm_robotics.train import env_kwargs
 
@@ -36,7 +36,7 @@ def main() -> None:
     model = agent_from_checkpoint(payload, torch.device("cpu")).model
     if getattr(model, "pose", None) is None:
         parser.error("the checkpoint's model has no pose probe (train with +model.overrides.pose_probe=true)")
-    angles, dims = set(model.pose.angles.tolist()), model.pose.dims.tolist()
+    dims = model.pose.dims.tolist()
     keys = payload.get("proprio_keys") or [("proprio", model.pose.proprio_dim)]
     names = [f"{name}[{i}]" for name, size in keys for i in range(int(size))]
     env = envs.make_env(payload["config"]["env"]["id"], **env_kwargs(payload["config"]))
@@ -44,15 +44,15 @@ def main() -> None:
         start, stop = (int(x) for x in args.seeds.split(":"))
     except ValueError:
         parser.error(f"--seeds must be start:stop (integers), got {args.seeds!r}")
+    is_angle = torch.isin(torch.arange(len(names)), model.pose.angles)  # (P,): the dims compared modulo 2π
     errors: dict[str, list[np.ndarray]] = {"start frames": [], "goal frames": []}
     for seed in range(start, stop):
         obs, info = env.reset(seed=seed)
         for kind, frame, proprio in (("start frames", obs["pixels"], obs["proprio"]),
                                      ("goal frames", info["goal_pixels"], info["goal_proprio"])):
             read = model.read_pose({"pixels": torch.as_tensor(frame[None])})[0]
-            diff = read - torch.as_tensor(proprio, dtype=read.dtype)
-            wrapped = torch.tensor([i in angles for i in range(len(diff))])
-            errors[kind].append(torch.where(wrapped, wrap_angle(diff), diff).abs()[dims].numpy())
+            diff = angle_difference(read, torch.as_tensor(proprio, dtype=read.dtype), is_angle)
+            errors[kind].append(diff.abs()[dims].numpy())
     env.close()
     summary = {}
     print(f"pose read from a frame alone, {stop - start} episodes (seeds {start}-{stop - 1}); "

@@ -78,25 +78,9 @@ class MPCController:
         self._goal_kwargs["proprio_index"] = self._proprio_index(self.goal_energy.get("fields"))
         self._goal_kwargs.update(self._latent_term(self.goal_energy.get("latent_weight")))
         self.from_frame = bool(self.goal_energy.get("from_frame"))
-        if self.from_frame and (self._goal_kwargs["proprio_index"] is None or "latent_index" in self._goal_kwargs
-                                or getattr(self.model, "pose", None) is None):
-            raise ValueError("goal_energy.from_frame reads the goal's proprio fields from its frame: it needs fields, "
-                             "no latent_weight, and a JEPA trained with model.overrides.pose_probe=true")
-        if self.from_frame:
-            unread = set(self._goal_kwargs["proprio_index"].tolist()) - set(self.model.pose.dims.tolist())
-            if unread:
-                raise ValueError(f"goal_energy.fields cover proprio dims {sorted(unread)} that the pose probe does not "
-                                 f"read (pose_dims {self.model.pose.dims.tolist()})")
         self.pose_feedback = bool(self.goal_energy.get("pose_feedback"))
         self.unbounded_angles = [int(dim) for dim in self.goal_energy.get("unbounded_angles") or []]
-        if (self.pose_feedback or self.unbounded_angles) and not self.from_frame:
-            raise ValueError("goal_energy.pose_feedback and unbounded_angles act on a goal read from its frame: "
-                             "they need from_frame: true")
-        if self.from_frame:
-            allowed = set(self.model.pose.angles.tolist()) & set(self._goal_kwargs["proprio_index"].tolist())
-            if not set(self.unbounded_angles) <= allowed:
-                raise ValueError(f"goal_energy.unbounded_angles {self.unbounded_angles} must be among the pose probe's "
-                                 f"angles that the fields cover {sorted(allowed)}")
+        self._check_frame_goal()
         self._frame_goal: FrameGoal | None = None
         GoalObjective(torch.zeros(1), **self._goal_kwargs)  # a bad norm fails here, not at the first goal
         #: what the objective set by ``set_goal`` plans in when it reads only proprio fields: the model's
@@ -163,7 +147,7 @@ class MPCController:
         if self.from_frame:
             index = kwargs["proprio_index"]
             goal = self.model.read_pose({"pixels": self._goal_frame(goal_obs)[None]})[0].index_select(-1, index)
-            angles = torch.isin(index, self.model.pose.angles.to(index.device))
+            angles = torch.isin(index, self.model.pose.angles)
             unbounded = torch.isin(index, torch.tensor(self.unbounded_angles, dtype=torch.long, device=index.device))
             self._frame_goal = FrameGoal(goal, angles, unbounded, self.pose_feedback)
         else:
@@ -197,6 +181,26 @@ class MPCController:
         with torch.inference_mode():
             goal_embedding(self.model, self.model.initial(1), index)  # a model without a probe fails here
         return index
+
+    def _check_frame_goal(self) -> None:
+        """Clear errors for ``goal_energy`` settings of a goal read from its frame that cannot work."""
+        if not self.from_frame:
+            if self.pose_feedback or self.unbounded_angles:
+                raise ValueError("goal_energy.pose_feedback and unbounded_angles act on a goal read from its frame: "
+                                 "they need from_frame: true")
+            return
+        index = self._goal_kwargs["proprio_index"]
+        if index is None or "latent_index" in self._goal_kwargs or getattr(self.model, "pose", None) is None:
+            raise ValueError("goal_energy.from_frame reads the goal's proprio fields from its frame: it needs fields, "
+                             "no latent_weight, and a JEPA trained with model.overrides.pose_probe=true")
+        fields, read = set(index.tolist()), self.model.pose.dims.tolist()
+        if not fields <= set(read):
+            raise ValueError(f"goal_energy.fields cover proprio dims {sorted(fields - set(read))} that the pose probe "
+                             f"does not read (pose_dims {read})")
+        allowed = set(self.model.pose.angles.tolist()) & fields
+        if not set(self.unbounded_angles) <= allowed:
+            raise ValueError(f"goal_energy.unbounded_angles {self.unbounded_angles} must be among the pose probe's "
+                             f"angles that the fields cover {sorted(allowed)}")
 
     @property
     def goal_keys(self) -> tuple[str, ...]:

@@ -26,6 +26,12 @@ def wrap_angle(angle: torch.Tensor) -> torch.Tensor:
     return torch.remainder(angle + math.pi, 2 * math.pi) - math.pi
 
 
+def angle_difference(a: torch.Tensor, b: torch.Tensor, angle_mask: torch.Tensor) -> torch.Tensor:
+    """a - b, wrapped to [-π, π) where ``angle_mask`` (bool, broadcast to the last dim) marks an angle."""
+    diff = a - b
+    return torch.where(angle_mask, wrap_angle(diff), diff)
+
+
 class FrameGoal:
     """The goal fields (F,) read from a goal frame, re-expressed near the current state at every step.
 
@@ -46,11 +52,6 @@ class FrameGoal:
         self.read_goal, self.angle_mask, self.feedback = read_goal, angle_mask.bool(), feedback
         self.unbounded_mask = unbounded_mask.bool()
 
-    def _difference(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """a - b, wrapped where the field is an angle."""
-        diff = a - b
-        return torch.where(self.angle_mask, wrap_angle(diff), diff)
-
     def goal(self, measured: torch.Tensor, read_now: torch.Tensor | None = None) -> torch.Tensor:
         """The goal (F,) to plan toward from the ``measured`` fields (F,) of the current state;
         ``read_now`` (F,): what the probe reads from the current frame (needed with ``feedback``)."""
@@ -58,5 +59,5 @@ class FrameGoal:
         if self.feedback:
             if read_now is None:
                 raise ValueError("pose feedback needs the fields read from the current frame (read_now)")
-            goal = goal - self._difference(read_now, measured)
+            goal = goal - angle_difference(read_now, measured, self.angle_mask)
         return torch.where(self.unbounded_mask, measured + wrap_angle(goal - measured), goal)

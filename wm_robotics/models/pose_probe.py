@@ -4,7 +4,7 @@ A head reads chosen proprio dims (``dims``, e.g. the joint angles: a single fram
 features of the frame: the JEPA's pixel block (``reader="shared"``, so the pose loss teaches the pixel
 encoder the pose) or a CNN of the probe's own (``reader="own"``, which the consistency loss never reaches).
 Angle dims (``angles``) are learned as (sin, cos), since a frame shows an angle only up to whole turns, and
-read back wrapped to (-π, π]. ``MPCController`` plans toward a goal given as a frame with it
+read back wrapped to [-π, π]. ``MPCController`` plans toward a goal given as a frame with it
 (``goal_energy.from_frame``).
 """
 
@@ -47,8 +47,7 @@ class PoseProbe(nn.Module):
 
     def target(self, proprio: torch.Tensor) -> torch.Tensor:
         """What the head learns (..., dims + angles): the pose dims, angles as sines, then their cosines."""
-        pose = proprio[..., self.dims.to(proprio.device)]
-        at = self._angle_at.to(proprio.device)
+        pose, at = proprio[..., self.dims], self._angle_at  # buffers: on the module's device
         angles = pose[..., at]
         return torch.cat([pose.index_copy(-1, at, angles.sin()), angles.cos()], -1)
 
@@ -59,7 +58,7 @@ class PoseProbe(nn.Module):
     def read(self, features: torch.Tensor) -> torch.Tensor:
         """Proprio (..., P) read from ``features``: angles wrapped to [-π, π], NaN outside ``dims``."""
         read = self.head(features, ["proprio"])["proprio"]
-        at, size = self._angle_at.to(read.device), len(self.dims)
+        at, size = self._angle_at, len(self.dims)
         pose = read[..., :size].index_copy(-1, at, torch.atan2(read[..., at], read[..., size:]))
         full = read.new_full((*read.shape[:-1], self.proprio_dim), float("nan"))
-        return full.index_copy(-1, self.dims.to(read.device), pose)
+        return full.index_copy(-1, self.dims, pose)
