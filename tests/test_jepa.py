@@ -306,3 +306,33 @@ def test_pose_probe_learns_the_pose_and_reads_it_from_a_frame_alone(reader: str)
     with pytest.raises(ValueError, match=r"pose_reader must be one of \('shared', 'own'\), got 'cnn'"):
         JEPAWorldModel({"pixels": (64, 64, 3), "proprio": (OBS,)}, ACTIONS, latent=16, simnorm=False, split_latent=True,
                        split_dynamics=True, pose_probe=True, pose_reader="cnn")
+    with pytest.raises(ValueError, match="pose_shift must be >= 0 pixels and needs pose_probe=true, got 2"):
+        small(pose_shift=2)
+
+
+@pytest.mark.parametrize("reader", ["shared", "own"])
+def test_pose_shift_teaches_the_probe_on_randomly_shifted_frames(reader: str, monkeypatch):
+    torch.manual_seed(0)
+    plain = JEPAWorldModel({"pixels": (64, 64, 3), "proprio": (OBS,)}, ACTIONS, latent=16, units=32, enc_units=32,
+                           cnn_depth=4, reward=False, num_q=0, policy=False, simnorm=False, split_latent=True,
+                           split_dynamics=True, pose_probe=True, pose_reader=reader, pose_dims=[0])
+    shifted = JEPAWorldModel(**{**plain.config, "pose_shift": 3})
+    shifted.load_state_dict(plain.state_dict())
+    batch = {"obs/pixels": square_frames(torch.randint(8, 48, (2, 4))), "obs/proprio": torch.rand(2, 4, OBS),
+             "action": torch.rand(2, 4, ACTIONS) * 2 - 1}
+
+    def pose_loss(model: JEPAWorldModel) -> float:
+        with torch.no_grad():
+            return model.loss(batch)[1]["loss/pose"]
+
+    assert pose_loss(plain) == pose_loss(plain)
+    assert pose_loss(shifted) != pose_loss(shifted)  # each loss shifts the frames anew
+    seen = []
+
+    def unshifted(frames: torch.Tensor, pad: int) -> torch.Tensor:
+        seen.append((tuple(frames.shape), pad))
+        return frames
+
+    monkeypatch.setattr("wm_robotics.models.jepa.random_shift", unshifted)
+    assert pose_loss(shifted) == pytest.approx(pose_loss(plain), rel=1e-5)  # the same reading, but of shifted frames
+    assert seen[0] == ((2 * 1, 64, 64, 3), 3)  # B · starts frames (horizon 3 of 4 steps: one start each)

@@ -26,7 +26,8 @@ observations from *detached* latents, so imaginations can be shown without chang
 ``pose_probe`` (with ``split_dynamics`` over pixels and proprio) reads the proprio dims ``pose_dims`` (all
 by default) from a frame alone (``models/pose_probe.py``; weight ``pose_coef``): from the pixel block, whose
 encoder it then trains to see the robot's pose, or with ``pose_reader="own"`` from a CNN of its own;
-``pose_angles`` are read as (sin, cos). ``read_pose`` tells a goal *frame*'s joint angles without its proprio.
+``pose_angles`` are read as (sin, cos); ``pose_shift`` > 0 shifts the frames it learns from by up to that many
+pixels (``augment.py``). ``read_pose`` tells a goal *frame*'s joint angles without its proprio.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from wm_robotics.models.augment import random_shift
 from wm_robotics.models.base import State, WorldModel
 from wm_robotics.models.encoders import ObservationDecoder, ObservationEncoder
 from wm_robotics.models.ensemble import EnsembleMLP
@@ -156,7 +158,7 @@ class JEPAWorldModel(WorldModel):
                  split_latent: bool = False, split_dynamics: bool = False, reward_coef: float = 0.1,
                  value_coef: float = 0.1, pose_probe: bool = False, pose_coef: float = 1.0,
                  pose_angles: Sequence[int] = (), pose_reader: str = "shared",
-                 pose_dims: Sequence[int] | None = None) -> None:
+                 pose_dims: Sequence[int] | None = None, pose_shift: int = 0) -> None:
         super().__init__()
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
@@ -175,7 +177,7 @@ class JEPAWorldModel(WorldModel):
                            split_latent=split_latent, split_dynamics=split_dynamics, reward_coef=reward_coef,
                            value_coef=value_coef, pose_probe=pose_probe, pose_coef=pose_coef,
                            pose_angles=list(pose_angles), pose_reader=pose_reader,
-                           pose_dims=None if pose_dims is None else list(pose_dims))
+                           pose_dims=None if pose_dims is None else list(pose_dims), pose_shift=pose_shift)
         self.encoder = LatentEncoder(obs_shapes, latent, enc_units, enc_layers, cnn_depth, simnorm, split_latent)
         self.obs_keys, self.action_dim, self.feature_dim = self.encoder.obs.keys, action_dim, latent
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False) if target == "ema" else None
@@ -199,6 +201,9 @@ class JEPAWorldModel(WorldModel):
                              "split_latent=true and split_dynamics=true")
         if pose_reader not in POSE_READERS:
             raise ValueError(f"pose_reader must be one of {POSE_READERS}, got {pose_reader!r}")
+        if pose_shift < 0 or (pose_shift and not pose_probe):
+            raise ValueError(f"pose_shift must be >= 0 pixels and needs pose_probe=true, got {pose_shift}")
+        self.pose_shift = pose_shift
         self.frame_block = self.encoder.block("pixels") if pose_probe else None
         self.pose = self._pose_probe(pose_dims, pose_angles, pose_reader) if pose_probe else None
         self.target, self.horizon, self.rho, self.discount = target, horizon, rho, discount
@@ -373,8 +378,9 @@ class JEPAWorldModel(WorldModel):
             recon = self.decoder.loss(start.detach(), {k: v[:, :starts].flatten(0, 1) for k, v in obs.items()})
             terms["loss/probe"] = sum(value.mean() for value in recon.values())
         if self.pose is not None:  # with gradient: the pixel encoder (or the probe's own) learns to see the pose
-            seen = (start[..., self.frame_block] if self.pose.encoder is None
-                    else self._pose_features({"pixels": obs["pixels"][:, :starts]}).flatten(0, 1))
+            frames = random_shift(obs["pixels"][:, :starts].flatten(0, 1), self.pose_shift)
+            seen = (start[..., self.frame_block] if self.pose.encoder is None and not self.pose_shift
+                    else self._pose_features({"pixels": frames}))
             terms["loss/pose"] = self.pose.loss(seen, obs["proprio"][:, :starts].flatten(0, 1))
         total = sum(self.coefs[name] * value for name, value in terms.items())
         with torch.no_grad():
