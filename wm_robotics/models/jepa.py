@@ -378,9 +378,11 @@ class JEPAWorldModel(WorldModel):
             recon = self.decoder.loss(start.detach(), {k: v[:, :starts].flatten(0, 1) for k, v in obs.items()})
             terms["loss/probe"] = sum(value.mean() for value in recon.values())
         if self.pose is not None:  # with gradient: the pixel encoder (or the probe's own) learns to see the pose
-            frames = random_shift(obs["pixels"][:, :starts].flatten(0, 1), self.pose_shift)
-            seen = (start[..., self.frame_block] if self.pose.encoder is None and not self.pose_shift
-                    else self._pose_features({"pixels": frames}))
+            if self.pose.encoder is None and not self.pose_shift:  # the pixel block of the frames already encoded
+                seen = start[..., self.frame_block]
+            else:
+                frames = random_shift(obs["pixels"][:, :starts].flatten(0, 1), self.pose_shift)
+                seen = self._pose_features({"pixels": frames})
             terms["loss/pose"] = self.pose.loss(seen, obs["proprio"][:, :starts].flatten(0, 1))
         total = sum(self.coefs[name] * value for name, value in terms.items())
         with torch.no_grad():
