@@ -134,7 +134,7 @@ def test_jepa_goal_trains_on_pixels_and_plans_toward_a_goal_image(tmp_path):
     assert planner["settings"] == {"horizon": 3, "iterations": 1, "candidates": 16, "elites": 4}  # preset + override
     assert planner["goal_energy"] == {"norm": "l1", "terminal_only": False, "fields": ["position"],  # the preset's fields
                                       "latent_weight": 0, "from_frame": False, "pose_feedback": False,
-                                      "unbounded_angles": []}
+                                      "unbounded_angles": [], "drift_correction": 0}
     terminal = MPCController.from_checkpoint(tmp_path, device="cpu", planner="cem", goal_energy={"terminal_only": True})
     terminal.set_goal({"pixels": info["goal_pixels"], "proprio": info["goal_proprio"]})
     assert terminal.planner.objective.terminal_only and terminal.planner.objective.norm == "l2"  # preset's norm kept
@@ -304,6 +304,41 @@ def test_pose_feedback_puts_the_frame_goal_at_the_measured_state_when_the_frame_
         MPCController(payload, "cpu", "cem", goal_energy={"from_frame": True, "unbounded_angles": [2]})
     with pytest.raises(ValueError, match=r"fields cover proprio dims \[2, 3\] that the pose probe does not read"):
         MPCController(payload, "cpu", "cem", goal_energy={"from_frame": True, "fields": ["position", "to_target"]})
+    env.close()
+
+
+def test_drift_correction_adds_the_models_measured_one_step_error_to_its_predictions():
+    import gymnasium as gym
+
+    import wm_robotics.envs  # noqa: F401  (registers the goal envs)
+    from wm_robotics.behaviors.planning import goal_embedding
+    from wm_robotics.train import untrained_payload
+
+    env = gym.make("wm_robotics/reacher-easy-goal-v0", obs_mode="pixels+proprio")
+    torch.manual_seed(0)
+    payload = untrained_payload(preset_config("jepa_goal"), env)
+    controller = MPCController(payload, "cpu", "cem", goal_energy={"drift_correction": 0.5},
+                               horizon=3, iterations=2, candidates=16, elites=4)
+    obs, info = env.reset(seed=0)
+    controller.set_goal({"pixels": info["goal_pixels"], "proprio": info["goal_proprio"]})
+    drift = controller.planner.objective.drift
+    action = controller.act(obs)
+    assert not drift.any()  # nothing predicted yet at the first step
+    state, previous = controller._agent.state, controller._agent.prev_action
+    obs, *_ = env.step(action)
+    controller.act(obs)
+    index = controller.planner.objective.proprio_index
+    with torch.inference_mode():
+        observed = goal_embedding(controller.model, controller._agent.state, index)
+        predicted = goal_embedding(controller.model, controller.model.img_step(state, previous), index)
+    torch.testing.assert_close(drift, 0.5 * (observed - predicted))  # half the newest error, into the objective
+    assert drift.abs().sum() > 0
+    controller.reset()
+    assert not drift.any()  # a new episode forgets the model's errors
+    with pytest.raises(ValueError, match="drift_correction corrects predicted proprio fields: it needs fields"):
+        MPCController(payload, "cpu", "cem", goal_energy={"drift_correction": 0.5, "fields": None})
+    with pytest.raises(ValueError, match=r"weight must be in \(0, 1\]"):
+        MPCController(payload, "cpu", "cem", goal_energy={"drift_correction": 1.5})
     env.close()
 
 

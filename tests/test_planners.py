@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from wm_robotics.behaviors.cem import CEMPlanner
+from wm_robotics.behaviors.drift_estimate import DriftEstimate
 from wm_robotics.behaviors.mppi import MPPIPlanner
 from wm_robotics.behaviors.planning import GoalObjective, RewardObjective, goal_embedding, score_population
 from wm_robotics.models.base import State, WorldModel
@@ -15,15 +16,15 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py: 1
 
 
 class PointMass(WorldModel):
-    """x' = decay·x + dt·a; features = x; reward = −|x − target|²; optional constant continue."""
+    """x' = decay·x + dt·a (+ bias, a model error); features = x; reward = −|x − target|²; optional constant continue."""
 
     def __init__(self, target=0.5, dt: float = 0.1, decay: float = 1.0, dim: int = 1, cont: float | None = None,
-                 device: str = "cpu", decodes: bool = False, matmul: bool = False):
+                 device: str = "cpu", decodes: bool = False, matmul: bool = False, bias: float = 0.0):
         super().__init__()
         self.obs_keys, self.action_dim, self.feature_dim = ("proprio",), dim, dim
         self.target = torch.as_tensor(target, dtype=torch.float32, device=device)
         self.device, self.decodes = device, decodes
-        self.dt, self.decay, self.cont = dt, decay, cont
+        self.dt, self.decay, self.cont, self.bias = dt, decay, cont, bias
         self.imagine_calls = 0
         self.matmul, self.dtypes = matmul, set()  # matmul: the step as a Linear, so autocast reaches it
 
@@ -40,7 +41,7 @@ class PointMass(WorldModel):
                 weight = torch.cat([self.decay * torch.eye(self.action_dim), self.dt * torch.eye(self.action_dim)], 1)
                 x = torch.nn.functional.linear(torch.cat([x, a], -1), weight.to(x.device))
             else:
-                x = self.decay * x + self.dt * a
+                x = self.decay * x + self.dt * a + self.bias
             self.dtypes.add(x.dtype)
             xs.append(x)
             used.append(a)
@@ -227,6 +228,68 @@ def test_goal_objective_sums_a_fields_term_and_a_weighted_latent_term():
     assert torch.equal(goal_embedding(model, states, latent_index=latent), states["x"][..., 1:])
     with pytest.raises(ValueError, match="latent_weight must be >= 0"):
         GoalObjective(torch.zeros(2), proprio_index=fields, latent_index=latent, latent_weight=-1.0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_drift_correction_removes_the_offset_of_a_biased_model(kind):
+    """Offset-free MPC: a model that predicts a drift the system lacks stops the loop short of the goal;
+    the one-step errors measured online, added back to the imagined path, bring it to the goal."""
+    model = PointMass(dim=1, bias=0.05, decodes=True)  # the system is x' = x + 0.1·a, without the bias
+    goal = torch.tensor([0.5])
+
+    def final_error(correct: bool) -> float:
+        torch.manual_seed(0)
+        estimate = DriftEstimate(goal.shape, weight=0.5)
+        objective = GoalObjective(goal, proprio_index=torch.tensor([0]), drift=estimate.drift if correct else None)
+        planner = make(kind, action_dim=1, horizon=8, objective=objective)
+        x = torch.zeros(1, 1)
+        for _ in range(40):
+            action = planner.plan(model, {"x": x})
+            predicted = model.imagine({"x": x}, 1, actions=action[:, None])[0]["x"][:, 0]
+            x = x + model.dt * action
+            estimate.update(x[0], predicted[0])
+        return abs(x.item() - goal.item())
+
+    assert final_error(correct=False) > 0.04  # 0.06 (CEM), 0.057 (MPPI)
+    assert final_error(correct=True) < 0.01  # 0.0006, 0.002
+
+
+def test_drift_estimate_averages_one_step_errors_and_checks_its_input():
+    estimate = DriftEstimate((2,), weight=0.5)
+    estimate.update(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0]))  # error (1, 0)
+    torch.testing.assert_close(estimate.drift, torch.tensor([0.5, 0.0]))
+    estimate.update(torch.tensor([1.0, 2.0]), torch.tensor([0.0, 0.0]))  # error (1, 2)
+    torch.testing.assert_close(estimate.drift, torch.tensor([0.75, 1.0]))
+    last = DriftEstimate((2,), weight=1.0)
+    last.update(torch.tensor([1.0, 2.0]), torch.tensor([3.0, 3.0]))
+    torch.testing.assert_close(last.drift, torch.tensor([-2.0, -1.0]))  # weight 1: the last error alone
+    estimate.reset()
+    assert not estimate.drift.any()
+    with pytest.raises(ValueError, match=r"weight must be in \(0, 1\]"):
+        DriftEstimate((2,), weight=0.0)
+    with pytest.raises(ValueError, match=r"observed and predicted fields must be \(2,\)"):
+        estimate.update(torch.zeros(3), torch.zeros(3))
+
+
+def test_goal_objective_adds_h_times_the_drift_at_imagined_step_h():
+    model = PointMass(dim=1, decodes=True)
+    states = {"x": torch.tensor([[[0.0], [0.0], [0.0]]])}  # (N=1, H=3, F=1), all at 0
+    drift = torch.tensor([1.0])
+    objective = GoalObjective(torch.tensor([2.0]), proprio_index=torch.tensor([0]), drift=drift)
+    assert objective(model, states, None).item() == pytest.approx(-(1 + 0 + 1) / 3)  # corrected path 1, 2, 3
+    drift.fill_(0.0)  # updated in place: the objective reads it at every call
+    assert objective(model, states, None).item() == pytest.approx(-2.0)
+    drift.fill_(1.0)
+    terminal = GoalObjective(torch.tensor([2.0]), proprio_index=torch.tensor([0]), drift=drift, terminal_only=True)
+    assert terminal(model, states, None).item() == pytest.approx(-1.0)  # the last step is h = 3
+    per_env = GoalObjective(torch.tensor([[2.0], [0.0]]), proprio_index=torch.tensor([0]),
+                            drift=torch.tensor([[1.0], [0.0]]))
+    two = {"x": torch.zeros(2, 3, 1)}
+    torch.testing.assert_close(per_env(model, two, None), torch.tensor([-2 / 3, 0.0]))
+    with pytest.raises(ValueError, match="drift corrects the compared proprio fields"):
+        GoalObjective(torch.tensor([2.0]), drift=drift)  # no proprio_index
+    with pytest.raises(ValueError, match="drift corrects the compared proprio fields"):
+        GoalObjective(torch.tensor([2.0]), proprio_index=torch.tensor([0]), drift=torch.zeros(2))
 
 
 def test_reward_objective_discount_continue_and_value():

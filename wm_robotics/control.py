@@ -18,6 +18,7 @@ import torch
 
 from wm_robotics.agent import agent_from_checkpoint
 from wm_robotics.behaviors.cem import CEMPlanner
+from wm_robotics.behaviors.drift_estimate import DriftEstimate
 from wm_robotics.behaviors.frame_goal import FrameGoal
 from wm_robotics.behaviors.mppi import MPPIPlanner
 from wm_robotics.behaviors.planning import GOAL_ENERGY_KEYS, GoalObjective, RewardObjective, goal_embedding
@@ -25,8 +26,8 @@ from wm_robotics.builders import resolve_device
 from wm_robotics.checkpoint import load_checkpoint
 
 PLANNERS = ("mppi", "cem", "policy")
-#: ``goal_energy`` keys of a goal given as a frame alone (read by the controller, not by ``GoalObjective``)
-FRAME_GOAL_KEYS = ("from_frame", "pose_feedback", "unbounded_angles")
+#: ``goal_energy`` keys read by the controller, not by ``GoalObjective``: a goal given as a frame alone, offset-free MPC
+CONTROLLER_GOAL_KEYS = ("from_frame", "pose_feedback", "unbounded_angles", "drift_correction")
 
 
 class MPCController:
@@ -45,7 +46,10 @@ class MPCController:
     not used, ``behaviors/frame_goal.py``; ``unbounded_angles``: with ``from_frame``, the proprio dims of
     joints without limits, whose goal angle is taken on the branch nearest the current one;
     ``pose_feedback``: with ``from_frame``, subtract the probe's error on the current frame from the
-    goal it read, every step) updated by ``goal_energy``.
+    goal it read, every step; ``drift_correction``: with ``fields``, a weight in (0, 1]: measure the model's
+    one-step error in the fields at every step, average it with this weight on the newest, and add h times
+    the average to the fields predicted h steps ahead, offset-free MPC, ``behaviors/drift_estimate.py``;
+    0 or absent: off) updated by ``goal_energy``.
     """
 
     def __init__(self, payload: dict[str, Any], device: str = "auto", planner: str = "mppi",
@@ -74,14 +78,21 @@ class MPCController:
         if unknown:
             raise ValueError(f"unknown goal_energy keys {sorted(unknown)}; valid keys: {sorted(GOAL_ENERGY_KEYS)}")
         self._goal_kwargs = {key: value for key, value in self.goal_energy.items()
-                             if key not in FRAME_GOAL_KEYS + ("fields", "latent_weight")}
+                             if key not in CONTROLLER_GOAL_KEYS + ("fields", "latent_weight")}
         self._goal_kwargs["proprio_index"] = self._proprio_index(self.goal_energy.get("fields"))
         self._goal_kwargs.update(self._latent_term(self.goal_energy.get("latent_weight")))
         self.from_frame = bool(self.goal_energy.get("from_frame"))
         self.pose_feedback = bool(self.goal_energy.get("pose_feedback"))
         self.unbounded_angles = [int(dim) for dim in self.goal_energy.get("unbounded_angles") or []]
+        self.drift_correction = float(self.goal_energy.get("drift_correction") or 0.0)
+        if self.drift_correction and (self._goal_kwargs["proprio_index"] is None or "latent_index" in self._goal_kwargs):
+            raise ValueError("goal_energy.drift_correction corrects predicted proprio fields: it needs fields and no "
+                             "latent_weight")
+        if self.drift_correction:
+            DriftEstimate((1,), self.drift_correction)  # a weight outside (0, 1] fails here
         self._check_frame_goal()
         self._frame_goal: FrameGoal | None = None
+        self._drift: DriftEstimate | None = None
         GoalObjective(torch.zeros(1), **self._goal_kwargs)  # a bad norm fails here, not at the first goal
         #: what the objective set by ``set_goal`` plans in when it reads only proprio fields: the model's
         #: proprio block alone (a ``split_dynamics`` JEPA: the same plans, without the pixel block's
@@ -105,12 +116,15 @@ class MPCController:
         are the constructor's."""
         return cls(load_checkpoint(path, map_location="cpu"), device, planner, goal_energy, **planner_kwargs)
 
+    @torch.inference_mode()
     def reset(self) -> None:
         """Start a new episode: forget the latent state and the planner's warm start."""
         self._agent.reset(1)
         self._first = True
         if self.planner is not None:
             self.planner.reset()
+        if self._drift is not None:
+            self._drift.reset()
 
     def model_observation(self, obs: Any) -> dict[str, np.ndarray]:
         """Normalise a raw dm_control dict, a Gym ``Dict`` observation or a flat proprio array."""
@@ -152,8 +166,11 @@ class MPCController:
             self._frame_goal = FrameGoal(goal, angles, unbounded, self.pose_feedback)
         else:
             goal = goal_embedding(self.model, self.encode(goal_obs), kwargs["proprio_index"], kwargs.get("latent_index"))
+        self._drift = (DriftEstimate(goal.shape, self.drift_correction, self.device) if self.drift_correction
+                       else None)
         # its own copy of the goal: act updates a frame goal in place
-        self.planner.objective = GoalObjective(goal.clone(), **kwargs)
+        self.planner.objective = GoalObjective(goal.clone(), **kwargs,
+                                               drift=None if self._drift is None else self._drift.drift)
         fields_only = (kwargs["proprio_index"] is not None and kwargs.get("latent_index") is None
                        and getattr(self.planner, "policy", None) is None)
         view = self.model.proprio_view() if fields_only and hasattr(self.model, "proprio_view") else None
@@ -246,7 +263,13 @@ class MPCController:
         agent = self._agent
         model_obs = {k: torch.as_tensor(v, device=self.device) for k, v in self.model_observation(obs).items()}
         first = torch.tensor([self._first], device=self.device)
-        agent.state = self.model.step(agent.state, agent.prev_action, model_obs, first)
+        previous, agent.state = agent.state, self.model.step(agent.state, agent.prev_action, model_obs, first)
+        if self._drift is not None and not self._first:
+            index = self._goal_kwargs["proprio_index"]
+            predicted = self.model.img_step(previous, agent.prev_action)
+            shape = self._drift.drift.shape  # the goal's: (F,) read from a frame, (1, F) encoded
+            self._drift.update(goal_embedding(self.model, agent.state, index).reshape(shape),
+                               goal_embedding(self.model, predicted, index).reshape(shape))
         if self._frame_goal is not None:
             # in place, so that a captured CUDA graph of the search stays valid
             self.planner.objective.goal.copy_(self._frame_goal_now(model_obs))

@@ -68,7 +68,7 @@ class RewardObjective:
 #: ``latent_weight`` into ``latent_index`` and reads the goal's fields from its frame with ``from_frame``,
 #: ``pose_feedback`` and ``unbounded_angles``: ``behaviors/frame_goal.py``)
 GOAL_ENERGY_KEYS = frozenset({"norm", "terminal_only", "fields", "latent_weight", "from_frame", "pose_feedback",
-                              "unbounded_angles"})
+                              "unbounded_angles", "drift_correction"})
 
 
 def goal_embedding(model: WorldModel, states: State, proprio_index: torch.Tensor | None = None,
@@ -98,12 +98,14 @@ class GoalObjective:
     goal frame is). With both ``proprio_index`` and ``latent_index`` the energy is DINO-WM's sum of
     two terms: distance(decoded fields) + ``latent_weight`` · distance(latent dims). ``norm`` is
     "l2" (Euclidean) or "l1"; the energy is averaged over the horizon, or taken at the last step
-    only when ``terminal_only``. Replace ``goal`` to plan towards a new goal.
+    only when ``terminal_only``. Replace ``goal`` to plan towards a new goal. ``drift`` (the goal's shape), with
+    ``proprio_index`` only: a per-step error of the model in the compared fields (``DriftEstimate``), added
+    h times to the fields predicted at imagined step h = 1…H (offset-free MPC); read at every call.
     """
 
     def __init__(self, goal: torch.Tensor, norm: str = "l2", terminal_only: bool = False,
                  proprio_index: torch.Tensor | None = None, latent_index: torch.Tensor | None = None,
-                 latent_weight: float = 1.0) -> None:
+                 latent_weight: float = 1.0, drift: torch.Tensor | None = None) -> None:
         if norm not in ("l1", "l2"):
             raise ValueError(f"norm must be 'l1' or 'l2', got {norm!r}")
         if latent_weight < 0:
@@ -114,6 +116,11 @@ class GoalObjective:
         self.norm, self.terminal_only, self.latent_weight = norm, terminal_only, float(latent_weight)
         self.proprio_index = None if proprio_index is None else torch.as_tensor(proprio_index, dtype=torch.long)
         self.latent_index = None if latent_index is None else torch.as_tensor(latent_index, dtype=torch.long)
+        if drift is not None and (self.proprio_index is None or self.latent_index is not None
+                                  or drift.shape != self.goal.shape):
+            raise ValueError("drift corrects the compared proprio fields: it needs proprio_index, no latent_index, "
+                             f"and the goal's shape {tuple(self.goal.shape)}, got {tuple(drift.shape)}")
+        self.drift = drift
 
     @property
     def num_envs(self) -> int | None:
@@ -121,10 +128,11 @@ class GoalObjective:
         return self.goal.shape[0] if self.goal.dim() == 2 else None
 
     def __call__(self, model: WorldModel, states: State, actions: torch.Tensor) -> torch.Tensor:
+        horizon = next(iter(states.values())).shape[1]  # states (N, H, ...)
         if self.terminal_only:
             states = {key: value[:, -1:] for key, value in states.items()}
         device = next(iter(states.values())).device
-        for name in ("goal", "proprio_index", "latent_index"):  # moved once, in eager calls before any CUDA-graph capture
+        for name in ("goal", "proprio_index", "latent_index", "drift"):  # moved once, in eager calls before any CUDA-graph capture
             value = getattr(self, name)
             if value is not None and value.device != device:
                 setattr(self, name, value.to(device))
@@ -136,6 +144,9 @@ class GoalObjective:
                 raise ValueError(f"{num} trajectories cannot be split among {goal.shape[0]} goals")
             features = features.unflatten(0, (goal.shape[0], -1))  # (E, P, H, F)
             goal = goal[:, None, None]  # (E, 1, 1, F)
+        if self.drift is not None:  # h x drift at imagined step h (the last step only, with terminal_only)
+            steps = torch.arange(horizon - features.shape[-2] + 1, horizon + 1, device=device, dtype=torch.float32)
+            features = features + steps[:, None] * self.drift.float().reshape(goal.shape)
         diff = features - goal
         if self.proprio_index is not None and self.latent_index is not None:
             fields = len(self.proprio_index)
