@@ -44,6 +44,18 @@ def preset_config(experiment: str, *overrides: str) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
+def untrained_goal_reacher(*overrides: str) -> tuple:
+    """The goal-image reacher (pixels + proprio) and an untrained ``jepa_goal`` payload for it (+ ``overrides``)."""
+    import gymnasium as gym
+
+    import wm_robotics.envs  # noqa: F401  (registers the goal envs)
+    from wm_robotics.train import untrained_payload
+
+    env = gym.make("wm_robotics/reacher-easy-goal-v0", obs_mode="pixels+proprio")
+    torch.manual_seed(0)
+    return env, untrained_payload(preset_config("jepa_goal", *overrides), env)
+
+
 @pytest.fixture(scope="module")
 def tdmpc_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("tdmpc")
@@ -186,16 +198,9 @@ def test_prior_update_moves_only_the_prior():
 
 
 def test_goal_fields_with_a_policy_prior_plan_in_the_whole_model():
-    import gymnasium as gym
-
-    import wm_robotics.envs  # noqa: F401  (registers the goal envs)
-    from wm_robotics.train import untrained_payload
-
     # a split_dynamics pixels + proprio JEPA with a policy prior: MPPI's prior samples read whole latents,
     # so a goal on proprio fields must plan in the whole model, not in the proprio block
-    env = gym.make("wm_robotics/reacher-easy-goal-v0", obs_mode="pixels+proprio")
-    torch.manual_seed(0)
-    payload = untrained_payload(preset_config("jepa_goal", "model.overrides.policy=true"), env)
+    env, payload = untrained_goal_reacher("model.overrides.policy=true")
     controller = MPCController(payload, "cpu", "mppi", horizon=3, samples=16, iterations=2, elites=4,
                                policy_samples=4)
     assert controller.planner.policy is not None
@@ -207,14 +212,7 @@ def test_goal_fields_with_a_policy_prior_plan_in_the_whole_model():
 
 
 def test_goal_energy_with_a_latent_term_compares_the_goal_frame_block():
-    import gymnasium as gym
-
-    import wm_robotics.envs  # noqa: F401  (registers the goal envs)
-    from wm_robotics.train import untrained_payload
-
-    env = gym.make("wm_robotics/reacher-easy-goal-v0", obs_mode="pixels+proprio")
-    torch.manual_seed(0)
-    payload = untrained_payload(preset_config("jepa_goal"), env)
+    env, payload = untrained_goal_reacher()
     controller = MPCController(payload, "cpu", "cem", goal_energy={"latent_weight": 0.5},
                                horizon=3, iterations=2, candidates=16, elites=4)
     obs, info = env.reset(seed=0)
@@ -240,15 +238,10 @@ def test_goal_energy_with_a_latent_term_compares_the_goal_frame_block():
 
 
 def test_goal_from_frame_reads_the_goal_fields_from_the_frame_alone():
-    import gymnasium as gym
-
-    import wm_robotics.envs  # noqa: F401  (registers the goal envs)
     from wm_robotics.train import untrained_payload
     from wm_robotics.wm_metrics import set_goal_from_info
 
-    env = gym.make("wm_robotics/reacher-easy-goal-v0", obs_mode="pixels+proprio")
-    torch.manual_seed(0)
-    payload = untrained_payload(preset_config("jepa_goal", "+model.overrides.pose_probe=true"), env)
+    env, payload = untrained_goal_reacher("+model.overrides.pose_probe=true")
     controller = MPCController(payload, "cpu", "cem", goal_energy={"from_frame": True},
                                horizon=3, iterations=2, candidates=16, elites=4)
     obs, info = env.reset(seed=0)
@@ -269,17 +262,10 @@ def test_goal_from_frame_reads_the_goal_fields_from_the_frame_alone():
 
 
 def test_pose_feedback_puts_the_frame_goal_at_the_measured_state_when_the_frame_is_the_goal_frame():
-    import gymnasium as gym
-
-    import wm_robotics.envs  # noqa: F401  (registers the goal envs)
     from wm_robotics.behaviors.frame_goal import wrap_angle
-    from wm_robotics.train import untrained_payload
 
-    env = gym.make("wm_robotics/reacher-easy-goal-v0", obs_mode="pixels+proprio")
-    torch.manual_seed(0)
-    payload = untrained_payload(preset_config("jepa_goal", "+model.overrides.pose_probe=true",
-                                              "+model.overrides.pose_angles=[0,1]",
-                                              "+model.overrides.pose_dims=[0,1]"), env)
+    env, payload = untrained_goal_reacher("+model.overrides.pose_probe=true", "+model.overrides.pose_angles=[0,1]",
+                                          "+model.overrides.pose_dims=[0,1]")
     settings = dict(horizon=3, iterations=2, candidates=16, elites=4)
     obs, info = env.reset(seed=0)
     with torch.inference_mode():
@@ -308,15 +294,9 @@ def test_pose_feedback_puts_the_frame_goal_at_the_measured_state_when_the_frame_
 
 
 def test_drift_correction_adds_the_models_measured_one_step_error_to_its_predictions():
-    import gymnasium as gym
-
-    import wm_robotics.envs  # noqa: F401  (registers the goal envs)
     from wm_robotics.behaviors.planning import goal_embedding
-    from wm_robotics.train import untrained_payload
 
-    env = gym.make("wm_robotics/reacher-easy-goal-v0", obs_mode="pixels+proprio")
-    torch.manual_seed(0)
-    payload = untrained_payload(preset_config("jepa_goal"), env)
+    env, payload = untrained_goal_reacher()
     controller = MPCController(payload, "cpu", "cem", goal_energy={"drift_correction": 0.5},
                                horizon=3, iterations=2, candidates=16, elites=4)
     obs, info = env.reset(seed=0)
