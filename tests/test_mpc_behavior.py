@@ -146,7 +146,7 @@ def test_jepa_goal_trains_on_pixels_and_plans_toward_a_goal_image(tmp_path):
     assert planner["settings"] == {"horizon": 3, "iterations": 1, "candidates": 16, "elites": 4}  # preset + override
     assert planner["goal_energy"] == {"norm": "l1", "terminal_only": False, "fields": ["position"],  # the preset's fields
                                       "latent_weight": 0, "from_frame": False, "pose_feedback": False,
-                                      "unbounded_angles": [], "drift_correction": 0}
+                                      "unbounded_angles": [], "drift_correction": 0.5}
     terminal = MPCController.from_checkpoint(tmp_path, device="cpu", planner="cem", goal_energy={"terminal_only": True})
     terminal.set_goal({"pixels": info["goal_pixels"], "proprio": info["goal_proprio"]})
     assert terminal.planner.objective.terminal_only and terminal.planner.objective.norm == "l2"  # preset's norm kept
@@ -315,8 +315,13 @@ def test_drift_correction_adds_the_models_measured_one_step_error_to_its_predict
     assert drift.abs().sum() > 0
     controller.reset()
     assert not drift.any()  # a new episode forgets the model's errors
-    with pytest.raises(ValueError, match="drift_correction corrects predicted proprio fields: it needs fields"):
-        MPCController(payload, "cpu", "cem", goal_energy={"drift_correction": 0.5, "fields": None})
+    latent = MPCController(payload, "cpu", "cem", goal_energy={"drift_correction": 0.5, "latent_weight": 0.5},
+                           horizon=3, iterations=2, candidates=16, elites=4)
+    latent.set_goal({"pixels": info["goal_pixels"], "proprio": info["goal_proprio"]})
+    for _ in range(2):
+        latent.act(obs)
+    assert latent.planner.objective.drift.shape == latent.planner.objective.goal.shape  # fields + pixel-block dims
+    assert latent.planner.objective.drift[..., 2:].abs().sum() > 0
     with pytest.raises(ValueError, match=r"weight must be in \(0, 1\]"):
         MPCController(payload, "cpu", "cem", goal_energy={"drift_correction": 1.5})
     env.close()

@@ -267,7 +267,7 @@ def test_drift_estimate_averages_one_step_errors_and_checks_its_input():
     assert not estimate.drift.any()
     with pytest.raises(ValueError, match=r"weight must be in \(0, 1\]"):
         DriftEstimate((2,), weight=0.0)
-    with pytest.raises(ValueError, match=r"observed and predicted fields must be \(2,\)"):
+    with pytest.raises(ValueError, match=r"observed and predicted must be \(2,\)"):
         estimate.update(torch.zeros(3), torch.zeros(3))
 
 
@@ -286,9 +286,9 @@ def test_goal_objective_adds_h_times_the_drift_at_imagined_step_h():
                             drift=torch.tensor([[1.0], [0.0]]))
     two = {"x": torch.zeros(2, 3, 1)}
     torch.testing.assert_close(per_env(model, two, None), torch.tensor([-2 / 3, 0.0]))
-    with pytest.raises(ValueError, match="drift corrects the compared proprio fields"):
-        GoalObjective(torch.tensor([2.0]), drift=drift)  # no proprio_index
-    with pytest.raises(ValueError, match="drift corrects the compared proprio fields"):
+    latent = GoalObjective(torch.tensor([2.0]), drift=drift)  # on the latent features too
+    assert latent(model, states, None).item() == pytest.approx(-(1 + 0 + 1) / 3)
+    with pytest.raises(ValueError, match=r"drift must have the goal's shape \(1,\), got \(2,\)"):
         GoalObjective(torch.tensor([2.0]), proprio_index=torch.tensor([0]), drift=torch.zeros(2))
 
 

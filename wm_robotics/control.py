@@ -46,9 +46,9 @@ class MPCController:
     not used, ``behaviors/frame_goal.py``; ``unbounded_angles``: with ``from_frame``, the proprio dims of
     joints without limits, whose goal angle is taken on the branch nearest the current one;
     ``pose_feedback``: with ``from_frame``, subtract the probe's error on the current frame from the
-    goal it read, every step; ``drift_correction``: with ``fields``, a weight in (0, 1]: measure the model's
-    one-step error in the fields at every step, average it with this weight on the newest, and add h times
-    the average to the fields predicted h steps ahead, offset-free MPC, ``behaviors/drift_estimate.py``;
+    goal it read, every step; ``drift_correction``: a weight in (0, 1]: measure the model's one-step error
+    in what the energy compares at every step, average it with this weight on the newest, and add h times
+    the average to what is predicted h steps ahead, offset-free MPC, ``behaviors/drift_estimate.py``;
     0 or absent: off) updated by ``goal_energy``.
     """
 
@@ -85,9 +85,6 @@ class MPCController:
         self.pose_feedback = bool(self.goal_energy.get("pose_feedback"))
         self.unbounded_angles = [int(dim) for dim in self.goal_energy.get("unbounded_angles") or []]
         self.drift_correction = float(self.goal_energy.get("drift_correction") or 0.0)
-        if self.drift_correction and (self._goal_kwargs["proprio_index"] is None or "latent_index" in self._goal_kwargs):
-            raise ValueError("goal_energy.drift_correction corrects predicted proprio fields: it needs fields and no "
-                             "latent_weight")
         if self.drift_correction:
             DriftEstimate((1,), self.drift_correction)  # a weight outside (0, 1] fails here
         self._check_frame_goal()
@@ -265,11 +262,11 @@ class MPCController:
         first = torch.tensor([self._first], device=self.device)
         previous, agent.state = agent.state, self.model.step(agent.state, agent.prev_action, model_obs, first)
         if self._drift is not None and not self._first:
-            index = self._goal_kwargs["proprio_index"]
+            compared = (self._goal_kwargs["proprio_index"], self._goal_kwargs.get("latent_index"))
             predicted = self.model.img_step(previous, agent.prev_action)
             shape = self._drift.drift.shape  # the goal's: (F,) read from a frame, (1, F) encoded
-            self._drift.update(goal_embedding(self.model, agent.state, index).reshape(shape),
-                               goal_embedding(self.model, predicted, index).reshape(shape))
+            self._drift.update(goal_embedding(self.model, agent.state, *compared).reshape(shape),
+                               goal_embedding(self.model, predicted, *compared).reshape(shape))
         if self._frame_goal is not None:
             # in place, so that a captured CUDA graph of the search stays valid
             self.planner.objective.goal.copy_(self._frame_goal_now(model_obs))

@@ -1,4 +1,4 @@
-"""Offset-free goal MPC: the model's one-step error in the fields a goal energy compares, measured online.
+"""Offset-free goal MPC: the model's one-step error in what a goal energy compares, measured online.
 
 A learned model can be biased in a region of state space, e.g. predict a resting arm drifting toward the
 middle of the joint range. A planner that trusts it then stops where the *predicted* path ends at the goal,
@@ -15,8 +15,8 @@ import torch
 
 
 class DriftEstimate:
-    """Exponential average of the model's one-step errors in the compared fields, in ``shape`` (the goal's:
-    (F,), or (E, F) for one goal per environment).
+    """Exponential average of the model's one-step errors in what the goal energy compares (decoded fields
+    and/or latent dims), in ``shape`` (the goal's: (F,), or (E, F) for one goal per environment).
 
     ``weight`` in (0, 1] is the share of the newest error (1: the last error alone). ``drift`` is updated
     in place, so an objective holding it (``GoalObjective(drift=...)``) sees every update, also inside a
@@ -34,10 +34,10 @@ class DriftEstimate:
         self.drift.zero_()
 
     def update(self, observed: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
-        """Take in one step: the fields the new observation encodes to and those the model predicted for it
+        """Take in one step: what the new observation encodes to and what the model predicted for it
         from the previous state and action (both in the estimate's shape); returns the updated estimate."""
         if observed.shape != self.drift.shape or predicted.shape != self.drift.shape:
-            raise ValueError(f"observed and predicted fields must be {tuple(self.drift.shape)}, got "
+            raise ValueError(f"observed and predicted must be {tuple(self.drift.shape)}, got "
                              f"{tuple(observed.shape)} and {tuple(predicted.shape)}")
         self.drift.lerp_((observed - predicted).to(self.drift), self.weight)
         return self.drift

@@ -98,9 +98,9 @@ class GoalObjective:
     goal frame is). With both ``proprio_index`` and ``latent_index`` the energy is DINO-WM's sum of
     two terms: distance(decoded fields) + ``latent_weight`` · distance(latent dims). ``norm`` is
     "l2" (Euclidean) or "l1"; the energy is averaged over the horizon, or taken at the last step
-    only when ``terminal_only``. Replace ``goal`` to plan towards a new goal. ``drift`` (the goal's shape), with
-    ``proprio_index`` only: a per-step error of the model in the compared fields (``DriftEstimate``), added
-    h times to the fields predicted at imagined step h = 1…H (offset-free MPC); read at every call.
+    only when ``terminal_only``. Replace ``goal`` to plan towards a new goal. ``drift`` (the goal's shape): a per-step error
+    of the model in what the energy compares (``DriftEstimate``), added h times to what is predicted at
+    imagined step h = 1…H (offset-free MPC); read at every call.
     """
 
     def __init__(self, goal: torch.Tensor, norm: str = "l2", terminal_only: bool = False,
@@ -116,10 +116,8 @@ class GoalObjective:
         self.norm, self.terminal_only, self.latent_weight = norm, terminal_only, float(latent_weight)
         self.proprio_index = None if proprio_index is None else torch.as_tensor(proprio_index, dtype=torch.long)
         self.latent_index = None if latent_index is None else torch.as_tensor(latent_index, dtype=torch.long)
-        if drift is not None and (self.proprio_index is None or self.latent_index is not None
-                                  or drift.shape != self.goal.shape):
-            raise ValueError("drift corrects the compared proprio fields: it needs proprio_index, no latent_index, "
-                             f"and the goal's shape {tuple(self.goal.shape)}, got {tuple(drift.shape)}")
+        if drift is not None and drift.shape != self.goal.shape:
+            raise ValueError(f"drift must have the goal's shape {tuple(self.goal.shape)}, got {tuple(drift.shape)}")
         self.drift = drift
 
     @property
