@@ -16,7 +16,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py: 1
 
 
 class PointMass(WorldModel):
-    """x' = decay·x + dt·a (+ bias, a model error); features = x; reward = −|x − target|²; optional constant continue."""
+    """x' = decay·x + dt·a (+ bias: a model error); features = x; reward = −|x − target|²; optional constant
+    continue."""
 
     def __init__(self, target=0.5, dt: float = 0.1, decay: float = 1.0, dim: int = 1, cont: float | None = None,
                  device: str = "cpu", decodes: bool = False, matmul: bool = False, bias: float = 0.0):

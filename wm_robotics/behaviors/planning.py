@@ -98,9 +98,9 @@ class GoalObjective:
     goal frame is). With both ``proprio_index`` and ``latent_index`` the energy is DINO-WM's sum of
     two terms: distance(decoded fields) + ``latent_weight`` · distance(latent dims). ``norm`` is
     "l2" (Euclidean) or "l1"; the energy is averaged over the horizon, or taken at the last step
-    only when ``terminal_only``. Replace ``goal`` to plan towards a new goal. ``drift`` (the goal's shape): a per-step error
-    of the model in what the energy compares (``DriftEstimate``), added h times to what is predicted at
-    imagined step h = 1…H (offset-free MPC); read at every call.
+    only when ``terminal_only``. Replace ``goal`` to plan towards a new goal. ``drift`` (the goal's
+    shape): a per-step error of the model in what the energy compares (``DriftEstimate``), added h times
+    to what is predicted at imagined step h = 1…H (offset-free MPC); read at every call.
     """
 
     def __init__(self, goal: torch.Tensor, norm: str = "l2", terminal_only: bool = False,
@@ -130,7 +130,8 @@ class GoalObjective:
         if self.terminal_only:
             states = {key: value[:, -1:] for key, value in states.items()}
         device = next(iter(states.values())).device
-        for name in ("goal", "proprio_index", "latent_index", "drift"):  # moved once, in eager calls before any CUDA-graph capture
+        # moved once, in eager calls before any CUDA-graph capture
+        for name in ("goal", "proprio_index", "latent_index", "drift"):
             value = getattr(self, name)
             if value is not None and value.device != device:
                 setattr(self, name, value.to(device))
