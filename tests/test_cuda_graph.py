@@ -81,6 +81,24 @@ def test_graphed_search_finds_the_optimum_and_follows_changes(kind):
     assert planner.cuda_graph
 
 
+@cuda
+@pytest.mark.parametrize("kind", KINDS)
+def test_graphed_search_reads_the_drift_updated_in_place(kind):
+    torch.manual_seed(1)
+    model = PointMass(dt=1.0, decay=0.0, device="cuda")  # x' = a
+    drift = torch.zeros(1, device="cuda")
+    planner = make(kind, action_dim=1, objective=GoalObjective(torch.tensor([0.3], device="cuda"), drift=drift))
+    action = planner.plan(model, model.start(0.0))
+    assert planner._graph is not None and abs(action.item() - 0.3) < 0.05
+    graph = planner._graph[1]
+    drift.fill_(0.1)  # as DriftEstimate.update does: h x 0.1 is added at step h, so the plan is 0.3 - 0.1 h
+    for _ in range(3):
+        action = planner.plan(model, model.start(0.0))
+    assert planner._graph[1] is graph  # replayed, not captured anew
+    torch.testing.assert_close(planner.last_info["plan"].flatten().cpu(), torch.tensor([0.2, 0.1, 0.0]),
+                               atol=0.05, rtol=0)
+
+
 class HostSyncObjective:
     """A reward that reads a tensor on the host (``.item()``): it cannot be captured in a graph."""
 
