@@ -162,7 +162,7 @@ class MPCController:
             unbounded = torch.isin(index, torch.tensor(self.unbounded_angles, dtype=torch.long, device=index.device))
             self._frame_goal = FrameGoal(goal, angles, unbounded, self.pose_feedback)
         else:
-            goal = goal_embedding(self.model, self.encode(goal_obs), kwargs["proprio_index"], kwargs.get("latent_index"))
+            goal = self._compared(self.encode(goal_obs))
         self._drift = (DriftEstimate(goal.shape, self.drift_correction, self.device) if self.drift_correction
                        else None)
         # its own copy of the goal: act updates a frame goal in place
@@ -173,6 +173,11 @@ class MPCController:
         view = self.model.proprio_view() if fields_only and hasattr(self.model, "proprio_view") else None
         self._goal_view = None if view is None else (view, self.planner.objective)
         self.planner.reset()
+
+    def _compared(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
+        """What the goal energy compares of ``state``: its decoded fields and/or latent dims (``goal_embedding``)."""
+        kwargs = self._goal_kwargs
+        return goal_embedding(self.model, state, kwargs["proprio_index"], kwargs.get("latent_index"))
 
     def _proprio_index(self, fields: str | list[str] | None) -> torch.Tensor | None:
         """Dims of the proprio vector that hold the named fields (``goal_energy.fields``); None for none."""
@@ -262,11 +267,9 @@ class MPCController:
         first = torch.tensor([self._first], device=self.device)
         previous, agent.state = agent.state, self.model.step(agent.state, agent.prev_action, model_obs, first)
         if self._drift is not None and not self._first:
-            compared = (self._goal_kwargs["proprio_index"], self._goal_kwargs.get("latent_index"))
             predicted = self.model.img_step(previous, agent.prev_action)
             shape = self._drift.drift.shape  # the goal's: (F,) read from a frame, (1, F) encoded
-            self._drift.update(goal_embedding(self.model, agent.state, *compared).reshape(shape),
-                               goal_embedding(self.model, predicted, *compared).reshape(shape))
+            self._drift.update(self._compared(agent.state).reshape(shape), self._compared(predicted).reshape(shape))
         if self._frame_goal is not None:
             # in place, so that a captured CUDA graph of the search stays valid
             self.planner.objective.goal.copy_(self._frame_goal_now(model_obs))
