@@ -6,22 +6,28 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Headless MuJoCo rendering needs EGL: libglvnd's libEGL/libGL plus a vendor (Mesa's llvmpipe
-# without a GPU). Video needs no system ffmpeg (imageio-ffmpeg ships one). jemalloc: training and
-# benchmark scripts re-execute on it (wm_robotics/allocator.py; fp32 S updates take 20-40% less time). Install when missing.
+# without a GPU). Video needs no system ffmpeg (imageio-ffmpeg ships one). Optional, installed when
+# missing: jemalloc (training and benchmark scripts re-execute on it, wm_robotics/allocator.py; fp32 S
+# updates take 20-40% less time) and a C++ compiler (torch.compile's CPU kernels: planners' compile=true).
 LIBS="$(ldconfig -p 2>/dev/null || true)"
 PACKAGES=""
 if ! grep -q "libEGL.so.1" <<< "$LIBS" || ! grep -q "libGL.so.1" <<< "$LIBS" \
    || ! ls /usr/share/glvnd/egl_vendor.d/*.json >/dev/null 2>&1; then
   PACKAGES="libegl1 libgl1 libgles2 libglvnd0 libegl-mesa0 libgl1-mesa-dri"
 fi
+OPTIONAL=""
+grep -q "libjemalloc.so.2" <<< "$LIBS" || OPTIONAL=" libjemalloc2"
+command -v g++ >/dev/null || command -v c++ >/dev/null || OPTIONAL="$OPTIONAL g++"
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+if [ -n "$PACKAGES" ] || [ -n "$OPTIONAL" ]; then
+  $SUDO apt-get update -qq || true
+fi
 if [ -n "$PACKAGES" ]; then
-  $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $PACKAGES >/dev/null
 fi
-if ! grep -q "libjemalloc.so.2" <<< "$LIBS"; then  # optional: without it the scripts use the system malloc
-  { [ -n "$PACKAGES" ] || $SUDO apt-get update -qq; } && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libjemalloc2 >/dev/null \
-    || echo "warning: libjemalloc2 not installed; training runs on the system malloc"
+if [ -n "$OPTIONAL" ]; then
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $OPTIONAL >/dev/null \
+    || echo "warning: could not install$OPTIONAL (without jemalloc: the system malloc; without g++: no compile=true)"
 fi
 
 # The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.

@@ -34,8 +34,9 @@ def test_goal_cem_row_times_the_jepa_goal_preset_through_the_controller():
     torch.set_num_threads(1)
     preset = planner_bench.goal_preset()
     assert preset["experiment_name"] == "jepa_goal" and preset["behavior"]["planner"] == "cem"
-    row = planner_bench.time_goal_cem(torch.device("cpu"), repeats=1)
+    [row] = planner_bench.time_interleaved([planner_bench.goal_cem_case(torch.device("cpu"))], torch.device("cpu"), 1)
     assert row["what"] == "goal-cem" and row["ms"] > 0 and row["gflop"] > 0 and row["params_M"] > 0
+    assert row["matmul_gflops"] > 0 and "work" not in row
 
 
 def test_plot_runs_from_metrics_csv(tmp_path):

@@ -26,8 +26,9 @@ class CEMPlanner(SamplingPlanner):
     def __init__(self, action_dim: int, horizon: int = 12, iterations: int = 10, candidates: int = 1000,
                  elites: int = 100, min_std: float = 0.05, init_std: float = 1.0, action_low: Bound = -1.0,
                  action_high: Bound = 1.0, objective: Objective | None = None, momentum: float = 0.0,
-                 cuda_graph: bool = True, precision: str = "fp32") -> None:
-        super().__init__(action_dim, horizon, iterations, action_low, action_high, objective, cuda_graph, precision)
+                 cuda_graph: bool = True, precision: str = "fp32", compile: bool = False) -> None:
+        super().__init__(action_dim, horizon, iterations, action_low, action_high, objective, cuda_graph, precision,
+                         compile)
         if not 0 < elites <= candidates:
             raise ValueError(f"need 0 < elites <= candidates, got elites={elites}, candidates={candidates}")
         if not 0 <= min_std <= init_std:

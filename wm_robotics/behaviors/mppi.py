@@ -33,8 +33,10 @@ class MPPIPlanner(SamplingPlanner):
                  elites: int = 64, policy_samples: int = 24, temperature: float = 0.5, min_std: float = 0.05,
                  max_std: float = 2.0, action_low: Bound = -1.0, action_high: Bound = 1.0,
                  objective: Objective | None = None, policy: FeaturePolicy | None = None,
-                 sample_final: bool = True, cuda_graph: bool = True, precision: str = "fp32") -> None:
-        super().__init__(action_dim, horizon, iterations, action_low, action_high, objective, cuda_graph, precision)
+                 sample_final: bool = True, cuda_graph: bool = True, precision: str = "fp32",
+                 compile: bool = False) -> None:
+        super().__init__(action_dim, horizon, iterations, action_low, action_high, objective, cuda_graph, precision,
+                         compile)
         if samples < 0 or policy_samples < 0:
             raise ValueError(f"samples and policy_samples must be >= 0, got {samples}, {policy_samples}")
         population = samples + (policy_samples if policy is not None else 0)

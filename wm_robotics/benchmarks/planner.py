@@ -7,23 +7,29 @@ is the ``tdmpc`` preset's (batch 256, horizon 3): world-model step, target EMA a
 
 FLOPs per call are counted with torch's ``FlopCounterMode``. The reference measured in the same run
 is the machine's fp32 matmul rate now (a 1024³ matmul): ``matmul_bound_ms`` = FLOPs / that rate is
-what a purely matmul-bound implementation would take, so the ratio survives a busy machine.
+what a purely matmul-bound implementation would take. The MPPI variants and the updates of one size
+are timed in the same rounds (each round: the reference, then each case once; medians), as are CEM and
+goal-CEM, so their ratios to each other and to the reference survive a machine whose speed drifts.
 The ``goal-cem`` row is the ``jepa_goal`` preset's act as deployed (``MPCController`` built from
 ``configs/experiment/jepa_goal.yaml``): encode a reacher frame + proprio, then CEM on the preset's
 goal energy (for a ``split_dynamics`` model, in the proprio block alone). On CUDA the planners replay their search
 as a CUDA graph; the ``mppi (no graph)`` row times the same search launched kernel by kernel. The
 ``mppi (bf16)`` row runs the same search with ``precision="bf16"`` (matmuls in bfloat16); its
-matmul-bound time still uses the fp32 rate, so its "% of bound" can pass 100.
+matmul-bound time still uses the fp32 rate, so its "% of bound" can pass 100. The ``mppi (compiled)`` row
+(CPU, not with ``--quick``) runs it in fp32 through ``torch.compile`` (``compile=True``); ``compile_s`` in
+the JSON is its first call, which compiles.
 TD-MPC2's own code on this project's 2-core CPU (torch 2.13, compile off; DESIGN.md, measured by
 the project, not re-run here): 1M 154 ms/action and 115–126 ms/update, 5M 438 and 435–452.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -43,35 +49,56 @@ BATCH, HORIZON = 256, 3
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-def _timed(work: Callable[[], object], device: torch.device, repeats: int,
-           planner: SamplingPlanner | None = None) -> tuple[float, float]:
-    """(median ms, GFLOP) of ``work`` after one warm-up call; FLOPs counted on one extra call, with
-    ``planner``'s CUDA graph off for it (the counter cannot see the kernels of a graph replay)."""
+#: a benchmark case: "what", "work" (the call to time), "gflop", optional "planner", and extra fields for the row
+Case = dict
+
+
+def prepare(what: str, work: Callable[[], object], device: torch.device,
+            planner: SamplingPlanner | None = None, **extra) -> Case:
+    """A case ready to time: its first call made (it compiles a ``compile`` planner's search; its seconds are
+    ``first_call_s``) and its FLOPs counted on one more call with ``planner``'s search eager (the counter cannot
+    see the kernels of a CUDA graph replay or of compiled code)."""
+    start = time.perf_counter()
     work()
-    graphed = planner is not None and planner.cuda_graph
-    if graphed:
-        planner.cuda_graph = False
-    try:
-        with FlopCounterMode(display=False) as counter:
-            work()
-    finally:
-        if graphed:
-            planner.cuda_graph = True
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
+    sync(device)
+    first_call_s = time.perf_counter() - start
+    with eager_search(planner), FlopCounterMode(display=False) as counter:
         work()
-        sync(device)
-        times.append(1000 * (time.perf_counter() - start))
-    return sorted(times)[len(times) // 2], counter.get_total_flops() / 1e9
+    return {"what": what, "work": work, "gflop": counter.get_total_flops() / 1e9, "first_call_s": first_call_s,
+            **extra}
 
 
-def matmul_gflops(device: torch.device, size: int = 1024, repeats: int = 20) -> float:
-    """fp32 GFLOP/s of a ``size``³ matmul on ``device`` now (the same-run reference)."""
-    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
-    ms, _ = _timed(lambda: [a @ b for _ in range(repeats)], device, 3)
-    return 2 * size ** 3 * repeats / (ms / 1000) / 1e9
+@contextlib.contextmanager
+def eager_search(planner: SamplingPlanner | None) -> Iterator[None]:
+    """Inside, ``planner`` searches kernel by kernel: no CUDA graph, not compiled (its settings restored after)."""
+    saved = None if planner is None else (planner.cuda_graph, planner.compile)
+    if planner is not None:
+        planner.cuda_graph = planner.compile = False
+    try:
+        yield
+    finally:
+        if planner is not None:
+            planner.cuda_graph, planner.compile = saved
+
+
+def time_interleaved(cases: list[Case], device: torch.device, repeats: int) -> list[dict]:
+    """Rows of ``cases`` timed in ``repeats`` rounds that run a 1024³ matmul (the reference) and then every case
+    once: ``ms`` is a case's median, ``matmul_gflops`` the reference's median rate over the same rounds, so the
+    cases' ratios to each other and to the reference survive a machine whose speed drifts."""
+    a, b = torch.randn(1024, 1024, device=device), torch.randn(1024, 1024, device=device)
+    reference = {"what": "matmul", "work": lambda: [a @ b for _ in range(8)]}
+    reference["work"]()
+    times: dict[int, list[float]] = {index: [] for index in range(len(cases) + 1)}
+    for _ in range(repeats):
+        for index, case in enumerate([reference, *cases]):
+            sync(device)
+            start = time.perf_counter()
+            case["work"]()
+            sync(device)
+            times[index].append(1000 * (time.perf_counter() - start))
+    rate = 2 * 1024 ** 3 * 8 / (float(np.median(times[0])) / 1000) / 1e9
+    return [{**{k: v for k, v in case.items() if k != "work"}, "ms": float(np.median(times[index + 1])),
+             "matmul_gflops": rate} for index, case in enumerate(cases)]
 
 
 def _params_million(model: JEPAWorldModel) -> float:
@@ -84,19 +111,21 @@ def _model(size: str, device: torch.device) -> JEPAWorldModel:
     return JEPAWorldModel.from_size(size, {"proprio": (5,)}, 1, target="stopgrad", horizon=HORIZON).to(device)
 
 
-def time_planner(size: str, planner: str, device: torch.device, repeats: int, cuda_graph: bool = True,
-                 precision: str = "fp32") -> dict:
-    """ms per planned action (one environment) at the planner's default settings."""
+def planner_case(size: str, planner: str, device: torch.device, cuda_graph: bool = True, precision: str = "fp32",
+                 compile: bool = False) -> Case:
+    """One planned action (one environment) at the planner's default settings; with ``compile`` the case's
+    ``compile_s`` is the first call, which compiles the search."""
     model = _model(size, device).eval()
-    behavior = MPCBehavior(model, planner=planner, settings={"cuda_graph": cuda_graph, "precision": precision}
-                           ).to(device)
+    settings = {"cuda_graph": cuda_graph, "precision": precision, "compile": compile}
+    behavior = MPCBehavior(model, planner=planner, settings=settings).to(device)
     with torch.no_grad():
         state = {"latent": model.encoder({"proprio": torch.randn(1, 5, device=device)})}
     first = torch.zeros(1, dtype=torch.bool, device=device)
-    ms, gflop = _timed(lambda: behavior.plan(model, state, first, sample=False), device, repeats, behavior.planner)
     name = planner if cuda_graph or device.type != "cuda" else f"{planner} (no graph)"
-    name = name if precision == "fp32" else f"{name} ({precision})"
-    return {"what": name, "ms": ms, "gflop": gflop}
+    name = " ".join([name] + ([f"({precision})"] if precision != "fp32" else []) + (["(compiled)"] if compile else []))
+    case = prepare(name, lambda: behavior.plan(model, state, first, sample=False), device, behavior.planner)
+    first_call_s = case.pop("first_call_s")
+    return {**case, **({"compile_s": first_call_s} if compile else {})}
 
 
 def goal_preset() -> dict:
@@ -108,8 +137,8 @@ def goal_preset() -> dict:
         return OmegaConf.to_container(compose("train", overrides=["experiment=jepa_goal"]), resolve=True)
 
 
-def time_goal_cem(device: torch.device, repeats: int) -> dict:
-    """ms per ``jepa_goal`` action as deployed: ``MPCController`` (freshly initialised preset model and
+def goal_cem_case(device: torch.device) -> Case:
+    """One ``jepa_goal`` action as deployed: ``MPCController`` (freshly initialised preset model and
     settings) encodes a reacher frame + proprio and runs CEM on the preset's goal energy."""
     cfg = goal_preset()
     env = envs.make_env(cfg["env"]["id"], **env_kwargs(cfg))
@@ -119,12 +148,14 @@ def time_goal_cem(device: torch.device, repeats: int) -> dict:
     goal, _ = env.reset(seed=1)
     env.close()
     controller.set_goal(goal)
-    ms, gflop = _timed(lambda: controller.act(obs), device, repeats, controller.planner)
-    return {"what": "goal-cem", "ms": ms, "gflop": gflop, "params_M": _params_million(controller.model)}
+    case = prepare("goal-cem", lambda: controller.act(obs), device, controller.planner,
+                   params_M=_params_million(controller.model))
+    del case["first_call_s"]
+    return case
 
 
-def time_update(size: str, device: torch.device, repeats: int, precision: str = "fp32") -> dict:
-    """ms per ``tdmpc`` update: model loss + backward + Adam + target EMA + policy-prior step, the
+def update_case(size: str, device: torch.device, precision: str = "fp32") -> Case:
+    """One ``tdmpc`` update: model loss + backward + Adam + target EMA + policy-prior step, the
     forward and backward passes in ``precision`` (as ``Trainer.update`` runs them)."""
     model = _model(size, device)
     behavior = MPCBehavior(model).to(device)
@@ -149,8 +180,9 @@ def time_update(size: str, device: torch.device, repeats: int, precision: str = 
         with compute:
             behavior.update(model, states)
 
-    ms, gflop = _timed(update, device, repeats)
-    return {"what": "update" if precision == "fp32" else f"update ({precision})", "ms": ms, "gflop": gflop}
+    case = prepare("update" if precision == "fp32" else f"update ({precision})", update, device)
+    del case["first_call_s"]
+    return case
 
 
 def run(quick: bool = False, device_choice: str = "auto") -> dict:
@@ -160,24 +192,22 @@ def run(quick: bool = False, device_choice: str = "auto") -> dict:
     repeats = 3 if quick else 7
     rows = []
     for device in devices:
-        rate = matmul_gflops(device)
         for size in sizes:
             params = _params_million(_model(size, device))
-            results = [time_planner(size, "mppi", device, repeats),
-                       time_planner(size, "mppi", device, repeats, precision="bf16"),
-                       time_update(size, device, repeats),
-                       time_update(size, device, repeats, precision="bf16"),
-                       time_planner(size, "cem", device, 1 if quick else 3)]
-            if size == "xs":
-                results.append(time_goal_cem(device, 1 if quick else 3))
-            if device.type == "cuda":  # what the CUDA graph saves, measured in the same run
-                results.append(time_planner(size, "mppi", device, repeats, cuda_graph=False))
+            fast = [planner_case(size, "mppi", device), planner_case(size, "mppi", device, precision="bf16")]
+            if device.type == "cpu" and not quick:  # compiling takes ~15 s (xs) to ~1 min (s) on 2 cores
+                fast.append(planner_case(size, "mppi", device, compile=True))
+            if device.type == "cuda":  # what the CUDA graph saves, measured in the same rounds
+                fast.append(planner_case(size, "mppi", device, cuda_graph=False))
+            fast += [update_case(size, device), update_case(size, device, precision="bf16")]
+            slow = [planner_case(size, "cem", device)] + ([goal_cem_case(device)] if size == "xs" else [])
+            results = time_interleaved(fast, device, repeats) + time_interleaved(slow, device, 1 if quick else 3)
             for result in results:
-                bound = result["gflop"] / rate * 1000
+                bound = result["gflop"] / result["matmul_gflops"] * 1000
                 reference = REFERENCE_MS[size].get(result["what"].split()[0])
                 # goal-cem's result carries its own params_M, which replaces the tdmpc model's
                 rows.append({"size": size, "params_M": params, "device": str(device), **result,
-                             "matmul_gflops": rate, "matmul_bound_ms": bound, "bound_fraction": bound / result["ms"],
+                             "matmul_bound_ms": bound, "bound_fraction": bound / result["ms"],
                              "tdmpc2_ms": reference,
                              "speedup_vs_tdmpc2": reference / result["ms"] if reference else None})
     print_table("Planner and tdmpc update: ms per call (median; matmul-bound time from this run's matmul rate)",
@@ -188,7 +218,8 @@ def run(quick: bool = False, device_choice: str = "auto") -> dict:
                   r["speedup_vs_tdmpc2"] or "-"] for r in rows])
     return {"planner": rows, "planner_reference_ms": REFERENCE_MS,
             "planner_settings": {"mppi": "horizon 3, 6 iterations, 512 samples + 24 prior, 64 elites; "
-                                         "(bf16): the same with precision=bf16",
+                                         "(bf16): the same with precision=bf16; (compiled): with compile=true "
+                                         "(compile_s: seconds of the first call, which compiles)",
                                  "cem": "horizon 12, 10 iterations, 1000 candidates, 100 elites",
                                  "goal-cem": "the jepa_goal preset through MPCController (configs/experiment/"
                                              "jepa_goal.yaml: its model, CEM settings and goal energy)",
