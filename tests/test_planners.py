@@ -223,6 +223,8 @@ def test_a_search_that_cannot_be_compiled_runs_eagerly_with_a_warning(monkeypatc
         warnings.simplefilter("error")  # warned once: the next search is eager without a word
         planner.plan(model, model.start(0.0))
 
+
+def test_imagine_called_once_per_iteration():
     model = PointMass()
     make("cem", action_dim=1, iterations=4).plan(model, model.start(0.0, 0.2))
     assert model.imagine_calls == 4

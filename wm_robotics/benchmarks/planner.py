@@ -15,9 +15,9 @@ The ``goal-cem`` row is the ``jepa_goal`` preset's act as deployed (``MPCControl
 goal energy (for a ``split_dynamics`` model, in the proprio block alone). On CUDA the planners replay their search
 as a CUDA graph; the ``mppi (no graph)`` row times the same search launched kernel by kernel. The
 ``mppi (bf16)`` row runs the same search with ``precision="bf16"`` (matmuls in bfloat16); its
-matmul-bound time still uses the fp32 rate, so its "% of bound" can pass 100. The ``mppi (compiled)`` row
-(CPU, not with ``--quick``) runs it in fp32 through ``torch.compile`` (``compile=True``); ``compile_s`` in
-the JSON is its first call, which compiles.
+matmul-bound time still uses the fp32 rate, so its "% of bound" can pass 100. The ``(compiled)`` rows
+(CPU, not with ``--quick``) run MPPI and goal-CEM in fp32 through ``torch.compile`` (``compile=True``);
+``compile_s`` in the JSON is their first call, which compiles.
 TD-MPC2's own code on this project's 2-core CPU (torch 2.13, compile off; DESIGN.md, measured by
 the project, not re-run here): 1M 154 ms/action and 115–126 ms/update, 5M 438 and 435–452.
 """
@@ -55,17 +55,17 @@ Case = dict
 
 def prepare(what: str, work: Callable[[], object], device: torch.device,
             planner: SamplingPlanner | None = None, **extra) -> Case:
-    """A case ready to time: its first call made (it compiles a ``compile`` planner's search; its seconds are
-    ``first_call_s``) and its FLOPs counted on one more call with ``planner``'s search eager (the counter cannot
-    see the kernels of a CUDA graph replay or of compiled code)."""
+    """A case ready to time: its first call made (it compiles a ``compile`` planner's search: then its seconds are
+    the case's ``compile_s``) and its FLOPs counted on one more call with ``planner``'s search eager (the counter
+    cannot see the kernels of a CUDA graph replay or of compiled code)."""
     start = time.perf_counter()
     work()
     sync(device)
-    first_call_s = time.perf_counter() - start
+    if planner is not None and planner.compile:
+        extra["compile_s"] = time.perf_counter() - start
     with eager_search(planner), FlopCounterMode(display=False) as counter:
         work()
-    return {"what": what, "work": work, "gflop": counter.get_total_flops() / 1e9, "first_call_s": first_call_s,
-            **extra}
+    return {"what": what, "work": work, "gflop": counter.get_total_flops() / 1e9, **extra}
 
 
 @contextlib.contextmanager
@@ -113,8 +113,7 @@ def _model(size: str, device: torch.device) -> JEPAWorldModel:
 
 def planner_case(size: str, planner: str, device: torch.device, cuda_graph: bool = True, precision: str = "fp32",
                  compile: bool = False) -> Case:
-    """One planned action (one environment) at the planner's default settings; with ``compile`` the case's
-    ``compile_s`` is the first call, which compiles the search."""
+    """One planned action (one environment) at the planner's default settings."""
     model = _model(size, device).eval()
     settings = {"cuda_graph": cuda_graph, "precision": precision, "compile": compile}
     behavior = MPCBehavior(model, planner=planner, settings=settings).to(device)
@@ -123,9 +122,7 @@ def planner_case(size: str, planner: str, device: torch.device, cuda_graph: bool
     first = torch.zeros(1, dtype=torch.bool, device=device)
     name = planner if cuda_graph or device.type != "cuda" else f"{planner} (no graph)"
     name = " ".join([name] + ([f"({precision})"] if precision != "fp32" else []) + (["(compiled)"] if compile else []))
-    case = prepare(name, lambda: behavior.plan(model, state, first, sample=False), device, behavior.planner)
-    first_call_s = case.pop("first_call_s")
-    return {**case, **({"compile_s": first_call_s} if compile else {})}
+    return prepare(name, lambda: behavior.plan(model, state, first, sample=False), device, behavior.planner)
 
 
 def goal_preset() -> dict:
@@ -137,21 +134,19 @@ def goal_preset() -> dict:
         return OmegaConf.to_container(compose("train", overrides=["experiment=jepa_goal"]), resolve=True)
 
 
-def goal_cem_case(device: torch.device) -> Case:
+def goal_cem_case(device: torch.device, compile: bool = False) -> Case:
     """One ``jepa_goal`` action as deployed: ``MPCController`` (freshly initialised preset model and
     settings) encodes a reacher frame + proprio and runs CEM on the preset's goal energy."""
     cfg = goal_preset()
     env = envs.make_env(cfg["env"]["id"], **env_kwargs(cfg))
     torch.manual_seed(0)
-    controller = MPCController(untrained_payload(cfg, env), str(device), "cem")
+    controller = MPCController(untrained_payload(cfg, env), str(device), "cem", compile=compile)
     obs, _ = env.reset(seed=0)
     goal, _ = env.reset(seed=1)
     env.close()
     controller.set_goal(goal)
-    case = prepare("goal-cem", lambda: controller.act(obs), device, controller.planner,
-                   params_M=_params_million(controller.model))
-    del case["first_call_s"]
-    return case
+    return prepare("goal-cem (compiled)" if compile else "goal-cem", lambda: controller.act(obs), device,
+                   controller.planner, params_M=_params_million(controller.model))
 
 
 def update_case(size: str, device: torch.device, precision: str = "fp32") -> Case:
@@ -180,9 +175,7 @@ def update_case(size: str, device: torch.device, precision: str = "fp32") -> Cas
         with compute:
             behavior.update(model, states)
 
-    case = prepare("update" if precision == "fp32" else f"update ({precision})", update, device)
-    del case["first_call_s"]
-    return case
+    return prepare("update" if precision == "fp32" else f"update ({precision})", update, device)
 
 
 def run(quick: bool = False, device_choice: str = "auto") -> dict:
@@ -194,13 +187,16 @@ def run(quick: bool = False, device_choice: str = "auto") -> dict:
     for device in devices:
         for size in sizes:
             params = _params_million(_model(size, device))
+            compiled = device.type == "cpu" and not quick
             fast = [planner_case(size, "mppi", device), planner_case(size, "mppi", device, precision="bf16")]
-            if device.type == "cpu" and not quick:  # compiling takes ~15 s (xs) to ~1 min (s) on 2 cores
+            if compiled:  # compiling takes ~15 s (xs) to ~1 min (s) on 2 cores
                 fast.append(planner_case(size, "mppi", device, compile=True))
             if device.type == "cuda":  # what the CUDA graph saves, measured in the same rounds
                 fast.append(planner_case(size, "mppi", device, cuda_graph=False))
             fast += [update_case(size, device), update_case(size, device, precision="bf16")]
-            slow = [planner_case(size, "cem", device)] + ([goal_cem_case(device)] if size == "xs" else [])
+            slow = [planner_case(size, "cem", device)]
+            if size == "xs":
+                slow += [goal_cem_case(device)] + ([goal_cem_case(device, compile=True)] if compiled else [])
             results = time_interleaved(fast, device, repeats) + time_interleaved(slow, device, 1 if quick else 3)
             for result in results:
                 bound = result["gflop"] / result["matmul_gflops"] * 1000
