@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 # Headless MuJoCo rendering needs EGL: libglvnd's libEGL/libGL plus a vendor (Mesa's llvmpipe
 # without a GPU). Video needs no system ffmpeg (imageio-ffmpeg ships one). Optional, installed when
 # missing: jemalloc (training and benchmark scripts re-execute on it, wm_robotics/allocator.py; fp32 S
-# updates take 20-40% less time) and a C++ compiler (torch.compile's CPU kernels: planners' compile=true).
+# updates take 20-40% less time), a C++ compiler and Python's headers (torch.compile's CPU kernels: the
+# planners' compile=true).
 LIBS="$(ldconfig -p 2>/dev/null || true)"
 PACKAGES=""
 if ! grep -q "libEGL.so.1" <<< "$LIBS" || ! grep -q "libGL.so.1" <<< "$LIBS" \
@@ -16,8 +17,10 @@ if ! grep -q "libEGL.so.1" <<< "$LIBS" || ! grep -q "libGL.so.1" <<< "$LIBS" \
   PACKAGES="libegl1 libgl1 libgles2 libglvnd0 libegl-mesa0 libgl1-mesa-dri"
 fi
 OPTIONAL=""
-grep -q "libjemalloc.so.2" <<< "$LIBS" || OPTIONAL=" libjemalloc2"
+grep -q "libjemalloc.so.2" <<< "$LIBS" || OPTIONAL="libjemalloc2"
 command -v g++ >/dev/null || command -v c++ >/dev/null || OPTIONAL="$OPTIONAL g++"
+python3 -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' \
+  || OPTIONAL="$OPTIONAL python3-dev"
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 if [ -n "$PACKAGES" ] || [ -n "$OPTIONAL" ]; then
   $SUDO apt-get update -qq || true
@@ -25,10 +28,10 @@ fi
 if [ -n "$PACKAGES" ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $PACKAGES >/dev/null
 fi
-if [ -n "$OPTIONAL" ]; then
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $OPTIONAL >/dev/null \
-    || echo "warning: could not install$OPTIONAL (without jemalloc: the system malloc; without g++: no compile=true)"
-fi
+for PACKAGE in $OPTIONAL; do  # each on its own: one that fails leaves the others installed
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$PACKAGE" >/dev/null \
+    || echo "warning: $PACKAGE not installed (without jemalloc: the system malloc; without g++ / headers: no compile=true)"
+done
 
 # The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
 python3 -m pip install -q "torch==2.13.0" || python3 -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu

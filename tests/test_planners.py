@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sysconfig
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -176,13 +178,16 @@ def test_batched_envs_match_single_env(kind):
     assert torch.allclose(batched, torch.tensor([0.5, 0.0, -0.5]), atol=0.08)
 
 
-def _cpp_compiler() -> str | None:
-    """The C++ compiler torch.compile's CPU backend would use, or None without one."""
+def _compile_toolchain_missing() -> str | None:
+    """Why torch.compile cannot build CPU kernels here (no C++ compiler, no Python headers), or None."""
+    if not Path(sysconfig.get_paths()["include"], "Python.h").exists():
+        return "torch.compile's CPU kernels need Python's headers (Python.h)"
     try:
         from torch._inductor.cpp_builder import get_cpp_compiler
-        return get_cpp_compiler()
+        get_cpp_compiler()
     except Exception:  # inductor raises its own error types when no compiler is found
-        return None
+        return "torch.compile on the CPU needs a C++ compiler (g++)"
+    return None
 
 
 class TracedPointMass(PointMass):
@@ -197,7 +202,7 @@ class TracedPointMass(PointMass):
         return super().imagine(state, horizon, actions, policy)
 
 
-@pytest.mark.skipif(_cpp_compiler() is None, reason="torch.compile on the CPU needs a C++ compiler (g++)")
+@pytest.mark.skipif(_compile_toolchain_missing() is not None, reason=str(_compile_toolchain_missing()))
 def test_compiled_search_finds_the_optimum_of_each_env():
     torch.manual_seed(4)
     model = TracedPointMass(target=0.5)  # from x0 the optimum is a = (0.5 − x0) / 0.1, then 0
