@@ -13,9 +13,10 @@ what the search ranks, in float32); sampled actions, scores and the planner's st
 
 ``compile=True`` runs the search through ``torch.compile`` (inductor; needs a C++ compiler on the CPU): the
 LayerNorm / SiLU / softmax steps between the matmuls are fused into a few loops, so the search comes
-closer to the machine's matmul rate. The first ``plan`` compiles (about 1.5 min for TD-MPC2's MPPI on
-2 CPU cores), and so does the first one after a shape or setting changes. On CUDA with ``cuda_graph``
-the CUDA graph takes its place.
+closer to the machine's matmul rate. The first ``plan`` compiles (about 1 min for TD-MPC2's 1M MPPI on
+2 CPU cores; seconds once inductor's on-disk cache holds it), and so does the first one after a shape or
+setting changes. On CUDA with ``cuda_graph`` the CUDA graph takes its place (compiling on CUDA, with
+``cuda_graph=False``, has not been tried).
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ BATCH, HORIZON = 256, 3
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-#: a benchmark case: "what", "work" (the call to time), "gflop", optional "planner", and extra fields for the row
+#: a benchmark case: "what", "work" (the call to time), "gflop", and extra fields for its row (e.g. "compile_s")
 Case = dict
 
 
