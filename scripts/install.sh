@@ -18,18 +18,19 @@ if ! grep -q "libEGL.so.1" <<< "$LIBS" || ! grep -q "libGL.so.1" <<< "$LIBS" \
 fi
 OPTIONAL=""
 grep -q "libjemalloc.so.2" <<< "$LIBS" || OPTIONAL="libjemalloc2"
-command -v g++ >/dev/null || command -v c++ >/dev/null || OPTIONAL="$OPTIONAL g++"
+command -v "${CXX:-g++}" >/dev/null || OPTIONAL="$OPTIONAL g++"  # the compiler inductor calls
 python3 -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' \
   || OPTIONAL="$OPTIONAL python3-dev"
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-if [ -n "$PACKAGES" ] || [ -n "$OPTIONAL" ]; then
-  $SUDO apt-get update -qq || true
-fi
+APT="$SUDO env DEBIAN_FRONTEND=noninteractive apt-get"
 if [ -n "$PACKAGES" ]; then
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $PACKAGES >/dev/null
+  $APT update -qq
+  $APT install -y -qq $PACKAGES >/dev/null
+elif [ -n "$OPTIONAL" ]; then
+  $APT update -qq || true
 fi
 for PACKAGE in $OPTIONAL; do  # each on its own: one that fails leaves the others installed
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$PACKAGE" >/dev/null \
+  $APT install -y -qq "$PACKAGE" >/dev/null \
     || echo "warning: $PACKAGE not installed (without jemalloc: the system malloc; without g++ / headers: no compile=true)"
 done
 

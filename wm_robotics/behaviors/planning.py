@@ -15,8 +15,10 @@ what the search ranks, in float32); sampled actions, scores and the planner's st
 LayerNorm / SiLU / softmax steps between the matmuls are fused into a few loops, so the search comes
 closer to the machine's matmul rate. The first ``plan`` compiles (about 1 min for TD-MPC2's 1M MPPI on
 2 CPU cores; seconds once inductor's on-disk cache holds it), and so does the first one after a shape or
-setting changes. On CUDA with ``cuda_graph`` the CUDA graph takes its place (compiling on CUDA, with
-``cuda_graph=False``, has not been tried).
+setting changes. Every planner of a kind shares one compiled code object, so torch's recompile limit
+(``torch._dynamo.config.recompile_limit``, 8) counts the shapes and models of all of them together; past
+it torch logs a warning and runs the search eagerly. On CUDA with ``cuda_graph`` the CUDA graph takes its
+place (compiling on CUDA, with ``cuda_graph=False``, has not been tried).
 """
 
 from __future__ import annotations
@@ -268,7 +270,8 @@ class SamplingPlanner:
             self._compiled = torch.compile(self._search, dynamic=False)
         try:
             return self._compiled(model, state, mean, low, high)
-        except torch._dynamo.exc.TorchDynamoException as error:  # the compiler's failures (no C++ compiler, ...)
+        except torch._dynamo.exc.BackendCompilerFailed as error:  # inductor's failures (no C++ compiler, ...); a bug
+            # in the model or objective raises its own error while it is traced, and the eager search would too
             lines = [line.strip() for line in str(error).splitlines() if line.strip()]
             reason = " ".join(lines[:2])[:300] or type(error).__name__  # e.g. "backend='inductor' raised: <cause>"
             warnings.warn(f"torch.compile of {type(self).__name__}'s search failed ({reason}); "

@@ -58,10 +58,14 @@ def prepare(what: str, work: Callable[[], object], device: torch.device,
     """A case ready to time: its first call made (it compiles a ``compile`` planner's search: then its seconds are
     the case's ``compile_s``) and its FLOPs counted on one more call with ``planner``'s search eager (the counter
     cannot see the kernels of a CUDA graph replay or of compiled code)."""
+    compiles = planner is not None and planner.compile
     start = time.perf_counter()
     work()
     sync(device)
-    if planner is not None and planner.compile:
+    if compiles and not planner.compile:
+        raise RuntimeError(f"{what}: compiling the search failed (see the warning above); its row would time the "
+                           "eager search")
+    if compiles:
         extra["compile_s"] = time.perf_counter() - start
     with eager_search(planner), FlopCounterMode(display=False) as counter:
         work()
@@ -86,7 +90,7 @@ def time_interleaved(cases: list[Case], device: torch.device, repeats: int) -> l
     once: ``ms`` is a case's median, ``matmul_gflops`` the reference's median rate over the same rounds, so the
     cases' ratios to each other and to the reference survive a machine whose speed drifts."""
     a, b = torch.randn(1024, 1024, device=device), torch.randn(1024, 1024, device=device)
-    reference = {"what": "matmul", "work": lambda: [a @ b for _ in range(8)]}
+    reference = {"what": "matmul", "work": lambda: [a @ b for _ in range(20)]}
     reference["work"]()
     times: dict[int, list[float]] = {index: [] for index in range(len(cases) + 1)}
     for _ in range(repeats):
@@ -96,7 +100,7 @@ def time_interleaved(cases: list[Case], device: torch.device, repeats: int) -> l
             case["work"]()
             sync(device)
             times[index].append(1000 * (time.perf_counter() - start))
-    rate = 2 * 1024 ** 3 * 8 / (float(np.median(times[0])) / 1000) / 1e9
+    rate = 2 * 1024 ** 3 * 20 / (float(np.median(times[0])) / 1000) / 1e9
     return [{**{k: v for k, v in case.items() if k != "work"}, "ms": float(np.median(times[index + 1])),
              "matmul_gflops": rate} for index, case in enumerate(cases)]
 
@@ -189,7 +193,7 @@ def run(quick: bool = False, device_choice: str = "auto") -> dict:
             params = _params_million(_model(size, device))
             compiled = device.type == "cpu" and not quick
             fast = [planner_case(size, "mppi", device), planner_case(size, "mppi", device, precision="bf16")]
-            if compiled:  # compiling takes ~15 s (xs) to ~1 min (s) on 2 cores
+            if compiled:  # the first call compiles: ~1 min on 2 cores, seconds with inductor's cache
                 fast.append(planner_case(size, "mppi", device, compile=True))
             if device.type == "cuda":  # what the CUDA graph saves, measured in the same rounds
                 fast.append(planner_case(size, "mppi", device, cuda_graph=False))
