@@ -90,19 +90,20 @@ def time_interleaved(cases: list[Case], device: torch.device, repeats: int) -> l
     once: ``ms`` is a case's median, ``matmul_gflops`` the reference's median rate over the same rounds, so the
     cases' ratios to each other and to the reference survive a machine whose speed drifts."""
     a, b = torch.randn(1024, 1024, device=device), torch.randn(1024, 1024, device=device)
-    reference = {"what": "matmul", "work": lambda: [a @ b for _ in range(20)]}
-    reference["work"]()
-    times: dict[int, list[float]] = {index: [] for index in range(len(cases) + 1)}
+    works = [lambda: [a @ b for _ in range(20)]] + [case["work"] for case in cases]
+    works[0]()  # the reference's warm-up (the cases had theirs in ``prepare``)
+    times: list[list[float]] = [[] for _ in works]
     for _ in range(repeats):
-        for index, case in enumerate([reference, *cases]):
+        for work, spent in zip(works, times):
             sync(device)
             start = time.perf_counter()
-            case["work"]()
+            work()
             sync(device)
-            times[index].append(1000 * (time.perf_counter() - start))
-    rate = 2 * 1024 ** 3 * 20 / (float(np.median(times[0])) / 1000) / 1e9
-    return [{**{k: v for k, v in case.items() if k != "work"}, "ms": float(np.median(times[index + 1])),
-             "matmul_gflops": rate} for index, case in enumerate(cases)]
+            spent.append(1000 * (time.perf_counter() - start))
+    reference_ms, *case_ms = [float(np.median(spent)) for spent in times]
+    rate = 2 * 1024 ** 3 * 20 / (reference_ms / 1000) / 1e9
+    return [{**{k: v for k, v in case.items() if k != "work"}, "ms": ms, "matmul_gflops": rate}
+            for case, ms in zip(cases, case_ms)]
 
 
 def _params_million(model: JEPAWorldModel) -> float:
