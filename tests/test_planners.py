@@ -255,6 +255,13 @@ def test_drift_correction_removes_the_offset_of_a_biased_model(kind):
     assert final_error(correct=True) < 0.01  # 0.0006, 0.002
 
 
+def test_drift_on_another_device_is_refused_not_copied():
+    """A copy on the planning device would never see DriftEstimate's in-place updates."""
+    objective = GoalObjective(torch.zeros(1), drift=torch.zeros(1, device="meta"))
+    with pytest.raises(ValueError, match="drift is on meta but the planner runs on cpu"):
+        make("mppi", action_dim=1, objective=objective).plan(PointMass(dim=1), {"x": torch.zeros(1, 1)})
+
+
 def test_drift_estimate_averages_one_step_errors_and_checks_its_input():
     estimate = DriftEstimate((2,), weight=0.5)
     estimate.update(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0]))  # error (1, 0)

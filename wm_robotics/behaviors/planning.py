@@ -109,7 +109,8 @@ class GoalObjective:
     "l2" (Euclidean) or "l1"; the energy is averaged over the horizon, or taken at the last step
     only when ``terminal_only``. Replace ``goal`` to plan towards a new goal. ``drift`` (the goal's
     shape): a per-step error of the model in what the energy compares (``DriftEstimate``), added h times
-    to what is predicted at imagined step h = 1…H (offset-free MPC); read at every call.
+    to what is predicted at imagined step h = 1…H (offset-free MPC); read in place at every call, so it
+    must live on the planning device.
     """
 
     def __init__(self, goal: torch.Tensor, norm: str = "l2", terminal_only: bool = False,
@@ -139,8 +140,11 @@ class GoalObjective:
         if self.terminal_only:
             states = {key: value[:, -1:] for key, value in states.items()}
         device = next(iter(states.values())).device
+        if self.drift is not None and self.drift.device != device:  # a copy would stop seeing the updates
+            raise ValueError(f"drift is on {self.drift.device} but the planner runs on {device}: make it there "
+                             "(DriftEstimate(..., device=...)), it is read in place at every call")
         # moved once, in eager calls before any CUDA-graph capture
-        for name in ("goal", "proprio_index", "latent_index", "drift"):
+        for name in ("goal", "proprio_index", "latent_index"):
             value = getattr(self, name)
             if value is not None and value.device != device:
                 setattr(self, name, value.to(device))
