@@ -184,6 +184,27 @@ def test_imagine_called_once_per_iteration():
     assert model.imagine_calls == 1 + 4  # one policy-prior rollout per plan call
 
 
+def test_policy_prior_is_imagined_once_per_plan_and_scored_with_its_clamped_actions():
+    model, imagined, scored = PointMass(), [], []
+    imagine = model.imagine
+    model.imagine = lambda state, horizon, **kw: imagined.append(state["x"].shape[0]) or imagine(state, horizon, **kw)
+
+    def objective(model, states, actions):
+        scored.append((states["x"], actions))
+        return RewardObjective()(model, states, actions)
+
+    planner = MPPIPlanner(1, iterations=4, samples=50, elites=10, policy_samples=8, action_low=-0.5, action_high=0.5,
+                          policy=lambda f: torch.ones_like(f), objective=objective)
+    start = model.start(0.0, 0.2)
+    planner.plan(model, start)
+    assert imagined == [2 * 8] + [2 * 50] * 4  # the prior's rows once, then only the Gaussian samples
+    for states, actions in scored:
+        per_env = actions.unflatten(0, (2, 58))
+        assert (per_env[:, :8] == 0.5).all() and (per_env[:, 8:] < 0.5).any()  # the prior first, clamped
+        expected = start["x"].repeat_interleave(58, 0)[:, None] + model.dt * actions.cumsum(1)
+        torch.testing.assert_close(states, expected)  # every row's states are its own actions' states
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("norm", ["l2", "l1"])
 def test_goal_objective_drives_toward_goal(kind, norm):
