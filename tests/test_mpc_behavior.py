@@ -79,6 +79,10 @@ def test_tdmpc_checkpoint_plans_with_prior_and_q_value(tdmpc_run):
     assert controller.act(np.zeros(5, np.float32)).shape == (1,)
     trained = MPCController.from_checkpoint(tdmpc_run[0], device="cpu")  # the preset's planner settings
     assert (trained.planner.samples, trained.planner.iterations, trained.planner.elites) == (32, 2, 8)
+    compiled = MPCController.from_checkpoint(tdmpc_run[0], device="cpu", compile=True)
+    assert compiled.planner_settings["compile"] is True and compiled.planner_settings["samples"] == 32
+    compiled.planner.compile = False  # as after a failed compile: the planner searches eagerly
+    assert compiled.planner_settings["compile"] is False  # what a report records is what ran
     policy_only = MPCController.from_checkpoint(tdmpc_run[0], device="cpu", planner="policy")
     assert -1 <= policy_only.act(np.zeros(5, np.float32))[0] <= 1
 

@@ -70,8 +70,7 @@ class MPCController:
         trained = payload["config"].get("behavior", {})
         if trained.get("kind") == "mpc" and trained.get("planner") == planner:  # the preset's own settings first
             planner_kwargs = {**trained.get("settings", {}), **planner_kwargs}
-        #: the planner's keyword settings in effect (the preset's, then ``planner_kwargs``)
-        self.planner_settings = dict(planner_kwargs) if planner in ("mppi", "cem") else {}
+        self._planner_kwargs = dict(planner_kwargs) if planner in ("mppi", "cem") else {}
         #: ``GoalObjective`` keywords used by ``set_goal`` (the preset's ``behavior.goal_energy``, then ``goal_energy``)
         self.goal_energy = {**(trained.get("goal_energy") or {}), **(goal_energy or {})}
         unknown = set(self.goal_energy) - GOAL_ENERGY_KEYS
@@ -112,6 +111,12 @@ class MPCController:
         """Load a training checkpoint (file or run folder) with ``weights_only=True``; the other arguments
         are the constructor's."""
         return cls(load_checkpoint(path, map_location="cpu"), device, planner, goal_energy, **planner_kwargs)
+
+    @property
+    def planner_settings(self) -> dict:
+        """The planner's keyword settings in effect (the preset's, then ``planner_kwargs``), as the planner holds
+        them now: ``compile`` / ``cuda_graph`` read False once compiling / graph capture failed."""
+        return {key: getattr(self.planner, key, value) for key, value in self._planner_kwargs.items()}
 
     @torch.inference_mode()
     def reset(self) -> None:
