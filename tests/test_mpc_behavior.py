@@ -82,7 +82,7 @@ def test_tdmpc_checkpoint_plans_with_prior_and_q_value(tdmpc_run):
     compiled = MPCController.from_checkpoint(tdmpc_run[0], device="cpu", compile=True)
     assert compiled.planner_settings["compile"] is True and compiled.planner_settings["samples"] == 32
     compiled.planner.compile = False  # as after a failed compile: the planner searches eagerly
-    assert compiled.planner_settings["compile"] is False  # what a report records is what ran
+    assert compiled.planner_settings["compile"] is False  # a report records that it searched eagerly
     policy_only = MPCController.from_checkpoint(tdmpc_run[0], device="cpu", planner="policy")
     assert -1 <= policy_only.act(np.zeros(5, np.float32))[0] <= 1
 

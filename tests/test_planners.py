@@ -205,6 +205,16 @@ def test_policy_prior_is_imagined_once_per_plan_and_scored_with_its_clamped_acti
         torch.testing.assert_close(states, expected)  # every row's states are its own actions' states
 
 
+def test_mppi_refits_on_the_prior_it_scored():
+    """Each environment's prior (+1 below the target, -1 above) beats every narrow Gaussian sample around 0,
+    so the one elite, and the plan, must be that environment's own prior sequence."""
+    model = PointMass(target=0.5)
+    planner = MPPIPlanner(1, iterations=1, samples=16, elites=1, policy_samples=4, max_std=0.05, sample_final=False,
+                          policy=lambda f: torch.sign(model.target - f))
+    planner.plan(model, model.start(0.0, 1.0))
+    torch.testing.assert_close(planner.last_info["plan"], torch.tensor([1.0, -1.0])[:, None, None].expand(2, 3, 1))
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("norm", ["l2", "l1"])
 def test_goal_objective_drives_toward_goal(kind, norm):

@@ -114,8 +114,8 @@ class MPCController:
 
     @property
     def planner_settings(self) -> dict:
-        """The planner's keyword settings in effect (the preset's, then ``planner_kwargs``), as the planner holds
-        them now: ``compile`` / ``cuda_graph`` read False once compiling / graph capture failed."""
+        """The planner's keyword settings (the preset's, then ``planner_kwargs``) as the planner holds them now:
+        ``compile`` / ``cuda_graph``, when given, read False once compiling / graph capture has failed."""
         return {key: getattr(self.planner, key, value) for key, value in self._planner_kwargs.items()}
 
     @torch.inference_mode()

@@ -170,10 +170,10 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, episodes: int = 10, seed:
         # on a goal task, time the planner on the goal objective (a goal model has no reward head)
         wm_metrics.set_goal_from_info(controller, env.reset(seed=seed)[1])
         report["planner"] = wm_metrics.planner_timing(controller, observations)
-        report["planner"]["settings"] = controller.planner_settings
         report["planner"]["goal_energy"] = dict(controller.goal_energy)
         goal = wm_metrics.goal_reaching(controller, env, goal_episodes, seed, goal_steps) if goal_episodes else None
         report["planner"].update(goal or {"success_rate": None, "goal_episodes": 0})
+        report["planner"]["settings"] = controller.planner_settings  # after planning: a failed compile reads False
         seconds["planner"] = time.perf_counter() - clock
     report["seconds"] = seconds
     return report

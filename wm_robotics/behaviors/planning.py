@@ -1,7 +1,7 @@
 """Shared pieces of the sampling MPC planners (CEM, MPPI): objectives, population scoring, warm start.
 
 Shapes: E = parallel environments, P = candidate action sequences per environment, H = planning
-horizon, A = action dims, F = feature dims, N = E·P imagined trajectories (environment-major:
+horizon, A = action dims, F = feature dims, N = E·P scored trajectories (environment-major:
 row ``e·P + p`` is candidate p of environment e). Actions are in the planner's units, bounded by
 ``[action_low, action_high]`` (normalised units, [-1, 1] by default, as the world model learns them).
 Standard deviations are given as fractions of the half-range (high − low) / 2, so that they mean
@@ -187,7 +187,7 @@ def expand_state(state: State, copies: int) -> State:
 
 def score_population(model: WorldModel, state: State, actions: torch.Tensor, objective: Objective,
                      imagined: tuple[State, torch.Tensor] | None = None) -> torch.Tensor:
-    """Score candidates ``actions`` (E, P, H, A) from start states (E, ...) with ONE ``imagine`` call → (E, P).
+    """Score candidates ``actions`` (E, P, H, A) from start states (E, ...) with ONE ``imagine`` call → (E, [K +] P).
 
     ``imagined``: (states (E·K, H, ...), actions (E, K, H, A)) of K candidates per environment whose states
     are known already (the policy prior's, the same in every iteration): they are scored in front of
