@@ -71,9 +71,9 @@ class MPPIPlanner(SamplingPlanner):
         prior = self._policy_rollout(model, state, num_envs, low, high)  # imagined once, scored every iteration
         for _ in range(self.iterations):
             samples = self._sample(mean, std, self.samples, low, high)  # (E, S, H, A)
-            scores = score_population(model, state, samples, self.objective, prior)  # (E, Pπ + S)
             if prior is not None:
-                samples = torch.cat([prior[1], samples], 1)  # (E, Pπ + S, H, A), as scored
+                samples = torch.cat([prior[1], samples], 1)  # (E, Pπ + S, H, A)
+            scores = score_population(model, state, samples, self.objective, None if prior is None else prior[0])
             elites, elite_scores = select_elites(samples, scores, self.elites)  # (E, K, H, A), (E, K)
             weights = torch.softmax(self.temperature * elite_scores, 1)  # (E, K)
             w = weights[..., None, None]  # (E, K, 1, 1)

@@ -186,28 +186,23 @@ def expand_state(state: State, copies: int) -> State:
 
 
 def score_population(model: WorldModel, state: State, actions: torch.Tensor, objective: Objective,
-                     imagined: tuple[State, torch.Tensor] | None = None) -> torch.Tensor:
-    """Score candidates ``actions`` (E, P, H, A) from start states (E, ...) with ONE ``imagine`` call → (E, [K +] P).
+                     known: State | None = None) -> torch.Tensor:
+    """Score candidates ``actions`` (E, P, H, A) from start states (E, ...) with ONE ``imagine`` call → (E, P).
 
-    ``imagined``: (states (E·K, H, ...), actions (E, K, H, A)) of K candidates per environment whose states
-    are known already (the policy prior's, the same in every iteration): they are scored in front of
-    ``actions``, (E, K + P), without imagining them again. NaN scores become the lowest finite value, so a
-    diverging rollout is never chosen.
+    ``known``: the imagined states (E·K, H, ...) of the first K candidates of each environment (the policy
+    prior's, the same in every iteration): only the other P − K are imagined. NaN scores become the lowest
+    finite value, so a diverging rollout is never chosen.
     """
     num_envs, pop, horizon, _ = actions.shape
     expected = getattr(objective, "num_envs", None)
     if expected is not None and expected != num_envs:
         raise ValueError(f"the objective has {expected} goals but the state batch has {num_envs} environments")
-    states, used = model.imagine(expand_state(state, pop), horizon, actions=actions.flatten(0, 1))
-    if imagined is not None:
-        known_states, known = imagined
-
-        def in_front(first: torch.Tensor, then: torch.Tensor) -> torch.Tensor:  # per environment: first, then
-            return torch.cat([first.unflatten(0, (num_envs, -1)), then.unflatten(0, (num_envs, -1))], 1).flatten(0, 1)
-
-        states = {key: in_front(known_states[key], value) for key, value in states.items()}
-        used, pop = in_front(known.flatten(0, 1), used), pop + known.shape[1]
-    scores = objective(model, states, used).float()  # (E·P,); float: under bf16 the ranking needs the digits
+    first = 0 if known is None else next(iter(known.values())).shape[0] // num_envs
+    states, _ = model.imagine(expand_state(state, pop - first), horizon, actions=actions[:, first:].flatten(0, 1))
+    if known is not None:  # per environment: its K known rows, then its P − K new ones
+        states = {key: torch.cat([known[key].unflatten(0, (num_envs, first)), value.unflatten(0, (num_envs, -1))],
+                                 1).flatten(0, 1) for key, value in states.items()}
+    scores = objective(model, states, actions.flatten(0, 1)).float()  # (E·P,); float: bf16 ranking needs the digits
     return scores.reshape(num_envs, pop).nan_to_num(nan=torch.finfo(scores.dtype).min)
 
 
