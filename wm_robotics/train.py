@@ -26,6 +26,7 @@ import wm_robotics.envs as envs
 from wm_robotics.agent import Agent
 from wm_robotics.builders import build_behavior, build_world_model, obs_shapes, resolve_device
 from wm_robotics.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from wm_robotics.compiled import CompiledCall
 from wm_robotics.control import MPCController
 from wm_robotics.data.episodes import EpisodeRecorder, list_episodes
 from wm_robotics.data.replay import SequenceReplay, to_torch
@@ -92,6 +93,9 @@ class Trainer:
         self.behavior = build_behavior(cfg["behavior"], self.model, action_space).to(self.device)
         self.agent = Agent(self.model, self.behavior, self.device)
         self.model_opt = adam(self.model.parameters(), cfg["model"]["lr"], cfg["model"]["eps"])
+        #: with ``compile``: the world model's loss, forward and backward compiled (runs saved before it: None)
+        self.compiled_loss = CompiledCall(self.model.loss, "the world model's loss", "training without compiling "
+                                          "from now on") if cfg.get("compile") else None
         self.replay = SequenceReplay(self.run_dir / "episodes", cfg["replay_capacity"], cfg["seq_len"],
                                      cfg["batch_size"], cfg["seed"])
         self.logger = MetricsLogger(self.run_dir)
@@ -132,14 +136,15 @@ class Trainer:
     # ----------------------------------------------------------------- learning
     def update(self) -> dict[str, float]:
         """One world-model step and one behaviour step on a replay batch, in the run's ``precision``
-        (forward and backward passes under autocast for ``bf16``; weights and optimisers float32)."""
+        (forward and backward passes under autocast for ``bf16``; weights and optimisers float32), the
+        world model's loss compiled with ``compile``."""
         batch = to_torch(self.replay.sample(), self.device)
         batch["action"] = self.behavior.from_env(batch["action"])
         if self.model.frames_per_update:
             frames = to_torch(self.replay.sample_steps(self.model.frames_per_update), self.device)
             batch.update({f"frames/{key}": value for key, value in frames.items()})
         with compute_precision(self.device, self.precision):
-            loss, metrics, posterior = self.model.loss(batch)
+            loss, metrics, posterior = (self.compiled_loss or self.model.loss)(batch)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"world-model loss is {loss.item()} at update {self.counters['updates']} "

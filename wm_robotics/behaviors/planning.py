@@ -29,6 +29,7 @@ from typing import Callable, Protocol, Sequence
 import torch
 
 from wm_robotics.behaviors.cuda_graph import GraphedCall, same_capture
+from wm_robotics.compiled import CompiledCall
 from wm_robotics.models.base import State, WorldModel
 from wm_robotics.precision import check_precision, compute_precision
 
@@ -251,7 +252,7 @@ class SamplingPlanner:
         self.cuda_graph = cuda_graph
         self._graph: tuple[tuple, GraphedCall] | None = None  # (what it was captured for, the graph)
         self.compile = compile
-        self._compiled: Callable | None = None  # torch.compile(self._search), made at the first compiled search
+        self._compiled: CompiledCall | None = None  # made at the first compiled search
 
     @torch.inference_mode()
     def plan(self, model: WorldModel, state: State) -> torch.Tensor:
@@ -277,17 +278,11 @@ class SamplingPlanner:
                          high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """``_search`` through ``torch.compile``; eager (with a warning, once) if it cannot be compiled."""
         if self._compiled is None:
-            self._compiled = torch.compile(self._search, dynamic=False)
-        try:
-            return self._compiled(model, state, mean, low, high)
-        except torch._dynamo.exc.BackendCompilerFailed as error:  # inductor's failures (no C++ compiler, ...); a bug
-            # in the model or objective raises its own error while it is traced, and the eager search would too
-            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-            reason = " ".join(lines[:2])[:300] or type(error).__name__  # e.g. "backend='inductor' raised: <cause>"
-            warnings.warn(f"torch.compile of {type(self).__name__}'s search failed ({reason}); "
-                          "planning without compiling from now on")
-            self.compile, self._compiled = False, None
-            return self._search(model, state, mean, low, high)
+            self._compiled = CompiledCall(self._search, f"{type(self).__name__}'s search",
+                                          "planning without compiling from now on")
+        result = self._compiled(model, state, mean, low, high)
+        self.compile = self._compiled.active
+        return result
 
     def _graphed_search(self, model: WorldModel, state: State, mean: torch.Tensor, low: torch.Tensor,
                         high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:

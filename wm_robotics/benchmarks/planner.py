@@ -16,7 +16,8 @@ goal energy (for a ``split_dynamics`` model, in the proprio block alone). On CUD
 as a CUDA graph; the ``mppi (no graph)`` row times the same search launched kernel by kernel. The
 ``mppi (bf16)`` row runs the same search with ``precision="bf16"`` (matmuls in bfloat16); its
 matmul-bound time still uses the fp32 rate, so its "% of bound" can pass 100. The ``(compiled)`` rows
-(CPU, not with ``--quick``) run MPPI and goal-CEM in fp32 through ``torch.compile`` (``compile=True``);
+(CPU, not with ``--quick``) run MPPI and goal-CEM in fp32 through ``torch.compile`` (``compile=True``), and
+the update with its world-model loss compiled (forward and backward, as a run with ``compile=true``);
 ``compile_s`` in the JSON is their first call, which compiles.
 TD-MPC2's own code on this project's 2-core CPU (torch 2.13, compile off; DESIGN.md, measured by
 the project, not re-run here): 1M 154 ms/action and 115–126 ms/update, 5M 438 and 435–452.
@@ -37,6 +38,7 @@ import wm_robotics.envs as envs
 from wm_robotics.behaviors.mpc_behavior import MPCBehavior
 from wm_robotics.behaviors.planning import SamplingPlanner
 from wm_robotics.benchmarks.timing import benchmark_devices, print_table, sync
+from wm_robotics.compiled import CompiledCall
 from wm_robotics.control import MPCController
 from wm_robotics.models.jepa import JEPAWorldModel
 from wm_robotics.models.nets import adam
@@ -54,35 +56,43 @@ Case = dict
 
 
 def prepare(what: str, work: Callable[[], object], device: torch.device,
-            planner: SamplingPlanner | None = None, **extra) -> Case:
-    """A case ready to time: its first call made (it compiles a ``compile`` planner's search: then its seconds are
-    the case's ``compile_s``) and its FLOPs counted on one more call with ``planner``'s search eager (the counter
-    cannot see the kernels of a CUDA graph replay or of compiled code)."""
-    compiles = planner is not None and planner.compile
+            compiled: SamplingPlanner | CompiledCall | None = None, **extra) -> Case:
+    """A case ready to time: its first call made (it compiles ``compiled``, a ``compile`` planner's search or a
+    ``CompiledCall``: then its seconds are the case's ``compile_s``) and its FLOPs counted on one more call with
+    ``compiled`` eager (the counter cannot see the kernels of a CUDA graph replay or of compiled code)."""
+    switches = _switches(compiled)
+    compiles = bool(switches) and getattr(compiled, switches[-1])
     start = time.perf_counter()
     work()
     sync(device)
-    if compiles and not planner.compile:
-        raise RuntimeError(f"{what}: compiling the search failed (see the warning above); its row would time the "
-                           "eager search")
+    if compiles and not getattr(compiled, switches[-1]):
+        raise RuntimeError(f"{what}: compiling failed (see the warning above); its row would time eager code")
     if compiles:
         extra["compile_s"] = time.perf_counter() - start
-    with eager_search(planner), FlopCounterMode(display=False) as counter:
+    with eager(compiled), FlopCounterMode(display=False) as counter:
         work()
     return {"what": what, "work": work, "gflop": counter.get_total_flops() / 1e9, **extra}
 
 
+def _switches(compiled: SamplingPlanner | CompiledCall | None) -> tuple[str, ...]:
+    """The attributes that make ``compiled`` run a CUDA graph or compiled code, torch.compile's last."""
+    if compiled is None:
+        return ()
+    return ("active",) if isinstance(compiled, CompiledCall) else ("cuda_graph", "compile")
+
+
 @contextlib.contextmanager
-def eager_search(planner: SamplingPlanner | None) -> Iterator[None]:
-    """Inside, ``planner`` searches kernel by kernel: no CUDA graph, not compiled (its settings restored after)."""
-    saved = None if planner is None else (planner.cuda_graph, planner.compile)
-    if planner is not None:
-        planner.cuda_graph = planner.compile = False
+def eager(compiled: SamplingPlanner | CompiledCall | None) -> Iterator[None]:
+    """Inside, ``compiled`` runs kernel by kernel: no CUDA graph, not compiled (its settings restored after)."""
+    switches = _switches(compiled)
+    saved = [getattr(compiled, name) for name in switches]
+    for name in switches:
+        setattr(compiled, name, False)
     try:
         yield
     finally:
-        if planner is not None:
-            planner.cuda_graph, planner.compile = saved
+        for name, value in zip(switches, saved):
+            setattr(compiled, name, value)
 
 
 def time_interleaved(cases: list[Case], device: torch.device, repeats: int) -> list[dict]:
@@ -116,6 +126,11 @@ def _model(size: str, device: torch.device) -> JEPAWorldModel:
     return JEPAWorldModel.from_size(size, {"proprio": (5,)}, 1, target="stopgrad", horizon=HORIZON).to(device)
 
 
+def _label(what: str, precision: str, compile: bool) -> str:
+    """A row's name: e.g. "mppi", "mppi (bf16)", "update (compiled)"."""
+    return " ".join([what] + ([f"({precision})"] if precision != "fp32" else []) + (["(compiled)"] if compile else []))
+
+
 def planner_case(size: str, planner: str, device: torch.device, cuda_graph: bool = True, precision: str = "fp32",
                  compile: bool = False) -> Case:
     """One planned action (one environment) at the planner's default settings."""
@@ -125,8 +140,7 @@ def planner_case(size: str, planner: str, device: torch.device, cuda_graph: bool
     with torch.no_grad():
         state = {"latent": model.encoder({"proprio": torch.randn(1, 5, device=device)})}
     first = torch.zeros(1, dtype=torch.bool, device=device)
-    name = planner if cuda_graph or device.type != "cuda" else f"{planner} (no graph)"
-    name = " ".join([name] + ([f"({precision})"] if precision != "fp32" else []) + (["(compiled)"] if compile else []))
+    name = _label(planner if cuda_graph or device.type != "cuda" else f"{planner} (no graph)", precision, compile)
     return prepare(name, lambda: behavior.plan(model, state, first, sample=False), device, behavior.planner)
 
 
@@ -154,9 +168,10 @@ def goal_cem_case(device: torch.device, compile: bool = False) -> Case:
                    controller.planner, params_M=_params_million(controller.model))
 
 
-def update_case(size: str, device: torch.device, precision: str = "fp32") -> Case:
+def update_case(size: str, device: torch.device, precision: str = "fp32", compile: bool = False) -> Case:
     """One ``tdmpc`` update: model loss + backward + Adam + target EMA + policy-prior step, the
-    forward and backward passes in ``precision`` (as ``Trainer.update`` runs them)."""
+    forward and backward passes in ``precision``, the loss compiled with ``compile`` (as ``Trainer.update``
+    runs them)."""
     model = _model(size, device)
     behavior = MPCBehavior(model).to(device)
     optimizer = adam(model.parameters(), 3e-4)
@@ -168,10 +183,11 @@ def update_case(size: str, device: torch.device, precision: str = "fp32") -> Cas
              "is_terminal": torch.zeros(BATCH, steps, dtype=torch.bool, device=device)}
 
     compute = compute_precision(device, precision)
+    loss_fn = CompiledCall(model.loss, "the update's loss", "timing it eagerly") if compile else None
 
     def update() -> None:
         with compute:
-            loss, _, states = model.loss(batch)
+            loss, _, states = (loss_fn or model.loss)(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 20.0)
@@ -180,7 +196,7 @@ def update_case(size: str, device: torch.device, precision: str = "fp32") -> Cas
         with compute:
             behavior.update(model, states)
 
-    return prepare("update" if precision == "fp32" else f"update ({precision})", update, device)
+    return prepare(_label("update", precision, compile), update, device, loss_fn)
 
 
 def run(quick: bool = False, device_choice: str = "auto") -> dict:
@@ -199,6 +215,8 @@ def run(quick: bool = False, device_choice: str = "auto") -> dict:
             if device.type == "cuda":  # what the CUDA graph saves, measured in the same rounds
                 fast.append(planner_case(size, "mppi", device, cuda_graph=False))
             fast += [update_case(size, device), update_case(size, device, precision="bf16")]
+            if compiled:
+                fast.append(update_case(size, device, compile=True))
             slow = [planner_case(size, "cem", device)]
             if size == "xs":
                 slow += [goal_cem_case(device)] + ([goal_cem_case(device, compile=True)] if compiled else [])
@@ -224,4 +242,5 @@ def run(quick: bool = False, device_choice: str = "auto") -> dict:
                                  "cem": "horizon 12, 10 iterations, 1000 candidates, 100 elites",
                                  "goal-cem": "the jepa_goal preset through MPCController (configs/experiment/"
                                              "jepa_goal.yaml: its model, CEM settings and goal energy)",
-                                 "update": f"batch {BATCH}, horizon {HORIZON}; (bf16): precision=bf16"}}
+                                 "update": f"batch {BATCH}, horizon {HORIZON}; (bf16): precision=bf16; (compiled): "
+                                           "compile=true, the world model's loss compiled"}}

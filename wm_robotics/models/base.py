@@ -30,6 +30,17 @@ def stack_states(states: list[State]) -> State:
     return {key: torch.stack([s[key] for s in states], 1) for key in states[0]}
 
 
+def loss_metrics(stats: dict[str, torch.Tensor]) -> dict[str, float]:
+    """A loss's scalar statistics as floats, read from the device in one sync.
+
+    Call it last in a ``loss``, after every tensor operation: under ``torch.compile`` the sync ends the
+    compiled graph, and tensor work after it would run in a frame compiled anew for every new value of the
+    floats (a recompile at each update, until torch's recompile limit).
+    """
+    values = torch.stack([value.detach().float() for value in stats.values()]).tolist()
+    return dict(zip(stats, values))
+
+
 class WorldModel(nn.Module):
     """Interface of a learned world model; see the module docstring for shapes."""
 

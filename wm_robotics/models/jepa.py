@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from wm_robotics.models.augment import random_shift
-from wm_robotics.models.base import State, WorldModel
+from wm_robotics.models.base import State, WorldModel, loss_metrics
 from wm_robotics.models.encoders import ObservationDecoder, ObservationEncoder
 from wm_robotics.models.ensemble import EnsembleMLP
 from wm_robotics.models.nets import OutputLinear, TwoHot, mlp
@@ -385,11 +385,10 @@ class JEPAWorldModel(WorldModel):
                 seen = self._pose_features({"pixels": frames})
             terms["loss/pose"] = self.pose.loss(seen, obs["proprio"][:, :starts].flatten(0, 1))
         total = sum(self.coefs[name] * value for name, value in terms.items())
+        rollout = torch.cat([start[:, None], pred], 1).detach()
         with torch.no_grad():
             stats = {"loss/total": total, **terms, "latent/std": start.std(0).mean()}
             if self.q is not None:
                 stats["value/td_target"] = td.mean()
-            values = torch.stack([v.detach().float() for v in stats.values()]).tolist()  # one device sync
-        rollout = torch.cat([start[:, None], pred], 1).detach()
-        return total, dict(zip(stats, values)), {"latent": rollout}
+        return total, loss_metrics(stats), {"latent": rollout}
 

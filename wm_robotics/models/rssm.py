@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from wm_robotics.models.base import State, WorldModel, stack_states
+from wm_robotics.models.base import State, WorldModel, loss_metrics, stack_states
 from wm_robotics.models.encoders import ObservationDecoder, ObservationEncoder
 from wm_robotics.models.nets import OutputLinear, TwoHot, mlp
 from wm_robotics.precision import in_compute_dtype
@@ -246,5 +246,5 @@ class RSSMWorldModel(WorldModel):
             stats = {"loss/total": total, **terms, "kl/value": kl_value.mean(),
                      "entropy/posterior": -(post["logits"].exp() * post["logits"]).sum((-2, -1)).mean(),
                      "entropy/prior": -(prior_logits.exp() * prior_logits).sum((-2, -1)).mean()}
-            values = torch.stack([v.detach().float() for v in stats.values()]).tolist()  # one device sync
-        return total, dict(zip(stats, values)), {key: value.detach() for key, value in post.items()}
+        posterior = {key: value.detach() for key, value in post.items()}
+        return total, loss_metrics(stats), posterior

@@ -30,7 +30,7 @@ from typing import Sequence
 import torch
 from torch.nn import functional as F
 
-from wm_robotics.models.base import State, WorldModel, stack_states
+from wm_robotics.models.base import State, WorldModel, loss_metrics, stack_states
 from wm_robotics.models.mdn_rnn import MDNRNN, mdn_log_prob, mdn_sample
 from wm_robotics.models.nets import mlp
 from wm_robotics.models.vae import ConvVAE
@@ -165,6 +165,5 @@ class VMCWorldModel(WorldModel):
         total = sum(terms.values())
         with torch.no_grad():
             stats = {"loss/total": total, **terms, "kl/value": kl.mean(), "latent/z_std": z.std()}
-            values = torch.stack([v.detach().float() for v in stats.values()]).tolist()  # one device sync
-        metrics = {**dict(zip(stats, values)), "kl/beta": beta}
-        return total, metrics, {key: value.detach() for key, value in post.items()}
+        posterior = {key: value.detach() for key, value in post.items()}
+        return total, {**loss_metrics(stats), "kl/beta": beta}, posterior

@@ -1,5 +1,6 @@
-"""Planner searches compiled with ``torch.compile`` (``compile=True``): the compiled search finds the known
-optimum, and a compiler that fails leaves the planner searching eagerly after one warning."""
+"""``torch.compile`` in planning and training: a compiled planner search (``compile=True``) finds the known
+optimum, a compiler that fails leaves the planner searching eagerly after one warning, and a run with
+``compile=true`` trains through a compiled world-model loss that computes the eager loss and gradients."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.test_mpc_behavior import preset_config
 from tests.test_planners import PointMass, make
+from wm_robotics.data.replay import to_torch
+from wm_robotics.train import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py: 1 torch thread, restored after
 
@@ -39,7 +43,10 @@ class TracedPointMass(PointMass):
         return super().imagine(state, horizon, actions, policy)
 
 
-@pytest.mark.skipif(_compile_toolchain_missing() is not None, reason=str(_compile_toolchain_missing()))
+needs_compiler = pytest.mark.skipif(_compile_toolchain_missing() is not None, reason=str(_compile_toolchain_missing()))
+
+
+@needs_compiler
 def test_compiled_search_finds_the_optimum_of_each_env():
     torch.manual_seed(4)
     model = TracedPointMass(target=0.5)  # from x0 the optimum is a = (0.5 − x0) / 0.1, then 0
@@ -65,3 +72,34 @@ def test_a_search_that_cannot_be_compiled_runs_eagerly_with_a_warning(monkeypatc
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # warned once: the next search is eager without a word
         planner.plan(model, model.start(0.0))
+
+
+def _recompile_limits_hit() -> int:
+    """How often this process's torch.compile gave up on a frame at torch's recompile limit."""
+    reasons = torch._dynamo.utils.counters["unimplemented"]
+    return sum(count for reason, count in reasons.items() if "recompile limit" in reason)
+
+
+@needs_compiler
+def test_a_run_with_compile_trains_through_the_compiled_loss_with_the_eager_gradients(tmp_path):
+    trainer = Trainer(preset_config("tdmpc_cpu", "steps=120", "compile=true"), tmp_path)
+    stats, limits_hit = torch._dynamo.utils.counters["stats"], _recompile_limits_hit()
+    before = stats["unique_graphs"]
+    trainer.run()
+    graphs = stats["unique_graphs"]
+    assert trainer.counters["updates"] > 8 and trainer.compiled_loss.active and graphs > before
+    # new loss values at every update recompiled nothing up to torch's limit (8): the stats' host sync comes last
+    assert _recompile_limits_hit() == limits_hit
+    batch = to_torch(trainer.replay.sample(), trainer.device)
+    batch["action"] = trainer.behavior.from_env(batch["action"])
+    losses, grads = [], []
+    for loss_fn in (trainer.model.loss, trainer.compiled_loss):
+        torch.manual_seed(0)  # the same Q heads drawn for the TD target
+        trainer.model.zero_grad(set_to_none=True)
+        loss, _, _ = loss_fn(batch)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None]))
+    assert stats["unique_graphs"] == graphs
+    assert torch.allclose(losses[0], losses[1], rtol=1e-4) and grads[0].shape == grads[1].shape
+    assert torch.allclose(grads[0], grads[1], rtol=1e-3, atol=1e-5)
