@@ -1,12 +1,11 @@
 """MPPI planner in the style of TD-MPC2: Gaussian samples + policy-prior trajectories, softmax-weighted refit.
 
 Per ``plan`` call, ``policy_samples`` trajectories are rolled out once from the optional policy
-prior (``model.imagine(policy=...)``, actions clamped to the bounds) and scored once: TD-MPC2
-imagines and scores them again in every iteration, where only the draws of a stochastic model or
-of a sampled terminal value (its policy's action, its 2 of the Q heads) differ; here one draw
-serves the whole call. Each iteration imagines ``samples`` Gaussian sequences around the current
-mean/std, scores them, ranks them with the prior's, keeps the top ``elites`` and refits mean and std
-as their weighted mean and std with weights softmax(temperature · score) (TD-MPC2's
+prior (``model.imagine(policy=...)``, actions clamped to the bounds) and their imagined states are
+kept: TD-MPC2 imagines them again in every iteration (a stochastic model's one draw is kept here for
+the whole call). Each iteration imagines ``samples`` Gaussian sequences around the current mean/std,
+scores them with the prior's, keeps the top ``elites`` and refits mean and std as their weighted
+mean and std with weights softmax(temperature · score) (TD-MPC2's
 exp(temperature · (score − max)), normalised). Differences from TD-MPC2's ``_plan``: its
 ``num_samples`` counts the policy trajectories, here ``samples`` are the Gaussian ones only; the
 exploration noise TD-MPC2 adds to the returned action during training is left to the caller.
@@ -16,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from wm_robotics.behaviors.planning import (Bound, Objective, SamplingPlanner, expand_state, score_imagined,
-                                            score_population, select_elites)
+from wm_robotics.behaviors.planning import (Bound, Objective, SamplingPlanner, expand_state, score_population,
+                                            select_elites)
 from wm_robotics.models.base import FeaturePolicy, State, WorldModel
 
 
@@ -54,28 +53,27 @@ class MPPIPlanner(SamplingPlanner):
         self.temperature, self.min_std, self.max_std = temperature, min_std, max_std
         self.policy, self.sample_final = policy, sample_final
 
-    def _scored_prior(self, model: WorldModel, state: State, num_envs: int, low: torch.Tensor, high: torch.Tensor
-                      ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The policy prior's trajectories, imagined and scored once: (actions (E, Pπ, H, A) clamped to the
-        bounds, scores (E, Pπ)), or None without a prior."""
+    def _policy_rollout(self, model: WorldModel, state: State, num_envs: int, low: torch.Tensor,
+                        high: torch.Tensor) -> tuple[State, torch.Tensor] | None:
+        """The policy prior's trajectories, actions clamped to the bounds: (states (E·Pπ, H, ...), actions
+        (E, Pπ, H, A)), or None without a prior."""
         if self.policy is None or self.policy_samples == 0:
             return None
         states, actions = model.imagine(expand_state(state, self.policy_samples), self.horizon,
                                         policy=lambda features: self.policy(features).clamp(low, high))
-        scores = score_imagined(model, states, actions, self.objective, num_envs)
-        return actions.reshape(num_envs, self.policy_samples, self.horizon, -1), scores
+        return states, actions.reshape(num_envs, self.policy_samples, self.horizon, -1)
 
     def _search(self, model: WorldModel, state: State, mean: torch.Tensor, low: torch.Tensor, high: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         num_envs = mean.shape[0]
         scale = (high - low) / 2  # (A,)
         std = (self.max_std * scale).expand_as(mean)  # (E, H, A)
-        prior = self._scored_prior(model, state, num_envs, low, high)  # ranked in every iteration
+        prior = self._policy_rollout(model, state, num_envs, low, high)  # imagined once, scored every iteration
         for _ in range(self.iterations):
             samples = self._sample(mean, std, self.samples, low, high)  # (E, S, H, A)
-            scores = score_population(model, state, samples, self.objective)  # (E, S)
             if prior is not None:
-                samples, scores = torch.cat([prior[0], samples], 1), torch.cat([prior[1], scores], 1)  # (E, Pπ + S)
+                samples = torch.cat([prior[1], samples], 1)  # (E, Pπ + S, H, A)
+            scores = score_population(model, state, samples, self.objective, None if prior is None else prior[0])
             elites, elite_scores = select_elites(samples, scores, self.elites)  # (E, K, H, A), (E, K)
             weights = torch.softmax(self.temperature * elite_scores, 1)  # (E, K)
             w = weights[..., None, None]  # (E, K, 1, 1)

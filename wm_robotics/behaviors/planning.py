@@ -40,7 +40,7 @@ class Objective(Protocol):
     """Scores imagined trajectories: ``(model, states (N, H, ...), actions (N, H, A)) -> (N,)``, higher is better.
 
     An objective may expose ``num_envs`` (int or None): how many environments it expects, checked
-    against the state batch by :func:`score_imagined`. Any plain callable with this signature works.
+    against the state batch by :func:`score_population`. Any plain callable with this signature works.
     """
 
     def __call__(self, model: WorldModel, states: State, actions: torch.Tensor) -> torch.Tensor: ...
@@ -186,24 +186,25 @@ def expand_state(state: State, copies: int) -> State:
     return {key: value.repeat_interleave(copies, 0) for key, value in state.items()}
 
 
-def score_population(model: WorldModel, state: State, actions: torch.Tensor, objective: Objective) -> torch.Tensor:
-    """Score candidates ``actions`` (E, P, H, A) from start states (E, ...) with ONE ``imagine`` call → (E, P)."""
-    num_envs, pop, horizon, _ = actions.shape
-    states, _ = model.imagine(expand_state(state, pop), horizon, actions=actions.flatten(0, 1))
-    return score_imagined(model, states, actions.flatten(0, 1), objective, num_envs)
+def score_population(model: WorldModel, state: State, actions: torch.Tensor, objective: Objective,
+                     known: State | None = None) -> torch.Tensor:
+    """Score candidates ``actions`` (E, P, H, A) from start states (E, ...) with ONE ``imagine`` call → (E, P).
 
-
-def score_imagined(model: WorldModel, states: State, actions: torch.Tensor, objective: Objective,
-                   num_envs: int) -> torch.Tensor:
-    """``objective`` on imagined states (E·P, H, ...) and their actions (E·P, H, A), environment-major → (E, P).
-
-    NaN scores become the lowest finite value, so a diverging rollout is never chosen.
+    ``known``: the imagined states (E·K, H, ...) of the first K candidates of each environment (the policy
+    prior's, the same in every iteration): only the other P − K are imagined. NaN scores become the lowest
+    finite value, so a diverging rollout is never chosen.
     """
+    num_envs, pop, horizon, _ = actions.shape
     expected = getattr(objective, "num_envs", None)
     if expected is not None and expected != num_envs:
         raise ValueError(f"the objective has {expected} goals but the state batch has {num_envs} environments")
-    scores = objective(model, states, actions).float()  # (E·P,); float: bf16 ranking needs the digits
-    return scores.reshape(num_envs, -1).nan_to_num(nan=torch.finfo(scores.dtype).min)
+    first = 0 if known is None else next(iter(known.values())).shape[0] // num_envs
+    states, _ = model.imagine(expand_state(state, pop - first), horizon, actions=actions[:, first:].flatten(0, 1))
+    if known is not None:  # per environment: its K known rows, then its P − K new ones
+        states = {key: torch.cat([known[key].unflatten(0, (num_envs, first)), value.unflatten(0, (num_envs, -1))],
+                                 1).flatten(0, 1) for key, value in states.items()}
+    scores = objective(model, states, actions.flatten(0, 1)).float()  # (E·P,); float: bf16 ranking needs the digits
+    return scores.reshape(num_envs, pop).nan_to_num(nan=torch.finfo(scores.dtype).min)
 
 
 def select_elites(actions: torch.Tensor, scores: torch.Tensor, elites: int) -> tuple[torch.Tensor, torch.Tensor]:
