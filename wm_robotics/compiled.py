@@ -14,7 +14,9 @@ class CompiledCall:
 
     If inductor fails (``BackendCompilerFailed``) it warns once, naming ``what`` failed and the first lines of
     the cause, and from then on calls ``fn`` eagerly (``active`` turns False). An error of ``fn`` itself
-    raised while it is traced propagates: the eager call would raise it too.
+    raised while it is traced propagates: the eager call would raise it too. Only the call is guarded: the
+    backward of a compiled forward is compiled at its first ``backward()``, where a failure of inductor
+    alone (the forward having compiled, so a C++ compiler is there) would raise.
     """
 
     def __init__(self, fn: Callable, what: str, then: str) -> None:

@@ -93,7 +93,7 @@ class Trainer:
         self.behavior = build_behavior(cfg["behavior"], self.model, action_space).to(self.device)
         self.agent = Agent(self.model, self.behavior, self.device)
         self.model_opt = adam(self.model.parameters(), cfg["model"]["lr"], cfg["model"]["eps"])
-        #: with ``compile``: the world model's loss, forward and backward compiled (runs saved before it: None)
+        #: the world model's loss, forward and backward compiled; None without ``compile`` (and in runs saved before it)
         self.compiled_loss = CompiledCall(self.model.loss, "the world model's loss", "training without compiling "
                                           "from now on") if cfg.get("compile") else None
         self.replay = SequenceReplay(self.run_dir / "episodes", cfg["replay_capacity"], cfg["seq_len"],

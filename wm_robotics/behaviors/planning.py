@@ -277,7 +277,7 @@ class SamplingPlanner:
     def _compiled_search(self, model: WorldModel, state: State, mean: torch.Tensor, low: torch.Tensor,
                          high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """``_search`` through ``torch.compile``; eager (with a warning, once) if it cannot be compiled."""
-        if self._compiled is None:
+        if self._compiled is None or not self._compiled.active:  # first use, or compile set again after a failure
             self._compiled = CompiledCall(self._search, f"{type(self).__name__}'s search",
                                           "planning without compiling from now on")
         result = self._compiled(model, state, mean, low, high)

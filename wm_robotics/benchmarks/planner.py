@@ -164,7 +164,7 @@ def goal_cem_case(device: torch.device, compile: bool = False) -> Case:
     goal, _ = env.reset(seed=1)
     env.close()
     controller.set_goal(goal)
-    return prepare("goal-cem (compiled)" if compile else "goal-cem", lambda: controller.act(obs), device,
+    return prepare(_label("goal-cem", "fp32", compile), lambda: controller.act(obs), device,
                    controller.planner, params_M=_params_million(controller.model))
 
 
@@ -183,7 +183,7 @@ def update_case(size: str, device: torch.device, precision: str = "fp32", compil
              "is_terminal": torch.zeros(BATCH, steps, dtype=torch.bool, device=device)}
 
     compute = compute_precision(device, precision)
-    loss_fn = CompiledCall(model.loss, "the update's loss", "timing it eagerly") if compile else None
+    loss_fn = CompiledCall(model.loss, "the update's loss", "the benchmark stops") if compile else None
 
     def update() -> None:
         with compute:

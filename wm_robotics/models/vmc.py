@@ -80,10 +80,12 @@ class VMCWorldModel(WorldModel):
         self.updates += 1
 
     @property
-    def kl_scale(self) -> float:
-        """β: ``kl_weight`` scaled by the warm-up's progress."""
-        progress = 1.0 if self.kl_warmup == 0 else min(1.0, int(self.updates) / self.kl_warmup)
-        return self.kl_weight * progress
+    def kl_scale(self) -> torch.Tensor:
+        """β (a 0-d tensor on the model's device): ``kl_weight`` scaled by the warm-up's progress. A tensor,
+        not a float: no device sync, and a compiled loss does not recompile as β grows."""
+        if self.kl_warmup == 0:
+            return torch.full((), self.kl_weight, device=self.updates.device)
+        return self.kl_weight * (self.updates.float() / self.kl_warmup).clamp(max=1.0)
 
     # -- filtering -------------------------------------------------------------------------
     def _advance(self, state: State, action: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -157,13 +159,13 @@ class VMCWorldModel(WorldModel):
         valid[:, 0] = is_first[:, 0].to(valid.dtype)  # h_0 of a mid-episode window has not seen the past
         nll = -mdn_log_prob(self.rnn.mixture(post["h"]), post["z"])  # (B, T)
         terms = {_DECODER_METRIC[key]: value.mean() for key, value in recon.items()}
-        beta = self.kl_scale  # reads the update counter once (a device sync on GPU)
-        terms["loss/kl"] = beta * kl.clamp(min=self.kl_free * self.vae.z_dim).mean()
+        terms["loss/kl"] = self.kl_scale * kl.clamp(min=self.kl_free * self.vae.z_dim).mean()
         terms["loss/mdn"] = (nll * valid).sum() / valid.sum().clamp(min=1.0)
         terms["loss/reward"] = (self.predict_reward(feat) - reward).square().mean()
         terms["loss/continue"] = F.binary_cross_entropy_with_logits(self.continue_head(feat).squeeze(-1), cont)
         total = sum(terms.values())
         with torch.no_grad():
-            stats = {"loss/total": total, **terms, "kl/value": kl.mean(), "latent/z_std": z.std()}
+            stats = {"loss/total": total, **terms, "kl/value": kl.mean(), "latent/z_std": z.std(),
+                     "kl/beta": self.kl_scale}
         posterior = {key: value.detach() for key, value in post.items()}
-        return total, {**loss_metrics(stats), "kl/beta": beta}, posterior
+        return total, loss_metrics(stats), posterior
