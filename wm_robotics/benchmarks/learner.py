@@ -3,7 +3,8 @@
 Sizes XS and S, from proprio (cartpole: 5-d) and 64×64 pixels, batch 16 × 64, horizon 15,
 in one run. The reference is dreamerv3-torch at its default size on this project's 2-core CPU
 (torch 2.13): 7.8 s per update from proprio (world model 1.3 s, actor-critic 6.5 s), 9.4 s from
-pixels — measured by the project (DESIGN.md), not re-run here.
+pixels — measured by the project (DESIGN.md), not re-run here. On the CPU (not with ``--quick``) a
+last row times ``dreamer_cpu``'s update with the world model's loss compiled (``compile=true``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 
 from wm_robotics.behaviors.actor_critic import ActorCritic
 from wm_robotics.benchmarks.timing import benchmark_devices, print_table, sync
+from wm_robotics.compiled import CompiledCall
 from wm_robotics.models.nets import adam
 from wm_robotics.models.rssm import RSSMWorldModel
 from wm_robotics.precision import compute_precision
@@ -33,10 +35,12 @@ def _batch(obs_key: str, batch: int, length: int, device: torch.device) -> dict[
 
 def measure(size: str, obs_key: str, device: torch.device, repeats: int, units: int,
             imag_starts: int | None = None, batch: int = 16, length: int = 64,
-            actor_grad: str = "reinforce", precision: str = "fp32", mlp: tuple[int, int] | None = None) -> dict:
+            actor_grad: str = "reinforce", precision: str = "fp32", mlp: tuple[int, int] | None = None,
+            compile: bool = False) -> dict:
     """Median ms per world-model update and per actor-critic update for one configuration, with the
-    forward and backward passes in ``precision`` (as ``Trainer.update`` runs them); ``mlp`` = (units,
-    layers) of the proprio encoder / decoder MLPs when not the size's own."""
+    forward and backward passes in ``precision`` and with ``compile`` the world model's loss compiled (as
+    ``Trainer.update`` runs them; ``compile_s``: the first update, which compiles); ``mlp`` = (units, layers)
+    of the proprio encoder / decoder MLPs when not the size's own."""
     torch.manual_seed(0)
     shape = (64, 64, 3) if obs_key == "pixels" else (5,)
     overrides = {} if mlp is None else {"mlp_units": mlp[0], "mlp_layers": mlp[1]}
@@ -45,12 +49,13 @@ def measure(size: str, obs_key: str, device: torch.device, repeats: int, units: 
     optimizer = adam(model.parameters(), 1e-4)
     data = _batch(obs_key, batch, length, device)
     compute = compute_precision(device, precision)
+    loss_fn = CompiledCall(model.loss, "the world model's loss", "the benchmark stops") if compile else model.loss
     wm_ms, ac_ms = [], []
     for index in range(repeats + 1):  # the first round warms up allocators and kernels
         sync(device)
         start = time.perf_counter()
         with compute:
-            loss, _, posterior = model.loss(data)
+            loss, _, posterior = loss_fn(data)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -63,11 +68,16 @@ def measure(size: str, obs_key: str, device: torch.device, repeats: int, units: 
         if index:
             wm_ms.append(1000 * (middle - start))
             ac_ms.append(1000 * (end - middle))
+        elif compile:
+            if not loss_fn.active:
+                raise RuntimeError("compiling the world model's loss failed (see the warning above)")
+            compile_s = middle - start
     wm, ac = sorted(wm_ms)[len(wm_ms) // 2], sorted(ac_ms)[len(ac_ms) // 2]
     starts = min(imag_starts or batch * length, batch * length)
     return {"size": size if mlp is None else f"{size}, enc/dec {mlp[0]}×{mlp[1]}", "obs": obs_key,
             "device": str(device), "units": units, "imag_starts": starts,
-            "actor_grad": actor_grad, "precision": precision,
+            "actor_grad": actor_grad, "precision": precision, "compile": compile,
+            **({"compile_s": compile_s} if compile else {}),
             "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
             "world_model_ms": wm, "actor_critic_ms": ac, "total_ms": wm + ac,
             "imagined_steps_per_s": starts * behavior.horizon / (ac / 1000),
@@ -94,12 +104,16 @@ def run(quick: bool = False, device_choice: str = "auto") -> dict:
     if not quick:
         rows += [measure("s", "proprio", device, repeats, 512, actor_grad="backprop", precision=precision, mlp=(1024, 5))
                  for device in devices for precision in ("fp32", "bf16", "bf16_full")]
+        # dreamer_cpu's update with compile=true: the first compiles (~9 min on 2 cores, seconds from inductor's cache)
+        rows += [measure("xs", "proprio", device, repeats, 256, 256, actor_grad="backprop", compile=True)
+                 for device in devices if device.type == "cpu"]
     for row in rows:
         row["speedup_vs_reference"] = row["reference_total_ms"] / row["total_ms"]
     print_table("Learner: ms per update (batch 16×64, horizon 15; median)",
                 ["size", "obs", "device", "params (M)", "AC units", "imag. starts", "actor grad", "precision", "world model ms",
                  "actor-critic ms", "total ms", "imagined steps/s", "× faster than dreamerv3-torch"],
-                [[r["size"], r["obs"], r["device"], r["params_M"], r["units"], r["imag_starts"], r["actor_grad"], r["precision"], r["world_model_ms"],
+                [[r["size"], r["obs"], r["device"], r["params_M"], r["units"], r["imag_starts"], r["actor_grad"],
+                  r["precision"] + (", compiled" if r["compile"] else ""), r["world_model_ms"],
                   r["actor_critic_ms"], r["total_ms"], r["imagined_steps_per_s"], r["speedup_vs_reference"]]
                  for r in rows])
     return {"learner": rows, "learner_reference_ms": REFERENCE_MS}
