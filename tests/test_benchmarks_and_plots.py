@@ -5,10 +5,12 @@ import json
 import numpy as np
 import torch
 
+from wm_robotics.behaviors.mppi import MPPIPlanner
 from wm_robotics.benchmarks import envs as env_bench
 from wm_robotics.benchmarks import learner
 from wm_robotics.benchmarks import planner as planner_bench
 from wm_robotics.benchmarks.timing import interleaved_rates, write_json
+from wm_robotics.compiled import CompiledCall
 from wm_robotics.plots import eval_curve, plot_runs, published_results
 
 
@@ -51,3 +53,13 @@ def test_plot_runs_from_metrics_csv(tmp_path):
     out = plot_runs({"dreamer": [tmp_path / "run0", tmp_path / "run1"]}, "cartpole-swingup", tmp_path / "p.png")
     assert out.stat().st_size > 10_000
     assert published_results()["100k"]["cartpole-swingup"]["DreamerV3"] == 677
+
+
+def test_eager_runs_compiled_code_kernel_by_kernel_inside_and_restores_it():
+    call, planner = CompiledCall(torch.sin, "sin", "eagerly"), MPPIPlanner(1, compile=True)
+    for compiled, switches in ((call, ["active"]), (planner, ["cuda_graph", "compile"])):
+        with planner_bench.eager(compiled):
+            assert not any(getattr(compiled, name) for name in switches)
+        assert all(getattr(compiled, name) for name in switches)
+    with planner_bench.eager(None):  # nothing compiled: nothing to switch
+        pass
