@@ -26,7 +26,7 @@ from torch import nn
 from torch.distributions import Normal
 
 from wm_robotics.behaviors.action_bounds import ActionBounds, Bounds
-from wm_robotics.models.base import FeaturePolicy, State, WorldModel
+from wm_robotics.models.base import FeaturePolicy, State, WorldModel, loss_metrics
 from wm_robotics.models.nets import TwoHot, adam, load_optimizer_state, mlp
 
 #: "backprop": the actor maximises λ-returns by gradients through the model's dynamics (DreamerV3's
@@ -208,11 +208,9 @@ class ActorCritic(ActionBounds):
         self.critic_opt.step()
         self._update_slow_critic()
 
-        names = ("actor/loss", "actor/entropy", "critic/loss", "return/mean", "return/norm_scale",
-                 "imag/reward_mean", "value/mean")
-        stats = torch.stack([actor_loss.detach(), entropy.detach().mean(), critic_loss.detach(), returns.mean(),
-                             scale, rewards.mean(), values[:, :-1].mean()])
-        return dict(zip(names, stats.tolist()))
+        return loss_metrics({"actor/loss": actor_loss, "actor/entropy": entropy.detach().mean(),
+                             "critic/loss": critic_loss, "return/mean": returns.mean(), "return/norm_scale": scale,
+                             "imag/reward_mean": rewards.mean(), "value/mean": values[:, :-1].mean()})
 
     @torch.no_grad()
     def _update_slow_critic(self) -> None:

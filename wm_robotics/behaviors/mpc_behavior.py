@@ -25,7 +25,7 @@ from wm_robotics.behaviors.action_bounds import ActionBounds, Bounds
 from wm_robotics.behaviors.cem import CEMPlanner
 from wm_robotics.behaviors.mppi import MPPIPlanner
 from wm_robotics.behaviors.planning import RewardObjective, SamplingPlanner
-from wm_robotics.models.base import FeaturePolicy, State, WorldModel
+from wm_robotics.models.base import FeaturePolicy, State, WorldModel, loss_metrics
 from wm_robotics.models.nets import adam, load_optimizer_state
 
 PLANNERS = {"mppi": MPPIPlanner, "cem": CEMPlanner}
@@ -110,8 +110,8 @@ class MPCBehavior(ActionBounds):
         grad_norm = nn.utils.clip_grad_norm_(prior, self.grad_clip)
         self.pi_opt.step()
         self.pi_opt.zero_grad(set_to_none=True)  # the model's own optimiser must never step the prior
-        stats = torch.stack([loss.detach(), -log_prob.detach().mean(), q.detach().mean(), self.q_scale, grad_norm])
-        return dict(zip(("pi/loss", "pi/entropy", "pi/q_mean", "pi/q_scale", "pi/grad_norm"), stats.tolist()))
+        return loss_metrics({"pi/loss": loss, "pi/entropy": -log_prob.detach().mean(), "pi/q_mean": q.detach().mean(),
+                             "pi/q_scale": self.q_scale, "pi/grad_norm": grad_norm})
 
     # --- checkpointing -----------------------------------------------------------------------
     def full_state_dict(self) -> dict[str, dict]:

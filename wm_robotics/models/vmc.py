@@ -159,13 +159,14 @@ class VMCWorldModel(WorldModel):
         valid[:, 0] = is_first[:, 0].to(valid.dtype)  # h_0 of a mid-episode window has not seen the past
         nll = -mdn_log_prob(self.rnn.mixture(post["h"]), post["z"])  # (B, T)
         terms = {_DECODER_METRIC[key]: value.mean() for key, value in recon.items()}
-        terms["loss/kl"] = self.kl_scale * kl.clamp(min=self.kl_free * self.vae.z_dim).mean()
+        beta = self.kl_scale
+        terms["loss/kl"] = beta * kl.clamp(min=self.kl_free * self.vae.z_dim).mean()
         terms["loss/mdn"] = (nll * valid).sum() / valid.sum().clamp(min=1.0)
         terms["loss/reward"] = (self.predict_reward(feat) - reward).square().mean()
         terms["loss/continue"] = F.binary_cross_entropy_with_logits(self.continue_head(feat).squeeze(-1), cont)
         total = sum(terms.values())
         with torch.no_grad():
             stats = {"loss/total": total, **terms, "kl/value": kl.mean(), "latent/z_std": z.std(),
-                     "kl/beta": self.kl_scale}
+                     "kl/beta": beta}
         posterior = {key: value.detach() for key, value in post.items()}
         return total, loss_metrics(stats), posterior
