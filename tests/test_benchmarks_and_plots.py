@@ -9,7 +9,7 @@ from wm_robotics.behaviors.mppi import MPPIPlanner
 from wm_robotics.benchmarks import envs as env_bench
 from wm_robotics.benchmarks import learner
 from wm_robotics.benchmarks import planner as planner_bench
-from wm_robotics.benchmarks.timing import interleaved_rates, write_json
+from wm_robotics.benchmarks.timing import interleaved_rates, matmul_gflops, nearest_reference, write_json
 from wm_robotics.compiled import CompiledCall
 from wm_robotics.plots import eval_curve, plot_runs, published_results
 
@@ -17,6 +17,16 @@ from wm_robotics.plots import eval_curve, plot_runs, published_results
 def test_interleaved_rates_counts_items():
     rates = interleaved_rates({"a": lambda: 10, "b": lambda: 5}, rounds=2, seconds=0.01)
     assert rates["a"] > 0 and rates["b"] > 0
+
+
+def test_peer_reference_is_the_one_made_on_the_nearest_machine_and_a_far_one_is_flagged(capsys):
+    slow, fast = {"machine": "slow", "matmul_gflops": 180.0}, {"machine": "fast", "matmul_gflops": 400.0}
+    assert nearest_reference([slow, fast], 285.0, "peer") is fast  # by ratio (1.40 vs 1.58), not difference (115 vs 105)
+    assert "WARNING" in capsys.readouterr().out  # 400 is 40% above 285
+    assert nearest_reference([slow, fast], 370.0, "peer") is fast
+    assert "WARNING" not in capsys.readouterr().out
+    assert nearest_reference(planner_bench.TDMPC2_REFERENCES, 180.0, "TD-MPC2")["ms"]["xs"]["mppi"] == 154.0
+    assert matmul_gflops(torch.device("cpu"), rounds=1) > 0
 
 
 def test_env_work_functions_step_the_real_env():

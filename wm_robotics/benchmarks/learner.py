@@ -3,8 +3,10 @@
 Sizes XS and S, from proprio (cartpole: 5-d) and 64×64 pixels, batch 16 × 64, horizon 15,
 in one run. The reference is dreamerv3-torch at its default size on this project's 2-core CPU
 (torch 2.13): 7.8 s per update from proprio (world model 1.3 s, actor-critic 6.5 s), 9.4 s from
-pixels — measured by the project (DESIGN.md), not re-run here. On the CPU (not with ``--quick``) a
-last row times ``dreamer_cpu``'s update with the world model's loss compiled (``compile=true``).
+pixels — measured by the project (DESIGN.md) on a CPU with a 180 GFLOP/s fp32 matmul rate, not re-run
+here; a run on a CPU whose rate is more than 25% away says so (``timing.nearest_reference``). On the
+CPU (not with ``--quick``) a last row times ``dreamer_cpu``'s update with the world model's loss compiled
+(``compile=true``).
 """
 
 from __future__ import annotations
@@ -14,14 +16,17 @@ import time
 import torch
 
 from wm_robotics.behaviors.actor_critic import ActorCritic
-from wm_robotics.benchmarks.timing import benchmark_devices, print_table, sync
+from wm_robotics.benchmarks.timing import benchmark_devices, matmul_gflops, nearest_reference, print_table, sync
 from wm_robotics.compiled import CompiledCall
 from wm_robotics.models.nets import adam
 from wm_robotics.models.rssm import RSSMWorldModel
 from wm_robotics.precision import compute_precision
 
-REFERENCE_MS = {"proprio": {"world_model": 1300.0, "actor_critic": 6500.0, "total": 7800.0},
-                "pixels": {"total": 9400.0}}
+#: dreamerv3-torch at its default size: ms per update, each with the fp32 1024³ matmul rate of the CPU it ran on
+DREAMERV3_REFERENCES = (
+    {"machine": "2-core CPU of sessions 1-19 (DESIGN.md)", "matmul_gflops": 180.0,
+     "ms": {"proprio": {"world_model": 1300.0, "actor_critic": 6500.0, "total": 7800.0}, "pixels": {"total": 9400.0}}},
+)
 
 
 def _batch(obs_key: str, batch: int, length: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -80,8 +85,7 @@ def measure(size: str, obs_key: str, device: torch.device, repeats: int, units: 
             **({"compile_s": compile_s} if compile else {}),
             "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
             "world_model_ms": wm, "actor_critic_ms": ac, "total_ms": wm + ac,
-            "imagined_steps_per_s": starts * behavior.horizon / (ac / 1000),
-            "reference_total_ms": REFERENCE_MS[obs_key]["total"]}
+            "imagined_steps_per_s": starts * behavior.horizon / (ac / 1000)}
 
 
 def run(quick: bool = False, device_choice: str = "auto") -> dict:
@@ -93,6 +97,7 @@ def run(quick: bool = False, device_choice: str = "auto") -> dict:
     encoder / decoder MLPs (1024 × 5; 16.4M parameters, its 16M): the reference's own size.
     """
     devices = benchmark_devices(device_choice)
+    reference = nearest_reference(DREAMERV3_REFERENCES, matmul_gflops(torch.device("cpu")), "dreamerv3-torch")
     repeats = 1 if quick else 3
     configs = [("xs", "proprio", 256, None), ("xs", "proprio", 256, 256), ("s", "proprio", 512, None),
                ("xs", "pixels", 256, None), ("s", "pixels", 512, None)]
@@ -108,6 +113,7 @@ def run(quick: bool = False, device_choice: str = "auto") -> dict:
         rows += [measure("xs", "proprio", device, repeats, 256, 256, actor_grad="backprop", compile=True)
                  for device in devices if device.type == "cpu"]
     for row in rows:
+        row["reference_total_ms"] = reference["ms"][row["obs"]]["total"]
         row["speedup_vs_reference"] = row["reference_total_ms"] / row["total_ms"]
     print_table("Learner: ms per update (batch 16×64, horizon 15; median)",
                 ["size", "obs", "device", "params (M)", "AC units", "imag. starts", "actor grad", "precision", "world model ms",
@@ -116,4 +122,4 @@ def run(quick: bool = False, device_choice: str = "auto") -> dict:
                   r["precision"] + (", compiled" if r["compile"] else ""), r["world_model_ms"],
                   r["actor_critic_ms"], r["total_ms"], r["imagined_steps_per_s"], r["speedup_vs_reference"]]
                  for r in rows])
-    return {"learner": rows, "learner_reference_ms": REFERENCE_MS}
+    return {"learner": rows, "dreamerv3_reference": reference}

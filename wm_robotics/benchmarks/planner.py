@@ -19,8 +19,10 @@ matmul-bound time still uses the fp32 rate, so its "% of bound" can pass 100. Th
 (CPU, not with ``--quick``) run MPPI and goal-CEM in fp32 through ``torch.compile`` (``compile=True``), and
 the update with its world-model loss compiled (forward and backward, as a run with ``compile=true``);
 ``compile_s`` in the JSON is their first call, which compiles.
-TD-MPC2's own code on this project's 2-core CPU (torch 2.13, compile off; DESIGN.md, measured by
-the project, not re-run here): 1M 154 ms/action and 115–126 ms/update, 5M 438 and 435–452.
+TD-MPC2's own code (torch 2.13, compile off, 2 threads) was timed on this project's 2-core CPUs, not re-run
+here (``TDMPC2_REFERENCES``): a run compares with the measurement made on the CPU whose matmul rate is nearest
+this machine's (timed at the start), with a warning when even that one is more than 25% away; CUDA rows compare
+with the CPU time, as a cross-device figure.
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ from torch.utils.flop_counter import FlopCounterMode
 import wm_robotics.envs as envs
 from wm_robotics.behaviors.mpc_behavior import MPCBehavior
 from wm_robotics.behaviors.planning import SamplingPlanner
-from wm_robotics.benchmarks.timing import benchmark_devices, print_table, sync
+from wm_robotics.benchmarks.timing import (MATMUL_GFLOP, benchmark_devices, matmul_gflops, matmul_reference,
+                                           nearest_reference,
+                                           print_table, sync)
 from wm_robotics.compiled import CompiledCall
 from wm_robotics.control import MPCController
 from wm_robotics.models.jepa import JEPAWorldModel
@@ -45,7 +49,12 @@ from wm_robotics.models.nets import adam
 from wm_robotics.precision import compute_precision
 from wm_robotics.train import env_kwargs, untrained_payload
 
-REFERENCE_MS = {"xs": {"mppi": 154.0, "update": 120.5}, "s": {"mppi": 438.0, "update": 443.5}}
+#: TD-MPC2's own code (torch 2.13, compile off, 2 threads): ms per MPPI action and per update (batch 256) of its
+#: 1M ("xs") and 5M ("s") models, on the project's 2-core CPUs, each with that CPU's fp32 1024³ matmul rate
+TDMPC2_REFERENCES = (
+    {"machine": "2-core CPU of sessions 1-19 (DESIGN.md)", "matmul_gflops": 180.0,
+     "ms": {"xs": {"mppi": 154.0, "update": 120.5}, "s": {"mppi": 438.0, "update": 443.5}}},
+)
 BATCH, HORIZON = 256, 3
 #: Hydra's config tree of this (editable) checkout: the goal-cem row times the jepa_goal preset as configured
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -99,8 +108,7 @@ def time_interleaved(cases: list[Case], device: torch.device, repeats: int) -> l
     """Rows of ``cases`` timed in ``repeats`` rounds that run a 1024³ matmul (the reference) and then every case
     once: ``ms`` is a case's median, ``matmul_gflops`` the reference's median rate over the same rounds, so the
     cases' ratios to each other and to the reference survive a machine whose speed drifts."""
-    a, b = torch.randn(1024, 1024, device=device), torch.randn(1024, 1024, device=device)
-    works = [lambda: [a @ b for _ in range(20)]] + [case["work"] for case in cases]
+    works = [matmul_reference(device)] + [case["work"] for case in cases]
     works[0]()  # the reference's warm-up (the cases had theirs in ``prepare``)
     times: list[list[float]] = [[] for _ in works]
     for _ in range(repeats):
@@ -111,7 +119,7 @@ def time_interleaved(cases: list[Case], device: torch.device, repeats: int) -> l
             sync(device)
             spent.append(1000 * (time.perf_counter() - start))
     reference_ms, *case_ms = [float(np.median(spent)) for spent in times]
-    rate = 2 * 1024 ** 3 * 20 / (reference_ms / 1000) / 1e9
+    rate = MATMUL_GFLOP / (reference_ms / 1000)
     return [{**{k: v for k, v in case.items() if k != "work"}, "ms": ms, "matmul_gflops": rate}
             for case, ms in zip(cases, case_ms)]
 
@@ -202,6 +210,7 @@ def update_case(size: str, device: torch.device, precision: str = "fp32", compil
 def run(quick: bool = False, device_choice: str = "auto") -> dict:
     """MPPI, CEM and the tdmpc update for the ~1M (xs) and ~5M (s) JEPA, CPU (and CUDA when present)."""
     devices = benchmark_devices(device_choice)
+    reference = nearest_reference(TDMPC2_REFERENCES, matmul_gflops(torch.device("cpu")), "TD-MPC2")
     sizes = ["xs"] if quick else ["xs", "s"]
     repeats = 3 if quick else 7
     rows = []
@@ -223,19 +232,19 @@ def run(quick: bool = False, device_choice: str = "auto") -> dict:
             results = time_interleaved(fast, device, repeats) + time_interleaved(slow, device, 1 if quick else 3)
             for result in results:
                 bound = result["gflop"] / result["matmul_gflops"] * 1000
-                reference = REFERENCE_MS[size].get(result["what"].split()[0])
                 # goal-cem's result carries its own params_M, which replaces the tdmpc model's
                 rows.append({"size": size, "params_M": params, "device": str(device), **result,
-                             "matmul_bound_ms": bound, "bound_fraction": bound / result["ms"],
-                             "tdmpc2_ms": reference,
-                             "speedup_vs_tdmpc2": reference / result["ms"] if reference else None})
+                             "matmul_bound_ms": bound, "bound_fraction": bound / result["ms"]})
+    for row in rows:
+        ms = reference["ms"][row["size"]].get(row["what"].split()[0])
+        row["tdmpc2_ms"], row["speedup_vs_tdmpc2"] = ms, ms / row["ms"] if ms else None
     print_table("Planner and tdmpc update: ms per call (median; matmul-bound time from this run's matmul rate)",
                 ["size", "params (M)", "device", "what", "GFLOP", "ms", "matmul GFLOP/s", "matmul-bound ms",
                  "% of bound", "TD-MPC2 ms", "× TD-MPC2"],
                 [[r["size"], r["params_M"], r["device"], r["what"], r["gflop"], r["ms"], r["matmul_gflops"],
                   r["matmul_bound_ms"], 100 * r["bound_fraction"], r["tdmpc2_ms"] or "-",
                   r["speedup_vs_tdmpc2"] or "-"] for r in rows])
-    return {"planner": rows, "planner_reference_ms": REFERENCE_MS,
+    return {"planner": rows, "tdmpc2_reference": reference,
             "planner_settings": {"mppi": "horizon 3, 6 iterations, 512 samples + 24 prior, 64 elites; "
                                          "(bf16): the same with precision=bf16; (compiled): with compile=true "
                                          "(compile_s: seconds of the first call, which compiles)",

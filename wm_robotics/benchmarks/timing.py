@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -54,6 +55,44 @@ def interleaved_rates(cases: dict[str, Callable[[], int]], rounds: int = 5, seco
         for name, work in cases.items():
             samples[name].append(rate(work, seconds))
     return {name: float(np.median(values)) for name, values in samples.items()}
+
+
+#: GFLOP of the reference work (:func:`matmul_reference`): 20 fp32 1024³ matmuls
+MATMUL_GFLOP = 2 * 1024 ** 3 * 20 / 1e9
+
+
+def matmul_reference(device: torch.device) -> Callable[[], object]:
+    """The machine's reference work, ``MATMUL_GFLOP`` of fp32 1024³ matmuls: its rate is the matmul rate of a run."""
+    a, b = torch.randn(1024, 1024, device=device), torch.randn(1024, 1024, device=device)
+    return lambda: [a @ b for _ in range(20)]
+
+
+def matmul_gflops(device: torch.device, rounds: int = 5) -> float:
+    """The median fp32 matmul rate (GFLOP/s) of ``rounds`` runs of :func:`matmul_reference` after a warm-up."""
+    work = matmul_reference(device)
+    work()
+    spent = []
+    for _ in range(rounds):
+        sync(device)
+        start = time.perf_counter()
+        work()
+        sync(device)
+        spent.append(time.perf_counter() - start)
+    return MATMUL_GFLOP / float(np.median(spent))
+
+
+def nearest_reference(references: Sequence[dict], rate: float, peer: str) -> dict:
+    """Of a peer's reference measurements (each with the ``matmul_gflops`` of the CPU it was made on), the one
+    made on the CPU whose matmul rate is nearest ``rate`` (this run's); prints which, and a warning when even
+    that one is more than 25% away: then the × columns compare two different machines."""
+    chosen = min(references, key=lambda ref: abs(math.log(ref["matmul_gflops"] / rate)))
+    print(f"{peer} reference: {chosen['machine']} (matmul {chosen['matmul_gflops']:.0f} GFLOP/s; this run "
+          f"{rate:.0f})")
+    if abs(math.log(chosen["matmul_gflops"] / rate)) > math.log(1.25):
+        print(f"WARNING: {peer}'s times were measured on a CPU whose fp32 matmul rate is "
+              f"{chosen['matmul_gflops']:.0f} GFLOP/s, this one's is {rate:.0f}: the × {peer} column compares "
+              "different machines; compare the % of the matmul bound instead")
+    return chosen
 
 
 def print_table(title: str, header: list[str], rows: list[list]) -> None:
