@@ -54,6 +54,8 @@ from wm_robotics.train import env_kwargs, untrained_payload
 TDMPC2_REFERENCES = (
     {"machine": "2-core CPU of sessions 1-19 (DESIGN.md)", "matmul_gflops": 180.0,
      "ms": {"xs": {"mppi": 154.0, "update": 120.5}, "s": {"mppi": 438.0, "update": 443.5}}},
+    {"machine": "2-core AVX-512 Xeon of session 20 (docs/results/tdmpc2_reference_session20.json)",
+     "matmul_gflops": 414.0, "ms": {"xs": {"mppi": 121.0, "update": 92.5}, "s": {"mppi": 301.0, "update": 298.8}}},
 )
 BATCH, HORIZON = 256, 3
 #: Hydra's config tree of this (editable) checkout: the goal-cem row times the jepa_goal preset as configured
