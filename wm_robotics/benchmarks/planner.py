@@ -16,8 +16,9 @@ goal energy (for a ``split_dynamics`` model, in the proprio block alone). On CUD
 as a CUDA graph; the ``mppi (no graph)`` row times the same search launched kernel by kernel. The
 ``mppi (bf16)`` row runs the same search with ``precision="bf16"`` (matmuls in bfloat16); its
 matmul-bound time still uses the fp32 rate, so its "% of bound" can pass 100. The ``(compiled)`` rows
-(CPU, not with ``--quick``) run MPPI and goal-CEM in fp32 through ``torch.compile`` (``compile=True``), and
-the update with its world-model loss compiled (forward and backward, as a run with ``compile=true``);
+(not with ``--quick``) run MPPI and goal-CEM in fp32 through ``torch.compile`` (``compile=True``; CPU only:
+on CUDA the CUDA graph replaces it), and the update with its world-model loss compiled (forward and
+backward, as a run with ``compile=true``; CPU and CUDA);
 ``compile_s`` in the JSON is their first call, which compiles.
 TD-MPC2's own code (torch 2.13, compile off, 2 threads) was timed on this project's 2-core CPUs, not re-run
 here (``TDMPC2_REFERENCES``): a run compares with the measurement made on the CPU whose matmul rate is nearest
@@ -226,7 +227,7 @@ def run(quick: bool = False, device_choice: str = "auto") -> dict:
             if device.type == "cuda":  # what the CUDA graph saves, measured in the same rounds
                 fast.append(planner_case(size, "mppi", device, cuda_graph=False))
             fast += [update_case(size, device), update_case(size, device, precision="bf16")]
-            if compiled:
+            if not quick:  # also on CUDA: a training run's compile=true (the search has the CUDA graph there)
                 fast.append(update_case(size, device, compile=True))
             slow = [planner_case(size, "cem", device)]
             if size == "xs":
