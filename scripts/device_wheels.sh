@@ -5,7 +5,7 @@
 # simulator and configuration stack, and nothing can be fetched there. This writes x86-64 CPython 3.12 wheels
 # of exactly the missing packages (versions pinned to the ones tested here) into .device_wheels/, with
 # dm_control slimmed to the parts our tasks load (its soccer and CMU walker assets, the dog domain's meshes
-# and its test data dropped: 56 MB -> ~6 MB), and the EGL / OpenGL loader packages into .gl/ (the device
+# and its test data dropped: 56 MB -> 4.4 MB), and the EGL / OpenGL loader packages into .gl/ (the device
 # README's recipe), so that both travel in the 64 MiB a run may carry:
 #   bash scripts/device_wheels.sh
 #   device run: carry [".device_wheels", ".gl"], command "bash scripts/device_check.sh"

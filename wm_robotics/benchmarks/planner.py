@@ -41,8 +41,7 @@ import wm_robotics.envs as envs
 from wm_robotics.behaviors.mpc_behavior import MPCBehavior
 from wm_robotics.behaviors.planning import SamplingPlanner
 from wm_robotics.benchmarks.timing import (MATMUL_GFLOP, benchmark_devices, matmul_gflops, matmul_reference,
-                                           nearest_reference,
-                                           print_table, sync)
+                                           nearest_reference, print_table, sync)
 from wm_robotics.compiled import CompiledCall
 from wm_robotics.control import MPCController
 from wm_robotics.models.jepa import JEPAWorldModel
@@ -236,11 +235,10 @@ def run(quick: bool = False, device_choice: str = "auto") -> dict:
             for result in results:
                 bound = result["gflop"] / result["matmul_gflops"] * 1000
                 # goal-cem's result carries its own params_M, which replaces the tdmpc model's
+                tdmpc2_ms = reference["ms"][size].get(result["what"].split()[0])
                 rows.append({"size": size, "params_M": params, "device": str(device), **result,
-                             "matmul_bound_ms": bound, "bound_fraction": bound / result["ms"]})
-    for row in rows:
-        ms = reference["ms"][row["size"]].get(row["what"].split()[0])
-        row["tdmpc2_ms"], row["speedup_vs_tdmpc2"] = ms, ms / row["ms"] if ms else None
+                             "matmul_bound_ms": bound, "bound_fraction": bound / result["ms"], "tdmpc2_ms": tdmpc2_ms,
+                             "speedup_vs_tdmpc2": tdmpc2_ms / result["ms"] if tdmpc2_ms else None})
     print_table("Planner and tdmpc update: ms per call (median; matmul-bound time from this run's matmul rate)",
                 ["size", "params (M)", "device", "what", "GFLOP", "ms", "matmul GFLOP/s", "matmul-bound ms",
                  "% of bound", "TD-MPC2 ms", "× TD-MPC2"],
