@@ -91,7 +91,7 @@ def nearest_reference(references: Sequence[dict], rate: float, peer: str) -> dic
     if abs(math.log(chosen["matmul_gflops"] / rate)) > math.log(1.25):
         print(f"WARNING: {peer}'s times were measured on a CPU whose fp32 matmul rate is "
               f"{chosen['matmul_gflops']:.0f} GFLOP/s, this one's is {rate:.0f}: the × {peer} column compares "
-              "different machines; compare the % of the matmul bound instead")
+              "two different machines")
     return chosen
 
 
