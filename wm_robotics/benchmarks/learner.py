@@ -16,7 +16,8 @@ import time
 import torch
 
 from wm_robotics.behaviors.actor_critic import ActorCritic
-from wm_robotics.benchmarks.timing import benchmark_devices, matmul_gflops, nearest_reference, print_table, sync
+from wm_robotics.benchmarks.timing import (SESSIONS_1_19_CPU, benchmark_devices, matmul_gflops, nearest_reference,
+                                           print_table, sync)
 from wm_robotics.compiled import CompiledCall
 from wm_robotics.models.nets import adam
 from wm_robotics.models.rssm import RSSMWorldModel
@@ -24,8 +25,8 @@ from wm_robotics.precision import compute_precision
 
 #: dreamerv3-torch at its default size: ms per update, each with the fp32 1024³ matmul rate of the CPU it ran on
 DREAMERV3_REFERENCES = (
-    {"machine": "2-core CPU of sessions 1-19 (DESIGN.md)", "matmul_gflops": 180.0,
-     "ms": {"proprio": {"world_model": 1300.0, "actor_critic": 6500.0, "total": 7800.0}, "pixels": {"total": 9400.0}}},
+    {**SESSIONS_1_19_CPU, "ms": {"proprio": {"world_model": 1300.0, "actor_critic": 6500.0, "total": 7800.0},
+                                 "pixels": {"total": 9400.0}}},
 )
 
 

@@ -40,8 +40,8 @@ from torch.utils.flop_counter import FlopCounterMode
 import wm_robotics.envs as envs
 from wm_robotics.behaviors.mpc_behavior import MPCBehavior
 from wm_robotics.behaviors.planning import SamplingPlanner
-from wm_robotics.benchmarks.timing import (MATMUL_GFLOP, benchmark_devices, matmul_gflops, matmul_reference,
-                                           nearest_reference, print_table, sync)
+from wm_robotics.benchmarks.timing import (MATMUL_GFLOP, SESSIONS_1_19_CPU, benchmark_devices, matmul_gflops,
+                                           matmul_reference, nearest_reference, print_table, sync)
 from wm_robotics.compiled import CompiledCall
 from wm_robotics.control import MPCController
 from wm_robotics.models.jepa import JEPAWorldModel
@@ -52,8 +52,7 @@ from wm_robotics.train import env_kwargs, untrained_payload
 #: TD-MPC2's own code (torch 2.13, compile off, 2 threads): ms per MPPI action and per update (batch 256) of its
 #: 1M ("xs") and 5M ("s") models, on the project's 2-core CPUs, each with that CPU's fp32 1024³ matmul rate
 TDMPC2_REFERENCES = (
-    {"machine": "2-core CPU of sessions 1-19 (DESIGN.md)", "matmul_gflops": 180.0,
-     "ms": {"xs": {"mppi": 154.0, "update": 120.5}, "s": {"mppi": 438.0, "update": 443.5}}},
+    {**SESSIONS_1_19_CPU, "ms": {"xs": {"mppi": 154.0, "update": 120.5}, "s": {"mppi": 438.0, "update": 443.5}}},
     {"machine": "2-core AVX-512 Xeon of session 20 (docs/results/tdmpc2_reference_session20.json)",
      "matmul_gflops": 414.0, "ms": {"xs": {"mppi": 121.0, "update": 92.5}, "s": {"mppi": 301.0, "update": 298.8}}},
 )

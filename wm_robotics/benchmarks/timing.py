@@ -57,6 +57,9 @@ def interleaved_rates(cases: dict[str, Callable[[], int]], rounds: int = 5, seco
     return {name: float(np.median(values)) for name, values in samples.items()}
 
 
+#: the CPU of sessions 1-19, on which the peers' first reference times were measured (DESIGN.md)
+SESSIONS_1_19_CPU = {"machine": "2-core CPU of sessions 1-19 (DESIGN.md)", "matmul_gflops": 180.0}
+
 #: GFLOP of the reference work (:func:`matmul_reference`): 20 fp32 1024³ matmuls
 MATMUL_GFLOP = 2 * 1024 ** 3 * 20 / 1e9
 
