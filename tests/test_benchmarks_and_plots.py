@@ -29,6 +29,14 @@ def test_peer_reference_is_the_one_made_on_the_nearest_machine_and_a_far_one_is_
     assert matmul_gflops(torch.device("cpu"), rounds=1) > 0
 
 
+def test_the_tdmpc2_reference_is_chosen_by_the_cpu_rows_own_matmul_rates():
+    rows = [{"device": "cpu", "matmul_gflops": rate} for rate in (90.0, 140.0, 95.0)]
+    rows.append({"device": "cuda:0", "matmul_gflops": 50_000.0})  # a GPU's rate says nothing of the CPU
+    assert planner_bench.cpu_rate(rows) == 95.0
+    assert nearest_reference(planner_bench.TDMPC2_REFERENCES, 95.0, "TD-MPC2")["ms"]["xs"]["mppi"] == 347.6
+    assert planner_bench.cpu_rate([{"device": "cuda:0", "matmul_gflops": 50_000.0}]) > 0  # none: timed here
+
+
 def test_env_work_functions_step_the_real_env():
     assert env_bench._ours("cartpole-swingup-v0", "proprio", 2)() == env_bench.BLOCK * 2
     assert env_bench._raw("cartpole", "swingup", pixels=False)() == env_bench.BLOCK

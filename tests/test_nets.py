@@ -145,3 +145,28 @@ def test_bf16_full_runs_output_layers_in_bf16_with_float32_results():
     assert torch.equal(full, in_bf16) and torch.equal(kept, in_float32)
     assert not torch.equal(q_full, q_kept)  # the ensemble's output layer follows the same policy
     torch.testing.assert_close(q_full, q_kept, atol=0.05, rtol=0.05)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_warns_only_on_a_cpu_without_bf16_kernels(monkeypatch, native):
+    import warnings
+
+    import wm_robotics.precision as precision
+
+    monkeypatch.setattr(precision, "native_bf16", lambda device: native)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with compute_precision(torch.device("cpu"), "fp32"):
+            pass
+        with compute_precision(torch.device("cpu"), "bf16"):
+            assert torch.is_autocast_enabled("cpu")  # it still runs in bf16: the warning only says what it costs
+    messages = [str(w.message) for w in caught]
+    assert messages == ([] if native else [messages[0]])
+    assert native or ("precision='bf16'" in messages[0] and "use precision='fp32'" in messages[0])
+
+
+def test_native_bf16_is_true_on_cuda_and_a_bool_on_this_cpu():
+    from wm_robotics.precision import native_bf16
+
+    assert native_bf16(torch.device("cuda")) is True
+    assert isinstance(native_bf16(torch.device("cpu")), bool)

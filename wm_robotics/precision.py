@@ -7,13 +7,15 @@ losses and the planner's statistics. ``"bf16_full"`` also runs the output layers
 casts their results to float32, as DreamerV3 does (bf16 logits, float32 distributions): the
 float32 output layers of ``"bf16"`` are what planners need, but in the Dreamer update they cost
 a float32 matmul and a cast of the hidden activations per head. On CPUs with AVX-512 BF16 or
-AMX a large matmul runs ~2× faster.
+AMX a large matmul runs ~2× faster; on a CPU whose oneDNN has no bfloat16 kernels (AVX2 only) it is
+emulated and runs ~15× slower than float32, and a bf16 context there warns once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import warnings
 
 import torch
 
@@ -50,11 +52,27 @@ class _ComputePrecision:
         _FLOAT32_OUTPUT_LAYERS.reset(self._tokens.pop())
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` has bfloat16 matmul kernels: CUDA does; a CPU when its oneDNN has them (AVX-512 and
+    newer), not on AVX2, where bf16 is emulated (~15× slower than float32 in the planner benchmark)."""
+    if device.type != "cpu":
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch without the query: assume the kernels are there
+        return True
+
+
 def compute_precision(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """A context running ``device``'s matmuls in ``precision`` (one of :data:`PRECISIONS`)."""
+    """A context running ``device``'s matmuls in ``precision`` (one of :data:`PRECISIONS`); a bf16 precision
+    on a CPU without bf16 kernels (:func:`native_bf16`) warns, once per call site, that it runs slower."""
     dtype = PRECISIONS[check_precision(precision)]
     if dtype is None:
         return contextlib.nullcontext()
+    if not native_bf16(device):
+        warnings.warn(f"precision={precision!r} on a CPU without bfloat16 matmul kernels "
+                      f"({torch.backends.cpu.get_cpu_capability()}; they need AVX-512): bf16 is emulated there "
+                      "and runs about 15x slower than fp32; use precision='fp32'", stacklevel=2)
     # no weight-cast cache on CUDA: a CUDA graph must not capture tensors the cache frees afterwards
     autocast = torch.autocast(device.type, dtype=dtype, cache_enabled=device.type != "cuda")
     return _ComputePrecision(autocast, float32_outputs=precision != "bf16_full")

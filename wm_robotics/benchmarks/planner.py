@@ -22,8 +22,9 @@ backward, as a run with ``compile=true``; CPU and CUDA);
 ``compile_s`` in the JSON is their first call, which compiles.
 TD-MPC2's own code (torch 2.13, compile off, 2 threads) was timed on this project's 2-core CPUs, not re-run
 here (``TDMPC2_REFERENCES``): a run compares with the measurement made on the CPU whose matmul rate is nearest
-this machine's (timed at the start), with a warning when even that one is more than 25% away; CUDA rows compare
-with the CPU time, as a cross-device figure.
+this machine's (:func:`cpu_rate`: the median of the CPU rows' own rates, so a neighbour's burst at the start
+cannot pick the wrong CPU), with a warning when even that one is more than 25% away; CUDA rows compare with
+the CPU time, as a cross-device figure.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ TDMPC2_REFERENCES = (
     {**SESSIONS_1_19_CPU, "ms": {"xs": {"mppi": 154.0, "update": 120.5}, "s": {"mppi": 438.0, "update": 443.5}}},
     {"machine": "2-core AVX-512 Xeon of session 20 (docs/results/tdmpc2_reference_session20.json)",
      "matmul_gflops": 414.0, "ms": {"xs": {"mppi": 121.0, "update": 92.5}, "s": {"mppi": 301.0, "update": 298.8}}},
+    {"machine": "2-core AVX2 AMD EPYC of session 21 (docs/results/tdmpc2_reference_session21.json)",
+     "matmul_gflops": 92.6, "ms": {"xs": {"mppi": 347.6, "update": 300.0}, "s": {"mppi": 847.5, "update": 915.6}}},
 )
 BATCH, HORIZON = 256, 3
 #: Hydra's config tree of this (editable) checkout: the goal-cem row times the jepa_goal preset as configured
@@ -208,10 +211,16 @@ def update_case(size: str, device: torch.device, precision: str = "fp32", compil
     return prepare(_label("update", precision, compile), update, device, loss_fn)
 
 
+def cpu_rate(rows: list[dict]) -> float:
+    """This machine's fp32 matmul rate (GFLOP/s) for choosing the TD-MPC2 reference: the median of the CPU rows'
+    ``matmul_gflops`` (each the median of the rounds interleaved with that row), timed anew when there are none."""
+    rates = [row["matmul_gflops"] for row in rows if row["device"] == "cpu"]
+    return float(np.median(rates)) if rates else matmul_gflops(torch.device("cpu"))
+
+
 def run(quick: bool = False, device_choice: str = "auto") -> dict:
     """MPPI, CEM and the tdmpc update for the ~1M (xs) and ~5M (s) JEPA, CPU (and CUDA when present)."""
     devices = benchmark_devices(device_choice)
-    reference = nearest_reference(TDMPC2_REFERENCES, matmul_gflops(torch.device("cpu")), "TD-MPC2")
     sizes = ["xs"] if quick else ["xs", "s"]
     repeats = 3 if quick else 7
     rows = []
@@ -234,10 +243,12 @@ def run(quick: bool = False, device_choice: str = "auto") -> dict:
             for result in results:
                 bound = result["gflop"] / result["matmul_gflops"] * 1000
                 # goal-cem's result carries its own params_M, which replaces the tdmpc model's
-                tdmpc2_ms = reference["ms"][size].get(result["what"].split()[0])
                 rows.append({"size": size, "params_M": params, "device": str(device), **result,
-                             "matmul_bound_ms": bound, "bound_fraction": bound / result["ms"], "tdmpc2_ms": tdmpc2_ms,
-                             "speedup_vs_tdmpc2": tdmpc2_ms / result["ms"] if tdmpc2_ms else None})
+                             "matmul_bound_ms": bound, "bound_fraction": bound / result["ms"]})
+    reference = nearest_reference(TDMPC2_REFERENCES, cpu_rate(rows), "TD-MPC2")
+    for row in rows:
+        row["tdmpc2_ms"] = reference["ms"][row["size"]].get(row["what"].split()[0])
+        row["speedup_vs_tdmpc2"] = row["tdmpc2_ms"] / row["ms"] if row["tdmpc2_ms"] else None
     print_table("Planner and tdmpc update: ms per call (median; matmul-bound time from this run's matmul rate)",
                 ["size", "params (M)", "device", "what", "GFLOP", "ms", "matmul GFLOP/s", "matmul-bound ms",
                  "% of bound", "TD-MPC2 ms", "× TD-MPC2"],
