@@ -170,3 +170,12 @@ def test_native_bf16_is_true_on_cuda_and_a_bool_on_this_cpu():
 
     assert native_bf16(torch.device("cuda")) is True
     assert isinstance(native_bf16(torch.device("cpu")), bool)
+
+
+def test_encoder_lr_scale_needs_an_encoder_and_a_scale_of_at_least_zero():
+    from wm_robotics.models.nets import parameter_groups
+
+    with pytest.raises(ValueError, match="Linear has none"):
+        parameter_groups(torch.nn.Linear(2, 2), 1e-3, 0.3)
+    with pytest.raises(ValueError, match=">= 0"):
+        parameter_groups(torch.nn.Linear(2, 2), 1e-3, -1.0)

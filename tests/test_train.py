@@ -40,6 +40,19 @@ def test_run_folder_layout_and_metrics(tmp_path):
     assert len(list((tmp_path / "episodes").glob("*.npz"))) == 200 // 40
 
 
+def test_encoder_lr_scale_slows_only_the_encoder(tmp_path):
+    trainer = Trainer(tiny_config("steps=120", "eval_every=1000", "+model.encoder_lr_scale=0.0"), tmp_path)
+    [encoder, rest] = trainer.model_opt.param_groups
+    assert encoder["lr"] == 0.0 and rest["lr"] == trainer.cfg["model"]["lr"]
+    assert len(encoder["params"]) + len(rest["params"]) == len(list(trainer.model.parameters()))
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    trainer.run()
+    moved = {name for name, p in trainer.model.named_parameters() if not torch.equal(p, before[name])}
+    assert trainer.counters["updates"] > 0 and moved  # the rest learned ...
+    assert not {name for name in moved if name.startswith("encoder.")}  # ... the encoder, at lr × 0, did not
+    assert len(Trainer(tiny_config(), tmp_path / "default").model_opt.param_groups) == 1  # scale 1: one group, as before
+
+
 def test_resume_continues_counters_and_keeps_episodes(tmp_path):
     Trainer(tiny_config("steps=160", "eval_every=1000"), tmp_path).run()
     first = load_checkpoint(tmp_path)["counters"]

@@ -32,7 +32,7 @@ from wm_robotics.data.episodes import EpisodeRecorder, list_episodes
 from wm_robotics.data.replay import SequenceReplay, to_torch
 from wm_robotics.evaluation import evaluate_returns
 from wm_robotics.logger import MetricsLogger
-from wm_robotics.models.nets import adam, load_optimizer_state
+from wm_robotics.models.nets import adam, load_optimizer_state, parameter_groups
 from wm_robotics.precision import check_precision, compute_precision
 from wm_robotics.video import annotate, upscale, write_video
 from wm_robotics.wm_metrics import goal_reaching, latent_health
@@ -92,7 +92,9 @@ class Trainer:
         self.model = build_world_model(cfg["model"], obs_shapes(space), action_space.shape[0]).to(self.device)
         self.behavior = build_behavior(cfg["behavior"], self.model, action_space).to(self.device)
         self.agent = Agent(self.model, self.behavior, self.device)
-        self.model_opt = adam(self.model.parameters(), cfg["model"]["lr"], cfg["model"]["eps"])
+        lr = cfg["model"]["lr"]
+        self.model_opt = adam(parameter_groups(self.model, lr, cfg["model"].get("encoder_lr_scale", 1.0)), lr,
+                              cfg["model"]["eps"])
         #: the world model's loss, forward and backward compiled; None without ``compile`` (and in runs saved before it)
         self.compiled_loss = CompiledCall(self.model.loss, "the world model's loss", "training without compiling "
                                           "from now on") if cfg.get("compile") else None
