@@ -37,6 +37,17 @@ def test_the_tdmpc2_reference_is_chosen_by_the_cpu_rows_own_matmul_rates():
     assert planner_bench.cpu_rate([{"device": "cuda:0", "matmul_gflops": 50_000.0}]) > 0  # none: timed here
 
 
+def test_bf16_rows_are_timed_only_where_the_device_has_bf16_kernels(monkeypatch, capsys):
+    from wm_robotics.benchmarks import timing
+
+    wanted = ["fp32", "bf16", "bf16_full"]
+    monkeypatch.setattr(timing, "native_bf16", lambda device: True)
+    assert timing.timed_precisions(torch.device("cpu"), wanted) == wanted and capsys.readouterr().out == ""
+    monkeypatch.setattr(timing, "native_bf16", lambda device: False)
+    assert timing.timed_precisions(torch.device("cpu"), wanted) == ["fp32"]
+    assert "bf16 / bf16_full rows are skipped" in capsys.readouterr().out
+
+
 def test_env_work_functions_step_the_real_env():
     assert env_bench._ours("cartpole-swingup-v0", "proprio", 2)() == env_bench.BLOCK * 2
     assert env_bench._raw("cartpole", "swingup", pixels=False)() == env_bench.BLOCK

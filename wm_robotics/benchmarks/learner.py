@@ -17,7 +17,7 @@ import torch
 
 from wm_robotics.behaviors.actor_critic import ActorCritic
 from wm_robotics.benchmarks.timing import (SESSIONS_1_19_CPU, benchmark_devices, matmul_gflops, nearest_reference,
-                                           print_table, sync)
+                                           print_table, sync, timed_precisions)
 from wm_robotics.compiled import CompiledCall
 from wm_robotics.models.nets import adam
 from wm_robotics.models.rssm import RSSMWorldModel
@@ -94,7 +94,7 @@ def run(quick: bool = False, device_choice: str = "auto") -> dict:
 
     Both actor gradients are timed: ``reinforce`` (imagination without autograd) and the
     ``backprop`` default (a backward pass through the imagination); ``backprop`` also with
-    ``precision=bf16`` and ``bf16_full``. The last rows give S proprio dreamerv3-torch's default
+    ``precision=bf16`` and ``bf16_full`` (skipped on a CPU without bf16 kernels). The last rows give S proprio dreamerv3-torch's default
     encoder / decoder MLPs (1024 × 5; 16.4M parameters, its 16M): the reference's own size.
     """
     devices = benchmark_devices(device_choice)
@@ -104,12 +104,14 @@ def run(quick: bool = False, device_choice: str = "auto") -> dict:
                ("xs", "pixels", 256, None), ("s", "pixels", 512, None)]
     if quick:
         configs = configs[:2]
+    precisions = {device: timed_precisions(device, ["fp32", "bf16", "bf16_full"]) for device in devices}
     variants = [("reinforce", "fp32"), ("backprop", "fp32"), ("backprop", "bf16"), ("backprop", "bf16_full")]
     rows = [measure(size, key, device, repeats, units, starts, actor_grad=grad, precision=precision)
-            for device in devices for size, key, units, starts in configs for grad, precision in variants]
+            for device in devices for size, key, units, starts in configs for grad, precision in variants
+            if precision in precisions[device]]
     if not quick:
         rows += [measure("s", "proprio", device, repeats, 512, actor_grad="backprop", precision=precision, mlp=(1024, 5))
-                 for device in devices for precision in ("fp32", "bf16", "bf16_full")]
+                 for device in devices for precision in precisions[device]]
         # dreamer_cpu's update with compile=true: the first compiles (~9 min on 2 cores, seconds from inductor's cache)
         rows += [measure("xs", "proprio", device, repeats, 256, 256, actor_grad="backprop", compile=True)
                  for device in devices if device.type == "cpu"]

@@ -15,7 +15,8 @@ The ``goal-cem`` row is the ``jepa_goal`` preset's act as deployed (``MPCControl
 goal energy (for a ``split_dynamics`` model, in the proprio block alone). On CUDA the planners replay their search
 as a CUDA graph; the ``mppi (no graph)`` row times the same search launched kernel by kernel. The
 ``mppi (bf16)`` row runs the same search with ``precision="bf16"`` (matmuls in bfloat16); its
-matmul-bound time still uses the fp32 rate, so its "% of bound" can pass 100. The ``(compiled)`` rows
+matmul-bound time still uses the fp32 rate, so its "% of bound" can pass 100; a CPU without bf16 kernels skips the
+bf16 rows (``timing.timed_precisions``). The ``(compiled)`` rows
 (not with ``--quick``) run MPPI and goal-CEM in fp32 through ``torch.compile`` (``compile=True``; CPU only:
 on CUDA the CUDA graph replaces it), and the update with its world-model loss compiled (forward and
 backward, as a run with ``compile=true``; CPU and CUDA);
@@ -42,7 +43,7 @@ import wm_robotics.envs as envs
 from wm_robotics.behaviors.mpc_behavior import MPCBehavior
 from wm_robotics.behaviors.planning import SamplingPlanner
 from wm_robotics.benchmarks.timing import (MATMUL_GFLOP, SESSIONS_1_19_CPU, benchmark_devices, matmul_gflops,
-                                           matmul_reference, nearest_reference, print_table, sync)
+                                           matmul_reference, nearest_reference, print_table, sync, timed_precisions)
 from wm_robotics.compiled import CompiledCall
 from wm_robotics.control import MPCController
 from wm_robotics.models.jepa import JEPAWorldModel
@@ -225,15 +226,16 @@ def run(quick: bool = False, device_choice: str = "auto") -> dict:
     repeats = 3 if quick else 7
     rows = []
     for device in devices:
+        precisions = timed_precisions(device, ["fp32", "bf16"])
         for size in sizes:
             params = _params_million(_model(size, device))
             compiled = device.type == "cpu" and not quick
-            fast = [planner_case(size, "mppi", device), planner_case(size, "mppi", device, precision="bf16")]
+            fast = [planner_case(size, "mppi", device, precision=precision) for precision in precisions]
             if compiled:  # the first call compiles: ~1 min on 2 cores, seconds with inductor's cache
                 fast.append(planner_case(size, "mppi", device, compile=True))
             if device.type == "cuda":  # what the CUDA graph saves, measured in the same rounds
                 fast.append(planner_case(size, "mppi", device, cuda_graph=False))
-            fast += [update_case(size, device), update_case(size, device, precision="bf16")]
+            fast += [update_case(size, device, precision=precision) for precision in precisions]
             if not quick:  # also on CUDA: a training run's compile=true (the search has the CUDA graph there)
                 fast.append(update_case(size, device, compile=True))
             slow = [planner_case(size, "cem", device)]
