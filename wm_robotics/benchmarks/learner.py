@@ -94,8 +94,9 @@ def run(quick: bool = False, device_choice: str = "auto") -> dict:
 
     Both actor gradients are timed: ``reinforce`` (imagination without autograd) and the
     ``backprop`` default (a backward pass through the imagination); ``backprop`` also with
-    ``precision=bf16`` and ``bf16_full`` (skipped on a CPU without bf16 kernels). The last rows give S proprio dreamerv3-torch's default
-    encoder / decoder MLPs (1024 × 5; 16.4M parameters, its 16M): the reference's own size.
+    ``precision=bf16`` and ``bf16_full`` (skipped on a CPU without bf16 kernels). The last rows give S
+    proprio dreamerv3-torch's default encoder / decoder MLPs (1024 × 5; 16.4M parameters, its 16M): the
+    reference's own size.
     """
     devices = benchmark_devices(device_choice)
     reference = nearest_reference(DREAMERV3_REFERENCES, matmul_gflops(torch.device("cpu")), "dreamerv3-torch")
