@@ -8,13 +8,14 @@ casts their results to float32, as DreamerV3 does (bf16 logits, float32 distribu
 float32 output layers of ``"bf16"`` are what planners need, but in the Dreamer update they cost
 a float32 matmul and a cast of the hidden activations per head. On CPUs with AVX-512 BF16 or
 AMX a large matmul runs ~2× faster; on a CPU whose oneDNN has no bfloat16 kernels (AVX2 only) it is
-emulated and runs ~15× slower than float32, and a bf16 context there warns once.
+emulated and runs 11-21× slower than float32, and a bf16 context there warns once per call site.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import warnings
 
 import torch
@@ -52,15 +53,26 @@ class _ComputePrecision:
         _FLOAT32_OUTPUT_LAYERS.reset(self._tokens.pop())
 
 
-def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` has bfloat16 matmul kernels: CUDA does; a CPU when its oneDNN has them (AVX-512 and
-    newer), not on AVX2, where bf16 is emulated (~15× slower than float32 in the planner benchmark)."""
-    if device.type != "cpu":
-        return True
+@functools.cache
+def _cpu_bf16_kernels() -> bool:
+    """Whether this CPU's oneDNN has bfloat16 kernels (asked once per process: the answer cannot change)."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a torch without the query: assume the kernels are there
         return True
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` has bfloat16 matmul kernels: CUDA does; a CPU when its oneDNN has them (AVX-512 and
+    newer), not on AVX2, where bf16 is emulated (:func:`emulated_bf16`)."""
+    return device.type != "cpu" or _cpu_bf16_kernels()
+
+
+@functools.cache
+def emulated_bf16() -> str:
+    """What bf16 costs on a CPU without bf16 kernels, for the warnings and notes that say so."""
+    return (f"this CPU has no bfloat16 matmul kernels ({torch.backends.cpu.get_cpu_capability()}; they need "
+            "AVX-512): bf16 is emulated, 11-21x slower than fp32 in session 21's planner benchmark")
 
 
 def compute_precision(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -70,9 +82,7 @@ def compute_precision(device: torch.device, precision: str) -> contextlib.Abstra
     if dtype is None:
         return contextlib.nullcontext()
     if not native_bf16(device):
-        warnings.warn(f"precision={precision!r} on a CPU without bfloat16 matmul kernels "
-                      f"({torch.backends.cpu.get_cpu_capability()}; they need AVX-512): bf16 is emulated there "
-                      "and runs about 15x slower than fp32; use precision='fp32'", stacklevel=2)
+        warnings.warn(f"precision={precision!r}: {emulated_bf16()}; use precision='fp32'", stacklevel=2)
     # no weight-cast cache on CUDA: a CUDA graph must not capture tensors the cache frees afterwards
     autocast = torch.autocast(device.type, dtype=dtype, cache_enabled=device.type != "cuda")
     return _ComputePrecision(autocast, float32_outputs=precision != "bf16_full")

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from wm_robotics.allocator import jemalloc_loaded
-from wm_robotics.precision import PRECISIONS, native_bf16
+from wm_robotics.precision import PRECISIONS, emulated_bf16, native_bf16
 
 #: ``--device`` choices: ``auto`` = the CPU, plus CUDA when present
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -33,15 +33,14 @@ def benchmark_devices(choice: str = "auto") -> list[torch.device]:
 
 def timed_precisions(device: torch.device, wanted: Sequence[str]) -> list[str]:
     """The precisions of ``wanted`` worth timing on ``device``: the bfloat16 ones only where it has bf16 kernels
-    (:func:`~wm_robotics.precision.native_bf16`); prints which it skips. Without the kernels bf16 is emulated:
-    11-21× slower than fp32 in session 21's planner benchmark, minutes per row at the larger sizes."""
+    (:func:`~wm_robotics.precision.native_bf16`; emulated, they take minutes per row at the larger sizes);
+    prints which it skips."""
     if native_bf16(device):
         return list(wanted)
     kept = [precision for precision in wanted if PRECISIONS[precision] is None]
     skipped = [precision for precision in wanted if precision not in kept]
     if skipped:
-        print(f"{device}: no bf16 kernels ({torch.backends.cpu.get_cpu_capability()}; they need AVX-512): the "
-              f"{' / '.join(skipped)} rows are skipped (emulated there, 11-21x slower than fp32)")
+        print(f"{device}: the {' / '.join(skipped)} rows are skipped: {emulated_bf16()}")
     return kept
 
 
