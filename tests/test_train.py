@@ -53,6 +53,18 @@ def test_encoder_lr_scale_slows_only_the_encoder(tmp_path):
     assert len(Trainer(tiny_config(), tmp_path / "default").model_opt.param_groups) == 1  # scale 1: one group, as before
 
 
+def test_pretrain_updates_come_at_once_when_the_prefill_ends(tmp_path):
+    plain = Trainer(tiny_config("steps=80", "eval_every=1000"), tmp_path / "plain")
+    burst = Trainer(tiny_config("steps=80", "eval_every=1000", "pretrain_updates=25"), tmp_path / "burst")
+    for trainer in (plain, burst):
+        trainer.run()  # exactly the prefill, whose last step is the first that learns
+    assert (plain.counters["updates"], burst.counters["updates"]) == (1, 25)  # 25 in place of the ratio's first one
+    for trainer in (plain, burst):
+        trainer.cfg["steps"] = 120
+        trainer.run()
+    assert burst.counters["updates"] - plain.counters["updates"] == 24
+
+
 def test_resume_continues_counters_and_keeps_episodes(tmp_path):
     Trainer(tiny_config("steps=160", "eval_every=1000"), tmp_path).run()
     first = load_checkpoint(tmp_path)["counters"]

@@ -20,7 +20,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from tqdm import tqdm
+from tqdm import tqdm, trange
 
 import wm_robotics.envs as envs
 from wm_robotics.agent import Agent
@@ -168,13 +168,15 @@ class Trainer:
         return {**metrics, **behavior_metrics}
 
     def updates_owed(self) -> int:
-        """Updates due by the train ratio, counted from the end of the prefill."""
+        """Updates due by the train ratio, counted from the end of the prefill, where ``pretrain_updates``
+        are due at once (TD-MPC2's burst) instead of the ratio's first one."""
         cfg = self.cfg
         prefill_agent = cfg["prefill"] // self.action_repeat
         if self.counters["agent_steps"] < prefill_agent or not self.replay.can_sample:
             return 0
+        burst = max(0, cfg.get("pretrain_updates", 0) - 1)  # runs saved before the option have none
         target = cfg["train_ratio"] * (self.counters["agent_steps"] - prefill_agent) / (cfg["batch_size"] * cfg["seq_len"])
-        return max(0, int(target) + 1 - self.counters["updates"])
+        return max(0, burst + int(target) + 1 - self.counters["updates"])
 
     # ----------------------------------------------------------------- evaluation
     def evaluate(self) -> dict[str, float]:
@@ -286,7 +288,8 @@ class Trainer:
         while self.counters["env_steps"] < total:
             obs, done = self._collect_step(obs, is_first, recorders, bar)
             is_first = done
-            for _ in range(self.updates_owed()):
+            owed = self.updates_owed()
+            for _ in trange(owed, desc="updates", leave=False, disable=owed < 100):  # a bar for a pretraining burst
                 train_metrics = self.update()
             self._periodic(total, train_metrics, bar, boundary=bool(done.any()))
 
