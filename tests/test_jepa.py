@@ -122,6 +122,22 @@ def test_ensemble_member_equals_its_plain_mlp():
         torch.testing.assert_close(net(x)[m], h @ net.out_weight[m] + net.out_bias[m])
 
 
+def test_q_dropout_acts_only_where_gradients_are_recorded():
+    torch.manual_seed(0)
+    plain, dropped = EnsembleMLP(2, 7, 64, 2, 3), EnsembleMLP(2, 7, 64, 2, 3, dropout=0.5)
+    torch.nn.init.normal_(plain.out_weight)
+    dropped.load_state_dict(plain.state_dict())  # dropout adds no parameters: old checkpoints load
+    x = torch.randn(32, 7)
+    with torch.no_grad():  # TD targets
+        torch.testing.assert_close(dropped(x), plain(x))
+    with torch.inference_mode():  # planning
+        torch.testing.assert_close(dropped(x), plain(x))
+    first, second = dropped(x), dropped(x)  # a loss: a fresh mask each call
+    assert first.requires_grad and not torch.allclose(first, second)
+    with pytest.raises(ValueError, match="dropout"):
+        EnsembleMLP(2, 7, 64, 2, 3, dropout=1.0)
+
+
 def test_simnorm_is_a_softmax_over_consecutive_groups_of_8():
     x = torch.randn(3, 5, 32) * 4
     torch.testing.assert_close(SimNorm()(x), torch.softmax(x.view(3, 5, 4, 8), -1).view(3, 5, 32))

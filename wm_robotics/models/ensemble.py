@@ -4,7 +4,9 @@ Member m maps [features, action] (..., in_dim) through ``layers`` × (Linear →
 SiLU) to ``out_dim`` logits. Every layer is one batched matmul over the member dim (the first
 reads the shared input through a broadcast view, so the hidden activations stay (M, N, hidden)
 contiguous). ``members`` picks a subset (e.g. the two random heads TD-MPC2 reads), so unused
-heads cost nothing.
+heads cost nothing. ``dropout`` (TD-MPC2: 0.01) drops first-layer activations before their
+LayerNorm in computations that record gradients only (the losses), never when planning or under
+``no_grad`` (TD targets), as TD-MPC2's eval-mode target Qs and planner.
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ def _uniform(*shape: int, fan_in: int) -> nn.Parameter:
 class EnsembleMLP(nn.Module):
     """``size`` independent MLPs ``in_dim → hidden (× layers) → out_dim``; the output layer starts at zero."""
 
-    def __init__(self, size: int, in_dim: int, hidden: int, layers: int, out_dim: int) -> None:
+    def __init__(self, size: int, in_dim: int, hidden: int, layers: int, out_dim: int, dropout: float = 0.0) -> None:
         super().__init__()
         if size < 1 or layers < 1:
             raise ValueError(f"an ensemble needs size >= 1 and layers >= 1, got size={size}, layers={layers}")
-        self.size, self.hidden = size, hidden
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.size, self.hidden, self.dropout = size, hidden, dropout
         self.first = _uniform(in_dim, size * hidden, fan_in=in_dim)  # (in, M·hidden): all members at once
         self.deep = nn.ParameterList([_uniform(size, hidden, hidden, fan_in=hidden) for _ in range(layers - 1)])
         self.norm_weight = nn.Parameter(torch.ones(layers, size, 1, hidden))
@@ -57,7 +61,10 @@ class EnsembleMLP(nn.Module):
             first = first[members]
         count = first.shape[0]
         flat = x.reshape(-1, x.shape[-1])  # (N, in)
-        h = self._block(torch.bmm(flat.expand(count, *flat.shape), first), 0, members)  # (M, N, hidden)
+        h = torch.bmm(flat.expand(count, *flat.shape), first)  # (M, N, hidden)
+        if self.dropout and torch.is_grad_enabled():
+            h = F.dropout(h, self.dropout)
+        h = self._block(h, 0, members)
         for layer, weight in enumerate(self.deep, 1):
             h = self._block(torch.bmm(h, weight if members is None else weight[members]), layer, members)
         out_w, out_b = (self.out_weight, self.out_bias) if members is None else (self.out_weight[members],

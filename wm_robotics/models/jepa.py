@@ -19,7 +19,8 @@ online embeddings) hold it apart.
 
 Optional heads (TD-MPC2 recipe when all are on): ``reward`` (symlog two-hot, predicted from the
 state *arrived in*, the seam's convention, where TD-MPC2 reads R(z, a)); ``num_q`` Q functions
-Q(z, a) trained by TD toward r + γ·(1 − terminal)·min of 2 random EMA target Qs at (z', π(z'));
+Q(z, a) trained by TD toward r + γ·(1 − terminal)·min of 2 random EMA target Qs at (z', π(z'))
+(``q_dropout``: TD-MPC2's dropout in their first layer, in the losses only);
 a tanh-Gaussian ``policy`` prior (trained by the behaviour, ``behaviors/mpc_behavior.py``). Reward
 and value losses backpropagate into the encoder and predictor. ``probe_decoder`` reconstructs the
 observations from *detached* latents, so imaginations can be shown without changing what is learned.
@@ -158,7 +159,7 @@ class JEPAWorldModel(WorldModel):
                  split_latent: bool = False, split_dynamics: bool = False, reward_coef: float = 0.1,
                  value_coef: float = 0.1, pose_probe: bool = False, pose_coef: float = 1.0,
                  pose_angles: Sequence[int] = (), pose_reader: str = "shared",
-                 pose_dims: Sequence[int] | None = None, pose_shift: int = 0) -> None:
+                 pose_dims: Sequence[int] | None = None, pose_shift: int = 0, q_dropout: float = 0.0) -> None:
         super().__init__()
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
@@ -177,7 +178,8 @@ class JEPAWorldModel(WorldModel):
                            split_latent=split_latent, split_dynamics=split_dynamics, reward_coef=reward_coef,
                            value_coef=value_coef, pose_probe=pose_probe, pose_coef=pose_coef,
                            pose_angles=list(pose_angles), pose_reader=pose_reader,
-                           pose_dims=None if pose_dims is None else list(pose_dims), pose_shift=pose_shift)
+                           pose_dims=None if pose_dims is None else list(pose_dims), pose_shift=pose_shift,
+                           q_dropout=q_dropout)
         self.encoder = LatentEncoder(obs_shapes, latent, enc_units, enc_layers, cnn_depth, simnorm, split_latent)
         self.obs_keys, self.action_dim, self.feature_dim = self.encoder.obs.keys, action_dim, latent
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False) if target == "ema" else None
@@ -192,7 +194,7 @@ class JEPAWorldModel(WorldModel):
                                               SimNorm() if simnorm else nn.Identity()) if own else None
         self.twohot = TwoHot(bins, vmin, vmax)
         self.reward_head = mlp(latent, units, layers, bins, zero_out=True) if reward else None
-        self.q = EnsembleMLP(num_q, latent + action_dim, units, layers, bins) if num_q else None
+        self.q = EnsembleMLP(num_q, latent + action_dim, units, layers, bins, q_dropout) if num_q else None
         self.target_q = copy.deepcopy(self.q).requires_grad_(False) if num_q else None
         self.policy = TanhGaussianPolicy(latent, action_dim, units, layers) if policy else None
         self.decoder = self._probe(block=own > 0) if probe_decoder else None
