@@ -7,8 +7,9 @@
     python scripts/collect.py env=reacher_easy episodes=50 out=$PWD/data/reacher video=null
     python scripts/train.py env=reacher_easy offline.data=data/reacher offline.updates=5000  # offline
 
-Resuming from a folder reuses its saved ``config.yaml``; overrides on the command line
-(e.g. a larger ``steps=``) are applied on top.
+Resuming, in either form, reuses the folder's saved ``config.yaml``; overrides on the command line
+(e.g. a larger ``steps=``) are applied on top, except config-group choices (``experiment=``, ``env=``,
+...), which a run keeps. ``resume=true`` on a folder without a run starts one there.
 """
 
 from __future__ import annotations
@@ -28,17 +29,27 @@ from wm_robotics.train import Trainer
 
 
 def resolve_run(cfg: DictConfig) -> tuple[DictConfig, Path]:
-    """The config and run folder: a fresh Hydra folder, or the folder named by ``resume``."""
+    """The config and run folder: a fresh Hydra folder, or the run folder named by ``resume`` (a path,
+    or ``true`` for ``hydra.run.dir``) with its saved config and this command's value overrides."""
     hydra_cfg = HydraConfig.get()
-    if isinstance(cfg.resume, str) and cfg.resume not in ("true", "false"):
-        run_dir = Path(hydra.utils.to_absolute_path(cfg.resume))
-        if not (run_dir / "config.yaml").exists():
-            raise FileNotFoundError(f"resume={cfg.resume!r}: no config.yaml in {run_dir} (not a run folder)")
-        overrides = [o for o in hydra_cfg.overrides.task if not o.startswith(("resume=", "hydra."))]
-        merged = OmegaConf.merge(OmegaConf.load(run_dir / "config.yaml"), OmegaConf.from_dotlist(overrides))
-        merged.resume = True
-        return merged, run_dir
-    return cfg, Path(hydra_cfg.runtime.output_dir)
+    named = isinstance(cfg.resume, str) and cfg.resume not in ("true", "false")
+    run_dir = Path(hydra.utils.to_absolute_path(cfg.resume) if named else hydra_cfg.runtime.output_dir)
+    saved = run_dir / "config.yaml"
+    if named and not saved.exists():
+        raise FileNotFoundError(f"resume={cfg.resume!r}: no config.yaml in {run_dir} (not a run folder)")
+    if cfg.resume in (False, "false") or not saved.exists():
+        return cfg, run_dir
+    values, ignored = [], []
+    for override in hydra_cfg.overrides.task:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key == "resume" or key.startswith("hydra."):
+            continue
+        (ignored if key in hydra_cfg.runtime.choices or override.startswith("~") else values).append(override)
+    if ignored:
+        print(f"resume: ignoring {' '.join(ignored)}: a run keeps the config groups it started with ({saved})")
+    merged = OmegaConf.merge(OmegaConf.load(saved), OmegaConf.from_dotlist([o.lstrip("+") for o in values]))
+    merged.resume = True
+    return merged, run_dir
 
 
 @hydra.main(config_path="../configs", config_name="train", version_base="1.3")

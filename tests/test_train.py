@@ -99,6 +99,21 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
     assert episodes <= {p.name for p in (tmp_path / "episodes").glob("*.npz")}
 
 
+def test_hydra_style_resume_keeps_the_runs_saved_config(tmp_path):
+    train = [sys.executable, str(ROOT / "scripts/train.py"), *TINY, "eval_every=1000", f"hydra.run.dir={tmp_path}"]
+    first = subprocess.run([*train, "steps=80", "model.lr=7e-4"], capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    # the command again without the run's lr and with another task: neither may change the run
+    again = subprocess.run([*train, "steps=120", "resume=true", "env=cartpole_balance"], capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    [ignoring] = [line for line in again.stdout.splitlines() if line.startswith("resume: ignoring")]
+    assert "env=cartpole_balance" in ignoring and "resumed" in again.stdout
+    saved = OmegaConf.load(tmp_path / "config.yaml")
+    assert saved.model.lr == 7e-4 and saved.env.id == "cartpole-swingup-v0" and saved.steps == 120
+    assert load_checkpoint(tmp_path)["counters"]["env_steps"] == 120
+
+
 def test_nan_loss_stops_with_message_and_checkpoint_still_loads(tmp_path, monkeypatch):
     trainer = Trainer(tiny_config("steps=400", "eval_every=1000"), tmp_path)
     real_loss, calls = trainer.model.loss, {"n": 0}
