@@ -9,7 +9,8 @@
 
 Resuming, in either form, reuses the folder's saved ``config.yaml``; overrides on the command line
 (e.g. a larger ``steps=``) are applied on top, except config-group choices (``experiment=``, ``env=``,
-...), which a run keeps. ``resume=true`` on a folder without a run starts one there.
+...) and deletions, which a run ignores. ``resume=true`` on a folder without a checkpoint starts a run
+there with the command's config.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from wm_robotics.train import Trainer
@@ -30,24 +32,27 @@ from wm_robotics.train import Trainer
 
 def resolve_run(cfg: DictConfig) -> tuple[DictConfig, Path]:
     """The config and run folder: a fresh Hydra folder, or the run folder named by ``resume`` (a path,
-    or ``true`` for ``hydra.run.dir``) with its saved config and this command's value overrides."""
+    or ``true`` for ``hydra.run.dir`` once it holds a checkpoint) with its saved config and this
+    command's value overrides."""
     hydra_cfg = HydraConfig.get()
     named = isinstance(cfg.resume, str) and cfg.resume not in ("true", "false")
     run_dir = Path(hydra.utils.to_absolute_path(cfg.resume) if named else hydra_cfg.runtime.output_dir)
     saved = run_dir / "config.yaml"
     if named and not saved.exists():
         raise FileNotFoundError(f"resume={cfg.resume!r}: no config.yaml in {run_dir} (not a run folder)")
-    if cfg.resume in (False, "false") or not saved.exists():
-        return cfg, run_dir
-    values, ignored = [], []
-    for override in hydra_cfg.overrides.task:
-        key = override.split("=", 1)[0].lstrip("+~")
-        if key == "resume" or key.startswith("hydra."):
+    if cfg.resume in (False, "false") or not (named or (run_dir / "checkpoints" / "latest.pt").exists()):
+        return cfg, run_dir  # a fresh run; resume=true before the first checkpoint starts over with this command
+    merged, ignored = OmegaConf.load(saved), []
+    for override in OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task)):
+        key = override.key_or_group
+        if key == "resume" or key.startswith("hydra"):
             continue
-        (ignored if key in hydra_cfg.runtime.choices or override.startswith("~") else values).append(override)
+        if key in hydra_cfg.runtime.choices or override.is_delete():
+            ignored.append(override.input_line)
+        else:
+            OmegaConf.update(merged, key, override.value(), force_add=True)
     if ignored:
-        print(f"resume: ignoring {' '.join(ignored)}: a run keeps the config groups it started with ({saved})")
-    merged = OmegaConf.merge(OmegaConf.load(saved), OmegaConf.from_dotlist([o.lstrip("+") for o in values]))
+        print(f"resume: ignoring {' '.join(ignored)}: a run keeps the config groups and keys it started with ({saved})")
     merged.resume = True
     return merged, run_dir
 

@@ -59,6 +59,7 @@ def test_pretrain_updates_come_at_once_when_the_prefill_ends(tmp_path):
     for trainer in (plain, burst):
         trainer.run()  # exactly the prefill, whose last step is the first that learns
     assert (plain.counters["updates"], burst.counters["updates"]) == (1, 25)  # 25 in place of the ratio's first one
+    plain.cfg["pretrain_updates"] = 1000  # too late: learning has started
     for trainer in (plain, burst):
         trainer.cfg["steps"] = 120
         trainer.run()
@@ -74,6 +75,16 @@ def test_resume_continues_counters_and_keeps_episodes(tmp_path):
     assert first["env_steps"] == 160 and second["env_steps"] == 280
     assert second["updates"] > first["updates"] and second["episodes"] == 7
     assert episodes_before < {p.name for p in (tmp_path / "episodes").glob("*.npz")}
+
+
+def test_resume_before_the_first_checkpoint_starts_over_with_the_episodes_on_disk(tmp_path):
+    Trainer(tiny_config("steps=80", "eval_every=1000"), tmp_path).run()
+    (tmp_path / "checkpoints" / "latest.pt").unlink()  # killed before its first checkpoint
+    again = Trainer(tiny_config("steps=80", "eval_every=1000", "resume=true"), tmp_path)
+    again.run()
+    assert again.replay.num_episodes == 2 * 80 // 40  # the 2 episodes on disk, then 2 more
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert len([row for row in rows if row["eval_return"]]) == 1  # the first attempt's rows are gone
 
 
 def test_killed_run_resumes_from_its_checkpoint(tmp_path):
@@ -104,11 +115,11 @@ def test_hydra_style_resume_keeps_the_runs_saved_config(tmp_path):
     first = subprocess.run([*train, "steps=80", "model.lr=7e-4"], capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-2000:]
     # the command again without the run's lr and with another task: neither may change the run
-    again = subprocess.run([*train, "steps=120", "resume=true", "env=cartpole_balance"], capture_output=True,
-                           text=True, timeout=300)
+    again = subprocess.run([*train, "steps=120", "resume=true", "env=cartpole_balance", "~model.grad_clip",
+                            "model.overrides={deter:32,units:32}"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     [ignoring] = [line for line in again.stdout.splitlines() if line.startswith("resume: ignoring")]
-    assert "env=cartpole_balance" in ignoring and "resumed" in again.stdout
+    assert "env=cartpole_balance" in ignoring and "~model.grad_clip" in ignoring and "resumed" in again.stdout
     saved = OmegaConf.load(tmp_path / "config.yaml")
     assert saved.model.lr == 7e-4 and saved.env.id == "cartpole-swingup-v0" and saved.steps == 120
     assert load_checkpoint(tmp_path)["counters"]["env_steps"] == 120

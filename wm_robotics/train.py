@@ -101,7 +101,7 @@ class Trainer:
         self.replay = SequenceReplay(self.run_dir / "episodes", cfg["replay_capacity"], cfg["seq_len"],
                                      cfg["batch_size"], cfg["seed"])
         self.logger = MetricsLogger(self.run_dir)
-        self.counters = {"env_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0, "last_eval": -1}
+        self.counters = {"env_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0, "last_eval": -1, "burst": 0}
         self._last: dict[str, float] = {}  # clock of the last log / checkpoint, counters at the start of run()
         self.checkpoint_path = self.run_dir / "checkpoints" / "latest.pt"
         self.space_info = space_info(self.eval_env)
@@ -174,9 +174,10 @@ class Trainer:
         prefill_agent = cfg["prefill"] // self.action_repeat
         if self.counters["agent_steps"] < prefill_agent or not self.replay.can_sample:
             return 0
-        burst = max(0, cfg.get("pretrain_updates", 0) - 1)  # runs saved before the option have none
+        if not self.counters["updates"]:  # fixed when learning starts: a later config change owes no late burst
+            self.counters["burst"] = max(0, (cfg.get("pretrain_updates") or 0) - 1)
         target = cfg["train_ratio"] * (self.counters["agent_steps"] - prefill_agent) / (cfg["batch_size"] * cfg["seq_len"])
-        return max(0, burst + int(target) + 1 - self.counters["updates"])
+        return max(0, self.counters["burst"] + int(target) + 1 - self.counters["updates"])
 
     # ----------------------------------------------------------------- evaluation
     def evaluate(self) -> dict[str, float]:
@@ -306,7 +307,10 @@ class Trainer:
         if cfg["resume"] and self.checkpoint_path.exists():
             self.restore()
         elif cfg["resume"]:
-            print(f"resume: no checkpoint at {self.checkpoint_path} yet, starting from scratch")
+            steps = 0 if self.offline else self.replay.load()  # an attempt killed before its first checkpoint
+            self.logger.drop_after(self.clock)
+            print(f"resume: no checkpoint at {self.checkpoint_path} yet, starting from scratch"
+                  + (f" with the {steps:,} replay steps on disk" if steps else ""))
         if self.offline and not self.replay.num_steps:
             self._load_offline()
         total = cfg["offline"]["updates"] if self.offline else cfg["steps"]
