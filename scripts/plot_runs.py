@@ -1,19 +1,24 @@
-"""Plot eval return vs env steps for run folders, against the published reference numbers.
+"""Plot eval return vs env steps for run folders, against the published reference numbers, and
+print the same curves as a markdown table (each seed and the mean, at the evaluations all seeds reached).
 
     python scripts/plot_runs.py --task cartpole-swingup --out docs/cartpole_swingup.png \
         dreamer_cpu=runs/dreamer_cpu_seed0,runs/dreamer_cpu_seed1
+    python scripts/plot_runs.py --task cartpole-swingup --out /tmp/c.png \
+        baseline=docs/results/tdmpc_cpu_cartpole_swingup_100k_seed0.csv,docs/results/tdmpc_cpu_cartpole_swingup_100k_seed1.csv \
+        enc03=runs/tdmpc_cpu/s22_enc03_seed0,runs/tdmpc_cpu/s22_enc03_seed1
 """
 
 from __future__ import annotations
 
 import argparse
 
-from wm_robotics.plots import plot_runs
+from wm_robotics.plots import eval_table, plot_runs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", help="LABEL=RUN_DIR[,RUN_DIR...] (one label per preset, folders = seeds)")
+    parser.add_argument("runs", nargs="+", help="LABEL=RUN[,RUN...] (one label per preset; RUN = a seed's run folder "
+                                                "or its metrics CSV)")
     parser.add_argument("--task", required=True, help="task name in published_results.json, e.g. cartpole-swingup")
     parser.add_argument("--out", required=True, help="PNG path")
     parser.add_argument("--budget", default="100k", choices=["100k", "500k", "1M"])
@@ -22,8 +27,9 @@ def main() -> None:
     for item in args.runs:
         label, _, folders = item.partition("=")
         if not folders:
-            parser.error(f"expected LABEL=RUN_DIR[,RUN_DIR...], got {item!r}")
+            parser.error(f"expected LABEL=RUN[,RUN...], got {item!r}")
         runs[label] = folders.split(",")
+    print(eval_table(runs))
     print(f"plot -> {plot_runs(runs, args.task, args.out, args.budget)}")
 
 

@@ -11,7 +11,7 @@ from wm_robotics.benchmarks import learner
 from wm_robotics.benchmarks import planner as planner_bench
 from wm_robotics.benchmarks.timing import interleaved_rates, matmul_gflops, nearest_reference, write_json
 from wm_robotics.compiled import CompiledCall
-from wm_robotics.plots import eval_curve, plot_runs, published_results
+from wm_robotics.plots import eval_curve, eval_table, plot_runs, published_results
 
 
 def test_interleaved_rates_counts_items():
@@ -79,8 +79,13 @@ def test_plot_runs_from_metrics_csv(tmp_path):
     steps, returns = eval_curve(tmp_path / "run1")
     np.testing.assert_array_equal(steps, [10000, 20000, 30000])
     np.testing.assert_array_equal(returns, [101, 201, 301])
+    np.testing.assert_array_equal(eval_curve(tmp_path / "run1" / "metrics.csv")[1], returns)  # or the CSV itself
     out = plot_runs({"dreamer": [tmp_path / "run0", tmp_path / "run1"]}, "cartpole-swingup", tmp_path / "p.png")
     assert out.stat().st_size > 10_000
+    (tmp_path / "short.csv").write_text("step,eval_return\n10000,50\n")  # a run still going: 10k only
+    table = eval_table({"dreamer": [tmp_path / "run0", tmp_path / "run1"], "new": [tmp_path / "short.csv"]})
+    assert "| dreamer, run1 | 101.0 | 201.0 | 301.0 |" in table and "| **dreamer, mean** | 100.5 | 200.5 | 300.5 |" in table
+    assert "| new, short | 50.0 | – | – |" in table
     assert published_results()["100k"]["cartpole-swingup"]["DreamerV3"] == 677
 
 

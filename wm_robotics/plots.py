@@ -1,4 +1,4 @@
-"""Learning-curve plots from run folders, with the published reference numbers drawn in."""
+"""Learning curves of run folders (or their metrics CSVs): plots with the published reference numbers drawn in, tables."""
 
 from __future__ import annotations
 
@@ -21,24 +21,46 @@ def published_results() -> dict:
     return json.loads(resources.files("wm_robotics").joinpath("published_results.json").read_text())
 
 
-def eval_curve(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(env steps, eval return) rows of a run's ``metrics.csv``."""
-    with (Path(run_dir) / "metrics.csv").open() as handle:
+def eval_curve(run: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(env steps, eval return) rows of a run folder's ``metrics.csv``, or of such a CSV itself
+    (e.g. one kept in ``docs/results/``)."""
+    path = Path(run) if Path(run).suffix == ".csv" else Path(run) / "metrics.csv"
+    with path.open() as handle:
         rows = [(float(r["step"]), float(r["eval_return"])) for r in csv.DictReader(handle) if r.get("eval_return")]
     if not rows:
-        raise ValueError(f"{run_dir}/metrics.csv has no eval_return rows yet")
+        raise ValueError(f"{path} has no eval_return rows yet")
     steps, returns = np.array(rows).T
     return steps, returns
+
+
+def _common_curves(runs: list[str | Path]) -> tuple[np.ndarray, np.ndarray]:
+    """(steps (T,), returns (seeds, T)) over the evaluations every seed has reached."""
+    curves = [eval_curve(run) for run in runs]
+    length = min(len(steps) for steps, _ in curves)
+    return curves[0][0][:length], np.stack([returns[:length] for _, returns in curves])
+
+
+def eval_table(runs: dict[str, list[str | Path]]) -> str:
+    """Markdown table of eval return per evaluation step: each seed, then the mean, for every label."""
+    columns = sorted({step for folders in runs.values() for step in _common_curves(folders)[0]})
+    header = "| run | " + " | ".join(f"{step / 1000:g}k" for step in columns) + " |"
+    lines = [header, "|" + "---|" * (len(columns) + 1)]
+    for label, folders in runs.items():
+        steps, returns = _common_curves(folders)
+        where = {step: index for index, step in enumerate(steps)}
+        rows = [(f"{label}, {Path(run).stem if Path(run).suffix == '.csv' else Path(run).name}", values)
+                for run, values in zip(folders, returns)] + [(f"**{label}, mean**", returns.mean(0))]
+        for name, values in rows:
+            cells = [f"{values[where[step]]:.1f}" if step in where else "–" for step in columns]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def plot_runs(runs: dict[str, list[str | Path]], task: str, out: str | Path, budget: str = "100k") -> Path:
     """One line per label (mean over its seeds, band = min..max) plus dashed published references."""
     figure, axis = plt.subplots(figsize=(6.4, 4.0))
     for label, folders in runs.items():
-        curves = [eval_curve(folder) for folder in folders]
-        length = min(len(steps) for steps, _ in curves)
-        steps = curves[0][0][:length]
-        returns = np.stack([r[:length] for _, r in curves])
+        steps, returns = _common_curves(folders)
         axis.plot(steps, returns.mean(0), marker="o", label=f"{label} ({len(folders)} seeds)")
         axis.fill_between(steps, returns.min(0), returns.max(0), alpha=0.2)
     label_x = axis.get_yaxis_transform()  # x in axes fraction, y in data units
