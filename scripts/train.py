@@ -45,7 +45,7 @@ def resolve_run(cfg: DictConfig) -> tuple[DictConfig, Path]:
     merged, ignored = OmegaConf.load(saved), []
     for override in OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task)):
         key = override.key_or_group
-        if key == "resume" or key.startswith("hydra"):
+        if key in ("resume", "hydra") or key.startswith(("hydra.", "hydra/")):
             continue
         if key in hydra_cfg.runtime.choices or override.is_delete():
             ignored.append(override.input_line)
