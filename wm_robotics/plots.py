@@ -42,11 +42,12 @@ def _common_curves(runs: list[str | Path]) -> tuple[np.ndarray, np.ndarray]:
 
 def eval_table(runs: dict[str, list[str | Path]]) -> str:
     """Markdown table of eval return per evaluation step: each seed, then the mean, for every label."""
-    columns = sorted({step for folders in runs.values() for step in _common_curves(folders)[0]})
+    curves = {label: _common_curves(folders) for label, folders in runs.items()}
+    columns = sorted({step for steps, _ in curves.values() for step in steps})
     header = "| run | " + " | ".join(f"{step / 1000:g}k" for step in columns) + " |"
     lines = [header, "|" + "---|" * (len(columns) + 1)]
     for label, folders in runs.items():
-        steps, returns = _common_curves(folders)
+        steps, returns = curves[label]
         where = {step: index for index, step in enumerate(steps)}
         rows = [(f"{label}, {Path(run).stem if Path(run).suffix == '.csv' else Path(run).name}", values)
                 for run, values in zip(folders, returns)] + [(f"**{label}, mean**", returns.mean(0))]

@@ -125,10 +125,16 @@ class Trainer:
         self.behavior.load_full_state_dict(payload["behavior"])
         self.counters.update(payload["counters"])
         set_rng_state(payload["rng"])
-        steps = self._load_offline() if self.offline else self.replay.load()
-        self.logger.drop_after(self.clock)
+        steps = self._reload()
         print(f"resumed {self.run_dir} at env step {self.counters['env_steps']:,} "
               f"({self.counters['updates']:,} updates), replay {steps:,} steps in {self.replay.num_episodes} episodes")
+
+    def _reload(self) -> int:
+        """Refill the replay from the run's episode files (offline: from ``offline.data``) and forget
+        metric rows past the clock; returns the replay steps loaded."""
+        steps = self._load_offline() if self.offline else self.replay.load()
+        self.logger.drop_after(self.clock)
+        return steps
 
     @property
     def clock(self) -> int:
@@ -307,8 +313,7 @@ class Trainer:
         if cfg["resume"] and self.checkpoint_path.exists():
             self.restore()
         elif cfg["resume"]:
-            steps = 0 if self.offline else self.replay.load()  # an attempt killed before its first checkpoint
-            self.logger.drop_after(self.clock)
+            steps = self._reload()  # an attempt killed before its first checkpoint: its episodes, not its rows
             print(f"resume: no checkpoint at {self.checkpoint_path} yet, starting from scratch"
                   + (f" with the {steps:,} replay steps on disk" if steps else ""))
         if self.offline and not self.replay.num_steps:
