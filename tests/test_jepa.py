@@ -60,10 +60,10 @@ def diagnostics(model: JEPAWorldModel) -> dict:
     return latent_diagnostics(model.features(post))
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_loss_falls_with_every_head_on(precision):
+@pytest.mark.parametrize("precision, extra", [("fp32", {}), ("bf16", {}), ("fp32", {"latent_layernorm": True})])
+def test_loss_falls_with_every_head_on(precision, extra):
     torch.manual_seed(0)
-    model = small(reward=True, num_q=3, policy=True, probe_decoder=True, target="stopgrad")
+    model = small(reward=True, num_q=3, policy=True, probe_decoder=True, target="stopgrad", **extra)
     history = train(model, 60, 3e-3, precision=precision)
     for name in ("loss/total", "loss/reward", "loss/value", "loss/probe"):
         assert history[-1][name] < 0.7 * history[0][name], name
@@ -141,6 +141,25 @@ def test_q_dropout_acts_only_where_gradients_are_recorded():
 def test_simnorm_is_a_softmax_over_consecutive_groups_of_8():
     x = torch.randn(3, 5, 32) * 4
     torch.testing.assert_close(SimNorm()(x), torch.softmax(x.view(3, 5, 4, 8), -1).view(3, 5, 32))
+
+
+def test_latent_layernorm_keeps_the_simnorm_inputs_at_a_fixed_scale():
+    torch.manual_seed(0)
+    obs, action = {"proprio": torch.randn(5, OBS)}, torch.rand(5, ACTIONS) * 2 - 1
+    for normed in (False, True):
+        model = small(latent_layernorm=normed)
+        before = model.encoder(obs), model.img_step({"latent": model.encoder(obs)}, action)["latent"]
+        with torch.no_grad():  # the last linear layers' outputs 20x larger
+            for layer in (model.encoder.proj, model.dynamics[0][-1]):
+                layer.weight.mul_(20)
+                layer.bias.mul_(20)
+        after = model.encoder(obs), model.img_step({"latent": before[0]}, action)["latent"]
+        for old, new in zip(before, after):  # with the LayerNorm: the same latent; without: a sharper softmax
+            assert torch.allclose(old, new, atol=1e-4) == normed
+    assert not any("norm" in key for key in small().state_dict())  # off: the old layout, old checkpoints load
+    with pytest.raises(ValueError, match="split_latent"):
+        JEPAWorldModel({"pixels": (64, 64, 3), "proprio": (OBS,)}, ACTIONS, latent=16, units=32, enc_units=32,
+                       cnn_depth=4, reward=False, num_q=0, policy=False, split_latent=True, latent_layernorm=True)
 
 
 def test_probe_decoder_does_not_train_the_encoder():

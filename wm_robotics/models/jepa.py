@@ -1,7 +1,8 @@
 """JEPA world model: predicts future *representations*, never pixels (TD-MPC2 / V-JEPA 2-AC line).
 
 An encoder (CNN for pixels, symlog MLP for proprio, both when both; ``encoders.py``) and a linear
-projection give the latent z, optionally SimNorm'd (softmax over groups of 8, TD-MPC2). An
+projection give the latent z, optionally SimNorm'd (softmax over groups of 8, TD-MPC2), after a
+LayerNorm with ``latent_layernorm`` (TD-MPC2's; the predictor's output gets the same). An
 action-conditioned MLP predictor rolls it forward: z' = f(z, a); with ``split_dynamics`` (and a
 ``split_latent``) the proprio block is a proprio-only model inside the pixel one: a predictor of
 its own that sees only that block and the action, no gradient from the pixel block's prediction
@@ -71,8 +72,16 @@ class SimNorm(nn.Module):
         return torch.softmax(groups, -2).transpose(-1, -2).flatten(-2)
 
 
+def latent_norm(dim: int, simnorm: bool, layernorm: bool) -> nn.Module:
+    """What a linear output of ``dim`` passes through to become a latent: SimNorm (or identity), after a
+    LayerNorm with ``layernorm`` (TD-MPC2's last encoder and dynamics layers: Linear → LayerNorm → SimNorm,
+    so the softmax's inputs keep a fixed scale)."""
+    norm = SimNorm() if simnorm else nn.Identity()
+    return nn.Sequential(nn.LayerNorm(dim), norm) if layernorm else norm
+
+
 class LatentEncoder(nn.Module):
-    """Observations → latent (..., latent): ``ObservationEncoder`` → Linear → SimNorm (or identity).
+    """Observations → latent (..., latent): ``ObservationEncoder`` → Linear → [LayerNorm →] SimNorm (or identity).
 
     ``split`` (with pixels *and* proprio) gives each key its own Linear onto its own block of
     ``latent // 2`` dims, as DINO-WM keeps its proprio embedding beside the visual one. One Linear
@@ -81,11 +90,14 @@ class LatentEncoder(nn.Module):
     """
 
     def __init__(self, obs_shapes: dict[str, tuple], latent: int, units: int, layers: int, cnn_depth: int,
-                 simnorm: bool, split: bool = False) -> None:
+                 simnorm: bool, split: bool = False, layernorm: bool = False) -> None:
         super().__init__()
         self.obs = ObservationEncoder(obs_shapes, cnn_depth, units, layers)
         dims = self.obs.part_dims
         if split and len(dims) > 1:
+            if layernorm:
+                raise ValueError("latent_layernorm normalises the whole latent, so it cannot keep split_latent's "
+                                 "blocks apart: use one of the two")
             if latent % len(dims) or (simnorm and (latent // len(dims)) % 8):
                 raise ValueError(f"split_latent needs a latent size that splits evenly over {self.obs.keys}, "
                                  f"got {latent}")
@@ -93,7 +105,7 @@ class LatentEncoder(nn.Module):
             self.split_proj = nn.ModuleList(OutputLinear(dim, latent // len(dims)) for dim in dims)
         else:
             self.proj, self.split_proj = OutputLinear(self.obs.out_dim, latent), None
-        self.norm = SimNorm() if simnorm else nn.Identity()
+        self.norm = latent_norm(latent, simnorm, layernorm)
 
     def block(self, key: str) -> slice | None:
         """The latent dims ``key`` owns with ``split`` (None without a split)."""
@@ -159,7 +171,8 @@ class JEPAWorldModel(WorldModel):
                  split_latent: bool = False, split_dynamics: bool = False, reward_coef: float = 0.1,
                  value_coef: float = 0.1, pose_probe: bool = False, pose_coef: float = 1.0,
                  pose_angles: Sequence[int] = (), pose_reader: str = "shared",
-                 pose_dims: Sequence[int] | None = None, pose_shift: int = 0, q_dropout: float = 0.0) -> None:
+                 pose_dims: Sequence[int] | None = None, pose_shift: int = 0, q_dropout: float = 0.0,
+                 latent_layernorm: bool = False) -> None:
         super().__init__()
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
@@ -179,8 +192,9 @@ class JEPAWorldModel(WorldModel):
                            value_coef=value_coef, pose_probe=pose_probe, pose_coef=pose_coef,
                            pose_angles=list(pose_angles), pose_reader=pose_reader,
                            pose_dims=None if pose_dims is None else list(pose_dims), pose_shift=pose_shift,
-                           q_dropout=q_dropout)
-        self.encoder = LatentEncoder(obs_shapes, latent, enc_units, enc_layers, cnn_depth, simnorm, split_latent)
+                           q_dropout=q_dropout, latent_layernorm=latent_layernorm)
+        self.encoder = LatentEncoder(obs_shapes, latent, enc_units, enc_layers, cnn_depth, simnorm, split_latent,
+                                     latent_layernorm)
         self.obs_keys, self.action_dim, self.feature_dim = self.encoder.obs.keys, action_dim, latent
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False) if target == "ema" else None
         if split_dynamics and not split_latent:
@@ -189,9 +203,9 @@ class JEPAWorldModel(WorldModel):
         self.proprio_block = self.encoder.block("proprio") if split_dynamics and "proprio" in self.obs_keys else None
         own = 0 if self.proprio_block is None else self.proprio_block.stop - self.proprio_block.start
         self.dynamics = nn.Sequential(mlp(latent + action_dim, units, layers, latent - own),
-                                      SimNorm() if simnorm else nn.Identity())
+                                      latent_norm(latent - own, simnorm, latent_layernorm))
         self.proprio_dynamics = nn.Sequential(mlp(own + action_dim, units, layers, own),
-                                              SimNorm() if simnorm else nn.Identity()) if own else None
+                                              latent_norm(own, simnorm, latent_layernorm)) if own else None
         self.twohot = TwoHot(bins, vmin, vmax)
         self.reward_head = mlp(latent, units, layers, bins, zero_out=True) if reward else None
         self.q = EnsembleMLP(num_q, latent + action_dim, units, layers, bins, q_dropout) if num_q else None
