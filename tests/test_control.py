@@ -105,6 +105,8 @@ def test_bad_inputs_say_what_was_expected(checkpoint):
         MPCController.from_checkpoint(checkpoint, device="cpu", planner="ilqr")
     with pytest.raises(ValueError, match="set_goal needs a planner"):
         controller.set_goal(np.zeros(5, np.float32))
+    with pytest.raises(ValueError, match=r"takes no planner settings, got \['samples'\]"):
+        MPCController.from_checkpoint(checkpoint, device="cpu", planner="policy", samples=64)
 
 
 def test_run_controller_script(checkpoint):

@@ -110,10 +110,29 @@ def test_tdmpc_checkpoint_drives_raw_dm_control_in_a_fresh_process(tdmpc_run):
 
 
 def test_planet_runs_by_configuration(tmp_path):
-    final = Trainer(preset_config("planet", "steps=120"), tmp_path).run()
+    trainer = Trainer(preset_config("planet", "steps=120"), tmp_path)
+    final = trainer.run()
     payload = load_checkpoint(tmp_path)
     assert payload["config"]["model"]["kind"] == "rssm" and payload["counters"]["updates"] > 0
     assert np.isfinite(final["eval_return"])
+    controller = MPCController(payload, "cpu", "cem")  # plans what training planned: PlaNet's undiscounted sum
+    assert controller.planner.objective.discount == trainer.behavior.planner.objective.discount == 1.0
+
+
+def test_evaluation_leaves_the_collecting_agents_states_and_warm_start_alone(tmp_path):
+    trainer = Trainer(preset_config("planet", "num_envs=2"), tmp_path)  # RSSM: recurrent states
+    obs, _ = trainer.envs.reset(seed=0)
+    for first in (True, False):  # mid-episode in both envs
+        trainer.agent.act(obs, np.full(2, first))
+    agent, planner = trainer.agent, trainer.behavior.planner
+    kept = {key: value.clone() for key, value in agent.state.items()}, agent.prev_action.clone(), planner._mean.clone()
+    trainer.evaluate()  # one episode in one env
+    now = agent.state, agent.prev_action, planner._mean
+    torch.testing.assert_close(now, kept, rtol=0, atol=0)
+    trainer.agent.act(obs, np.zeros(2, bool))  # collection goes on from its own states
+    with pytest.raises(ValueError, match=r"is_first has 1 envs but the agent holds states for 2: call reset\(1\)"):
+        trainer.agent.act({key: value[:1] for key, value in obs.items()}, np.zeros(1, bool))
+    trainer.envs.close()
 
 
 def test_jepa_goal_trains_on_pixels_and_plans_toward_a_goal_image(tmp_path):
@@ -215,15 +234,16 @@ def test_goal_fields_with_a_policy_prior_plan_in_the_whole_model():
     env.close()
 
 
-def test_goal_energy_with_a_latent_term_compares_the_goal_frame_block():
-    env, payload = untrained_goal_reacher()
+@pytest.mark.parametrize("split_dynamics", [True, False])
+def test_goal_energy_with_a_latent_term_compares_the_goal_frame_block(split_dynamics):
+    env, payload = untrained_goal_reacher(f"model.overrides.split_dynamics={split_dynamics}")
     controller = MPCController(payload, "cpu", "cem", goal_energy={"latent_weight": 0.5},
                                horizon=3, iterations=2, candidates=16, elites=4)
     obs, info = env.reset(seed=0)
     goal_obs = {"pixels": info["goal_pixels"], "proprio": info["goal_proprio"]}
     controller.set_goal(goal_obs)
     objective, model = controller.planner.objective, controller.model
-    block = model.proprio_block
+    block = model.encoder.block("proprio")  # split_latent's proprio block, with or without its own predictor
     assert controller._goal_view is None  # the pixel block is read: plan in the whole model
     assert objective.latent_index.tolist() == [d for d in range(model.feature_dim) if not block.start <= d < block.stop]
     assert objective.latent_weight == 0.5 and objective.proprio_index.tolist() == [0, 1]
@@ -259,6 +279,10 @@ def test_goal_from_frame_reads_the_goal_fields_from_the_frame_alone():
     assert set_goal_from_info(controller, {"success": False, "goal_pixels": info["goal_pixels"]})  # no goal_proprio
     with pytest.raises(ValueError, match=r"the goal frame must have shape \(64, 64, 3\), got \(32, 32, 3\)"):
         controller.set_goal(np.zeros((32, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match="the goal frame must hold integer pixel values 0-255 .* got dtype float32"):
+        controller.set_goal(info["goal_pixels"].astype(np.float32) / 255)  # scaled to [0, 1]: not truncated to 0
+    with pytest.raises(ValueError, match="observation 'pixels' must hold integer pixel values"):
+        controller.act({**obs, "pixels": obs["pixels"] / 255.0})
     plain = untrained_payload(preset_config("jepa_goal"), env)  # no pose probe
     with pytest.raises(ValueError, match="from_frame reads the goal's proprio fields from its frame"):
         MPCController(plain, "cpu", "cem", goal_energy={"from_frame": True})

@@ -385,6 +385,9 @@ def test_value_errors():
         MPPIPlanner(1, iterations=0)
     with pytest.raises(ValueError, match="below"):
         CEMPlanner(1, action_low=0.5, action_high=0.5)
+    with pytest.raises(ValueError, match=r"action_high must be a scalar or hold action_dim=2 values, got shape \(3,\)"):
+        MPPIPlanner(2, action_high=[1.0, 1.0, 1.0])
+    assert CEMPlanner(2, action_low=[-1.0, 0.0], action_high=1.0).low.tolist() == [-1.0, 0.0]
     with pytest.raises(ValueError, match=r"unknown precision 'fp16'; valid precisions: \['bf16', 'bf16_full', 'fp32'\]"):
         MPPIPlanner(1, precision="fp16")
     with pytest.raises(ValueError, match="norm"):

@@ -6,6 +6,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from wm_robotics.behaviors.planning import batch_size
 from wm_robotics.models.base import State, WorldModel
 
 
@@ -33,6 +34,9 @@ class Agent:
         """Batched observation dict (N, ...) → actions (N, A) float32 within the env bounds."""
         if self.state is None:
             self.reset(len(is_first))
+        if batch_size(self.state) != len(is_first):
+            raise ValueError(f"is_first has {len(is_first)} envs but the agent holds states for "
+                             f"{batch_size(self.state)}: call reset({len(is_first)}) when the number of envs changes")
         model_obs = {key: torch.as_tensor(obs[key], device=self.device) for key in self.model.obs_keys}
         first = torch.as_tensor(is_first, device=self.device, dtype=torch.bool)
         self.state = self.model.step(self.state, self.prev_action, model_obs, first)

@@ -65,12 +65,16 @@ class MPCController:
         self.action_high = np.asarray(payload["action_high"], np.float32)
         self.planner_name = planner
         value = getattr(self.behavior, "value", None)
-        self._reward_objective = RewardObjective(value_fn=value)
         dim = len(self.action_low)
         trained = payload["config"].get("behavior", {})
+        # the discount the checkpoint's behaviour planned or learned its value with (PlaNet sums: 1.0)
+        self._reward_objective = RewardObjective(float(trained.get("discount", 0.99)), value_fn=value)
         if trained.get("kind") == "mpc" and trained.get("planner") == planner:  # the preset's own settings first
             planner_kwargs = {**trained.get("settings", {}), **planner_kwargs}
-        self._planner_kwargs = dict(planner_kwargs) if planner in ("mppi", "cem") else {}
+        if planner == "policy" and planner_kwargs:
+            raise ValueError(f"planner='policy' acts with the learned policy alone and takes no planner settings, "
+                             f"got {sorted(planner_kwargs)}")
+        self._planner_kwargs = dict(planner_kwargs)
         #: ``GoalObjective`` keywords used by ``set_goal`` (the preset's ``behavior.goal_energy``, then ``goal_energy``)
         self.goal_energy = {**(trained.get("goal_energy") or {}), **(goal_energy or {})}
         unknown = set(self.goal_energy) - GOAL_ENERGY_KEYS
@@ -145,7 +149,7 @@ class MPCController:
             obs = {"proprio": obs}
         out = {}
         for key, shape in self.obs_shapes.items():
-            value = np.asarray(obs[key], np.uint8 if key == "pixels" else np.float32)
+            value = uint8_pixels(obs[key], "observation 'pixels'") if key == "pixels" else np.asarray(obs[key], np.float32)
             if value.shape != shape:
                 raise ValueError(f"observation {key!r} must have shape {shape}, got {value.shape}")
             out[key] = value[None]
@@ -233,18 +237,19 @@ class MPCController:
 
     def _goal_frame(self, goal_obs: Any) -> np.ndarray:
         """The goal frame of ``goal_obs`` (an image or a dict with ``"pixels"``), shape-checked."""
-        frame = np.asarray(goal_obs["pixels"] if isinstance(goal_obs, Mapping) else goal_obs, np.uint8)
+        frame = uint8_pixels(goal_obs["pixels"] if isinstance(goal_obs, Mapping) else goal_obs, "the goal frame")
         if frame.shape != self.obs_shapes["pixels"]:
             raise ValueError(f"the goal frame must have shape {self.obs_shapes['pixels']}, got {frame.shape}")
         return frame
 
     def _latent_term(self, weight: float | None) -> dict[str, Any]:
         """``GoalObjective`` keywords of the latent term beside the fields term (``goal_energy.latent_weight``):
-        the latent dims outside the model's proprio block (all dims when it has none); none without
+        the latent dims outside the proprio block of a ``split_latent`` JEPA (all dims in other models); none without
         ``fields`` or with weight 0."""
         if not weight or self._goal_kwargs["proprio_index"] is None:
             return {}
-        block = getattr(self.model, "proprio_block", None)
+        encoder = getattr(self.model, "encoder", None)  # a split_latent JEPA's proprio block, else None
+        block = encoder.block("proprio") if hasattr(encoder, "block") and "proprio" in self.model.obs_keys else None
         dims = [d for d in range(self.model.feature_dim) if block is None or not block.start <= d < block.stop]
         return {"latent_index": torch.tensor(dims, dtype=torch.long, device=self.device), "latent_weight": float(weight)}
 
@@ -289,3 +294,11 @@ class MPCController:
         action = self.action_low + (normalised[0].cpu().numpy() + 1) * 0.5 * (self.action_high - self.action_low)
         self._first = False
         return np.clip(action, self.action_low, self.action_high).astype(np.float32)
+
+
+def uint8_pixels(value: Any, what: str) -> np.ndarray:
+    """``value`` as a uint8 image; a float image (e.g. scaled to [0, 1]) is an error, not silently truncated."""
+    array = np.asarray(value)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{what} must hold integer pixel values 0-255 (uint8, as rendered), got dtype {array.dtype}")
+    return array.astype(np.uint8, copy=False)

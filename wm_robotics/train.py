@@ -11,6 +11,7 @@ episodes, and its clock (metrics ``step``, evaluation and checkpoint periods) is
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -189,8 +190,10 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """Deterministic-policy episodes on the simulator; an MP4 of the first when enabled."""
         cfg, step = self.cfg, self.clock
-        report = evaluate_returns(self.agent, self.eval_env, cfg["eval_episodes"], seed=10_000 + step,
-                                  record_first=cfg["video"])
+        planner = getattr(self.behavior, "planner", None)  # an agent and warm start of its own: collection goes on
+        with contextlib.nullcontext() if planner is None else planner.warm_start_kept():
+            report = evaluate_returns(Agent(self.model, self.behavior, self.device), self.eval_env,
+                                      cfg["eval_episodes"], seed=10_000 + step, record_first=cfg["video"])
         if report.frames:
             unit = "updates" if self.offline else "env steps"
             frames = [annotate(upscale(f, 256), [f"{cfg['env']['id']} @ {step:,} {unit}", f"t={t}"])

@@ -23,8 +23,9 @@ place (compiling on CUDA, with ``cuda_graph=False``, has not been tried).
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import torch
 
@@ -240,8 +241,13 @@ class SamplingPlanner:
         if action_dim <= 0 or horizon <= 0 or iterations <= 0:
             raise ValueError(f"action_dim, horizon and iterations must be positive, got "
                              f"{action_dim}, {horizon}, {iterations}")
-        self.low = torch.as_tensor(action_low, dtype=torch.float32).expand(action_dim).clone()
-        self.high = torch.as_tensor(action_high, dtype=torch.float32).expand(action_dim).clone()
+        bounds = {name: torch.as_tensor(value, dtype=torch.float32)
+                  for name, value in (("action_low", action_low), ("action_high", action_high))}
+        for name, value in bounds.items():
+            if value.numel() not in (1, action_dim):
+                raise ValueError(f"{name} must be a scalar or hold action_dim={action_dim} values, got shape "
+                                 f"{tuple(value.shape)}")
+        self.low, self.high = (bounds[name].reshape(-1).expand(action_dim).clone() for name in bounds)
         if not bool((self.low < self.high).all()):
             raise ValueError(f"action_low must be below action_high, got {self.low.tolist()} and {self.high.tolist()}")
         self.action_dim, self.horizon, self.iterations = action_dim, horizon, iterations
@@ -304,6 +310,16 @@ class SamplingPlanner:
                 return self._search(model, state, mean, low, high)
             self._graph = (key, graph)  # the key also keeps what it names alive while the graph reads it
         return self._graph[1](*inputs)
+
+    @contextlib.contextmanager
+    def warm_start_kept(self) -> Iterator[None]:
+        """Plan inside (e.g. evaluation episodes between training steps) and leave the warm start as it was."""
+        with torch.inference_mode():  # a copy: ``reset(env_ids)`` writes into the stored plan
+            kept = None if self._mean is None else self._mean.clone()
+        try:
+            yield
+        finally:
+            self._mean = kept
 
     def reset(self, env_ids: Sequence[int] | torch.Tensor | None = None) -> None:
         """Forget the warm start: for all environments, or only ``env_ids`` (those whose episode ended)."""
