@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -75,6 +76,20 @@ def test_resume_continues_counters_and_keeps_episodes(tmp_path):
     assert first["env_steps"] == 160 and second["env_steps"] == 280
     assert second["updates"] > first["updates"] and second["episodes"] == 7
     assert episodes_before < {p.name for p in (tmp_path / "episodes").glob("*.npz")}
+
+
+def test_a_resumed_run_samples_its_replay_on_from_where_the_checkpoint_left_it(tmp_path):
+    trainer = Trainer(tiny_config("steps=160", "eval_every=1000"), tmp_path)
+    trainer.run()  # its last checkpoint comes after its last update
+    expected = [trainer.replay.sample() for _ in range(3)]
+    resumed = Trainer(tiny_config("steps=160", "eval_every=1000", "resume=true"), tmp_path)
+    resumed.restore()
+    for batch in expected:
+        again = resumed.replay.sample()
+        assert all(np.array_equal(again[key], value) for key, value in batch.items())
+    fresh = Trainer(tiny_config("steps=160", "eval_every=1000"), tmp_path / "fresh")
+    fresh.replay.load(tmp_path / "episodes")  # the same episodes, the sampler from its seed: other batches
+    assert not np.array_equal(fresh.replay.sample()["action"], expected[0]["action"])
 
 
 def test_resume_before_the_first_checkpoint_starts_over_with_the_episodes_on_disk(tmp_path):

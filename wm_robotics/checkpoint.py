@@ -48,13 +48,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def rng_state() -> dict[str, Any]:
-    """Python, NumPy (legacy global) and torch RNG states as weights-only-safe values."""
+    """Python, NumPy (legacy global), torch and (with CUDA) every GPU's RNG states as weights-only-safe values."""
     legacy = np.random.get_state()
     return {
         "python": list(random.getstate()[1]),
         "numpy": torch.from_numpy(legacy[1].astype(np.int64)),
         "numpy_pos": int(legacy[2]),
         "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
 
 
@@ -63,3 +64,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((3, tuple(state["python"]), None))
     np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
     torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():  # else: the same GPUs not here
+        torch.cuda.set_rng_state_all([value.cpu() for value in cuda])

@@ -111,8 +111,8 @@ class Trainer:
     def payload(self) -> dict[str, Any]:
         """Everything a checkpoint holds (what ``MPCController`` and ``agent_from_checkpoint`` read)."""
         return {"config": self.cfg, **self.space_info, "counters": dict(self.counters), "rng": rng_state(),
-                "model": self.model.state_dict(), "model_opt": self.model_opt.state_dict(),
-                "behavior": self.behavior.full_state_dict()}
+                "replay": self.replay.state_dict(), "model": self.model.state_dict(),
+                "model_opt": self.model_opt.state_dict(), "behavior": self.behavior.full_state_dict()}
 
     def save(self) -> Path:
         """Write ``checkpoints/latest.pt`` atomically (the previous one stays until the rename)."""
@@ -127,6 +127,8 @@ class Trainer:
         self.counters.update(payload["counters"])
         set_rng_state(payload["rng"])
         steps = self._reload()
+        if "replay" in payload:  # checkpoints before session 23: the sampler starts again from the seed
+            self.replay.load_state_dict(payload["replay"])
         print(f"resumed {self.run_dir} at env step {self.counters['env_steps']:,} "
               f"({self.counters['updates']:,} updates), replay {steps:,} steps in {self.replay.num_episodes} episodes")
 

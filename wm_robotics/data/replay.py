@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,6 +64,14 @@ class SequenceReplay:
             self._next_file += 1
         self._insert(aligned, steps)
         return path
+
+    def state_dict(self) -> dict[str, Any]:
+        """The sampler's random state (the episodes live in their files): a resumed run samples on from it."""
+        return {"rng": self._rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue sampling from a ``state_dict``."""
+        self._rng.bit_generator.state = state["rng"]
 
     def load(self, directory: str | Path | None = None) -> int:
         """Replace memory with the newest episode files of ``directory`` that fit in capacity.
