@@ -1,7 +1,7 @@
 """Simulator side: dm_control suite tasks (and goal variants) as Gymnasium envs.
 
 Importing this package registers ``wm_robotics/<domain>-<task>-v0`` for all 28 tasks of
-``dm_control.suite.BENCHMARKING`` and ``wm_robotics/<domain>-<task>-goal-v0`` for reacher and
+``dm_control.suite.BENCHMARKING`` and ``wm_robotics/<domain>-<task>-goal-v1`` (and ``-goal-v0``) for reacher and
 point_mass, so ``gymnasium.make("wm_robotics.envs:wm_robotics/cartpole-swingup-v0")`` works
 from a fresh interpreter.
 """

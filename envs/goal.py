@@ -8,6 +8,12 @@ in ``info``:
 - ``info["goal_proprio"]``: the proprio vector at the goal state (zero velocity);
 - ``info["goal_distance"]``: end-effector distance to the goal (metres);
 - ``info["success"]``: ``goal_distance`` within the task's target radius.
+
+Goal joint angles are drawn uniformly from the domain's range and drawn again while a limited joint
+falls outside its limits (the reacher's wrist: ±160°), so every goal is a pose the robot can take.
+The ``-goal-v0`` ids keep the first draw whatever the limits (``goal_within_limits=False``): 9% of their
+reacher goals bend the wrist past its limit; the goal-reacher results up to session 22 were measured on
+them. A draw within the limits is the same goal in both versions.
 """
 
 from __future__ import annotations
@@ -28,13 +34,15 @@ GOAL_DOMAINS: dict[str, tuple[str, tuple[str, ...], tuple[float, float]]] = {
 
 
 class GoalDMCEnv(DMCEnv):
-    """A reacher or point_mass task whose target is a sampled, rendered goal state."""
+    """A reacher or point_mass task whose target is a sampled, rendered goal state (within the joints'
+    limits unless ``goal_within_limits=False``, the ``-goal-v0`` behaviour)."""
 
-    def __init__(self, domain: str, task: str, **kwargs: Any) -> None:
+    def __init__(self, domain: str, task: str, goal_within_limits: bool = True, **kwargs: Any) -> None:
         if domain not in GOAL_DOMAINS:
             raise ValueError(f"goal variants exist for domains {sorted(GOAL_DOMAINS)}, got {domain!r}")
         super().__init__(domain, task, **kwargs)
         self._effector, self._goal_joints, self._goal_range = GOAL_DOMAINS[domain]
+        self.goal_within_limits = goal_within_limits
         self.goal_pixels = np.zeros((self.image_size, self.image_size, 3), np.uint8)
         self.goal_proprio = np.zeros(self._proprio_dim, np.float32)
         self._goal_xy = np.zeros(2)
@@ -59,8 +67,14 @@ class GoalDMCEnv(DMCEnv):
             physics.forward()
 
     def _sample_goal(self) -> None:
-        physics = self._physics
-        self.goal_joints = self._task.random.uniform(*self._goal_range, size=len(self._goal_joints))
+        physics, names = self._physics, list(self._goal_joints)
+        limited = physics.named.model.jnt_limited[names].astype(bool)
+        low, high = physics.named.model.jnt_range[names].T
+        while True:
+            self.goal_joints = self._task.random.uniform(*self._goal_range, size=len(names))
+            inside = ~limited | ((low <= self.goal_joints) & (self.goal_joints <= high))
+            if inside.all() or not self.goal_within_limits:
+                break
         with self._posed(self.goal_joints):
             self._goal_xy = physics.named.data.geom_xpos[self._effector, :2].copy()
             physics.named.model.geom_pos["target", :2] = self._goal_xy

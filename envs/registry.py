@@ -1,8 +1,9 @@
 """Gymnasium ids for every dm_control benchmark task and the goal-conditioned variants.
 
 ``wm_robotics/<domain>-<task>-v0`` for each of ``suite.BENCHMARKING`` (28 tasks), e.g.
-``wm_robotics/cartpole-swingup-v0``; goal variants are ``wm_robotics/<domain>-<task>-goal-v0``
-for reacher and point_mass.
+``wm_robotics/cartpole-swingup-v0``; goal variants are ``wm_robotics/<domain>-<task>-goal-v1``
+for reacher and point_mass (goals within the joints' limits), and ``-goal-v0`` (goals drawn without
+regard to them; the goal-reacher results up to session 22) to reproduce earlier results.
 """
 
 from __future__ import annotations
@@ -19,13 +20,18 @@ SUITE_TASKS: tuple[tuple[str, str], ...] = tuple(suite.BENCHMARKING)
 GOAL_TASKS: tuple[tuple[str, str], ...] = tuple((d, t) for d, t in SUITE_TASKS if d in GOAL_DOMAINS)
 
 
-def env_id(domain: str, task: str, goal: bool = False) -> str:
-    """The Gymnasium id of a task, e.g. ``env_id("walker", "walk")``."""
-    return f"{NAMESPACE}/{domain}-{task}{'-goal' if goal else ''}-v0"
+#: goal-variant version -> whether its goals are drawn within the joints' limits
+GOAL_VERSIONS = {1: True, 0: False}
+
+
+def env_id(domain: str, task: str, goal: bool = False, version: int | None = None) -> str:
+    """The Gymnasium id of a task, e.g. ``env_id("walker", "walk")``; goal variants default to their newest version."""
+    version = (max(GOAL_VERSIONS) if goal else 0) if version is None else version
+    return f"{NAMESPACE}/{domain}-{task}{'-goal' if goal else ''}-v{version}"
 
 
 ENV_IDS: tuple[str, ...] = tuple(env_id(d, t) for d, t in SUITE_TASKS) + tuple(
-    env_id(d, t, goal=True) for d, t in GOAL_TASKS
+    env_id(d, t, goal=True, version=v) for d, t in GOAL_TASKS for v in GOAL_VERSIONS
 )
 
 
@@ -44,10 +50,12 @@ def register_all() -> None:
     for domain, task in SUITE_TASKS:
         _register(env_id(domain, task), "wm_robotics.envs.dmc:DMCEnv", domain, task)
     for domain, task in GOAL_TASKS:
-        _register(env_id(domain, task, goal=True), "wm_robotics.envs.goal:GoalDMCEnv", domain, task)
+        for version, within in GOAL_VERSIONS.items():
+            _register(env_id(domain, task, goal=True, version=version), "wm_robotics.envs.goal:GoalDMCEnv", domain,
+                      task, goal_within_limits=within)
 
 
-def _register(name: str, entry_point: str, domain: str, task: str) -> None:
+def _register(name: str, entry_point: str, domain: str, task: str, **kwargs: bool) -> None:
     if name in gym.registry:
         return
     # The env enforces step-before-reset itself and is checked by the test-suite, so the
@@ -55,7 +63,7 @@ def _register(name: str, entry_point: str, domain: str, task: str) -> None:
     gym.register(
         name,
         entry_point=entry_point,
-        kwargs={"domain": domain, "task": task},
+        kwargs={"domain": domain, "task": task, **kwargs},
         order_enforce=False,
         disable_env_checker=True,
     )

@@ -1,6 +1,6 @@
 """What a goal model's energy sees near a goal: latent distance to the goal vs joint offset and velocity.
 
-The goal state of one episode of a ``*-goal-v0`` task is moved along its first goal joint (the
+The goal state of one episode of a ``*-goal-v1`` task is moved along its first goal joint (the
 reacher's shoulder) by each offset and given each velocity on that joint (others at rest); each
 such observation is encoded and its distance to the goal's latent printed (the planner's goal
 energy at one step, ``MPCController.goal_energy``), beside the end effector's distance to the goal.

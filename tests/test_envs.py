@@ -17,7 +17,7 @@ def test_check_env_proprio_every_id(name):
     assert env.observation_space["proprio"].dtype == np.float32
 
 
-@pytest.mark.parametrize("name", ["wm_robotics/cartpole-swingup-v0", "wm_robotics/reacher-easy-goal-v0"])
+@pytest.mark.parametrize("name", ["wm_robotics/cartpole-swingup-v0", "wm_robotics/reacher-easy-goal-v1"])
 @pytest.mark.parametrize("obs_mode", ["pixels", "pixels+proprio"])
 def test_check_env_pixels_subset(name, obs_mode):
     env = gym.make(name, obs_mode=obs_mode, render_mode="rgb_array")

@@ -165,11 +165,11 @@ class GoalRecorder:
 
 
 def test_goal_reaching_only_on_goal_tasks(toy):
-    controller, env = GoalRecorder(), make_env("reacher-easy-goal-v0", max_episode_steps=3)
+    controller, env = GoalRecorder(), make_env("reacher-easy-goal-v1", max_episode_steps=3)
     result = goal_reaching(controller, env, episodes=2, seed=0, progress=False)
     assert 0.0 <= result["success_rate"] <= 1.0 and controller.goal["proprio"].shape == (6,)
     assert len(result["final_distance"]) == 2 and result["final_distance_mean"] >= 0
-    short = goal_reaching(controller, make_env("reacher-easy-goal-v0"), episodes=1, seed=0, max_steps=2,
+    short = goal_reaching(controller, make_env("reacher-easy-goal-v1"), episodes=1, seed=0, max_steps=2,
                           progress=False)
     assert short["goal_steps"] == 2 and controller.steps == 2
     assert goal_reaching(controller, toy[0], episodes=2, seed=0, progress=False) is None

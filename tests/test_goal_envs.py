@@ -7,7 +7,7 @@ import pytest
 import wm_robotics.envs  # noqa: F401  (registers the ids)
 
 
-@pytest.mark.parametrize("name", ["wm_robotics/reacher-easy-goal-v0", "wm_robotics/point_mass-easy-goal-v0"])
+@pytest.mark.parametrize("name", ["wm_robotics/reacher-easy-goal-v1", "wm_robotics/point_mass-easy-goal-v1"])
 def test_goal_info_and_reaching_the_goal(name):
     env = gym.make(name, obs_mode="pixels+proprio")
     obs, info = env.reset(seed=5)
@@ -29,7 +29,7 @@ def test_goal_info_and_reaching_the_goal(name):
 
 
 def test_goal_is_reproducible_with_seed_and_changes_across_seeds():
-    env = gym.make("wm_robotics/reacher-easy-goal-v0")
+    env = gym.make("wm_robotics/reacher-easy-goal-v1")
     _, first = env.reset(seed=1)
     _, again = env.reset(seed=1)
     _, other = env.reset(seed=2)
@@ -38,8 +38,25 @@ def test_goal_is_reproducible_with_seed_and_changes_across_seeds():
     assert not np.array_equal(first["goal_proprio"], other["goal_proprio"])
 
 
+def test_v1_goals_lie_within_the_wrists_limits_and_v0_keeps_the_old_draws():
+    new, old = (gym.make(f"wm_robotics/reacher-easy-goal-v{version}", obs_mode="proprio") for version in (1, 0))
+    limit = new.unwrapped.physics.named.model.jnt_range["wrist", 1]  # 160 degrees
+    assert limit == pytest.approx(np.radians(160))
+    redrawn = 0
+    for seed in range(100_000, 100_012):  # seeds 100002 and 100011 draw a v0 goal past the limit
+        _, info_new = new.reset(seed=seed)
+        _, info_old = old.reset(seed=seed)
+        assert abs(new.unwrapped.goal_joints[1]) <= limit
+        if abs(old.unwrapped.goal_joints[1]) > limit:
+            redrawn += 1
+            assert not np.allclose(info_new["goal_proprio"], info_old["goal_proprio"])
+        else:  # a draw within the limits: the same goal in both versions
+            np.testing.assert_array_equal(info_new["goal_proprio"], info_old["goal_proprio"])
+    assert redrawn == 2
+
+
 def test_goal_info_on_every_step():
-    env = gym.make("wm_robotics/point_mass-easy-goal-v0")
+    env = gym.make("wm_robotics/point_mass-easy-goal-v1")
     _, reset_info = env.reset(seed=0)
     _, _, _, _, info = env.step(np.zeros(2, np.float32))
     np.testing.assert_array_equal(info["goal_pixels"], reset_info["goal_pixels"])
@@ -47,7 +64,7 @@ def test_goal_info_on_every_step():
 
 
 def test_observation_near_goal_moves_only_the_probe():
-    env = gym.make("wm_robotics/reacher-easy-goal-v0", obs_mode="pixels+proprio")
+    env = gym.make("wm_robotics/reacher-easy-goal-v1", obs_mode="pixels+proprio")
     obs, info = env.reset(seed=3)
     unwrapped = env.unwrapped
     at_goal, distance = unwrapped.observation_near_goal([0.0, 0.0])

@@ -51,7 +51,7 @@ def untrained_goal_reacher(*overrides: str) -> tuple:
     import wm_robotics.envs  # noqa: F401  (registers the goal envs)
     from wm_robotics.train import untrained_payload
 
-    env = gym.make("wm_robotics/reacher-easy-goal-v0", obs_mode="pixels+proprio")
+    env = gym.make("wm_robotics/reacher-easy-goal-v1", obs_mode="pixels+proprio")
     torch.manual_seed(0)
     return env, untrained_payload(preset_config("jepa_goal", *overrides), env)
 
@@ -146,7 +146,7 @@ def test_jepa_goal_trains_on_pixels_and_plans_toward_a_goal_image(tmp_path):
     assert 0 <= final["goal/success_rate"] <= 1 and final["goal/final_distance"] > 0  # planned toward eval goals
     controller = MPCController.from_checkpoint(tmp_path, device="cpu", planner="cem", horizon=3, iterations=2,
                                                candidates=16, elites=4)
-    env = gym.make("wm_robotics/reacher-easy-goal-v0", obs_mode="pixels+proprio")
+    env = gym.make("wm_robotics/reacher-easy-goal-v1", obs_mode="pixels+proprio")
     obs, info = env.reset(seed=0)
     controller.set_goal({"pixels": info["goal_pixels"], "proprio": info["goal_proprio"]})
     torch.manual_seed(0)
