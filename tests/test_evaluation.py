@@ -107,6 +107,10 @@ def test_exact_model_has_zero_open_loop_error_at_every_horizon(toy):
     # The same exact model read with the wrong action units is wrong from the first step.
     unnormalised = open_loop_errors(LinearSystemModel(), episodes, context=3, horizon=8)
     assert unnormalised["proprio_mse"][0] > 1e-3
+    with pytest.raises(ValueError, match="context must be at least 1, got 0"):  # it would start from the future
+        open_loop_errors(LinearSystemModel(), episodes, context=0, horizon=8)
+    with pytest.raises(ValueError, match="horizon must be at least 1, got 0"):
+        action_sensitivity(LinearSystemModel(), episodes, context=3, horizon=0)
 
 
 @pytest.mark.parametrize("model", [LinearSystemModel(noise=0.05), LinearSystemModel(scale_a=1.03)],
@@ -204,6 +208,7 @@ def test_evaluate_script_writes_report_markdown_and_plots(run, tmp_path):
             "return_std", "returns", "episode_seeds", "open_loop", "latent", "action_sensitivity", "planner",
             "seconds"} <= set(report)
     assert report["env_steps"] == 120 and len(report["returns"]) == report["episodes"] == 2
+    assert report["checkpoint"] == str((run / "checkpoints" / "latest.pt").resolve()) and report["sample"] is False
     open_loop = report["open_loop"]
     assert len(open_loop["proprio_nmse"]) == len(open_loop["reward_mae"]) == 6 and open_loop["windows"] == 4
     sensitivity = report["action_sensitivity"]
@@ -219,6 +224,8 @@ def test_evaluate_script_writes_report_markdown_and_plots(run, tmp_path):
 def test_wrong_task_or_checkpoint_gives_clear_error(run, tmp_path):
     with pytest.raises(ValueError, match=r"task walker-walk-v0 does not fit.*cartpole-swingup-v0.*\(5,\).*\(24,\)"):
         evaluate_checkpoint(run, episodes=1, device="cpu", env_id="walker-walk-v0")
+    with pytest.raises(ValueError, match="episodes must be at least 1, got 0"):
+        evaluate_checkpoint(run, episodes=0, device="cpu")
     torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError, match="not a wm_robotics checkpoint"):
         evaluate_checkpoint(tmp_path / "foreign.pt", episodes=1, device="cpu")

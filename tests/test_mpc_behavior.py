@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from tests.test_train import ROOT
 from wm_robotics.behaviors.mpc_behavior import MPCBehavior
 from wm_robotics.behaviors.planning import GoalObjective
-from wm_robotics.checkpoint import load_checkpoint
+from wm_robotics.checkpoint import load_checkpoint, save_checkpoint
 from wm_robotics.control import MPCController
 from wm_robotics.evaluation import evaluate_checkpoint
 from wm_robotics.models.jepa import JEPAWorldModel
@@ -231,6 +231,14 @@ def test_goal_fields_with_a_policy_prior_plan_in_the_whole_model():
     controller.set_goal({"pixels": info["goal_pixels"], "proprio": info["goal_proprio"]})
     assert controller._goal_view is None and controller.planner.objective.proprio_index.tolist() == [0, 1]
     assert env.action_space.contains(controller.act(obs)) and env.action_space.contains(controller.act(obs))
+    env.close()
+
+
+def test_evaluating_a_goal_task_with_planner_policy_is_refused_before_any_episode(tmp_path):
+    env, payload = untrained_goal_reacher()
+    save_checkpoint(tmp_path / "latest.pt", payload)
+    with pytest.raises(ValueError, match="is a goal task and planner='policy' cannot plan toward a goal"):
+        evaluate_checkpoint(tmp_path, episodes=1, device="cpu", planner="policy")
     env.close()
 
 

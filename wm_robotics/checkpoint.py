@@ -31,11 +31,19 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint safely (``weights_only=True``) with errors that say what is wrong."""
+def checkpoint_file(path: str | os.PathLike) -> Path:
+    """The file a checkpoint ``path`` names: itself, or a run folder's ``checkpoints/latest.pt`` (or a
+    checkpoints folder's ``latest.pt``)."""
     path = Path(path)
     if path.is_dir():
-        path = path / "checkpoints" / "latest.pt" if (path / "checkpoints").is_dir() else path / "latest.pt"
+        return path / "checkpoints" / "latest.pt" if (path / "checkpoints").is_dir() else path / "latest.pt"
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint (a file or a folder, ``checkpoint_file``) safely (``weights_only=True``) with errors that
+    say what is wrong."""
+    path = checkpoint_file(path)
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}")
     try:

@@ -5,8 +5,8 @@ a markdown table (``.md``) and PNG plots (``_open_loop.png``, ``_sensitivity.png
 
 Report keys (sections are ``null`` when skipped):
 
-- metadata: ``checkpoint`` (resolved path), ``env`` (evaluated task), ``trained_env``,
-  ``experiment``, ``model_kind``, ``obs_mode``, ``env_steps``, ``updates``, ``device``, ``seed``;
+- metadata: ``checkpoint`` (the file read, resolved), ``env`` (evaluated task), ``trained_env``,
+  ``experiment``, ``model_kind``, ``obs_mode``, ``env_steps``, ``updates``, ``device``, ``seed``, ``sample``;
 - returns (the policy's mean action unless ``sample``): ``return_mean``, ``return_std``,
   ``return_min``, ``return_max``, ``episodes``, ``returns``, ``lengths``, ``episode_seeds``;
 - ``open_loop``: :func:`wm_robotics.wm_metrics.open_loop_errors` on the return episodes
@@ -38,7 +38,7 @@ from wm_robotics import wm_metrics
 from wm_robotics.agent import Agent, agent_from_checkpoint, check_task
 from wm_robotics.atomic import write_text_atomic
 from wm_robotics.builders import resolve_device
-from wm_robotics.checkpoint import load_checkpoint
+from wm_robotics.checkpoint import checkpoint_file, load_checkpoint
 from wm_robotics.control import MPCController
 from wm_robotics.data.episodes import EpisodeRecorder
 from wm_robotics.video import annotate, upscale, write_video
@@ -117,6 +117,10 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, episodes: int = 10, seed:
     """
     from wm_robotics.train import env_kwargs  # train imports this module
 
+    if episodes < 1:
+        raise ValueError(f"episodes must be at least 1, got {episodes}")
+    if open_loop or sensitivity:
+        wm_metrics.check_windows(context, horizon, windows_per_episode)
     clock, seconds = time.perf_counter(), {}
     torch_device = resolve_device(str(device))
     payload = load_checkpoint(checkpoint, map_location=torch_device)
@@ -125,16 +129,19 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, episodes: int = 10, seed:
     kwargs = env_kwargs(cfg)
     env = envs.make_env(env_id, render_mode="rgb_array", **kwargs)
     check_task(payload, env, env_id, checkpoint)
+    if planner == "policy" and "success" in env.reset(seed=seed)[1]:
+        raise ValueError(f"{env_id} is a goal task and planner='policy' cannot plan toward a goal: use planner=cem "
+                         "or mppi, or planner=null for returns and model metrics only")
     agent = agent_from_checkpoint(payload, torch_device)
     torch.manual_seed(seed)  # the RSSM samples its latents: seeded, a report is reproducible
     returns = evaluate_returns(agent, env, episodes, seed, record_first=video is not None, sample=sample,
                                record_episodes=open_loop or sensitivity or bool(planner))
     seeds = list(range(seed, seed + episodes))
     report: dict[str, Any] = {
-        "checkpoint": str(Path(checkpoint).resolve()), "env": env_id, "trained_env": cfg["env"]["id"],
+        "checkpoint": str(checkpoint_file(checkpoint).resolve()), "env": env_id, "trained_env": cfg["env"]["id"],
         "experiment": cfg["experiment_name"], "model_kind": cfg["model"]["kind"], "obs_mode": cfg["obs_mode"],
         "env_steps": payload["counters"]["env_steps"], "updates": payload["counters"]["updates"],
-        "device": str(torch_device), "seed": seed, **returns.summary(), "lengths": returns.lengths,
+        "device": str(torch_device), "seed": seed, "sample": sample, **returns.summary(), "lengths": returns.lengths,
         "episode_seeds": seeds, "open_loop": None, "latent": None, "action_sensitivity": None, "planner": None}
     seconds["returns"] = time.perf_counter() - clock
     if video is not None:

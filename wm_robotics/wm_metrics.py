@@ -31,6 +31,14 @@ Episode = dict[str, np.ndarray]
 VARIANCE_FLOOR = 1e-6
 
 
+def check_windows(context: int, horizon: int, per_episode: int) -> None:
+    """ValueError unless open-loop windows have at least 1 real step of context, 1 imagined step and 1 window
+    per episode (with context 0 the start state would be the window's last, future, observation)."""
+    for name, value in (("context", context), ("horizon", horizon), ("windows_per_episode", per_episode)):
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+
+
 def windows(episodes: Sequence[Episode], length: int, per_episode: int
             ) -> tuple[dict[str, np.ndarray], list[tuple[int, int]]]:
     """Up to ``per_episode`` non-overlapping windows of ``length`` aligned steps from each episode.
@@ -156,6 +164,7 @@ def open_loop_errors(model: WorldModel, episodes: Sequence[Episode], context: in
     the floor the open-loop errors start from; its ``latent_l2`` is the distance between two
     posterior samples of the same data (0 for a deterministic model).
     """
+    check_windows(context, horizon, per_episode)
     batch, index = windows(episodes, context + horizon, per_episode)
     post, actions = _filter(model, batch, action_low, action_high, seed)
     start = {key: value[:, context - 1] for key, value in post.items()}
@@ -216,6 +225,7 @@ def action_sensitivity(model: WorldModel, episodes: Sequence[Episode], context: 
     ``real_mean`` average over horizons; ``ratio.<key>`` = model_mean / real_mean (~1 for an
     exact model, ~0 for a model that ignores its actions). Without a decoder only ``model.features``.
     """
+    check_windows(context, horizon, per_episode)
     batch, index = windows(episodes, context + horizon, per_episode)
     post, actions = _filter(model, batch, action_low, action_high, seed)
     start = {key: value[:, context - 1] for key, value in post.items()}
