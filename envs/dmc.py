@@ -53,7 +53,8 @@ class DMCEnv(gym.Env):
         camera_id: MuJoCo camera for ``pixels`` and ``render()``; task default when None.
         time_limit: the env's own time limit in agent steps (``truncated=True`` when hit,
             then ``step`` refuses until ``reset``); default ``ceil(1000 / action_repeat)``,
-            the suite's 1000 control steps. ``gymnasium.make(..., max_episode_steps=N)``
+            the suite's 1000 control steps (the last agent step repeats its action only up to
+            control step 1000 when ``action_repeat`` does not divide it). ``gymnasium.make(..., max_episode_steps=N)``
             adds Gymnasium's ``TimeLimit`` of N agent steps on top (use it to shorten
             episodes; pass ``time_limit`` for episodes longer than the suite's).
         render_fast: turn off shadows and reflections (≈3× faster on CPU; images differ
@@ -84,9 +85,12 @@ class DMCEnv(gym.Env):
             raise ValueError(f"render_mode must be 'rgb_array' or None, got {render_mode!r}")
         self.action_repeat = _check_positive_int("action_repeat", action_repeat)
         self.image_size = _check_positive_int("image_size", image_size)
-        if time_limit is None:
+        suite_length = time_limit is None
+        if suite_length:
             time_limit = math.ceil(SUITE_EPISODE_STEPS / self.action_repeat)
         self.time_limit = _check_positive_int("time_limit", time_limit)
+        #: control steps an episode lasts at most: the suite's 1000, or ``time_limit`` whole agent steps
+        self._control_limit = SUITE_EPISODE_STEPS if suite_length else self.time_limit * self.action_repeat
         self.domain, self.task_name, self.obs_mode = domain, task, obs_mode
         self.render_fast, self.render_mode = bool(render_fast), render_mode
 
@@ -118,7 +122,7 @@ class DMCEnv(gym.Env):
         self._low = np.asarray(spec.minimum, np.float64) * np.ones(spec.shape)
         self._high = np.asarray(spec.maximum, np.float64) * np.ones(spec.shape)
         self.action_space = spaces.Box(self._low.astype(np.float32), self._high.astype(np.float32), dtype=np.float32)
-        self._steps = 0
+        self._steps = self._control_steps = 0
         self._needs_reset = True
 
     @property
@@ -148,7 +152,7 @@ class DMCEnv(gym.Env):
         if seed is not None:
             self._task.random.seed(seed)
         self._dm_env.reset()
-        self._steps = 0
+        self._steps = self._control_steps = 0
         self._needs_reset = False
         return self._observation(), self._info()
 
@@ -180,11 +184,12 @@ class DMCEnv(gym.Env):
         task, physics = self._task, self._physics
         reward = 0.0
         terminated = False
-        for _ in range(self.action_repeat):
+        for _ in range(min(self.action_repeat, self._control_limit - self._control_steps)):
             task.before_step(a, physics)
             physics.step(self._n_sub_steps)
             task.after_step(physics)
             reward += task.get_reward(physics)
+            self._control_steps += 1
             if task.get_termination(physics) is not None:
                 terminated = True
                 break

@@ -106,6 +106,15 @@ def test_time_limit_truncates_in_agent_steps_then_refuses_to_step():
         env.step(action)
 
 
+def test_an_action_repeat_that_does_not_divide_1000_ends_at_the_suites_1000_control_steps():
+    env = gym.make("wm_robotics/cartpole-balance-v0", action_repeat=3)
+    assert env.unwrapped.time_limit == 334
+    env.reset(seed=0)
+    rewards = [env.step(np.zeros(1, np.float32))[1] for _ in range(334)]
+    assert env.unwrapped.physics.time() == pytest.approx(10.0)  # 1000 control steps of 0.01 s, not 1002
+    assert rewards[-1] <= 1.0 < rewards[-2]  # the last agent step: one control step's reward
+
+
 def test_gymnasium_max_episode_steps_counts_agent_steps():
     env = gym.make("wm_robotics/cartpole-balance-v0", action_repeat=4, max_episode_steps=7)
     env.reset(seed=0)

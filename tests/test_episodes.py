@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from wm_robotics.data.episodes import EpisodeFormatError, EpisodeRecorder, list_episodes, load_episode, save_episode
+from wm_robotics.data.episodes import (_UMASK, EpisodeFormatError, EpisodeRecorder, list_episodes, load_episode,
+                                       save_episode)
 
 
 def _episode(steps=5, pixels=True):
@@ -28,6 +29,7 @@ def test_recorder_and_round_trip(tmp_path):
     assert episode["action"].shape == (5, 2) and episode["reward"].dtype == np.float32
     assert episode["truncated"].tolist() == [False] * 4 + [True]
     path = save_episode(tmp_path / "ep.npz", episode)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_UMASK  # a plain file's mode, not mkstemp's 0600
     loaded = load_episode(path)
     assert set(loaded) == set(episode)
     for key in episode:
@@ -40,6 +42,15 @@ def test_bad_episode_is_refused(tmp_path):
     with pytest.raises(EpisodeFormatError, match="reward has 4 entries, expected 5"):
         save_episode(tmp_path / "bad.npz", episode)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unreadable_episode_file_is_named_in_the_error(tmp_path):
+    (tmp_path / "stray.npz").write_bytes(b"not a zip")
+    with pytest.raises(EpisodeFormatError, match="stray.npz: not a readable episode file"):
+        load_episode(tmp_path / "stray.npz")
+    np.savez(tmp_path / "short.npz", **{**_episode(), "reward": np.zeros(4, np.float32)})
+    with pytest.raises(EpisodeFormatError, match="short.npz: .*reward has 4 entries, expected 5"):
+        load_episode(tmp_path / "short.npz")
 
 
 def test_failed_write_leaves_no_file(tmp_path, monkeypatch):

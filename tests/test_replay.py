@@ -140,10 +140,12 @@ def test_to_torch_keeps_dtypes():
     assert tensors["action"].dtype == torch.float32 and tensors["action"].shape == (2, 4, 2)
 
 
-@pytest.mark.parametrize("kwargs", [{"capacity": 0}, {"seq_len": -1}, {"batch_size": 0}, {"seq_len": 2.5}])
+@pytest.mark.parametrize("kwargs", [{"capacity": 0}, {"seq_len": -1}, {"batch_size": 0}, {"seq_len": 2.5},
+                                    {"capacity": None}, {"seq_len": float("nan")}, {"batch_size": "16"}])
 def test_bad_arguments(kwargs):
-    with pytest.raises(ValueError, match=next(iter(kwargs))):
+    with pytest.raises(ValueError, match=f"{next(iter(kwargs))} must be a positive integer"):
         SequenceReplay(None, **kwargs)
+    assert SequenceReplay(None, capacity=1e6).capacity == 1_000_000  # as a command line may give it
 
 
 def test_independent_steps_cover_every_stored_step_uniformly_after_eviction():

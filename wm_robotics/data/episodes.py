@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 STEP_KEYS = ("action", "reward", "terminated", "truncated")
 TEMP_SUFFIX = ".tmp"
+_UMASK = os.umask(0o022)  # reading the umask sets it: set it straight back
+os.umask(_UMASK)
 
 
 class EpisodeFormatError(ValueError):
@@ -44,6 +47,7 @@ def save_episode(path: str | os.PathLike, episode: dict[str, np.ndarray]) -> Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=TEMP_SUFFIX)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes the file 0600: give it a plain file's mode
         with os.fdopen(fd, "wb") as handle:
             np.savez_compressed(handle, **episode)
             handle.flush()
@@ -56,10 +60,14 @@ def save_episode(path: str | os.PathLike, episode: dict[str, np.ndarray]) -> Pat
 
 
 def load_episode(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read an episode file into a dict of arrays (validated)."""
-    with np.load(path, allow_pickle=False) as data:
-        episode = {key: data[key] for key in data.files}
-    validate_episode(episode)
+    """Read an episode file into a dict of arrays (validated); an unreadable or malformed file is an
+    ``EpisodeFormatError`` that names it."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            episode = {key: data[key] for key in data.files}
+        validate_episode(episode)
+    except (EpisodeFormatError, OSError, ValueError, zipfile.BadZipFile) as error:
+        raise EpisodeFormatError(f"{path}: not a readable episode file ({type(error).__name__}: {error})") from error
     return episode
 
 

@@ -218,7 +218,11 @@ class SequenceReplay:
 
 def _positive_int(name: str, value: int) -> int:
     """``value`` as an int; a clear error unless it is a positive integer."""
-    if int(value) != value or value <= 0:
+    try:
+        integral = not isinstance(value, bool) and int(value) == value  # 1e6 from a command line is fine
+    except (TypeError, ValueError, OverflowError):  # None, NaN, inf, text
+        integral = False
+    if not integral or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
