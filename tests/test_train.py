@@ -183,6 +183,13 @@ def test_unknown_precision_lists_valid_ones(tmp_path):
         Trainer(tiny_config("precision=fp16"), tmp_path)
 
 
+@pytest.mark.parametrize("experiment, size, units", [("dreamer", "s", 512), ("dreamer_cpu", "xs", 256)])
+def test_dreamer_presets_actor_critic_width(experiment, size, units):
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={experiment}"])
+    assert (cfg.model.size, cfg.behavior.units, cfg.behavior.layers) == (size, units, 2)  # DreamerV3 S: 512 x 2
+
+
 def test_unknown_model_kind_lists_valid_ones():
     from wm_robotics.builders import build_world_model
 
