@@ -26,7 +26,7 @@ step install 120 bash -c "python3 -m pip install -q --no-index --no-deps .device
   && python3 -m pip install -q --no-deps --no-build-isolation -e ."
 step versions 60 bash -c "nvidia-smi -L; python3 -c 'import sys, torch, mujoco; print(sys.version); \
 print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name(0), mujoco.__version__)'"
-step cuda_tests 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py
+step cuda_tests 180 python3 -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py tests/test_train.py -k "cuda"
 step planner_benchmark 240 python3 scripts/benchmark.py planner --device cuda --out "$OUT/planner_cuda.json"
 step train_compiled 150 python3 scripts/train.py experiment=tdmpc_cpu device=cuda compile=true steps=7000 \
   prefill=5000 eval_every=7000 eval_episodes=2 video=false hydra.run.dir=/tmp/device_check_run

@@ -75,16 +75,17 @@ def test_population_batched_equals_one_candidate_at_a_time(one_torch_thread):
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
 
 
-def test_checkpoint_loads_weights_only_and_resumes_evolution_exactly(one_torch_thread):
+@pytest.mark.parametrize("diagonal", [False, True])
+def test_checkpoint_loads_weights_only_and_resumes_evolution_exactly(one_torch_thread, diagonal):
     model = _deterministic_vmc()
     model.reward_head[-1].weight.data.normal_()
     start = _start(model, 16)
-    first = CMAESController(model.feature_dim, 2, population=6, rollouts=4, horizon=5, seed=1)
+    first = CMAESController(model.feature_dim, 2, population=6, rollouts=4, horizon=5, diagonal=diagonal, seed=1)
     first.evolve(model, start, generations=3)
     buffer = io.BytesIO()
     torch.save(first.full_state_dict(), buffer)
     buffer.seek(0)
-    second = CMAESController(model.feature_dim, 2, population=6, rollouts=4, horizon=5, seed=99)
+    second = CMAESController(model.feature_dim, 2, population=6, rollouts=4, horizon=5, diagonal=diagonal, seed=99)
     second.load_full_state_dict(torch.load(buffer, weights_only=True))
     torch.testing.assert_close(second.weight, first.weight)
     for controller in (first, second):

@@ -92,6 +92,14 @@ def test_a_resumed_run_samples_its_replay_on_from_where_the_checkpoint_left_it(t
     assert not np.array_equal(fresh.replay.sample()["action"], expected[0]["action"])
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_a_run_on_cuda_resumes(tmp_path):
+    Trainer(tiny_config("steps=120", "eval_every=1000", "device=cuda"), tmp_path).run()
+    resumed = Trainer(tiny_config("steps=160", "eval_every=1000", "device=cuda", "resume=true"), tmp_path)
+    resumed.run()  # the checkpoint's RNG states reach torch and numpy from the CPU
+    assert resumed.counters["env_steps"] == 160 and next(resumed.model.parameters()).is_cuda
+
+
 def test_resume_before_the_first_checkpoint_starts_over_with_the_episodes_on_disk(tmp_path):
     Trainer(tiny_config("steps=80", "eval_every=1000"), tmp_path).run()
     (tmp_path / "checkpoints" / "latest.pt").unlink()  # killed before its first checkpoint

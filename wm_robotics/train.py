@@ -120,7 +120,8 @@ class Trainer:
 
     def restore(self) -> None:
         """Continue from ``checkpoints/latest.pt`` and reload every episode file of the run."""
-        payload = load_checkpoint(self.checkpoint_path, map_location=self.device)
+        # on the CPU: RNG and CMA-ES states must stay there; weights and optimiser states move to their device as they load
+        payload = load_checkpoint(self.checkpoint_path, map_location="cpu")
         self.model.load_state_dict(payload["model"])
         load_optimizer_state(self.model_opt, payload["model_opt"])
         self.behavior.load_full_state_dict(payload["behavior"])

@@ -28,7 +28,9 @@ from wm_robotics.behaviors.planning import RewardObjective
 from wm_robotics.models.base import FeaturePolicy, State, WorldModel
 
 #: The evolving state of ``cma.CMAEvolutionStrategy`` (attribute paths, cma 3.3-4.x); with these and
-#: the sampler's RNG state a restored strategy continues bit for bit (tests/test_cmaes_controller.py).
+#: the sampler's RNG state a restored strategy continues as it would have (exactly in
+#: tests/test_cmaes_controller.py; within ~1e-11 over tens of generations of larger problems). With
+#: ``CMA_diagonal`` the sampler has no ``sm.*`` matrices: the covariance is ``sigma_vec.scaling``.
 CMA_FIELDS = ("mean", "sigma", "pc", "pc_neg", "countiter", "countevals", "sm.C", "sm.B", "sm.D", "sm.count_tell",
               "sm.last_update", "sm.count_eigen", "adapt_sigma.ps", "adapt_sigma.is_initialized",
               "adapt_sigma._ps_updated_iteration", "adapt_sigma.delta", "sigma_vec.scaling")
@@ -70,27 +72,39 @@ def _put(obj: Any, path: str, value: Any) -> None:
     setattr(_get(obj, ".".join(parents)) if parents else obj, name, value)
 
 
+def _fields(es: cma.CMAEvolutionStrategy) -> list[str]:
+    """The ``CMA_FIELDS`` that ``es`` has (a diagonal strategy's sampler has no matrices)."""
+    def has(path: str) -> bool:
+        try:
+            _get(es, path)
+        except AttributeError:
+            return False
+        return True
+    return [path for path in CMA_FIELDS if has(path)]
+
+
 def cma_state(es: cma.CMAEvolutionStrategy) -> dict[str, Any]:
-    """``CMA_FIELDS`` of ``es`` as float64 tensors and plain numbers."""
+    """``CMA_FIELDS`` of ``es`` (those it has) as float64 tensors and plain numbers."""
     def plain(value: Any) -> Any:
         if isinstance(value, np.ndarray):
             return torch.from_numpy(value.astype(np.float64, copy=True))
         return value.item() if isinstance(value, np.generic) else value
-    return {path: plain(_get(es, path)) for path in CMA_FIELDS}
+    return {path: plain(_get(es, path)) for path in _fields(es)}
 
 
 def load_cma_state(es: cma.CMAEvolutionStrategy, state: dict[str, Any]) -> None:
     """Restore what :func:`cma_state` saved into a strategy built with the same settings."""
-    missing = [path for path in CMA_FIELDS if path not in state]
+    missing = [path for path in _fields(es) if path not in state]
     if missing:
         raise ValueError(f"CMA-ES state lacks {missing}; it was saved by another version of this controller")
     if es.countiter == 0:  # cma creates some bookkeeping lazily: one throwaway generation builds it
         candidates = es.ask()
         es.tell(candidates, [float(i) for i in range(len(candidates))])
-    for path in CMA_FIELDS:
+    for path in _fields(es):
         value = state[path]
-        _put(es, path, value.numpy().copy() if isinstance(value, torch.Tensor) else value)
-    es.C, es.B, es.D = es.sm.C, es.sm.B, es.sm.D  # cma keeps aliases of the sampler's matrices
+        _put(es, path, value.cpu().numpy().copy() if isinstance(value, torch.Tensor) else value)
+    if hasattr(es.sm, "C"):  # cma keeps aliases of the sampler's matrices
+        es.C, es.B, es.D = es.sm.C, es.sm.B, es.sm.D
 
 
 class CMAESController(ActionBounds):
@@ -196,6 +210,6 @@ class CMAESController(ActionBounds):
             raise ValueError(f"the saved CMA-ES evolves {state['cma']['mean'].numel()} parameters, this controller "
                              f"{self.num_params} (feature_dim {self.feature_dim}, action_dim {self.action_dim})")
         load_cma_state(self.es, state["cma"])
-        self.generator.set_state(state["rng"])
+        self.generator.set_state(state["rng"].cpu())
         self.updates_seen = int(state["updates_seen"])
         self.last_metrics = dict(state["last_metrics"])
