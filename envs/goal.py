@@ -70,11 +70,13 @@ class GoalDMCEnv(DMCEnv):
         physics, names = self._physics, list(self._goal_joints)
         limited = physics.named.model.jnt_limited[names].astype(bool)
         low, high = physics.named.model.jnt_range[names].T
-        while True:
+        for _ in range(1000):
             self.goal_joints = self._task.random.uniform(*self._goal_range, size=len(names))
             inside = ~limited | ((low <= self.goal_joints) & (self.goal_joints <= high))
             if inside.all() or not self.goal_within_limits:
                 break
+        else:
+            raise RuntimeError(f"no goal within the limits of {names} in 1000 draws from {self._goal_range}")
         with self._posed(self.goal_joints):
             self._goal_xy = physics.named.data.geom_xpos[self._effector, :2].copy()
             physics.named.model.geom_pos["target", :2] = self._goal_xy
