@@ -9,7 +9,8 @@ from wm_robotics.behaviors.cem import CEMPlanner
 from wm_robotics.behaviors.planning import GoalObjective, goal_embedding
 from wm_robotics.models.encoders import ObservationDecoder
 from wm_robotics.models.ensemble import EnsembleMLP
-from wm_robotics.models.jepa import JEPAWorldModel, SimNorm
+from wm_robotics.models.jepa import JEPAWorldModel
+from wm_robotics.models.latent_encoder import SimNorm
 from wm_robotics.precision import compute_precision
 from wm_robotics.wm_metrics import latent_diagnostics
 

@@ -151,6 +151,16 @@ def _errors(model: WorldModel, states: State, future: dict[str, np.ndarray], sca
 
 
 @torch.no_grad()
+def _anchored_windows(model: WorldModel, episodes: Sequence[Episode], context: int, horizon: int, action_low: Any,
+                      action_high: Any, per_episode: int, seed: int) -> tuple:
+    """The episodes' windows of ``context + horizon`` steps filtered by the model: (batch, index, posterior,
+    normalised actions, the start state of imagination: the posterior at the last context step)."""
+    check_windows(context, horizon, per_episode)
+    batch, index = windows(episodes, context + horizon, per_episode)
+    post, actions = _filter(model, batch, action_low, action_high, seed)
+    return batch, index, post, actions, {key: value[:, context - 1] for key, value in post.items()}
+
+
 def open_loop_errors(model: WorldModel, episodes: Sequence[Episode], context: int, horizon: int,
                      action_low: Any = -1.0, action_high: Any = 1.0, per_episode: int = 10, seed: int = 0) -> dict:
     """Open-loop prediction error per horizon 1..H under the real actions.
@@ -164,10 +174,8 @@ def open_loop_errors(model: WorldModel, episodes: Sequence[Episode], context: in
     the floor the open-loop errors start from; its ``latent_l2`` is the distance between two
     posterior samples of the same data (0 for a deterministic model).
     """
-    check_windows(context, horizon, per_episode)
-    batch, index = windows(episodes, context + horizon, per_episode)
-    post, actions = _filter(model, batch, action_low, action_high, seed)
-    start = {key: value[:, context - 1] for key, value in post.items()}
+    batch, index, post, actions, start = _anchored_windows(model, episodes, context, horizon, action_low, action_high,
+                                                           per_episode, seed)
     imagined = _imagine(model, start, actions[:, context:], seed)  # (W, H, ...)
     filtered = {key: value[:, context:] for key, value in post.items()}  # (W, H, ...)
     resampled = _filter(model, batch, action_low, action_high, seed + 1)[0]  # a second posterior sample
@@ -225,10 +233,8 @@ def action_sensitivity(model: WorldModel, episodes: Sequence[Episode], context: 
     ``real_mean`` average over horizons; ``ratio.<key>`` = model_mean / real_mean (~1 for an
     exact model, ~0 for a model that ignores its actions). Without a decoder only ``model.features``.
     """
-    check_windows(context, horizon, per_episode)
-    batch, index = windows(episodes, context + horizon, per_episode)
-    post, actions = _filter(model, batch, action_low, action_high, seed)
-    start = {key: value[:, context - 1] for key, value in post.items()}
+    batch, index, post, actions, start = _anchored_windows(model, episodes, context, horizon, action_low, action_high,
+                                                           per_episode, seed)
     low = np.broadcast_to(np.asarray(action_low, np.float32), actions.shape[-1:])
     high = np.broadcast_to(np.asarray(action_high, np.float32), actions.shape[-1:])
     random = np.random.default_rng(seed).uniform(low, high, (len(index), horizon, len(low))).astype(np.float32)
