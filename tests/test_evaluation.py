@@ -113,6 +113,27 @@ def test_exact_model_has_zero_open_loop_error_at_every_horizon(toy):
         action_sensitivity(LinearSystemModel(), episodes, context=3, horizon=0)
 
 
+class GradRecordingModel(LinearSystemModel):
+    """The exact toy model with a parameter, noting whether autograd was on whenever it decoded."""
+
+    def __init__(self):
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.ones(()))
+        self.grad_enabled = []
+
+    def decode(self, state, keys=None):
+        self.grad_enabled.append(torch.is_grad_enabled())
+        return {"proprio": state["x"] * self.gain}
+
+
+def test_the_metrics_build_no_autograd_graph(toy):
+    env, episodes, seeds = toy
+    model = GradRecordingModel()
+    open_loop_errors(model, episodes, context=3, horizon=4, action_low=LOW, action_high=HIGH)
+    action_sensitivity(model, episodes, context=3, horizon=4, action_low=LOW, action_high=HIGH, env=env, seeds=seeds)
+    assert model.grad_enabled and not any(model.grad_enabled)
+
+
 @pytest.mark.parametrize("model", [LinearSystemModel(noise=0.05), LinearSystemModel(scale_a=1.03)],
                          ids=["noisy", "wrong_coefficient"])
 def test_imperfect_model_error_grows_with_horizon(toy, model):

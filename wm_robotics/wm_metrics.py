@@ -150,7 +150,6 @@ def _errors(model: WorldModel, states: State, future: dict[str, np.ndarray], sca
     return out
 
 
-@torch.no_grad()
 def _anchored_windows(model: WorldModel, episodes: Sequence[Episode], context: int, horizon: int, action_low: Any,
                       action_high: Any, per_episode: int, seed: int) -> tuple:
     """The episodes' windows of ``context + horizon`` steps filtered by the model: (batch, index, posterior,
@@ -161,6 +160,7 @@ def _anchored_windows(model: WorldModel, episodes: Sequence[Episode], context: i
     return batch, index, post, actions, {key: value[:, context - 1] for key, value in post.items()}
 
 
+@torch.no_grad()
 def open_loop_errors(model: WorldModel, episodes: Sequence[Episode], context: int, horizon: int,
                      action_low: Any = -1.0, action_high: Any = 1.0, per_episode: int = 10, seed: int = 0) -> dict:
     """Open-loop prediction error per horizon 1..H under the real actions.
