@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 
 import pytest
 import torch
@@ -141,8 +142,8 @@ def test_learns_on_point_model(actor_grad, precision):
             metrics = agent.update(model, {"x": torch.rand(4, 16, 1) * 3.0 - 1.5})
     after = mean_return(agent, model, eval_start)
     assert set(metrics) == {"actor/loss", "actor/entropy", "critic/loss", "return/mean", "return/norm_scale",
-                            "imag/reward_mean", "value/mean"}
-    assert all(isinstance(v, float) for v in metrics.values())
+                            "imag/reward_mean", "value/mean", "actor/grad_norm", "critic/grad_norm"}
+    assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
     assert optimal - after < 0.3 * (optimal - before), (before, after, optimal)
 
 

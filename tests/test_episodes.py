@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from wm_robotics.data.episodes import (_UMASK, EpisodeFormatError, EpisodeRecorder, list_episodes, load_episode,
+from wm_robotics.atomic import UMASK
+from wm_robotics.data.episodes import (EpisodeFormatError, EpisodeRecorder, list_episodes, load_episode,
                                        save_episode)
 
 
@@ -29,7 +30,7 @@ def test_recorder_and_round_trip(tmp_path):
     assert episode["action"].shape == (5, 2) and episode["reward"].dtype == np.float32
     assert episode["truncated"].tolist() == [False] * 4 + [True]
     path = save_episode(tmp_path / "ep.npz", episode)
-    assert path.stat().st_mode & 0o777 == 0o666 & ~_UMASK  # a plain file's mode, not mkstemp's 0600
+    assert path.stat().st_mode & 0o777 == 0o666 & ~UMASK  # a plain file's mode, not mkstemp's 0600
     loaded = load_episode(path)
     assert set(loaded) == set(episode)
     for key in episode:

@@ -148,18 +148,31 @@ def test_hydra_style_resume_keeps_the_runs_saved_config(tmp_path):
     assert load_checkpoint(tmp_path)["counters"]["env_steps"] == 120
 
 
-def test_nan_loss_stops_with_message_and_checkpoint_still_loads(tmp_path, monkeypatch):
+def _nan_loss(loss, model):
+    return loss * float("nan")
+
+
+def _nan_gradient(loss, model):  # the loss stays finite: 0 · sqrt(0) is 0, but its gradient is 0 · inf = NaN
+    first = next(model.parameters()).flatten()[0]
+    return loss + 0 * (first * 0).sqrt()
+
+
+@pytest.mark.parametrize("poison, message", [(_nan_loss, "world-model loss is nan"),
+                                             (_nan_gradient, "world-model gradient norm is nan")])
+def test_non_finite_loss_or_gradient_stops_with_message_and_checkpoint_still_loads(tmp_path, monkeypatch, poison,
+                                                                                    message):
     trainer = Trainer(tiny_config("steps=400", "eval_every=1000"), tmp_path)
     real_loss, calls = trainer.model.loss, {"n": 0}
 
     def poisoned(batch):
         loss, metrics, post = real_loss(batch)
         calls["n"] += 1
-        return (loss * float("nan") if calls["n"] > 6 else loss), metrics, post
+        return (poison(loss, trainer.model) if calls["n"] > 6 else loss), metrics, post
 
     monkeypatch.setattr(trainer.model, "loss", poisoned)
-    with pytest.raises(NonFiniteLossError, match="world-model loss is nan"):
+    with pytest.raises(NonFiniteLossError, match=message):
         trainer.run()
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())  # never stepped with NaN gradients
     payload = torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=True)
     assert all(torch.isfinite(v).all() for v in payload["model"].values() if v.is_floating_point())
 

@@ -1,16 +1,37 @@
-"""Atomic text files: written to a temp file beside the target, then renamed over it."""
+"""Atomic files: written to a temp file beside the target, flushed to disk, then renamed over it, so a reader,
+a killed run or a crashed machine finds the old file or the new one, never half of one."""
 
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
+
+UMASK = os.umask(0o022)  # reading the umask sets it: set it straight back
+os.umask(UMASK)
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
+    """Call ``write(handle)`` on a temp file beside ``path`` (``.<name>-XXXX.tmp``, so concurrent writers never
+    share one), fsync it and rename it over ``path``; the temp file is removed if ``write`` fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp makes the file 0600: give it a plain file's mode
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` so that a reader (or a killed run) sees the old file or the new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(text)
-    os.replace(temp, path)
-    return path
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return write_atomic(path, lambda handle: handle.write(text.encode()))

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from wm_robotics.atomic import write_atomic
+
 FORMAT = "wm_robotics.checkpoint/1"
 
 
@@ -23,12 +25,7 @@ class CheckpointError(RuntimeError):
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Write ``payload`` (plus a format tag) to ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    torch.save({"format": FORMAT, **payload}, temp)
-    os.replace(temp, path)
-    return path
+    return write_atomic(path, lambda handle: torch.save({"format": FORMAT, **payload}, handle))
 
 
 def checkpoint_file(path: str | os.PathLike) -> Path:

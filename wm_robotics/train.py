@@ -166,6 +166,11 @@ class Trainer:
         loss.backward()
         metrics["model/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(),
                                                                            self.cfg["model"]["grad_clip"]))
+        if not math.isfinite(metrics["model/grad_norm"]):  # a finite loss can still have inf/NaN gradients
+            raise NonFiniteLossError(
+                f"world-model gradient norm is {metrics['model/grad_norm']} at update {self.counters['updates']} "
+                f"(env step {self.counters['env_steps']}); the weights were not stepped and the last good checkpoint "
+                f"{self.checkpoint_path} is unchanged: lower model.lr or check the data.")
         self.model_opt.step()
         self.model.after_step()
         with compute_precision(self.device, self.precision):

@@ -202,15 +202,16 @@ class ActorCritic(ActionBounds):
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward(inputs=list(self.critic.parameters()), retain_graph=True)  # the actor's pass shares it
         actor_loss.backward(inputs=list(self.actor.parameters()))  # never into the model or critic
-        nn.utils.clip_grad_norm_(self.actor.parameters(), self.grad_clip)
-        nn.utils.clip_grad_norm_(self.critic.parameters(), self.grad_clip)
+        actor_grad_norm = nn.utils.clip_grad_norm_(self.actor.parameters(), self.grad_clip)
+        critic_grad_norm = nn.utils.clip_grad_norm_(self.critic.parameters(), self.grad_clip)
         self.actor_opt.step()
         self.critic_opt.step()
         self._update_slow_critic()
 
         return loss_metrics({"actor/loss": actor_loss, "actor/entropy": entropy.detach().mean(),
                              "critic/loss": critic_loss, "return/mean": returns.mean(), "return/norm_scale": scale,
-                             "imag/reward_mean": rewards.mean(), "value/mean": values[:, :-1].mean()})
+                             "imag/reward_mean": rewards.mean(), "value/mean": values[:, :-1].mean(),
+                             "actor/grad_norm": actor_grad_norm, "critic/grad_norm": critic_grad_norm})
 
     @torch.no_grad()
     def _update_slow_critic(self) -> None:

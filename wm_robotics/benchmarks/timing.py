@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from wm_robotics.allocator import jemalloc_loaded
+from wm_robotics.atomic import write_text_atomic
 from wm_robotics.precision import PRECISIONS, emulated_bf16, native_bf16
 
 #: ``--device`` choices: ``auto`` = the CPU, plus CUDA when present
@@ -136,9 +137,4 @@ def machine() -> dict[str, str | int]:
 
 def write_json(path: str | os.PathLike, results: dict) -> Path:
     """Write ``results`` (plus machine info) as JSON, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_suffix(".tmp")
-    temp.write_text(json.dumps({"machine": machine(), **results}, indent=2))
-    os.replace(temp, path)
-    return path
+    return write_text_atomic(path, json.dumps({"machine": machine(), **results}, indent=2))

@@ -8,16 +8,14 @@ Arrays: ``obs/<key>`` (T+1 entries: the reset observation and one per step), ``a
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from wm_robotics.atomic import write_atomic
+
 STEP_KEYS = ("action", "reward", "terminated", "truncated")
-TEMP_SUFFIX = ".tmp"
-_UMASK = os.umask(0o022)  # reading the umask sets it: set it straight back
-os.umask(_UMASK)
 
 
 class EpisodeFormatError(ValueError):
@@ -43,20 +41,7 @@ def validate_episode(episode: dict[str, np.ndarray]) -> int:
 def save_episode(path: str | os.PathLike, episode: dict[str, np.ndarray]) -> Path:
     """Write ``episode`` to ``path`` via a temp file + rename, so no half file can appear."""
     validate_episode(episode)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=TEMP_SUFFIX)
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes the file 0600: give it a plain file's mode
-        with os.fdopen(fd, "wb") as handle:
-            np.savez_compressed(handle, **episode)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda handle: np.savez_compressed(handle, **episode))
 
 
 def load_episode(path: str | os.PathLike) -> dict[str, np.ndarray]:
