@@ -148,33 +148,40 @@ def test_hydra_style_resume_keeps_the_runs_saved_config(tmp_path):
     assert load_checkpoint(tmp_path)["counters"]["env_steps"] == 120
 
 
-def _nan_loss(loss, model):
-    return loss * float("nan")
+def _nan_loss(trainer):
+    real_loss = trainer.model.loss
+    trainer.model.loss = lambda batch: (lambda loss, *rest: (loss * float("nan"), *rest))(*real_loss(batch))
 
 
-def _nan_gradient(loss, model):  # the loss stays finite: 0 · sqrt(0) is 0, but its gradient is 0 · inf = NaN
-    first = next(model.parameters()).flatten()[0]
-    return loss + 0 * (first * 0).sqrt()
+def _nan_model_gradient(trainer):  # the loss stays finite
+    next(trainer.model.parameters()).register_hook(lambda grad: grad * float("nan"))
+
+
+def _nan_actor_gradient(trainer):
+    next(trainer.behavior.actor.parameters()).register_hook(lambda grad: grad * float("nan"))
 
 
 @pytest.mark.parametrize("poison, message", [(_nan_loss, "world-model loss is nan"),
-                                             (_nan_gradient, "world-model gradient norm is nan")])
+                                             (_nan_model_gradient, "world-model gradient norm is nan"),
+                                             (_nan_actor_gradient, r"behaviour metrics \['actor/grad_norm'\]")])
 def test_non_finite_loss_or_gradient_stops_with_message_and_checkpoint_still_loads(tmp_path, monkeypatch, poison,
                                                                                     message):
     trainer = Trainer(tiny_config("steps=400", "eval_every=1000"), tmp_path)
-    real_loss, calls = trainer.model.loss, {"n": 0}
+    real_update, calls = trainer.update, {"n": 0}
 
-    def poisoned(batch):
-        loss, metrics, post = real_loss(batch)
+    def update():
         calls["n"] += 1
-        return (poison(loss, trainer.model) if calls["n"] > 6 else loss), metrics, post
+        if calls["n"] == 7:
+            poison(trainer)
+        return real_update()
 
-    monkeypatch.setattr(trainer.model, "loss", poisoned)
+    monkeypatch.setattr(trainer, "update", update)
     with pytest.raises(NonFiniteLossError, match=message):
         trainer.run()
-    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())  # never stepped with NaN gradients
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())  # never stepped with a NaN gradient
     payload = torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=True)
-    assert all(torch.isfinite(v).all() for v in payload["model"].values() if v.is_floating_point())
+    for name, weights in (("model", payload["model"]), ("behavior", payload["behavior"]["module"])):
+        assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point()), name
 
 
 def test_corrupted_or_foreign_checkpoint_gives_clear_error(tmp_path):
