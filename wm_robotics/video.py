@@ -17,6 +17,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
+from wm_robotics.atomic import write_atomic
+
 VIDEO_SUFFIXES = (".mp4", ".gif")
 GAP = 2
 #: |real − imagined| is multiplied by this before colouring, so that small errors show.
@@ -64,19 +66,14 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: int 
     frames = np.stack(list(frames))
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 N×H×W×3, got {frames.dtype} {frames.shape}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
-        if path.suffix == ".gif":
-            iio.imwrite(temp, frames, duration=1000 / fps, loop=0)
-        else:
-            pad = ((0, 0), (0, frames.shape[1] % 2), (0, frames.shape[2] % 2), (0, 0))
-            frames = np.pad(frames, pad, constant_values=255)
-            iio.imwrite(temp, frames, fps=fps, codec="libx264", macro_block_size=1, plugin="FFMPEG")
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-    return path
+    if path.suffix == ".gif":
+        encoded = iio.imwrite("<bytes>", frames, extension=".gif", duration=1000 / fps, loop=0)
+    else:
+        pad = ((0, 0), (0, frames.shape[1] % 2), (0, frames.shape[2] % 2), (0, 0))
+        frames = np.pad(frames, pad, constant_values=255)
+        encoded = iio.imwrite("<bytes>", frames, extension=".mp4", fps=fps, codec="libx264", macro_block_size=1,
+                              plugin="FFMPEG")
+    return write_atomic(path, lambda handle: handle.write(encoded))
 
 
 def episode_frames(
