@@ -1,0 +1,22 @@
+"""The atomic writer behind checkpoints, episode files, metrics, reports and videos."""
+
+from __future__ import annotations
+
+import pytest
+
+from wm_robotics.atomic import UMASK, write_atomic, write_text_atomic
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path):
+    path = write_text_atomic(tmp_path / "sub" / "metrics.csv", "old")
+
+    def half_then_fail(handle):
+        handle.write(b"half a new file")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(path, half_then_fail)
+    assert path.read_text() == "old"
+    assert [p.name for p in path.parent.iterdir()] == ["metrics.csv"]
+    write_text_atomic(path, "new")
+    assert path.read_text() == "new" and path.stat().st_mode & 0o777 == 0o666 & ~UMASK
