@@ -26,6 +26,7 @@ import yaml
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
+from wm_robotics.atomic import report_json_path
 from wm_robotics.checkpoint import CheckpointError
 from wm_robotics.evaluation import evaluate_checkpoint, write_report
 from wm_robotics.plots import eval_curve, plot_runs, published_results
@@ -69,6 +70,7 @@ def main(cfg: DictConfig) -> None:
     settings = OmegaConf.to_container(cfg.planner_settings) if cfg.planner_settings else None
     goal_energy = OmegaConf.to_container(cfg.goal_energy) if cfg.goal_energy else None
     try:
+        out = report_json_path(to_absolute_path(cfg.out)) if cfg.out else None
         report = evaluate_checkpoint(
             to_absolute_path(cfg.checkpoint), cfg.episodes, cfg.seed, cfg.device, env_id=cfg.task, sample=cfg.sample,
             open_loop=cfg.open_loop, sensitivity=cfg.sensitivity, context=cfg.context, horizon=cfg.horizon,
@@ -80,8 +82,8 @@ def main(cfg: DictConfig) -> None:
     print("\n".join(_summary(report)))
     if report.get("video"):
         print(f"video -> {report['video']}")
-    if cfg.out:
-        for path in write_report(report, to_absolute_path(cfg.out)):
+    if out:
+        for path in write_report(report, out):
             print(f"report -> {path}")
 
 
@@ -127,6 +129,9 @@ def compare(argv: list[str]) -> None:
     parser.add_argument("--budget", default="100k", choices=["100k", "500k", "1M"], help="reference numbers drawn")
     args = parser.parse_args(argv)
     paths = [Path(p) for p in args.compare]
+    for path in paths:
+        if not (path / "config.yaml").is_file() and not (path.suffix == ".json" and path.is_file()):
+            parser.error(f"{path} is neither a run folder (with config.yaml) nor a report .json of this script")
     reports, runs = [p for p in paths if p.suffix == ".json"], [p for p in paths if p.suffix != ".json"]
     groups: dict[str, dict[str, list[Path]]] = defaultdict(lambda: defaultdict(list))
     rows = []

@@ -15,7 +15,7 @@ import yaml
 from dm_control import suite
 
 from wm_robotics import MPCController
-from wm_robotics.checkpoint import load_checkpoint
+from wm_robotics.checkpoint import CheckpointError, load_checkpoint
 
 
 def main() -> None:
@@ -37,14 +37,17 @@ def main() -> None:
         settings[key] = yaml.safe_load(value)
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = load_checkpoint(args.checkpoint)["config"]
+    try:
+        payload = load_checkpoint(args.checkpoint)
+        config = payload["config"]
+        if config["obs_mode"] != "proprio" or "-goal" in config["env"]["id"]:
+            raise ValueError(f"this script drives raw dm_control reward tasks from proprio; the checkpoint was trained "
+                             f"on {config['env']['id']} with obs_mode={config['obs_mode']} (use scripts/evaluate.py)")
+        controller = MPCController(payload, device=args.device, planner=args.planner, **settings)
+    except (CheckpointError, ValueError) as error:
+        parser.error(str(error))
     domain, task = config["env"]["id"].removesuffix("-v0").split("-")[:2]
     repeat = config["env"]["action_repeat"]
-    try:
-        controller = MPCController.from_checkpoint(args.checkpoint, device=args.device, planner=args.planner,
-                                                   **settings)
-    except (TypeError, ValueError) as error:
-        parser.error(str(error))
     returns, actions, start = [], 0, time.perf_counter()
     for episode in range(args.episodes):
         env = suite.load(domain, task, task_kwargs={"random": args.seed + episode})

@@ -10,11 +10,10 @@ and a markdown table beside it (``.md``). See ``wm_robotics.temperature_sweep``.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import torch
 
+from wm_robotics.atomic import report_json_path, write_json_and_markdown
 from wm_robotics.checkpoint import CheckpointError
 from wm_robotics.temperature_sweep import markdown, temperature_sweep
 
@@ -30,6 +29,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", default="tau_sweep.json", help="JSON path; the markdown goes beside it")
     args = parser.parse_args()
+    try:
+        report_json_path(args.out)
+    except ValueError as error:
+        parser.error(str(error))
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -37,12 +40,8 @@ def main() -> None:
                                    seed=args.seed, device=args.device)
     except (CheckpointError, ValueError) as error:
         raise SystemExit(f"tau_sweep.py: {error}") from error
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text(markdown(result))
     print(markdown(result))
-    print(f"-> {out}, {out.with_suffix('.md')}")
+    print(f"-> {', '.join(map(str, write_json_and_markdown(args.out, result, markdown(result))))}")
 
 
 if __name__ == "__main__":

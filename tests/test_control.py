@@ -9,7 +9,7 @@ import torch
 from dm_control import suite
 
 from tests.test_train import ROOT, tiny_config
-from wm_robotics.control import MPCController
+from wm_robotics.control import MPCController, uint8_pixels
 from wm_robotics.train import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -107,6 +107,13 @@ def test_bad_inputs_say_what_was_expected(checkpoint):
         controller.set_goal(np.zeros(5, np.float32))
     with pytest.raises(ValueError, match=r"takes no planner settings, got \['samples'\]"):
         MPCController.from_checkpoint(checkpoint, device="cpu", planner="policy", samples=64)
+    with pytest.raises(ValueError, match=r"unknown mppi planner settings \['candidates'\]; valid settings: .*'samples'"):
+        MPCController.from_checkpoint(checkpoint, device="cpu", candidates=64)
+    with pytest.raises(ValueError, match=r"'proprio' holds NaN or inf at indices \[1, 3\]"):
+        controller.act(np.array([0, np.nan, 0, np.inf, 0], np.float32))
+    with pytest.raises(ValueError, match="pixel values 0-255, got values from -1 to 300"):
+        uint8_pixels(np.array([[-1, 300]]), "a frame")  # an int image would wrap around in uint8
+    assert MPCController(checkpoint, device="cpu", planner="policy").act(np.zeros(5, np.float32)).shape == (1,)
 
 
 def test_run_controller_script(checkpoint):
@@ -124,6 +131,9 @@ def test_run_controller_script_planner_settings(checkpoint):
     result = subprocess.run(script + small, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "cem {'horizon': 2, 'iterations': 1, 'candidates': 16, 'elites': 4} on cartpole-swingup" in result.stdout
-    for bad, message in (("samples", "--set takes KEY=VALUE, got 'samples'"), ("bogus=1", "unexpected keyword")):
-        result = subprocess.run(script + ["--set", bad], capture_output=True, text=True, timeout=300)
-        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    for bad, message in ((["--set", "samples"], "--set takes KEY=VALUE, got 'samples'"),
+                         (["--set", "bogus=1"], "unknown cem planner settings ['bogus']; valid settings: ["),
+                         (["--episodes", "1"], "no checkpoint at")):
+        command = script + bad if bad[0] == "--set" else [*script[:2], str(checkpoint) + "-missing", *script[3:]]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr

@@ -13,7 +13,7 @@ import yaml
 
 from tests.test_train import ROOT, tiny_config
 from wm_robotics.checkpoint import CheckpointError
-from wm_robotics.evaluation import evaluate_checkpoint
+from wm_robotics.evaluation import evaluate_checkpoint, write_report
 from wm_robotics.models.base import WorldModel
 from wm_robotics.rollout import random_policy, run_episode
 from wm_robotics.train import Trainer
@@ -209,11 +209,21 @@ def run(tmp_path_factory):
     return folder
 
 
-def test_evaluate_script_rejects_settings_that_are_not_dicts(run):
-    result = subprocess.run([sys.executable, str(ROOT / "scripts/evaluate.py"), f"checkpoint={run}", "goal_energy=l1"],
+@pytest.mark.parametrize("bad, message", [("goal_energy=l1", "goal_energy must be a dict"),
+                                          ("out=report.md", "give a .json path")])
+def test_evaluate_script_rejects_bad_arguments_before_evaluating(run, bad, message):
+    result = subprocess.run([sys.executable, str(ROOT / "scripts/evaluate.py"), f"checkpoint={run}", bad],
                             capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0 and "goal_energy must be a dict" in result.stderr
+    assert result.returncode != 0 and message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_bad_planner_setting_fails_before_any_episode(run, tmp_path, monkeypatch):
+    monkeypatch.setattr("wm_robotics.evaluation.evaluate_returns", lambda *a, **k: pytest.fail("episodes ran first"))
+    with pytest.raises(ValueError, match=r"unknown mppi planner settings \['candidates'\]; valid settings: .*'samples'"):
+        evaluate_checkpoint(run, episodes=1, device="cpu", planner_settings={"candidates": 8})
+    with pytest.raises(ValueError, match="give a .json path"):
+        write_report({}, tmp_path / "report.md")
 
 
 def test_evaluate_script_writes_report_markdown_and_plots(run, tmp_path):

@@ -3,6 +3,7 @@ a killed run or a crashed machine finds the old file or the new one, never half 
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -35,3 +36,18 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     return write_atomic(path, lambda handle: handle.write(text.encode()))
+
+
+def report_json_path(out: str | os.PathLike) -> Path:
+    """``out`` as the path of a JSON report whose markdown goes beside it (``.md``): refused if it is that ``.md``
+    itself, which would overwrite the JSON."""
+    out = Path(out)
+    if out.suffix == ".md":
+        raise ValueError(f"{out} is the JSON report's path and its markdown goes beside it: give a .json path")
+    return out
+
+
+def write_json_and_markdown(out: str | os.PathLike, data: dict, markdown: str) -> list[Path]:
+    """``data`` as JSON at ``out`` and ``markdown`` beside it (``out`` with ``.md``), both atomically."""
+    out = report_json_path(out)
+    return [write_text_atomic(out, json.dumps(data, indent=2)), write_text_atomic(out.with_suffix(".md"), markdown)]

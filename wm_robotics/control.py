@@ -17,10 +17,9 @@ import numpy as np
 import torch
 
 from wm_robotics.agent import agent_from_checkpoint
-from wm_robotics.behaviors.cem import CEMPlanner
 from wm_robotics.behaviors.drift_estimate import DriftEstimate
 from wm_robotics.behaviors.frame_goal import FrameGoal
-from wm_robotics.behaviors.mppi import MPPIPlanner
+from wm_robotics.behaviors.planners import build_planner
 from wm_robotics.behaviors.planning import GOAL_ENERGY_KEYS, GoalObjective, RewardObjective, goal_embedding
 from wm_robotics.builders import resolve_device
 from wm_robotics.checkpoint import load_checkpoint
@@ -33,6 +32,7 @@ CONTROLLER_GOAL_KEYS = ("from_frame", "pose_feedback", "unbounded_angles", "drif
 class MPCController:
     """Maps one observation to one action (numpy float32 within the action bounds).
 
+    ``payload``: a training checkpoint's contents, or its path (file or run folder, as ``from_checkpoint``).
     ``planner``: ``"mppi"`` (TD-MPC2 style, seeded by the learned policy, terminal value from the
     critic when the checkpoint has them), ``"cem"`` (PlaNet style) or ``"policy"`` (the learned
     actor alone, no search). A checkpoint trained with that same planner (``tdmpc_cpu``, ``planet``)
@@ -52,8 +52,10 @@ class MPCController:
     0 or absent: off) updated by ``goal_energy``.
     """
 
-    def __init__(self, payload: dict[str, Any], device: str = "auto", planner: str = "mppi",
+    def __init__(self, payload: dict[str, Any] | str | Path, device: str = "auto", planner: str = "mppi",
                  goal_energy: dict[str, Any] | None = None, **planner_kwargs: Any) -> None:
+        if isinstance(payload, (str, Path)):  # a checkpoint file or run folder, as from_checkpoint takes
+            payload = load_checkpoint(payload, map_location="cpu")
         if planner not in PLANNERS:
             raise ValueError(f"unknown planner {planner!r}; valid planners: {PLANNERS}")
         self.device = resolve_device(device)
@@ -98,11 +100,9 @@ class MPCController:
         #: proprio block alone (a ``split_dynamics`` JEPA: the same plans, without the pixel block's
         #: predictor) when no policy prior samples full latents; else None (the whole model)
         self._goal_view: tuple[Any, GoalObjective] | None = None
-        if planner == "mppi":
-            self.planner = MPPIPlanner(dim, objective=self._reward_objective,
-                                       policy=getattr(self.behavior, "policy", None), **planner_kwargs)
-        elif planner == "cem":
-            self.planner = CEMPlanner(dim, objective=self._reward_objective, **planner_kwargs)
+        if planner != "policy":
+            self.planner = build_planner(planner, dim, self._reward_objective, getattr(self.behavior, "policy", None),
+                                         **planner_kwargs)
         elif getattr(self.behavior, "policy", None) is None:
             raise ValueError("planner='policy' needs a checkpoint with a learned policy; this one has none")
         else:
@@ -152,6 +152,9 @@ class MPCController:
             value = uint8_pixels(obs[key], "observation 'pixels'") if key == "pixels" else np.asarray(obs[key], np.float32)
             if value.shape != shape:
                 raise ValueError(f"observation {key!r} must have shape {shape}, got {value.shape}")
+            if key != "pixels" and not np.isfinite(value).all():
+                raise ValueError(f"observation {key!r} holds NaN or inf at indices "
+                                 f"{np.flatnonzero(~np.isfinite(value)).tolist()}: check the sensor data")
             out[key] = value[None]
         return out
 
@@ -301,4 +304,6 @@ def uint8_pixels(value: Any, what: str) -> np.ndarray:
     array = np.asarray(value)
     if not np.issubdtype(array.dtype, np.integer):
         raise ValueError(f"{what} must hold integer pixel values 0-255 (uint8, as rendered), got dtype {array.dtype}")
+    if array.dtype != np.uint8 and array.size and (array.min() < 0 or array.max() > 255):
+        raise ValueError(f"{what} must hold pixel values 0-255, got values from {array.min()} to {array.max()}")
     return array.astype(np.uint8, copy=False)

@@ -21,7 +21,6 @@ Report keys (sections are ``null`` when skipped):
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import warnings
@@ -36,7 +35,7 @@ import torch
 import wm_robotics.envs as envs
 from wm_robotics import wm_metrics
 from wm_robotics.agent import Agent, agent_from_checkpoint, check_task
-from wm_robotics.atomic import write_text_atomic
+from wm_robotics.atomic import report_json_path, write_json_and_markdown
 from wm_robotics.builders import resolve_device
 from wm_robotics.checkpoint import checkpoint_file, load_checkpoint
 from wm_robotics.control import MPCController
@@ -133,6 +132,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, episodes: int = 10, seed:
         raise ValueError(f"{env_id} is a goal task and planner='policy' cannot plan toward a goal: use planner=cem "
                          "or mppi, or planner=null for returns and model metrics only")
     agent = agent_from_checkpoint(payload, torch_device)
+    # built first, so that a bad planner, setting or goal energy fails before minutes of episodes
+    controller = MPCController(payload, str(torch_device), planner, goal_energy, **(planner_settings or {})) \
+        if planner else None
     torch.manual_seed(seed)  # the RSSM samples its latents: seeded, a report is reproducible
     returns = evaluate_returns(agent, env, episodes, seed, record_first=video is not None, sample=sample,
                                record_episodes=open_loop or sensitivity or bool(planner))
@@ -168,9 +170,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, episodes: int = 10, seed:
         report["action_sensitivity"] = wm_metrics.action_sensitivity(
             model, returns.episodes, context, horizon, low, high, replay_env, seeds, windows_per_episode, seed)
         seconds["action_sensitivity"] = time.perf_counter() - clock
-    if planner:
+    if controller is not None:
         clock = time.perf_counter()
-        controller = MPCController(payload, str(torch_device), planner, goal_energy, **(planner_settings or {}))
         first = returns.episodes[0]
         steps = min(planner_steps + 2, len(first["action"]) + 1)
         observations = [{key: first[f"obs/{key}"][t] for key in controller.obs_shapes} for t in range(steps)]
@@ -289,6 +290,5 @@ def _save(figure: Any, path: str) -> Path:
 
 def write_report(report: dict[str, Any], out: str | os.PathLike) -> list[Path]:
     """Write ``out`` (JSON, atomically), ``out`` with ``.md`` and the PNGs; return their paths."""
-    out = write_text_atomic(out, json.dumps(report, indent=2))
-    md = write_text_atomic(out.with_suffix(".md"), markdown(report))
-    return [out, md, *plot_report(report, out.with_suffix(""))]
+    written = write_json_and_markdown(report_json_path(out), report, markdown(report))
+    return [*written, *plot_report(report, written[0].with_suffix(""))]

@@ -22,13 +22,11 @@ import torch
 from torch import nn
 
 from wm_robotics.behaviors.action_bounds import ActionBounds, Bounds
-from wm_robotics.behaviors.cem import CEMPlanner
-from wm_robotics.behaviors.mppi import MPPIPlanner
+from wm_robotics.behaviors.planners import PLANNERS, build_planner
 from wm_robotics.behaviors.planning import RewardObjective, SamplingPlanner
 from wm_robotics.models.base import FeaturePolicy, State, WorldModel, loss_metrics
 from wm_robotics.models.nets import adam, load_optimizer_state
 
-PLANNERS = {"mppi": MPPIPlanner, "cem": CEMPlanner}
 OBJECTIVES = ("reward", "goal")
 
 
@@ -53,11 +51,8 @@ class MPCBehavior(ActionBounds):
         self.pi_opt = adam(prior.parameters(), lr, eps=1e-5) if self.has_prior else None
         self.planner: SamplingPlanner | None = None
         if objective == "reward":
-            settings = dict(settings or {})
-            if planner == "mppi":
-                settings["policy"] = self.policy
-            self.planner = PLANNERS[planner](model.action_dim, objective=RewardObjective(discount, self.value),
-                                             **settings)
+            self.planner = build_planner(planner, model.action_dim, RewardObjective(discount, self.value),
+                                         self.policy, **(settings or {}))
 
     # --- what the planner and MPCController read ---------------------------------------------
     @property
