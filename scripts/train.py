@@ -10,7 +10,7 @@
 Resuming, in either form, reuses the folder's saved ``config.yaml``; overrides on the command line
 (e.g. a larger ``steps=``) are applied on top, except config-group choices (``experiment=``, ``env=``,
 ...) and deletions, which a run ignores. ``resume=true`` on a folder without a checkpoint starts a run
-there with the command's config.
+there with the command's config; a new run (no ``resume``) in a folder that already holds one is refused.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ if __name__ == "__main__":  # first, before heavy imports: re-executes once on j
 
     run_on_jemalloc()  # WM_ROBOTICS_MALLOC=system keeps the C library's malloc
 
+import sys
 from pathlib import Path
 
 import hydra
@@ -40,6 +41,9 @@ def resolve_run(cfg: DictConfig) -> tuple[DictConfig, Path]:
     saved = run_dir / "config.yaml"
     if named and not saved.exists():
         raise FileNotFoundError(f"resume={cfg.resume!r}: no config.yaml in {run_dir} (not a run folder)")
+    if cfg.resume in (False, "false") and saved.exists():
+        raise SystemExit(f"train.py: {run_dir} already holds a run ({saved.name}): resume=true continues it; a new run "
+                         f"needs another hydra.run.dir")
     if cfg.resume in (False, "false") or not (named or (run_dir / "checkpoints" / "latest.pt").exists()):
         return cfg, run_dir  # a fresh run; resume=true before the first checkpoint starts over with this command
     merged, ignored = OmegaConf.load(saved), []
@@ -57,6 +61,15 @@ def resolve_run(cfg: DictConfig) -> tuple[DictConfig, Path]:
     return merged, run_dir
 
 
+def resume_folder_as_run_dir(argv: list[str]) -> list[str]:
+    """``argv`` with ``hydra.run.dir=<folder>`` added when ``resume=<folder>`` names one, so that Hydra writes its
+    own files into that run instead of creating a fresh, empty run folder beside it."""
+    named = [arg.partition("=")[2] for arg in argv if arg.startswith("resume=")]
+    if named and named[-1] not in ("true", "false") and not any(arg.startswith("hydra.run.dir=") for arg in argv):
+        return [*argv, f"hydra.run.dir={named[-1]}"]
+    return argv
+
+
 @hydra.main(config_path="../configs", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     cfg, run_dir = resolve_run(cfg)
@@ -68,4 +81,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv = resume_folder_as_run_dir(sys.argv)
     main()

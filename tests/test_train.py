@@ -137,6 +137,9 @@ def test_hydra_style_resume_keeps_the_runs_saved_config(tmp_path):
     train = [sys.executable, str(ROOT / "scripts/train.py"), *TINY, "eval_every=1000", f"hydra.run.dir={tmp_path}"]
     first = subprocess.run([*train, "steps=80", "model.lr=7e-4"], capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-2000:]
+    fresh = subprocess.run([*train, "steps=80"], capture_output=True, text=True, timeout=300)  # no resume=true
+    assert fresh.returncode != 0 and "already holds a run (config.yaml): resume=true continues it" in fresh.stderr
+    assert "Traceback" not in fresh.stderr and OmegaConf.load(tmp_path / "config.yaml").model.lr == 7e-4
     # the command again without the run's lr and with another task: neither may change the run
     again = subprocess.run([*train, "steps=120", "resume=true", "env=cartpole_balance", "~model.grad_clip",
                             "model.overrides={deter:32,units:32}"], capture_output=True, text=True, timeout=300)

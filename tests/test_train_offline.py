@@ -61,6 +61,7 @@ def test_offline_run_resumes_from_another_directory(tmp_path, episode_folder):
                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed" in resumed.stdout and "offline: " in resumed.stdout
+    assert not (tmp_path / "runs").exists()  # Hydra wrote into the resumed run, not into a fresh folder here
     counters = load_checkpoint(run)["counters"]
     assert counters["updates"] == 20 and counters["env_steps"] == 0
 
