@@ -65,7 +65,7 @@ class DMCEnv(gym.Env):
     never clipped silently.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 50}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 50}  # per instance: agent steps per simulated second
 
     def __init__(
         self,
@@ -97,6 +97,9 @@ class DMCEnv(gym.Env):
         self._dm_env = suite.load(domain, task, environment_kwargs={"flat_observation": False})
         self._task, self._physics = self._dm_env.task, self._dm_env.physics
         self._n_sub_steps = self._dm_env._n_sub_steps
+        # one rendered frame per agent step: RecordVideo and friends play at the simulated speed
+        self.metadata = {**self.metadata,
+                         "render_fps": 1.0 / (self._dm_env.control_timestep() * self.action_repeat)}
         self.camera_id = DEFAULT_CAMERA.get(domain, 0) if camera_id is None else int(camera_id)
         if not -1 <= self.camera_id < self._physics.model.ncam:
             raise ValueError(

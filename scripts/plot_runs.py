@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from wm_robotics.plots import eval_table, plot_runs
+from wm_robotics.plots import eval_table, plot_runs, published_results
 
 
 def main() -> None:
@@ -29,6 +29,10 @@ def main() -> None:
         if not folders:
             parser.error(f"expected LABEL=RUN[,RUN...], got {item!r}")
         runs[label] = folders.split(",")
+    known = sorted(published_results().get(args.budget, {}))
+    if args.task not in known:
+        print(f"warning: no published {args.budget} numbers for task {args.task!r}, so no reference lines; "
+              f"tasks with them: {', '.join(known)}")
     print(eval_table(runs))
     print(f"plot -> {plot_runs(runs, args.task, args.out, args.budget)}")
 

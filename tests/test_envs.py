@@ -129,6 +129,13 @@ def test_step_before_reset_is_an_error():
         env.step(np.zeros(1, np.float32))
 
 
+@pytest.mark.parametrize("name, action_repeat, fps", [("walker-walk-v0", 2, 20), ("reacher-easy-v0", 2, 25),
+                                                      ("cheetah-run-v0", 4, 25)])
+def test_render_fps_is_agent_steps_per_simulated_second(name, action_repeat, fps):
+    env = gym.make(f"wm_robotics/{name}", action_repeat=action_repeat)  # so that RecordVideo plays in real time
+    assert env.metadata["render_fps"] == pytest.approx(fps)
+
+
 def test_render_returns_current_frame():
     env = gym.make("wm_robotics/cartpole-swingup-v0", obs_mode="pixels", render_mode="rgb_array")
     obs, _ = env.reset(seed=0)
