@@ -13,20 +13,19 @@ from omegaconf import DictConfig
 import wm_robotics.envs as envs
 from wm_robotics.data.episodes import load_episode
 from wm_robotics.rollout import collect_episodes, random_policy
-from wm_robotics.video import episode_frames, write_video
+from wm_robotics.video import episode_frames, video_path, write_video
 
 
 @hydra.main(config_path="../configs", config_name="collect", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    env = envs.make_env(
-        cfg.env.id,
-        obs_mode=cfg.obs_mode,
-        action_repeat=cfg.env.action_repeat,
-        image_size=cfg.env.image_size,
-        camera_id=cfg.env.camera_id,
-        render_fast=cfg.env.render_fast,
-        max_episode_steps=cfg.max_episode_steps,
-    )
+    try:
+        if cfg.video:
+            video_path(cfg.video)
+        env = envs.make_env(cfg.env.id, obs_mode=cfg.obs_mode, action_repeat=cfg.env.action_repeat,
+                            image_size=cfg.env.image_size, camera_id=cfg.env.camera_id,
+                            render_fast=cfg.env.render_fast, max_episode_steps=cfg.max_episode_steps)
+    except ValueError as error:  # bad settings: one line, no traceback
+        raise SystemExit(f"collect.py: {error}") from error
     paths = collect_episodes(env, random_policy(env.action_space, cfg.seed), cfg.episodes, cfg.out, cfg.seed)
     episodes = [load_episode(p) for p in paths]
     returns = [float(ep["reward"].sum()) for ep in episodes]

@@ -14,8 +14,9 @@ import hydra
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
-from wm_robotics.data.episodes import list_episodes, load_episode
-from wm_robotics.video import episode_frames, write_video
+from wm_robotics.checkpoint import CheckpointError, load_checkpoint
+from wm_robotics.data.episodes import EpisodeFormatError, list_episodes, load_episode
+from wm_robotics.video import episode_frames, video_path, write_video
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -51,7 +52,6 @@ def _task_id(task: str | None) -> str | None:
 
 
 def _imagination(cfg: DictConfig) -> None:
-    from wm_robotics.checkpoint import load_checkpoint
     from wm_robotics.imagination_video import export_imagination_video
 
     checkpoint = to_absolute_path(cfg.checkpoint)
@@ -69,6 +69,15 @@ def _imagination(cfg: DictConfig) -> None:
 
 @hydra.main(config_path="../configs", config_name="export_video", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    try:
+        video_path(cfg.out)
+        export(cfg)
+    except (CheckpointError, EpisodeFormatError, FileNotFoundError, ValueError) as error:  # one line, no traceback
+        raise SystemExit(f"export_video.py: {error}") from error
+
+
+def export(cfg: DictConfig) -> None:
+    """The imagination video of ``cfg.checkpoint``, or the annotated episodes of ``cfg.source`` / ``cfg.env``."""
     if cfg.checkpoint is not None:
         _imagination(cfg)
         return

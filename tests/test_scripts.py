@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import imageio.v3 as iio
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,3 +39,16 @@ def test_collect_then_export_video(tmp_path):
          f"out={tmp_path / 'clip.gif'}", "size=64", cwd=tmp_path)
     gif = iio.imread(tmp_path / "clip.gif")
     assert gif.shape[0] == 11 and gif.shape[1:3] == (64, 64)
+
+
+@pytest.mark.parametrize("script, bad, message", [
+    ("collect.py", "obs_mode=rgb", "collect.py: obs_mode must be one of"),
+    ("collect.py", "video=episodes.avi", "collect.py: video path must end in one of"),
+    ("export_video.py", "checkpoint=missing.pt", "export_video.py: no checkpoint at"),
+    ("export_video.py", "out=clip.avi", "export_video.py: video path must end in one of"),
+])
+def test_bad_arguments_give_one_line_before_any_work(tmp_path, script, bad, message):
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / script), bad, f"hydra.run.dir={tmp_path / 'run'}"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "run" / "episodes").exists()

@@ -55,14 +55,20 @@ def side_by_side(panels: Sequence[np.ndarray], gap: int = GAP) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
+def video_path(path: str | os.PathLike) -> Path:
+    """``path`` as a video path, checked before any frame is made: it must end in one of ``VIDEO_SUFFIXES``."""
+    path = Path(path)
+    if path.suffix not in VIDEO_SUFFIXES:
+        raise ValueError(f"video path must end in one of {VIDEO_SUFFIXES}, got {path.name!r}")
+    return path
+
+
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: int = 25) -> Path:
     """Write uint8 frames to ``path`` (.mp4 via ffmpeg or .gif), atomically.
 
     H.264 needs even sizes: an MP4 frame of odd height or width gets one white row / column.
     """
-    path = Path(path)
-    if path.suffix not in VIDEO_SUFFIXES:
-        raise ValueError(f"video path must end in one of {VIDEO_SUFFIXES}, got {path.name!r}")
+    path = video_path(path)
     frames = np.stack(list(frames))
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 N×H×W×3, got {frames.dtype} {frames.shape}")
