@@ -63,10 +63,11 @@ def resolve_run(cfg: DictConfig) -> tuple[DictConfig, Path]:
 
 def resume_folder_as_run_dir(argv: list[str]) -> list[str]:
     """``argv`` with ``hydra.run.dir=<folder>`` added when ``resume=<folder>`` names one, so that Hydra writes its
-    own files into that run instead of creating a fresh, empty run folder beside it."""
+    own files into that run (under ``.hydra/resume_<time>``, beside the first command's ``.hydra``) instead of
+    creating a fresh, empty run folder elsewhere."""
     named = [arg.partition("=")[2] for arg in argv if arg.startswith("resume=")]
     if named and named[-1] not in ("true", "false") and not any(arg.startswith("hydra.run.dir=") for arg in argv):
-        return [*argv, f"hydra.run.dir={named[-1]}"]
+        return [*argv, f"hydra.run.dir={named[-1]}", "hydra.output_subdir=.hydra/resume_${now:%Y-%m-%d_%H-%M-%S}"]
     return argv
 
 

@@ -62,6 +62,8 @@ def test_offline_run_resumes_from_another_directory(tmp_path, episode_folder):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed" in resumed.stdout and "offline: " in resumed.stdout
     assert not (tmp_path / "runs").exists()  # Hydra wrote into the resumed run, not into a fresh folder here
+    assert (run / ".hydra" / "overrides.yaml").read_text() != next((run / ".hydra").glob("resume_*/overrides.yaml")
+                                                                   ).read_text()  # the first command's is kept
     counters = load_checkpoint(run)["counters"]
     assert counters["updates"] == 20 and counters["env_steps"] == 0
 
