@@ -41,10 +41,11 @@ def resolve_run(cfg: DictConfig) -> tuple[DictConfig, Path]:
     saved = run_dir / "config.yaml"
     if named and not saved.exists():
         raise FileNotFoundError(f"resume={cfg.resume!r}: no config.yaml in {run_dir} (not a run folder)")
-    if cfg.resume in (False, "false") and saved.exists():
+    fresh = cfg.resume in (False, "false")
+    if fresh and saved.exists():
         raise SystemExit(f"train.py: {run_dir} already holds a run ({saved.name}): resume=true continues it; a new run "
                          f"needs another hydra.run.dir")
-    if cfg.resume in (False, "false") or not (named or (run_dir / "checkpoints" / "latest.pt").exists()):
+    if fresh or not (named or (run_dir / "checkpoints" / "latest.pt").exists()):
         return cfg, run_dir  # a fresh run; resume=true before the first checkpoint starts over with this command
     merged, ignored = OmegaConf.load(saved), []
     for override in OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task)):

@@ -19,12 +19,12 @@ import torch
 from wm_robotics.agent import agent_from_checkpoint
 from wm_robotics.behaviors.drift_estimate import DriftEstimate
 from wm_robotics.behaviors.frame_goal import FrameGoal
-from wm_robotics.behaviors.planners import build_planner
+from wm_robotics.behaviors.planners import PLANNERS as SAMPLING_PLANNERS, build_planner
 from wm_robotics.behaviors.planning import GOAL_ENERGY_KEYS, GoalObjective, RewardObjective, goal_embedding
 from wm_robotics.builders import resolve_device
 from wm_robotics.checkpoint import load_checkpoint
 
-PLANNERS = ("mppi", "cem", "policy")
+PLANNERS = (*SAMPLING_PLANNERS, "policy")  # "policy": the learned actor alone, no search
 #: ``goal_energy`` keys read by the controller, not by ``GoalObjective``: a goal given as a frame alone, offset-free MPC
 CONTROLLER_GOAL_KEYS = ("from_frame", "pose_feedback", "unbounded_angles", "drift_correction")
 
