@@ -17,7 +17,7 @@ from wm_robotics.behaviors.mpc_behavior import MPCBehavior
 from wm_robotics.behaviors.planning import GoalObjective
 from wm_robotics.checkpoint import load_checkpoint, save_checkpoint
 from wm_robotics.control import MPCController
-from wm_robotics.evaluation import evaluate_checkpoint
+from wm_robotics.evaluation import evaluate_checkpoint, markdown
 from wm_robotics.models.jepa import JEPAWorldModel
 from wm_robotics.train import Trainer
 
@@ -85,6 +85,23 @@ def test_tdmpc_checkpoint_plans_with_prior_and_q_value(tdmpc_run):
     assert compiled.planner_settings["compile"] is False  # a report records that it searched eagerly
     policy_only = MPCController.from_checkpoint(tdmpc_run[0], device="cpu", planner="policy")
     assert -1 <= policy_only.act(np.zeros(5, np.float32))[0] <= 1
+
+
+def test_evaluation_plays_its_episodes_with_the_planner_settings_given(tdmpc_run, monkeypatch):
+    import wm_robotics.evaluation as evaluation
+
+    horizons, play = [], evaluation.evaluate_returns
+    monkeypatch.setattr(evaluation, "evaluate_returns",
+                        lambda agent, *a, **k: horizons.append(agent.behavior.planner.horizon) or play(agent, *a, **k))
+    common = {"episodes": 1, "device": "cpu", "open_loop": False, "sensitivity": False, "planner_steps": 2}
+    report = evaluate_checkpoint(tdmpc_run[0], planner_settings={"horizon": 2, "samples": 16}, **common)
+    assert report["acted_by"] == {"kind": "mpc", "planner": "mppi",
+                                  "settings": {"iterations": 2, "samples": 16, "elites": 8, "horizon": 2}}
+    assert report["planner"]["settings"] == report["acted_by"]["settings"]  # the timed planner is the same one
+    assert "; mppi: iterations 2, samples 16, elites 8, horizon 2)" in markdown(report)
+    other = evaluate_checkpoint(tdmpc_run[0], planner="cem", planner_settings={"horizon": 2}, **common)
+    assert other["acted_by"]["settings"] == {"iterations": 2, "samples": 32, "elites": 8}  # not the preset's planner
+    assert horizons == [2, 3]
 
 
 def test_tdmpc_checkpoint_drives_raw_dm_control_in_a_fresh_process(tdmpc_run):

@@ -8,7 +8,9 @@ Report keys (sections are ``null`` when skipped):
 - metadata: ``checkpoint`` (the file read, resolved), ``env`` (evaluated task), ``trained_env``,
   ``experiment``, ``model_kind``, ``obs_mode``, ``env_steps``, ``updates``, ``device``, ``seed``, ``sample``;
 - returns (the policy's mean action unless ``sample``): ``return_mean``, ``return_std``,
-  ``return_min``, ``return_max``, ``episodes``, ``returns``, ``lengths``, ``episode_seeds``;
+  ``return_min``, ``return_max``, ``episodes``, ``returns``, ``lengths``, ``episode_seeds``; ``acted_by``
+  (the behaviour ``kind``; a planning preset's ``planner`` and ``settings``, with ``planner_settings`` applied
+  when ``planner`` is the preset's own);
 - ``open_loop``: :func:`wm_robotics.wm_metrics.open_loop_errors` on the return episodes
   (held out: the model never trained on them), errors per horizon 1..H, reward error included;
 - ``latent``: :func:`wm_robotics.wm_metrics.latent_diagnostics` of their posterior features;
@@ -103,6 +105,13 @@ def evaluate_returns(agent: Agent, env: gym.Env, episodes: int, seed: int = 0, r
     return report
 
 
+def _acted_by(behavior: dict[str, Any]) -> dict[str, Any]:
+    """The behaviour that played the episodes: its kind, and a planning preset's planner and settings."""
+    if behavior.get("kind") != "mpc":
+        return {"kind": behavior.get("kind")}
+    return {"kind": "mpc", "planner": behavior.get("planner"), "settings": dict(behavior.get("settings", {}))}
+
+
 def evaluate_checkpoint(checkpoint: str | os.PathLike, episodes: int = 10, seed: int = 100_000, device: str = "auto",
                         env_id: str | None = None, sample: bool = False, open_loop: bool = True,
                         sensitivity: bool = True, context: int = 20, horizon: int = 30, windows_per_episode: int = 10,
@@ -131,6 +140,11 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, episodes: int = 10, seed:
     if planner == "policy" and "success" in env.reset(seed=seed)[1]:
         raise ValueError(f"{env_id} is a goal task and planner='policy' cannot plan toward a goal: use planner=cem "
                          "or mppi, or planner=null for returns and model metrics only")
+    behavior = cfg["behavior"]
+    if planner_settings and behavior.get("kind") == "mpc" and behavior.get("planner") == planner:
+        # the episodes are played by the preset's own planner: the settings apply to them as to the timed one
+        behavior = {**behavior, "settings": {**behavior.get("settings", {}), **planner_settings}}
+        payload = {**payload, "config": {**cfg, "behavior": behavior}}
     agent = agent_from_checkpoint(payload, torch_device)
     # built first, so that a bad planner, setting or goal energy fails before minutes of episodes
     controller = MPCController(payload, str(torch_device), planner, goal_energy, **(planner_settings or {})) \
@@ -144,7 +158,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, episodes: int = 10, seed:
         "experiment": cfg["experiment_name"], "model_kind": cfg["model"]["kind"], "obs_mode": cfg["obs_mode"],
         "env_steps": payload["counters"]["env_steps"], "updates": payload["counters"]["updates"],
         "device": str(torch_device), "seed": seed, "sample": sample, **returns.summary(), "lengths": returns.lengths,
-        "episode_seeds": seeds, "open_loop": None, "latent": None, "action_sensitivity": None, "planner": None}
+        "episode_seeds": seeds, "acted_by": _acted_by(behavior), "open_loop": None, "latent": None, "action_sensitivity": None, "planner": None}
     seconds["returns"] = time.perf_counter() - clock
     if video is not None:
         frames = [annotate(upscale(f, 256), [env_id, f"t={t}"]) for t, f in enumerate(returns.frames)]
@@ -202,6 +216,13 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
 
 
+def _planner_text(acted_by: dict[str, Any] | None) -> str:
+    if not acted_by or acted_by["kind"] != "mpc":  # reports written before acted_by existed have none
+        return ""
+    settings = ", ".join(f"{key} {value}" for key, value in acted_by["settings"].items())
+    return f"; {acted_by['planner']}" + (f": {settings}" if settings else "")
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The report as markdown: a summary table, then error and sensitivity vs horizon."""
     lines = [f"# {report['experiment']} on {report['env']}", "",
@@ -209,7 +230,7 @@ def markdown(report: dict[str, Any]) -> str:
              f"{report['trained_env']}), {report['env_steps']:,} env steps, {report['updates']:,} updates", ""]
     seeds = report["episode_seeds"]
     rows = [["return", f"{report['return_mean']:.1f} ± {report['return_std']:.1f} ({report['episodes']} episodes, "
-             f"seeds {seeds[0]}–{seeds[-1]})"]]
+             f"seeds {seeds[0]}–{seeds[-1]}{_planner_text(report.get('acted_by'))})"]]
     if report["latent"]:
         lat = report["latent"]
         rows += [["effective rank (RankMe)", f"{lat['effective_rank']:.1f} of {lat['feature_dim']} dims"],
