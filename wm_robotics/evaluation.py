@@ -158,7 +158,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, episodes: int = 10, seed:
         "experiment": cfg["experiment_name"], "model_kind": cfg["model"]["kind"], "obs_mode": cfg["obs_mode"],
         "env_steps": payload["counters"]["env_steps"], "updates": payload["counters"]["updates"],
         "device": str(torch_device), "seed": seed, "sample": sample, **returns.summary(), "lengths": returns.lengths,
-        "episode_seeds": seeds, "acted_by": _acted_by(behavior), "open_loop": None, "latent": None, "action_sensitivity": None, "planner": None}
+        "episode_seeds": seeds, "acted_by": _acted_by(behavior), "open_loop": None, "latent": None,
+        "action_sensitivity": None, "planner": None}
     seconds["returns"] = time.perf_counter() - clock
     if video is not None:
         frames = [annotate(upscale(f, 256), [env_id, f"t={t}"]) for t, f in enumerate(returns.frames)]
