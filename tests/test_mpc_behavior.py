@@ -99,6 +99,8 @@ def test_evaluation_plays_its_episodes_with_the_planner_settings_given(tdmpc_run
                                   "settings": {"iterations": 2, "samples": 16, "elites": 8, "horizon": 2}}
     assert report["planner"]["settings"] == report["acted_by"]["settings"]  # the timed planner is the same one
     assert "; mppi: iterations 2, samples 16, elites 8, horizon 2)" in markdown(report)
+    older = {key: value for key, value in report.items() if key != "acted_by"}  # a report from before acted_by
+    assert "episodes, seeds 100000–100000) |" in markdown(older)
     other = evaluate_checkpoint(tdmpc_run[0], planner="cem", planner_settings={"horizon": 2}, **common)
     assert other["acted_by"]["settings"] == {"iterations": 2, "samples": 32, "elites": 8}  # not the preset's planner
     assert horizons == [2, 3]
