@@ -29,6 +29,11 @@ PLANNERS = (*SAMPLING_PLANNERS, "policy")  # "policy": the learned actor alone, 
 CONTROLLER_GOAL_KEYS = ("from_frame", "pose_feedback", "unbounded_angles", "drift_correction")
 
 
+def preset_planner(behavior: Mapping[str, Any]) -> str | None:
+    """The sampling planner a checkpoint's ``behavior`` config trained with; None when it does not plan."""
+    return behavior.get("planner") if behavior.get("kind") == "mpc" else None
+
+
 class MPCController:
     """Maps one observation to one action (numpy float32 within the action bounds).
 
@@ -71,7 +76,7 @@ class MPCController:
         trained = payload["config"].get("behavior", {})
         # the discount the checkpoint's behaviour planned or learned its value with (PlaNet sums: 1.0)
         self._reward_objective = RewardObjective(float(trained.get("discount", 0.99)), value_fn=value)
-        if trained.get("kind") == "mpc" and trained.get("planner") == planner:  # the preset's own settings first
+        if preset_planner(trained) == planner:  # the preset's own settings first
             planner_kwargs = {**trained.get("settings", {}), **planner_kwargs}
         if planner == "policy" and planner_kwargs:
             raise ValueError(f"planner='policy' acts with the learned policy alone and takes no planner settings, "

@@ -40,7 +40,7 @@ from wm_robotics.agent import Agent, agent_from_checkpoint, check_task
 from wm_robotics.atomic import report_json_path, write_json_and_markdown
 from wm_robotics.builders import resolve_device
 from wm_robotics.checkpoint import checkpoint_file, load_checkpoint
-from wm_robotics.control import MPCController
+from wm_robotics.control import MPCController, preset_planner
 from wm_robotics.data.episodes import EpisodeRecorder
 from wm_robotics.video import annotate, upscale, write_video
 
@@ -107,9 +107,10 @@ def evaluate_returns(agent: Agent, env: gym.Env, episodes: int, seed: int = 0, r
 
 def _acted_by(behavior: dict[str, Any]) -> dict[str, Any]:
     """The behaviour that played the episodes: its kind, and a planning preset's planner and settings."""
-    if behavior.get("kind") != "mpc":
+    planner = preset_planner(behavior)
+    if planner is None:
         return {"kind": behavior.get("kind")}
-    return {"kind": "mpc", "planner": behavior.get("planner"), "settings": dict(behavior.get("settings", {}))}
+    return {"kind": "mpc", "planner": planner, "settings": dict(behavior.get("settings", {}))}
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, episodes: int = 10, seed: int = 100_000, device: str = "auto",
@@ -141,7 +142,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, episodes: int = 10, seed:
         raise ValueError(f"{env_id} is a goal task and planner='policy' cannot plan toward a goal: use planner=cem "
                          "or mppi, or planner=null for returns and model metrics only")
     behavior = cfg["behavior"]
-    if planner_settings and behavior.get("kind") == "mpc" and behavior.get("planner") == planner:
+    if planner_settings and planner is not None and preset_planner(behavior) == planner:
         # the episodes are played by the preset's own planner: the settings apply to them as to the timed one
         behavior = {**behavior, "settings": {**behavior.get("settings", {}), **planner_settings}}
         payload = {**payload, "config": {**cfg, "behavior": behavior}}
