@@ -61,7 +61,8 @@ def diagnostics(model: JEPAWorldModel) -> dict:
     return latent_diagnostics(model.features(post))
 
 
-@pytest.mark.parametrize("precision, extra", [("fp32", {}), ("bf16", {}), ("fp32", {"latent_layernorm": True})])
+@pytest.mark.parametrize("precision, extra", [("fp32", {}), ("bf16", {}), ("fp32", {"latent_layernorm": True}),
+                                             ("fp32", {"q_bias": True})])
 def test_loss_falls_with_every_head_on(precision, extra):
     torch.manual_seed(0)
     model = small(reward=True, num_q=3, policy=True, probe_decoder=True, target="stopgrad", **extra)
@@ -108,9 +109,10 @@ def test_ensemble_members_subset_equals_full_ensemble_rows():
     torch.testing.assert_close(net(x, torch.tensor([3, 1])), full[[3, 1]])
 
 
-def test_ensemble_member_equals_its_plain_mlp():
+@pytest.mark.parametrize("bias", [False, True])
+def test_ensemble_member_equals_its_plain_mlp(bias):
     torch.manual_seed(0)
-    net = EnsembleMLP(3, 7, 16, 2, 5)
+    net = EnsembleMLP(3, 7, 16, 2, 5, bias=bias)
     for param in net.parameters():
         torch.nn.init.normal_(param)
     x = torch.randn(4, 7)
@@ -118,9 +120,23 @@ def test_ensemble_member_equals_its_plain_mlp():
         h = x @ net.first.view(7, 3, 16)[:, m]
         for layer in range(2):
             h = h if layer == 0 else h @ net.deep[layer - 1][m]
+            h = h + net.hidden_bias[layer, m, 0] if bias else h
             h = torch.nn.functional.silu(torch.nn.functional.layer_norm(h, (16,)) * net.norm_weight[layer, m, 0]
                                          + net.norm_bias[layer, m, 0])
         torch.testing.assert_close(net(x)[m], h @ net.out_weight[m] + net.out_bias[m])
+
+
+def test_q_bias_lets_the_q_heads_see_the_scale_of_their_input():
+    torch.manual_seed(0)
+    x = torch.randn(6, 7)
+    for bias in (False, True):
+        net = EnsembleMLP(2, 7, 32, 2, 3, bias=bias)
+        torch.nn.init.normal_(net.out_weight)
+        scaled = net(3 * x)
+        assert torch.allclose(net(x), scaled, atol=1e-4) != bias  # bias-free: LN(W·3x) = LN(W·x)
+        torch.testing.assert_close(net(3 * x, torch.tensor([1])), scaled[[1]])  # a member's own bias
+    keys = [set(small(num_q=2, policy=True, q_bias=on).state_dict()) for on in (False, True)]
+    assert keys[1] - keys[0] == {"q.hidden_bias", "target_q.hidden_bias"}  # off: the old layout, old checkpoints load
 
 
 def test_q_dropout_acts_only_where_gradients_are_recorded():

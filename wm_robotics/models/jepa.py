@@ -21,7 +21,8 @@ online embeddings) hold it apart.
 Optional heads (TD-MPC2 recipe when all are on): ``reward`` (symlog two-hot, predicted from the
 state *arrived in*, the seam's convention, where TD-MPC2 reads R(z, a)); ``num_q`` Q functions
 Q(z, a) trained by TD toward r + γ·(1 − terminal)·min of 2 random EMA target Qs at (z', π(z'))
-(``q_dropout``: TD-MPC2's dropout in their first layer, in the losses only);
+(``q_dropout``: TD-MPC2's dropout in their first layer, in the losses only; ``q_bias``: biases in their
+hidden Linears, as TD-MPC2's);
 a tanh-Gaussian ``policy`` prior (trained by the behaviour, ``behaviors/mpc_behavior.py``). Reward
 and value losses backpropagate into the encoder and predictor. ``probe_decoder`` reconstructs the
 observations from *detached* latents, so imaginations can be shown without changing what is learned.
@@ -105,7 +106,7 @@ class JEPAWorldModel(WorldModel):
                  value_coef: float = 0.1, pose_probe: bool = False, pose_coef: float = 1.0,
                  pose_angles: Sequence[int] = (), pose_reader: str = "shared",
                  pose_dims: Sequence[int] | None = None, pose_shift: int = 0, q_dropout: float = 0.0,
-                 latent_layernorm: bool = False) -> None:
+                 latent_layernorm: bool = False, q_bias: bool = False) -> None:
         super().__init__()
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
@@ -125,7 +126,7 @@ class JEPAWorldModel(WorldModel):
                            value_coef=value_coef, pose_probe=pose_probe, pose_coef=pose_coef,
                            pose_angles=list(pose_angles), pose_reader=pose_reader,
                            pose_dims=None if pose_dims is None else list(pose_dims), pose_shift=pose_shift,
-                           q_dropout=q_dropout, latent_layernorm=latent_layernorm)
+                           q_dropout=q_dropout, latent_layernorm=latent_layernorm, q_bias=q_bias)
         self.encoder = LatentEncoder(obs_shapes, latent, enc_units, enc_layers, cnn_depth, simnorm, split_latent,
                                      latent_layernorm)
         self.obs_keys, self.action_dim, self.feature_dim = self.encoder.obs.keys, action_dim, latent
@@ -141,7 +142,7 @@ class JEPAWorldModel(WorldModel):
                                               latent_norm(own, simnorm, latent_layernorm)) if own else None
         self.twohot = TwoHot(bins, vmin, vmax)
         self.reward_head = mlp(latent, units, layers, bins, zero_out=True) if reward else None
-        self.q = EnsembleMLP(num_q, latent + action_dim, units, layers, bins, q_dropout) if num_q else None
+        self.q = EnsembleMLP(num_q, latent + action_dim, units, layers, bins, q_dropout, q_bias) if num_q else None
         self.target_q = copy.deepcopy(self.q).requires_grad_(False) if num_q else None
         self.policy = TanhGaussianPolicy(latent, action_dim, units, layers) if policy else None
         self.decoder = self._probe(block=own > 0) if probe_decoder else None
