@@ -257,11 +257,32 @@ def test_planners_on_rssm():
     assert planner.plan(rssm, state).shape == (2, 1)
 
 
+def test_prior_coef_settles_ties_toward_the_prior_and_yields_to_a_clear_objective():
+    torch.manual_seed(0)
+    model = PointMass()
+    flat = lambda model, states, actions: torch.zeros(actions.shape[0])  # every plan ties
+    prior = lambda f: torch.full_like(f, 0.6)
+    kw = dict(iterations=4, samples=200, elites=20, policy_samples=4, sample_final=False, policy=prior)
+    start = model.start(0.0, 0.0)
+    tied = MPPIPlanner(1, objective=flat, prior_coef=1.0, **kw).plan(model, start)
+    torch.testing.assert_close(tied, torch.full((2, 1), 0.6), atol=0.05, rtol=0)
+    unregularised = MPPIPlanner(1, objective=flat, **kw)
+    unregularised.plan(model, start)  # the elites are the prior's rows and any 16 samples: a spread-out plan
+    assert (unregularised.last_info["std"] > 0.3).all()
+    # out of reach at +0.5: +1 throughout beats the prior's -1 by far more than a small pull toward it costs
+    toward_target = MPPIPlanner(1, prior_coef=0.01, **{**kw, "policy": lambda f: -torch.ones_like(f)})
+    torch.testing.assert_close(toward_target.plan(model, start), torch.ones(2, 1), atol=0.05, rtol=0)
+
+
 def test_value_errors():
     with pytest.raises(ValueError, match="elites"):
         CEMPlanner(1, candidates=10, elites=11)
     with pytest.raises(ValueError, match="elites"):
         MPPIPlanner(1, samples=10, elites=11)
+    with pytest.raises(ValueError, match="prior_coef=0.5 pulls the search toward the policy prior's trajectories"):
+        MPPIPlanner(1, prior_coef=0.5)
+    with pytest.raises(ValueError, match="prior_coef must be >= 0"):
+        MPPIPlanner(1, prior_coef=-1.0, policy=lambda f: f)
     with pytest.raises(ValueError, match="positive"):
         CEMPlanner(1, horizon=0)
     with pytest.raises(ValueError, match="positive"):

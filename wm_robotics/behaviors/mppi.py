@@ -9,6 +9,13 @@ mean and std with weights softmax(temperature · score) (TD-MPC2's
 exp(temperature · (score − max)), normalised). Differences from TD-MPC2's ``_plan``: its
 ``num_samples`` counts the policy trajectories, here ``samples`` are the Gaussian ones only; the
 exploration noise TD-MPC2 adds to the returned action during training is left to the caller.
+
+``prior_coef`` > 0 (not TD-MPC2's; off by default) regularises the search toward the prior: every
+candidate's score loses ``prior_coef`` · Σ_t ‖a_t − ā_t‖², ā the mean of the prior's trajectories,
+the form LOOP's actor-regularised control (Sikchi et al., 2021) takes with a Gaussian prior around the
+actor. Where the objective cannot tell plans apart, the prior's choice wins: at horizon 3 a
+cartpole-swingup model scores keeping the cart parked off centre a hair above the prior's way back
+(docs/history/tdmpc_return.md, session 28).
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ class MPPIPlanner(SamplingPlanner):
     action of an elite drawn by weight, so behaviour stays stochastic; False returns the first
     action of the weighted mean plan (smoother, deterministic given the scores). ``last_info``
     after ``plan``: ``plan`` (E, H, A) mean, ``std`` (E, H, A), ``best_score`` (E,) and
-    ``elite_score`` (E,) weighted mean elite score, both of the last iteration.
+    ``elite_score`` (E,) weighted mean elite score, both of the last iteration (with ``prior_coef``, the
+    scores are the regularised ones).
     """
 
     def __init__(self, action_dim: int, horizon: int = 3, iterations: int = 6, samples: int = 512,
@@ -36,7 +44,7 @@ class MPPIPlanner(SamplingPlanner):
                  max_std: float = 2.0, action_low: Bound = -1.0, action_high: Bound = 1.0,
                  objective: Objective | None = None, policy: FeaturePolicy | None = None,
                  sample_final: bool = True, cuda_graph: bool = True, precision: str = "fp32",
-                 compile: bool = False) -> None:
+                 compile: bool = False, prior_coef: float = 0.0) -> None:
         super().__init__(action_dim, horizon, iterations, action_low, action_high, objective, cuda_graph, precision,
                          compile)
         if samples < 0 or policy_samples < 0:
@@ -49,7 +57,14 @@ class MPPIPlanner(SamplingPlanner):
             raise ValueError(f"temperature must be positive, got {temperature}")
         if not 0 <= min_std <= max_std:
             raise ValueError(f"need 0 <= min_std <= max_std, got min_std={min_std}, max_std={max_std}")
+        if prior_coef < 0:
+            raise ValueError(f"prior_coef must be >= 0, got {prior_coef}")
+        if prior_coef and (policy is None or policy_samples == 0):
+            raise ValueError(f"prior_coef={prior_coef} pulls the search toward the policy prior's trajectories: it "
+                             f"needs a policy and policy_samples > 0, got policy_samples={policy_samples}"
+                             f"{' and no policy' if policy is None else ''}")
         self.samples, self.elites, self.policy_samples = samples, elites, policy_samples
+        self.prior_coef = prior_coef
         self.temperature, self.min_std, self.max_std = temperature, min_std, max_std
         self.policy, self.sample_final = policy, sample_final
 
@@ -69,11 +84,14 @@ class MPPIPlanner(SamplingPlanner):
         scale = (high - low) / 2  # (A,)
         std = (self.max_std * scale).expand_as(mean)  # (E, H, A)
         prior = self._policy_rollout(model, state, num_envs, low, high)  # imagined once, scored every iteration
+        anchor = prior[1].mean(1, keepdim=True) if self.prior_coef else None  # (E, 1, H, A): the prior's mean plan
         for _ in range(self.iterations):
             samples = self._sample(mean, std, self.samples, low, high)  # (E, S, H, A)
             if prior is not None:
                 samples = torch.cat([prior[1], samples], 1)  # (E, Pπ + S, H, A)
             scores = score_population(model, state, samples, self.objective, None if prior is None else prior[0])
+            if anchor is not None:
+                scores = scores - self.prior_coef * (samples - anchor).square().sum((-2, -1))
             elites, elite_scores = select_elites(samples, scores, self.elites)  # (E, K, H, A), (E, K)
             weights = torch.softmax(self.temperature * elite_scores, 1)  # (E, K)
             w = weights[..., None, None]  # (E, K, 1, 1)
