@@ -62,7 +62,10 @@ class EnsembleMLP(nn.Module):
 
     def _linear(self, x: torch.Tensor, weight: torch.Tensor, layer: int, members: torch.Tensor | None
                 ) -> torch.Tensor:
-        """Hidden Linear ``layer`` of every member: (M, N, in) @ (M, in, hidden), plus its bias when it has one."""
+        """Hidden Linear ``layer`` of the chosen members: (M, N, in) @ their rows of ``weight`` (size, in, hidden),
+        plus their bias when the ensemble has one."""
+        if members is not None:
+            weight = weight[members]
         if self.hidden_bias is None:
             return torch.bmm(x, weight)
         bias = self.hidden_bias[layer]  # (size, 1, hidden)
@@ -72,17 +75,14 @@ class EnsembleMLP(nn.Module):
         """(..., in_dim) → (M, ..., out_dim) for all members, or for the indices ``members`` (M,)."""
         lead = x.shape[:-1]
         first = self.first.view(-1, self.size, self.hidden).transpose(0, 1)  # (size, in, hidden), strided view
-        if members is not None:
-            first = first[members]
-        count = first.shape[0]
+        count = self.size if members is None else members.shape[0]
         flat = x.reshape(-1, x.shape[-1])  # (N, in)
         h = self._linear(flat.expand(count, *flat.shape), first, 0, members)  # (M, N, hidden)
         if self.dropout and torch.is_grad_enabled():
             h = F.dropout(h, self.dropout)
         h = self._block(h, 0, members)
         for layer, weight in enumerate(self.deep, 1):
-            h = self._block(self._linear(h, weight if members is None else weight[members], layer, members), layer,
-                            members)
+            h = self._block(self._linear(h, weight, layer, members), layer, members)
         out_w, out_b = (self.out_weight, self.out_bias) if members is None else (self.out_weight[members],
                                                                                  self.out_bias[members])
         with float32_outputs(h) as in_float32:  # logits in float32, as nets.OutputLinear
