@@ -20,12 +20,18 @@ def test_interleaved_rates_counts_items():
 
 
 def test_peer_reference_is_the_one_made_on_the_nearest_machine_and_a_far_one_is_flagged(capsys):
-    slow, fast = {"machine": "slow", "matmul_gflops": 180.0}, {"machine": "fast", "matmul_gflops": 400.0}
-    assert nearest_reference([slow, fast], 285.0, "peer") is fast  # by ratio (1.40 vs 1.58), not difference (115 vs 105)
+    slow = {"machine": "slow", "matmul_gflops": 180.0, "isa": "AVX2"}
+    fast = {"machine": "fast", "matmul_gflops": 400.0, "isa": "AVX2"}
+    assert nearest_reference([slow, fast], 285.0, "peer", "AVX2") is fast  # by ratio (1.40 vs 1.58), not difference
     assert "WARNING" in capsys.readouterr().out  # 400 is 40% above 285
-    assert nearest_reference([slow, fast], 370.0, "peer") is fast
+    assert nearest_reference([slow, fast], 370.0, "peer", "AVX2") is fast
     assert "WARNING" not in capsys.readouterr().out
-    assert nearest_reference(planner_bench.TDMPC2_REFERENCES, 180.0, "TD-MPC2")["ms"]["xs"]["mppi"] == 154.0
+    wide = {"machine": "wide", "matmul_gflops": 370.0, "isa": "AVX512"}
+    assert nearest_reference([slow, fast, wide], 370.0, "peer", "AVX2") is fast  # this CPU's ISA first, then the rate
+    assert "WARNING" not in capsys.readouterr().out
+    assert nearest_reference([slow, wide], 370.0, "peer", "AVX512_VNNI") is wide  # none alike: nearest of all, flagged
+    assert "WARNING" in (out := capsys.readouterr().out) and "with AVX512 kernels" in out
+    assert nearest_reference(planner_bench.TDMPC2_REFERENCES, 180.0, "TD-MPC2", "AVX512")["ms"]["xs"]["mppi"] == 154.0
     assert matmul_gflops(torch.device("cpu"), rounds=1) > 0
 
 
@@ -33,7 +39,8 @@ def test_the_tdmpc2_reference_is_chosen_by_the_cpu_rows_own_matmul_rates():
     rows = [{"device": "cpu", "matmul_gflops": rate} for rate in (90.0, 140.0, 95.0)]
     rows.append({"device": "cuda:0", "matmul_gflops": 50_000.0})  # a GPU's rate says nothing of the CPU
     assert planner_bench.cpu_rate(rows) == 95.0
-    assert nearest_reference(planner_bench.TDMPC2_REFERENCES, 95.0, "TD-MPC2")["ms"]["xs"]["mppi"] == 347.6
+    assert nearest_reference(planner_bench.TDMPC2_REFERENCES, 95.0, "TD-MPC2", "AVX2")["ms"]["xs"]["mppi"] == 347.6
+    assert nearest_reference(planner_bench.TDMPC2_REFERENCES, 155.0, "TD-MPC2", "AVX2")["ms"]["xs"]["mppi"] == 250.8
     assert planner_bench.cpu_rate([{"device": "cuda:0", "matmul_gflops": 50_000.0}]) > 0  # none: timed here
 
 

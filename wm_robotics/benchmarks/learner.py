@@ -3,10 +3,10 @@
 Sizes XS and S, from proprio (cartpole: 5-d) and 64×64 pixels, batch 16 × 64, horizon 15,
 in one run. The reference is dreamerv3-torch at its default size on this project's 2-core CPU
 (torch 2.13): 7.8 s per update from proprio (world model 1.3 s, actor-critic 6.5 s), 9.4 s from
-pixels — measured by the project (DESIGN.md) on a CPU with a 180 GFLOP/s fp32 matmul rate, not re-run
-here; a run on a CPU whose rate is more than 25% away says so (``timing.nearest_reference``). On the
-CPU (not with ``--quick``) a last row times ``dreamer_cpu``'s update with the world model's loss compiled
-(``compile=true``).
+pixels — measured by the project (DESIGN.md) on a CPU with AVX-512 and a 180 GFLOP/s fp32 matmul rate, not
+re-run here; a run on a CPU whose rate is more than 25% away, or of another vector ISA, says so
+(``timing.nearest_reference``). On the CPU (not with ``--quick``) a last row times ``dreamer_cpu``'s update
+with the world model's loss compiled (``compile=true``).
 """
 
 from __future__ import annotations

@@ -22,9 +22,10 @@ on CUDA the CUDA graph replaces it), and the update with its world-model loss co
 backward, as a run with ``compile=true``; CPU and CUDA);
 ``compile_s`` in the JSON is their first call, which compiles.
 TD-MPC2's own code (torch 2.13, compile off, 2 threads) was timed on this project's 2-core CPUs, not re-run
-here (``TDMPC2_REFERENCES``): a run compares with the measurement made on the CPU whose matmul rate is nearest
-this machine's (:func:`cpu_rate`: the median of the CPU rows' own rates, so a neighbour's burst at the start
-cannot pick the wrong CPU), with a warning when even that one is more than 25% away; CUDA rows compare with
+here (``TDMPC2_REFERENCES``): a run compares with the measurement made on a CPU of this one's vector ISA (AVX2,
+AVX-512) whose matmul rate is nearest this machine's (:func:`cpu_rate`: the median of the CPU rows' own rates, so a
+neighbour's burst at the start cannot pick the wrong CPU), with a warning when even that one is more than 25% away
+or none has this ISA; CUDA rows compare with
 the CPU time, as a cross-device figure.
 """
 
@@ -52,13 +53,19 @@ from wm_robotics.precision import compute_precision
 from wm_robotics.train import env_kwargs, untrained_payload
 
 #: TD-MPC2's own code (torch 2.13, compile off, 2 threads): ms per MPPI action and per update (batch 256) of its
-#: 1M ("xs") and 5M ("s") models, on the project's 2-core CPUs, each with that CPU's fp32 1024³ matmul rate
+#: 1M ("xs") and 5M ("s") models, on the project's 2-core CPUs, each with that CPU's fp32 1024³ matmul rate and
+#: vector ISA (``timing.cpu_isa``)
 TDMPC2_REFERENCES = (
     {**SESSIONS_1_19_CPU, "ms": {"xs": {"mppi": 154.0, "update": 120.5}, "s": {"mppi": 438.0, "update": 443.5}}},
     {"machine": "2-core AVX-512 Xeon of session 20 (docs/results/tdmpc2_reference_session20.json)",
-     "matmul_gflops": 414.0, "ms": {"xs": {"mppi": 121.0, "update": 92.5}, "s": {"mppi": 301.0, "update": 298.8}}},
+     "matmul_gflops": 414.0, "isa": "AVX512",
+     "ms": {"xs": {"mppi": 121.0, "update": 92.5}, "s": {"mppi": 301.0, "update": 298.8}}},
     {"machine": "2-core AVX2 AMD EPYC of session 21 (docs/results/tdmpc2_reference_session21.json)",
-     "matmul_gflops": 92.6, "ms": {"xs": {"mppi": 347.6, "update": 300.0}, "s": {"mppi": 847.5, "update": 915.6}}},
+     "matmul_gflops": 92.6, "isa": "AVX2",
+     "ms": {"xs": {"mppi": 347.6, "update": 300.0}, "s": {"mppi": 847.5, "update": 915.6}}},
+    {"machine": "2-core AVX2 AMD EPYC of session 32 (docs/results/tdmpc2_reference_session32.json)",
+     "matmul_gflops": 133.4, "isa": "AVX2",
+     "ms": {"xs": {"mppi": 250.8, "update": 202.7}, "s": {"mppi": 654.9, "update": 673.0}}},
 )
 BATCH, HORIZON = 256, 3
 #: Hydra's config tree of this (editable) checkout: the goal-cem row times the jepa_goal preset as configured

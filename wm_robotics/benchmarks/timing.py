@@ -72,8 +72,9 @@ def interleaved_rates(cases: dict[str, Callable[[], int]], rounds: int = 5, seco
     return {name: float(np.median(values)) for name, values in samples.items()}
 
 
-#: the CPU of sessions 1-19, on which the peers' first reference times were measured (DESIGN.md)
-SESSIONS_1_19_CPU = {"machine": "2-core CPU of sessions 1-19 (DESIGN.md)", "matmul_gflops": 180.0}
+#: the CPU of sessions 1-19, on which the peers' first reference times were measured (DESIGN.md); ``isa``: what
+#: ``torch.backends.cpu.get_cpu_capability()`` says of such a CPU (it had AVX-512 with BF16)
+SESSIONS_1_19_CPU = {"machine": "2-core CPU of sessions 1-19 (DESIGN.md)", "matmul_gflops": 180.0, "isa": "AVX512"}
 
 #: GFLOP of the reference work (:func:`matmul_reference`): 20 fp32 1024³ matmuls
 MATMUL_GFLOP = 2 * 1024 ** 3 * 20 / 1e9
@@ -99,18 +100,30 @@ def matmul_gflops(device: torch.device, rounds: int = 5) -> float:
     return MATMUL_GFLOP / float(np.median(spent))
 
 
-def nearest_reference(references: Sequence[dict], rate: float, peer: str) -> dict:
-    """Of a peer's reference measurements (each with the ``matmul_gflops`` of the CPU it was made on), the one
-    made on the CPU whose matmul rate is nearest ``rate`` (this run's); prints which, and a warning when even
-    that one is more than 25% away: then the × columns compare two different machines."""
-    chosen = min(references, key=lambda ref: abs(math.log(ref["matmul_gflops"] / rate)))
-    print(f"{peer} reference: {chosen['machine']} (matmul {chosen['matmul_gflops']:.0f} GFLOP/s; this run "
-          f"{rate:.0f})")
+def nearest_reference(references: Sequence[dict], rate: float, peer: str, isa: str | None = None) -> dict:
+    """Of a peer's reference measurements (each with the ``matmul_gflops`` and the ``isa`` of the CPU it was made
+    on), the one made on the CPU whose matmul rate is nearest ``rate`` (this run's) among those of this CPU's
+    vector ISA (``isa``, default :func:`cpu_isa`; all of them when none matches): a noisy 2-core machine's rate
+    moves by ±20% between runs, so the rate alone can pick a CPU of another kind. Prints which, and a warning when
+    even that one is more than 25% away or of another ISA: then the × columns compare two different machines."""
+    isa = cpu_isa() if isa is None else isa
+    alike = [ref for ref in references if ref.get("isa") == isa] or list(references)
+    chosen = min(alike, key=lambda ref: abs(math.log(ref["matmul_gflops"] / rate)))
+    print(f"{peer} reference: {chosen['machine']} ({chosen.get('isa', '?')}, matmul {chosen['matmul_gflops']:.0f} "
+          f"GFLOP/s; this run {isa}, {rate:.0f})")
+    if chosen.get("isa") != isa:
+        print(f"WARNING: {peer}'s times were measured on a CPU with {chosen.get('isa', 'unknown')} kernels, this one "
+              f"has {isa}: the × {peer} column compares two different machines")
     if abs(math.log(chosen["matmul_gflops"] / rate)) > math.log(1.25):
         print(f"WARNING: {peer}'s times were measured on a CPU whose fp32 matmul rate is "
               f"{chosen['matmul_gflops']:.0f} GFLOP/s, this one's is {rate:.0f}: the × {peer} column compares "
               "two different machines")
     return chosen
+
+
+def cpu_isa() -> str:
+    """The vector instruction set torch's CPU kernels use here, e.g. "AVX2", "AVX512"."""
+    return torch.backends.cpu.get_cpu_capability()
 
 
 def print_table(title: str, header: list[str], rows: list[list]) -> None:
@@ -128,6 +141,7 @@ def machine() -> dict[str, str | int]:
     return {
         "cpu_count": os.cpu_count() or 0,
         "processor": platform.processor() or platform.machine(),
+        "isa": cpu_isa(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
