@@ -37,6 +37,18 @@ def _clone(value: Any) -> Any:
     return value
 
 
+def release_generator(device: torch.device) -> None:
+    """Take ``device``'s default CUDA generator out of capture mode after a failed capture.
+
+    A capture that breaks leaves the generator's state marked as capturing (PyTorch ends that mark
+    only in a successful ``capture_end``), and every later random draw on the device then fails with
+    "Offset increment outside graph capture encountered unexpectedly". The generator gets a copy of
+    its state (same seed and offset, so its stream of numbers goes on) that is not capturing.
+    """
+    generator = torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+    generator.graphsafe_set_state(generator.clone_state())
+
+
 class GraphedCall:
     """``fn(*tensors)`` captured once as a CUDA graph for these shapes, then replayed on new values.
 
@@ -60,11 +72,15 @@ class GraphedCall:
             side.wait_stream(torch.cuda.current_stream(device))
             # The outer context restores the caller's stream even when a failed capture skips the
             # inner one's restore; warm-up off the main stream sets up allocator and cuBLAS workspaces.
-            with torch.cuda.stream(side):
-                for _ in range(warmup):
-                    fn(*self.inputs)
-                with torch.cuda.graph(self.graph, stream=side):
-                    self.outputs = fn(*self.inputs)
+            try:
+                with torch.cuda.stream(side):
+                    for _ in range(warmup):
+                        fn(*self.inputs)
+                    with torch.cuda.graph(self.graph, stream=side):
+                        self.outputs = fn(*self.inputs)
+            except Exception:
+                release_generator(device)
+                raise
             torch.cuda.current_stream(device).wait_stream(side)
 
     def __call__(self, *args: torch.Tensor) -> Any:
