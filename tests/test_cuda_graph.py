@@ -119,7 +119,7 @@ def test_failed_capture_warns_and_plans_eagerly_on_the_callers_stream():
     assert abs(action.item() - 0.3) < 0.05  # the eager search still finds the optimum
     action = planner.plan(model, model.start(0.0))
     assert abs(action.item() - 0.3) < 0.05
-    first, second = torch.randn(2, 4, device="cuda")  # the failed capture left the generator drawing
+    first, second = torch.randn(2, 4, device="cuda")  # the generator still draws after the failed capture
     assert not torch.equal(first, second)
 
 
