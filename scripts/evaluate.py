@@ -8,7 +8,9 @@ Side by side, with eval return vs env steps plotted against the published refere
 
     python scripts/evaluate.py --compare runs/<run_a> runs/<run_b> report_a.json ... [--out compare.png]
 
-(run folders give their metrics.csv and config.yaml; ``.json`` arguments are reports of this script).
+(run folders give their metrics.csv and config.yaml; ``.json`` arguments are reports of this script). Reports of one
+experiment, env and budget (its seeds) are also aggregated: mean, sd, IQM and a bootstrap interval of the mean
+(``wm_robotics.seed_stats``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from wm_robotics.atomic import report_json_path
 from wm_robotics.checkpoint import CheckpointError
 from wm_robotics.evaluation import evaluate_checkpoint, write_report
 from wm_robotics.plots import eval_curve, plot_runs, published_results
+from wm_robotics.seed_stats import seed_summary
 
 
 def _summary(report: dict) -> list[str]:
@@ -99,7 +102,7 @@ def _print_table(header: list[str], rows: list[list[str]]) -> None:
 
 
 def _compare_reports(paths: list[Path]) -> None:
-    """Reports side by side: one column per report."""
+    """Reports side by side, one column per report; then each group of seeds aggregated."""
     reports = [json.loads(path.read_text()) for path in paths]
 
     def pick(report: dict, section: str, key: str, index: int | None = None, fmt: str = ".3g") -> str:
@@ -119,6 +122,26 @@ def _compare_reports(paths: list[Path]) -> None:
              ["ms per action", *(pick(r, "planner", "ms_per_action", fmt=".1f") for r in reports)]]
     rows = [row for row in rows if any(cell != "-" for cell in row[1:])]
     _print_table(["metric", *(path.stem for path in paths)], rows)
+    _print_seed_summaries(reports)
+
+
+def _print_seed_summaries(reports: list[dict]) -> None:
+    """For each experiment, training precision, env and budget given by ≥ 2 reports (its seeds): the aggregate
+    of their returns (reports written before the precision was recorded show "-" and group together)."""
+    groups: dict[tuple, list[float]] = defaultdict(list)
+    for report in reports:
+        key = report["experiment"], report.get("precision", "-"), report["env"], report["env_steps"]
+        groups[key].append(report["return_mean"])
+    rows = []
+    for (experiment, precision, env, steps), returns in groups.items():
+        if len(returns) > 1:
+            agg = seed_summary(returns)
+            rows.append([experiment, precision, env, f"{steps:,}", agg["seeds"], f"{agg['mean']:.1f}",
+                         f"{agg['std']:.1f}", f"{agg['iqm']:.1f}", f"{agg['ci_low']:.1f}–{agg['ci_high']:.1f}"])
+    if rows:
+        print()
+        _print_table(["experiment", "precision", "env", "env steps", "seeds", "mean return", "sd", "IQM",
+                      "95% bootstrap CI of the mean"], rows)
 
 
 def compare(argv: list[str]) -> None:

@@ -239,6 +239,8 @@ def test_evaluate_script_writes_report_markdown_and_plots(run, tmp_path):
             "return_std", "returns", "episode_seeds", "open_loop", "latent", "action_sensitivity", "planner",
             "seconds"} <= set(report)
     assert report["env_steps"] == 120 and len(report["returns"]) == report["episodes"] == 2
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert report["train_seed"] == cfg["seed"] and report["precision"] == "fp32"
     assert report["checkpoint"] == str((run / "checkpoints" / "latest.pt").resolve()) and report["sample"] is False
     open_loop = report["open_loop"]
     assert len(open_loop["proprio_nmse"]) == len(open_loop["reward_mae"]) == 6 and open_loop["windows"] == 4
@@ -270,3 +272,22 @@ def test_compare_prints_runs_side_by_side_and_plots(run, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "final eval" in printed and "cartpole-swingup" in printed and "TD-MPC2 839" in printed
     assert (tmp_path / "compare.png").stat().st_size > 0
+
+
+def test_compare_aggregates_the_seeds_of_each_configuration(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("evaluate_script", ROOT / "scripts/evaluate.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    paths = []
+    for name, precision, mean in [("a", "fp32", 780.0), ("b", "fp32", 820.0), ("c", "fp32", 840.0),
+                                  ("d", "fp32", 900.0), ("e", "bf16", 850.0)]:
+        report = {"experiment": "tdmpc_cpu", "precision": precision, "env": "cartpole-swingup-v0",
+                  "env_steps": 100_000, "return_mean": mean, "return_std": 1.0}
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(report))
+    script.compare(["--compare", *map(str, paths)])
+    aggregates = capsys.readouterr().out.split("95% bootstrap CI of the mean")[1].strip().splitlines()[1:]
+    assert len(aggregates) == 1  # the four fp32 seeds; the one bf16 seed is not a group
+    cells = aggregates[0].split()
+    assert cells[:6] == ["tdmpc_cpu", "fp32", "cartpole-swingup-v0", "100,000", "4", "835.0"]
+    assert cells[6:8] == ["50.0", "830.0"]  # sd; IQM = the mean of the middle two of four

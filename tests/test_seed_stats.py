@@ -1,0 +1,35 @@
+"""The per-seed aggregate: mean, sd, IQM and a reproducible bootstrap interval of the mean."""
+
+import math
+
+import numpy as np
+import pytest
+
+from wm_robotics.seed_stats import seed_summary
+
+
+def test_iqm_drops_the_outlying_seeds_and_the_interval_brackets_the_mean():
+    summary = seed_summary([855.1, 823.1, 761.7, 868.0, 858.0])
+    assert summary["seeds"] == 5
+    assert summary["mean"] == pytest.approx(833.18)
+    assert summary["std"] == pytest.approx(np.std([855.1, 823.1, 761.7, 868.0, 858.0], ddof=1))
+    assert summary["iqm"] == pytest.approx((823.1 + 855.1 + 858.0) / 3)  # 25% trimmed each end of 5: one seed
+    assert 761.7 <= summary["ci_low"] < summary["mean"] < summary["ci_high"] <= 868.0
+    assert seed_summary([855.1, 823.1, 761.7, 868.0, 858.0]) == summary  # seeded: a table reproduces
+
+
+def test_a_wider_confidence_gives_a_wider_interval():
+    values = [1.0, 2.0, 3.0, 4.0, 10.0, 11.0]
+    narrow, wide = seed_summary(values, confidence=0.5), seed_summary(values, confidence=0.95)
+    assert wide["ci_low"] < narrow["ci_low"] and narrow["ci_high"] < wide["ci_high"]
+
+
+@pytest.mark.parametrize("values, confidence, message", [
+    ([839.0], 0.95, "at least 2 seeds"),
+    ([[1.0, 2.0]], 0.95, "one score per seed"),
+    ([1.0, math.nan], 0.95, "must be finite"),
+    ([1.0, 2.0], 1.0, "confidence must be in"),
+])
+def test_bad_input_is_refused_with_a_clear_message(values, confidence, message):
+    with pytest.raises(ValueError, match=message):
+        seed_summary(values, confidence=confidence)
