@@ -8,9 +8,9 @@ Side by side, with eval return vs env steps plotted against the published refere
 
     python scripts/evaluate.py --compare runs/<run_a> runs/<run_b> report_a.json ... [--out compare.png]
 
-(run folders give their metrics.csv and config.yaml; ``.json`` arguments are reports of this script). Reports of one
-experiment, training precision, env and budget (its seeds) are also aggregated: mean, sd, IQM and a bootstrap interval of the mean
-(``wm_robotics.seed_stats``).
+(run folders give their metrics.csv and config.yaml; ``.json`` arguments are reports of this script). Reports of
+one experiment, training precision, env and budget (its seeds) are also aggregated: mean, sd, IQM and a bootstrap
+interval of the mean (``wm_robotics.seed_stats``).
 """
 
 from __future__ import annotations
