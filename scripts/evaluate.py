@@ -127,7 +127,8 @@ def _compare_reports(paths: list[Path]) -> None:
 
 def _print_seed_summaries(reports: list[dict]) -> None:
     """For each experiment, training precision, env and budget given by ≥ 2 reports (its seeds): the aggregate
-    of their returns (reports written before the precision was recorded show "-" and group together)."""
+    of their returns. Reports written before the precision was recorded show "-" and group together; a note
+    says so when others of that experiment, env and budget record it."""
     groups: dict[tuple, list[float]] = defaultdict(list)
     for report in reports:
         key = report["experiment"], report.get("precision", "-"), report["env"], report["env_steps"]
@@ -142,6 +143,12 @@ def _print_seed_summaries(reports: list[dict]) -> None:
         print()
         _print_table(["experiment", "precision", "env", "env steps", "seeds", "mean return", "sd", "IQM",
                       "95% bootstrap CI of the mean"], rows)
+    recorded = {(experiment, env, steps) for experiment, precision, env, steps in groups if precision != "-"}
+    for experiment, precision, env, steps in groups:
+        if precision == "-" and (experiment, env, steps) in recorded:
+            print(f"note: {len(groups[experiment, precision, env, steps])} {experiment} report(s) on {env} at "
+                  f"{steps:,} steps do not record their training precision and are aggregated apart from those "
+                  f"that do (reports do not record training overrides either: give one configuration's reports)")
 
 
 def compare(argv: list[str]) -> None:

@@ -291,3 +291,11 @@ def test_compare_aggregates_the_seeds_of_each_configuration(tmp_path, capsys):
     cells = aggregates[0].split()
     assert cells[:6] == ["tdmpc_cpu", "fp32", "cartpole-swingup-v0", "100,000", "4", "835.0"]
     assert cells[6:8] == ["50.0", "830.0"]  # sd; IQM = the mean of the middle two of four
+    assert "note" not in "\n".join(aggregates)
+    older = {"experiment": "tdmpc_cpu", "env": "cartpole-swingup-v0", "env_steps": 100_000, "return_mean": 760.0,
+             "return_std": 1.0}  # written before reports recorded the training precision
+    paths.append(tmp_path / "older.json")
+    paths[-1].write_text(json.dumps(older))
+    script.compare(["--compare", *map(str, paths)])
+    assert ("note: 1 tdmpc_cpu report(s) on cartpole-swingup-v0 at 100,000 steps do not record their training "
+            "precision") in capsys.readouterr().out
