@@ -111,6 +111,7 @@ def _compare_reports(paths: list[Path]) -> None:
         return "-" if value is None else format(value, fmt)
 
     rows = [["env", *(r["env"] for r in reports)], ["env steps", *(f"{r['env_steps']:,}" for r in reports)],
+            ["training overrides", *(_configuration(r) for r in reports)],
             ["return", *(f"{r['return_mean']:.1f} ± {r['return_std']:.1f}" for r in reports)]]
     for key in ("latent_l2_relative", "proprio_nmse", "pixel_mse", "reward_mae"):
         rows += [[f"{key} h=1", *(pick(r, "open_loop", key, 0) for r in reports)],
@@ -125,30 +126,46 @@ def _compare_reports(paths: list[Path]) -> None:
     _print_seed_summaries(reports)
 
 
+# overrides that say how a run was made or watched, not what it learned (or that the aggregate keys apart)
+_BOOKKEEPING = {"experiment", "env", "seed", "precision", "steps", "device", "torch_threads", "compile", "video",
+                "eval_every", "eval_episodes", "eval_goal_steps", "log_every", "checkpoint_every"}
+
+
+def _configuration(report: dict) -> str:
+    """The report's training overrides that change what is learned, as one string (a leading "+" or "++" dropped):
+    "preset" when none, "-" when the report predates their recording."""
+    overrides = report.get("train_overrides")
+    if overrides is None:
+        return "-"
+    kept = sorted(line.lstrip("+") for line in overrides if line.lstrip("+~").partition("=")[0] not in _BOOKKEEPING)
+    return " ".join(kept) or "preset"
+
+
 def _print_seed_summaries(reports: list[dict]) -> None:
-    """For each experiment, training precision, env and budget given by ≥ 2 reports (its seeds): the aggregate
-    of their returns. Reports written before the precision was recorded show "-" and group together; a note
-    says so when others of that experiment, env and budget record it."""
+    """For each experiment, training precision, training overrides, env and budget given by ≥ 2 reports (its
+    seeds): the aggregate of their returns. Reports written before the precision or the overrides were recorded
+    show "-" and group together; a note says so when others of that experiment, env and budget record them."""
     groups: dict[tuple, list[float]] = defaultdict(list)
     for report in reports:
-        key = report["experiment"], report.get("precision", "-"), report["env"], report["env_steps"]
+        key = (report["experiment"], report.get("precision", "-"), _configuration(report), report["env"],
+               report["env_steps"])
         groups[key].append(report["return_mean"])
     rows = []
-    for (experiment, precision, env, steps), returns in groups.items():
+    for (experiment, precision, configuration, env, steps), returns in groups.items():
         if len(returns) > 1:
             agg = seed_summary(returns)
-            rows.append([experiment, precision, env, f"{steps:,}", agg["seeds"], f"{agg['mean']:.1f}",
+            rows.append([experiment, precision, configuration, env, f"{steps:,}", agg["seeds"], f"{agg['mean']:.1f}",
                          f"{agg['std']:.1f}", f"{agg['iqm']:.1f}", f"{agg['ci_low']:.1f}–{agg['ci_high']:.1f}"])
     if rows:
         print()
-        _print_table(["experiment", "precision", "env", "env steps", "seeds", "mean return", "sd", "IQM",
+        _print_table(["experiment", "precision", "overrides", "env", "env steps", "seeds", "mean return", "sd", "IQM",
                       "95% bootstrap CI of the mean"], rows)
-    recorded = {(experiment, env, steps) for experiment, precision, env, steps in groups if precision != "-"}
-    for experiment, precision, env, steps in groups:
-        if precision == "-" and (experiment, env, steps) in recorded:
-            print(f"note: {len(groups[experiment, precision, env, steps])} {experiment} report(s) on {env} at "
-                  f"{steps:,} steps do not record their training precision and are aggregated apart from those "
-                  f"that do (reports do not record training overrides either: give one configuration's reports)")
+    recorded = {(key[0], key[3], key[4]) for key in groups if "-" not in key[1:3]}
+    for key, returns in groups.items():
+        experiment, env, steps = key[0], key[3], key[4]
+        if "-" in key[1:3] and (experiment, env, steps) in recorded:
+            print(f"note: {len(returns)} {experiment} report(s) on {env} at {steps:,} steps do not record their "
+                  f"training precision or overrides and are aggregated apart from those that do")
 
 
 def compare(argv: list[str]) -> None:

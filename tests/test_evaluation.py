@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 
@@ -240,7 +241,7 @@ def test_evaluate_script_writes_report_markdown_and_plots(run, tmp_path):
             "seconds"} <= set(report)
     assert report["env_steps"] == 120 and len(report["returns"]) == report["episodes"] == 2
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    assert report["train_seed"] == cfg["seed"] and report["precision"] == "fp32"
+    assert report["train_seed"] == cfg["seed"] and report["precision"] == "fp32" and report["train_overrides"] == []
     assert report["checkpoint"] == str((run / "checkpoints" / "latest.pt").resolve()) and report["sample"] is False
     open_loop = report["open_loop"]
     assert len(open_loop["proprio_nmse"]) == len(open_loop["reward_mae"]) == 6 and open_loop["windows"] == 4
@@ -279,23 +280,30 @@ def test_compare_aggregates_the_seeds_of_each_configuration(tmp_path, capsys):
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     paths = []
-    for name, precision, mean in [("a", "fp32", 780.0), ("b", "fp32", 820.0), ("c", "fp32", 840.0),
-                                  ("d", "fp32", 900.0), ("e", "bf16", 850.0)]:
+    for name, precision, extra, mean in [("a", "fp32", [], 780.0), ("b", "fp32", ["device=cuda"], 820.0),
+                                         ("c", "fp32", [], 840.0), ("d", "fp32", ["torch_threads=1"], 900.0),
+                                         ("e", "bf16", ["precision=bf16"], 850.0),
+                                         ("f", "fp32", ["model.lr=1e-3"], 700.0),
+                                         ("g", "fp32", ["+model.lr=1e-3", "seed=7"], 710.0)]:
         report = {"experiment": "tdmpc_cpu", "precision": precision, "env": "cartpole-swingup-v0",
-                  "env_steps": 100_000, "return_mean": mean, "return_std": 1.0}
+                  "env_steps": 100_000, "return_mean": mean, "return_std": 1.0,
+                  "train_overrides": ["experiment=tdmpc_cpu", f"seed={ord(name)}", *extra]}
         paths.append(tmp_path / f"{name}.json")
         paths[-1].write_text(json.dumps(report))
     script.compare(["--compare", *map(str, paths)])
-    aggregates = capsys.readouterr().out.split("95% bootstrap CI of the mean")[1].strip().splitlines()[1:]
-    assert len(aggregates) == 1  # the four fp32 seeds; the one bf16 seed is not a group
+    printed = capsys.readouterr().out
+    assert re.search(r"training overrides +preset +preset", printed) and "model.lr=1e-3" in printed
+    aggregates = printed.split("95% bootstrap CI of the mean")[1].strip().splitlines()[1:]
+    assert len(aggregates) == 2 and "note" not in printed  # the bf16 seed alone is not a group
     cells = aggregates[0].split()
-    assert cells[:6] == ["tdmpc_cpu", "fp32", "cartpole-swingup-v0", "100,000", "4", "835.0"]
-    assert cells[6:8] == ["50.0", "830.0"]  # sd; IQM = the mean of the middle two of four
-    assert "note" not in "\n".join(aggregates)
+    assert cells[:7] == ["tdmpc_cpu", "fp32", "preset", "cartpole-swingup-v0", "100,000", "4", "835.0"]
+    assert cells[7:9] == ["50.0", "830.0"]  # sd; IQM = the mean of the middle two of four
+    assert aggregates[1].split()[:7] == ["tdmpc_cpu", "fp32", "model.lr=1e-3", "cartpole-swingup-v0", "100,000",
+                                         "2", "705.0"]  # model.lr=1e-3 given with and without "+"
     older = {"experiment": "tdmpc_cpu", "env": "cartpole-swingup-v0", "env_steps": 100_000, "return_mean": 760.0,
-             "return_std": 1.0}  # written before reports recorded the training precision
+             "return_std": 1.0}  # written before reports recorded the training precision and overrides
     paths.append(tmp_path / "older.json")
     paths[-1].write_text(json.dumps(older))
     script.compare(["--compare", *map(str, paths)])
     assert ("note: 1 tdmpc_cpu report(s) on cartpole-swingup-v0 at 100,000 steps do not record their training "
-            "precision") in capsys.readouterr().out
+            "precision or overrides") in capsys.readouterr().out

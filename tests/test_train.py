@@ -140,6 +140,8 @@ def test_hydra_style_resume_keeps_the_runs_saved_config(tmp_path):
     fresh = subprocess.run([*train, "steps=80"], capture_output=True, text=True, timeout=300)  # no resume=true
     assert fresh.returncode != 0 and "already holds a run (config.yaml): resume=true continues it" in fresh.stderr
     assert "Traceback" not in fresh.stderr and OmegaConf.load(tmp_path / "config.yaml").model.lr == 7e-4
+    first_overrides = [*TINY, "eval_every=1000", "steps=80", "model.lr=7e-4"]  # hydra.run.dir is not recorded
+    assert list(OmegaConf.load(tmp_path / "config.yaml").command_overrides) == first_overrides
     # the command again without the run's lr and with another task: neither may change the run
     again = subprocess.run([*train, "steps=120", "resume=true", "env=cartpole_balance", "~model.grad_clip",
                             "model.overrides={deter:32,units:32}"], capture_output=True, text=True, timeout=300)
@@ -148,6 +150,11 @@ def test_hydra_style_resume_keeps_the_runs_saved_config(tmp_path):
     assert "env=cartpole_balance" in ignoring and "~model.grad_clip" in ignoring and "resumed" in again.stdout
     saved = OmegaConf.load(tmp_path / "config.yaml")
     assert saved.model.lr == 7e-4 and saved.env.id == "cartpole-swingup-v0" and saved.steps == 120
+    recorded = list(saved.command_overrides)  # the first command's, then what the resume applied
+    assert recorded[:len(first_overrides)] == first_overrides and "model=xs" not in recorded[len(first_overrides):]
+    assert recorded[-2:] == ["steps=120", "model.overrides={deter:32,units:32}"]
+    assert not any(line.startswith(("env=", "~", "resume=", "hydra.")) for line in recorded)
+    assert load_checkpoint(tmp_path)["config"]["command_overrides"] == recorded
     assert load_checkpoint(tmp_path)["counters"]["env_steps"] == 120
 
 
