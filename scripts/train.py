@@ -58,7 +58,7 @@ def resolve_run(cfg: DictConfig) -> tuple[DictConfig, Path]:
         else:
             OmegaConf.update(merged, key, override.value(), force_add=True)
             applied.append(override.input_line)
-    if "command_overrides" in merged:  # a run started before they were recorded keeps them unknown
+    if merged.get("command_overrides") is not None:  # a run started before they were recorded keeps them unknown
         merged.command_overrides = [*merged.command_overrides, *applied]
     if ignored:
         print(f"resume: ignoring {' '.join(ignored)}: a run keeps the config groups and keys it started with ({saved})")
