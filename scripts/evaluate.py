@@ -127,34 +127,43 @@ def _compare_reports(paths: list[Path]) -> None:
 
 
 # overrides that say how a run was made or watched, not what it learned (or that the aggregate keys apart)
-_BOOKKEEPING = {"experiment", "env", "seed", "precision", "steps", "device", "torch_threads", "compile", "video",
-                "eval_every", "eval_episodes", "eval_goal_steps", "log_every", "checkpoint_every"}
+_BOOKKEEPING = {"experiment", "experiment_name", "env", "seed", "precision", "steps", "device", "torch_threads",
+                "compile", "video", "eval_every", "eval_episodes", "eval_goal_steps", "log_every", "checkpoint_every",
+                "offline.eval_every", "offline.log_every", "offline.checkpoint_every"}
 
 
 def _configuration(report: dict) -> str:
-    """The report's training overrides that change what is learned, as one string (a leading "+" or "++" dropped):
-    "preset" when none, "-" when the report predates their recording."""
+    """The report's training overrides that change what is learned, as one string: the last value given to each
+    key (a resume may repeat or change one), a leading "+" or "++" dropped, compared as written (``lr=1e-3`` and
+    ``lr=0.001`` differ); "preset" when none, "-" when the report does not record them."""
     overrides = report.get("train_overrides")
     if overrides is None:
         return "-"
-    kept = sorted(line.lstrip("+") for line in overrides if line.lstrip("+~").partition("=")[0] not in _BOOKKEEPING)
+    last = {line.lstrip("+").partition("=")[0]: line.lstrip("+") for line in overrides}
+    kept = sorted(line for key, line in last.items() if key.lstrip("~") not in _BOOKKEEPING)
     return " ".join(kept) or "preset"
 
 
+def _task_cell(report: dict) -> str:
+    """The evaluated task, and the trained one when it differs."""
+    trained = report.get("trained_env", report["env"])
+    return report["env"] if trained == report["env"] else f"{report['env']} (trained on {trained})"
+
+
 def _print_seed_summaries(reports: list[dict]) -> None:
-    """For each experiment, training precision, training overrides, env and budget given by ≥ 2 reports (its
-    seeds): the aggregate of their returns. Reports written before the precision or the overrides were recorded
-    show "-" and group together; a note says so when others of that experiment, env and budget record them."""
+    """For each experiment, training precision, training overrides, task and budget given by ≥ 2 reports (its
+    seeds): the aggregate of their returns. Reports that do not record the precision or the overrides show "-"
+    and group together; a note says so when others of that experiment, task and budget record them."""
     groups: dict[tuple, list[float]] = defaultdict(list)
     for report in reports:
-        key = (report["experiment"], report.get("precision", "-"), _configuration(report), report["env"],
+        key = (report["experiment"], report.get("precision", "-"), _configuration(report), _task_cell(report),
                report["env_steps"])
         groups[key].append(report["return_mean"])
     rows = []
-    for (experiment, precision, configuration, env, steps), returns in groups.items():
+    for (experiment, precision, configuration, task, steps), returns in groups.items():
         if len(returns) > 1:
             agg = seed_summary(returns)
-            rows.append([experiment, precision, configuration, env, f"{steps:,}", agg["seeds"], f"{agg['mean']:.1f}",
+            rows.append([experiment, precision, configuration, task, f"{steps:,}", agg["seeds"], f"{agg['mean']:.1f}",
                          f"{agg['std']:.1f}", f"{agg['iqm']:.1f}", f"{agg['ci_low']:.1f}–{agg['ci_high']:.1f}"])
     if rows:
         print()
@@ -162,9 +171,9 @@ def _print_seed_summaries(reports: list[dict]) -> None:
                       "95% bootstrap CI of the mean"], rows)
     recorded = {(key[0], key[3], key[4]) for key in groups if "-" not in key[1:3]}
     for key, returns in groups.items():
-        experiment, env, steps = key[0], key[3], key[4]
-        if "-" in key[1:3] and (experiment, env, steps) in recorded:
-            print(f"note: {len(returns)} {experiment} report(s) on {env} at {steps:,} steps do not record their "
+        experiment, task, steps = key[0], key[3], key[4]
+        if "-" in key[1:3] and (experiment, task, steps) in recorded:
+            print(f"note: {len(returns)} {experiment} report(s) on {task} at {steps:,} steps do not record their "
                   f"training precision or overrides and are aggregated apart from those that do")
 
 

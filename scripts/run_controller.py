@@ -62,7 +62,7 @@ def main() -> None:
                 if time_step.last():
                     break
         returns.append(total)
-        qpos = np.array2string(env.physics.data.qpos, precision=2, suppress_small=True)
+        qpos = np.array2string(env.physics.data.qpos, precision=2, suppress_small=True, max_line_width=10_000)
         print(f"episode {episode}: return {total:.1f}, final qpos {qpos}")
     print(f"{args.planner} {controller.planner_settings} on {domain}-{task} ({controller.device}): return "
           f"{np.mean(returns):.1f} ± {np.std(returns):.1f} over {args.episodes} episodes, "

@@ -42,24 +42,26 @@ def resolve_run(cfg: DictConfig) -> tuple[DictConfig, Path]:
     if named and not saved.exists():
         raise FileNotFoundError(f"resume={cfg.resume!r}: no config.yaml in {run_dir} (not a run folder)")
     fresh = cfg.resume in (False, "false")
-    cfg.command_overrides = _recorded(hydra_cfg.overrides.task)
+    typed = OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)  # each line as typed, "${...}" kept
+    cfg.command_overrides = _recorded(typed)
     if fresh and saved.exists():
         raise SystemExit(f"train.py: {run_dir} already holds a run ({saved.name}): resume=true continues it; a new run "
                          f"needs another hydra.run.dir")
     if fresh or not (named or (run_dir / "checkpoints" / "latest.pt").exists()):
         return cfg, run_dir  # a fresh run; resume=true before the first checkpoint starts over with this command
     merged, ignored, applied = OmegaConf.load(saved), [], []
-    for override in OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task)):
+    for line, override in zip(typed, OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task))):
         key = override.key_or_group
-        if key in ("resume", "hydra") or key.startswith(("hydra.", "hydra/")):
+        if key in ("resume", "hydra", "command_overrides") or key.startswith(("hydra.", "hydra/")):
             continue
         if key in hydra_cfg.runtime.choices or override.is_delete():
             ignored.append(override.input_line)
         else:
             OmegaConf.update(merged, key, override.value(), force_add=True)
-            applied.append(override.input_line)
+            applied.append(line)
     if merged.get("command_overrides") is not None:  # a run started before they were recorded keeps them unknown
-        merged.command_overrides = [*merged.command_overrides, *applied]
+        saved_lines = OmegaConf.to_container(merged.command_overrides, resolve=False)  # as saved: "${" unescaped
+        merged.command_overrides = _recorded([*saved_lines, *applied])
     if ignored:
         print(f"resume: ignoring {' '.join(ignored)}: a run keeps the config groups and keys it started with ({saved})")
     merged.resume = True
@@ -67,8 +69,10 @@ def resolve_run(cfg: DictConfig) -> tuple[DictConfig, Path]:
 
 
 def _recorded(overrides: list[str]) -> list[str]:
-    """The command line's overrides that say what a run is (Hydra's own ``hydra.*`` and ``resume`` left out)."""
-    return [line for line in overrides if not line.lstrip("+~").startswith(("hydra.", "hydra/", "resume="))]
+    """The command line's overrides that say what a run is (``resume`` and ``command_overrides`` left out), with
+    ``${`` escaped so that saving the resolved config keeps them as typed."""
+    return [line.replace("${", "\\${") for line in overrides
+            if line.lstrip("+~").partition("=")[0] not in ("resume", "command_overrides")]
 
 
 def resume_folder_as_run_dir(argv: list[str]) -> list[str]:

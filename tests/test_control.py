@@ -123,7 +123,7 @@ def test_run_controller_script(checkpoint):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "policy {} on cartpole-swingup (cpu): return" in result.stdout
-    assert re.search(r"episode 0: return \d+\.\d, final qpos \[ *-?\d+\.\d+ +-?\d+\.\d+\]", result.stdout), result.stdout
+    assert re.search(r"episode 0: return \d+\.\d, final qpos \[[-\d. ]+\]\n", result.stdout), result.stdout
 
 
 def test_run_controller_script_planner_settings(checkpoint):

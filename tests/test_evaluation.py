@@ -301,6 +301,12 @@ def test_compare_aggregates_the_seeds_of_each_configuration(tmp_path, capsys):
     assert cells[7:9] == ["50.0", "830.0"]  # sd; IQM = the mean of the middle two of four
     assert aggregates[1].split()[:7] == ["tdmpc_cpu", "fp32", "model.lr=1e-3", "cartpole-swingup-v0", "100,000",
                                          "2", "705.0"]  # model.lr=1e-3 given with and without "+"
+    # a resume may repeat or change a key: the last value counts; bookkeeping keys do not make a configuration
+    given = ["model.lr=1e-3", "seed=1", "+model.lr=2e-3", "~model.x", "offline.log_every=5", "device=cuda"]
+    assert script._configuration({"train_overrides": given}) == "model.lr=2e-3 ~model.x"
+    assert script._configuration({"train_overrides": ["torch_threads=2"]}) == "preset"
+    assert script._configuration({}) == "-"
+    assert script._task_cell({"env": "a-v0", "trained_env": "b-v0"}) == "a-v0 (trained on b-v0)"
     older = {"experiment": "tdmpc_cpu", "env": "cartpole-swingup-v0", "env_steps": 100_000, "return_mean": 760.0,
              "return_std": 1.0}  # written before reports recorded the training precision and overrides
     paths.append(tmp_path / "older.json")

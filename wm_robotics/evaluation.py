@@ -7,7 +7,7 @@ Report keys (sections are ``null`` when skipped):
 
 - metadata: ``checkpoint`` (the file read, resolved), ``env`` (evaluated task), ``trained_env``,
   ``experiment``, ``model_kind``, ``obs_mode``, ``train_seed``, ``precision`` and ``train_overrides`` (of the
-  training run: ``scripts/train.py``'s command-line overrides, null for runs started before they were kept),
+  training run: ``scripts/train.py``'s command-line overrides; null for a config not made by it),
   ``env_steps``, ``updates``, ``device``, ``seed`` (of the first evaluation episode), ``sample``;
 - returns (the policy's mean action unless ``sample``): ``return_mean``, ``return_std``,
   ``return_min``, ``return_max``, ``episodes``, ``returns``, ``lengths``, ``episode_seeds``; ``acted_by``
