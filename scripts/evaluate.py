@@ -9,8 +9,8 @@ Side by side, with eval return vs env steps plotted against the published refere
     python scripts/evaluate.py --compare runs/<run_a> runs/<run_b> report_a.json ... [--out compare.png]
 
 (run folders give their metrics.csv and config.yaml; ``.json`` arguments are reports of this script). Reports of
-one experiment, training precision, env and budget (its seeds) are also aggregated: mean, sd, IQM and a bootstrap
-interval of the mean (``wm_robotics.seed_stats``).
+one experiment, training precision, training overrides, task and budget (its seeds) are also aggregated: mean, sd,
+IQM and a bootstrap interval of the mean (``wm_robotics.seed_stats``).
 """
 
 from __future__ import annotations
@@ -169,10 +169,10 @@ def _print_seed_summaries(reports: list[dict]) -> None:
         print()
         _print_table(["experiment", "precision", "overrides", "env", "env steps", "seeds", "mean return", "sd", "IQM",
                       "95% bootstrap CI of the mean"], rows)
-    recorded = {(key[0], key[3], key[4]) for key in groups if "-" not in key[1:3]}
-    for key, returns in groups.items():
-        experiment, task, steps = key[0], key[3], key[4]
-        if "-" in key[1:3] and (experiment, task, steps) in recorded:
+    recorded = {(experiment, task, steps) for experiment, precision, configuration, task, steps in groups
+                if "-" not in (precision, configuration)}
+    for (experiment, precision, configuration, task, steps), returns in groups.items():
+        if "-" in (precision, configuration) and (experiment, task, steps) in recorded:
             print(f"note: {len(returns)} {experiment} report(s) on {task} at {steps:,} steps do not record their "
                   f"training precision or overrides and are aggregated apart from those that do")
 
