@@ -57,7 +57,7 @@ def main() -> None:
         features = model.features(controller.encode(env.task.get_observation(physics)))
         action = model.pi(features, sample=False)[0]
         heads = model.twohot.decode(model.q(torch.cat([features, action], -1), None))[:, 0]  # (heads,)
-        mean_action = np.array2string(action[0].numpy(), precision=2, separator=", ")
+        mean_action = "[" + ", ".join(f"{a:+.2f}" for a in action[0].tolist()) + "]"
         print(f"| {value:+.2f} | {mean_action} | {heads.mean():.1f} | {heads.min():.1f} | {heads.max():.1f} |")
 
 

@@ -93,7 +93,7 @@ def test_value_probe_script_reads_the_prior_and_critic_at_set_states(tdmpc_run):
     script = [sys.executable, str(ROOT / "scripts/value_probe.py"), str(tdmpc_run[0])]
     result = subprocess.run(script + ["--values", "-0.5", "0.5"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    rows = re.findall(r"\| ([-+]\d\.\d\d) \| \[([-\d. ]+)\] \| ([-\d.]+) \| ([-\d.]+) \| ([-\d.]+) \|", result.stdout)
+    rows = re.findall(r"\| ([-+]\d\.\d\d) \| \[([-+\d.]+)\] \| ([-\d.]+) \| ([-\d.]+) \| ([-\d.]+) \|", result.stdout)
     assert [row[0] for row in rows] == ["-0.50", "+0.50"], result.stdout
     controller = MPCController.from_checkpoint(tdmpc_run[0], device="cpu", planner="policy")
     env = suite.load("cartpole", "swingup")
