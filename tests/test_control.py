@@ -141,7 +141,6 @@ def test_run_controller_script_planner_settings(checkpoint):
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
 
 
-
 def test_value_probe_script_needs_q_heads_and_a_prior(checkpoint):
     result = subprocess.run([sys.executable, str(ROOT / "scripts/value_probe.py"), str(checkpoint)],
                             capture_output=True, text=True, timeout=300)

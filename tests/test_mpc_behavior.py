@@ -108,6 +108,7 @@ def test_value_probe_script_reads_the_prior_and_critic_at_set_states(tdmpc_run):
     result = subprocess.run(script + ["--qpos", "0"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "cartpole has 2 joint positions" in result.stderr, result.stderr
 
+
 def test_evaluation_plays_its_episodes_with_the_planner_settings_given(tdmpc_run, monkeypatch):
     import wm_robotics.evaluation as evaluation
 
