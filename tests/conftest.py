@@ -16,3 +16,14 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tdmpc_run(tmp_path_factory):
+    """A ``tdmpc_cpu`` run shrunk to test size, trained 160 env steps: (run folder, final metrics)."""
+    from tests.test_mpc_behavior import preset_config
+    from wm_robotics.train import Trainer
+
+    run = tmp_path_factory.mktemp("tdmpc")
+    final = Trainer(preset_config("tdmpc_cpu", "steps=160"), run).run()
+    return run, final
