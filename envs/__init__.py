@@ -12,7 +12,15 @@ configure_rendering()
 
 from wm_robotics.envs.dmc import OBS_MODES, DMCEnv, EpisodeStateError  # noqa: E402
 from wm_robotics.envs.goal import GoalDMCEnv  # noqa: E402
-from wm_robotics.envs.registry import ENV_IDS, GOAL_TASKS, SUITE_TASKS, check_env_id, env_id, register_all  # noqa: E402
+from wm_robotics.envs.registry import (  # noqa: E402
+    ENV_IDS,
+    GOAL_TASKS,
+    SUITE_TASKS,
+    check_env_id,
+    env_id,
+    register_all,
+    suite_task,
+)
 from wm_robotics.envs.vector import make_env, make_vector_env  # noqa: E402
 
 register_all()
@@ -29,4 +37,5 @@ __all__ = [
     "env_id",
     "make_env",
     "make_vector_env",
+    "suite_task",
 ]

@@ -16,6 +16,7 @@ from dm_control import suite
 
 from wm_robotics import MPCController
 from wm_robotics.checkpoint import CheckpointError, load_checkpoint
+from wm_robotics.envs import suite_task
 
 
 def main() -> None:
@@ -46,7 +47,7 @@ def main() -> None:
         controller = MPCController(payload, device=args.device, planner=args.planner, **settings)
     except (CheckpointError, ValueError) as error:
         parser.error(str(error))
-    domain, task = config["env"]["id"].removesuffix("-v0").split("-")[:2]
+    domain, task = suite_task(config["env"]["id"])
     repeat = config["env"]["action_repeat"]
     returns, actions, start = [], 0, time.perf_counter()
     for episode in range(args.episodes):

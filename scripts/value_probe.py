@@ -19,6 +19,7 @@ from dm_control import suite
 
 from wm_robotics import MPCController
 from wm_robotics.checkpoint import CheckpointError, load_checkpoint
+from wm_robotics.envs import suite_task
 
 
 @torch.inference_mode()
@@ -38,7 +39,7 @@ def main() -> None:
     config, model = payload["config"], controller.model
     if config["obs_mode"] != "proprio" or getattr(model, "q", None) is None or getattr(model, "policy", None) is None:
         parser.error("the checkpoint needs proprio observations, Q heads and a policy prior (e.g. tdmpc_cpu)")
-    domain, task = config["env"]["id"].removesuffix("-v0").split("-")[:2]
+    domain, task = suite_task(config["env"]["id"])
     env = suite.load(domain, task)
     env.reset()
     physics = env.physics

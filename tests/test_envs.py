@@ -161,6 +161,21 @@ def test_unknown_id_lists_close_matches():
         envs.make_env("cartpole-swingupp-v0")
 
 
+@pytest.mark.parametrize(("name", "expected"), [
+    ("cartpole-swingup-v0", ("cartpole", "swingup")),
+    ("wm_robotics/ball_in_cup-catch-v0", ("ball_in_cup", "catch")),
+    ("cartpole-swingup_sparse-v0", ("cartpole", "swingup_sparse")),
+    ("reacher-hard-goal-v1", ("reacher", "hard")),
+])
+def test_suite_task_names_the_dm_control_task(name, expected):
+    assert envs.suite_task(name) == expected
+
+
+def test_suite_task_refuses_unknown_ids():
+    with pytest.raises(gym.error.UnregisteredEnv, match="closest"):
+        envs.suite_task("cartpole-swingup-v9")
+
+
 def test_make_env_checks_max_episode_steps():
     with pytest.raises(ValueError, match="max_episode_steps must be a positive integer"):
         envs.make_env("cartpole-swingup-v0", max_episode_steps=0)
