@@ -21,7 +21,7 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def tdmpc_run(tmp_path_factory):
     """A ``tdmpc_cpu`` run shrunk to test size, trained 160 env steps: (run folder, final metrics)."""
-    from tests.test_mpc_behavior import preset_config
+    from tests.configs import preset_config
     from wm_robotics.train import Trainer
 
     run = tmp_path_factory.mktemp("tdmpc")

@@ -14,8 +14,8 @@ import torch
 
 import tests.test_rssm as rssm_tests
 import tests.test_vmc as vmc_tests
-from tests.test_mpc_behavior import preset_config
-from tests.test_planners import PointMass, make
+from tests.configs import preset_config
+from tests.point_mass import PointMass, make
 from wm_robotics.compiled import CompiledCall
 from wm_robotics.data.replay import to_torch
 from wm_robotics.models.jepa import JEPAWorldModel

@@ -9,7 +9,7 @@ import pytest
 import torch
 from dm_control import suite
 
-from tests.test_train import ROOT, tiny_config
+from tests.configs import ROOT, tiny_config
 from wm_robotics.control import MPCController, uint8_pixels
 from wm_robotics.train import Trainer
 

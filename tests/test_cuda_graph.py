@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.test_planners import KINDS, PointMass, make
+from tests.point_mass import KINDS, PointMass, make
 from wm_robotics.behaviors.cuda_graph import GraphedCall, same_capture
 from wm_robotics.behaviors.mpc_behavior import MPCBehavior
 from wm_robotics.behaviors.planning import GoalObjective

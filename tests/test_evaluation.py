@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from tests.test_train import ROOT, tiny_config
+from tests.configs import ROOT, tiny_config
 from wm_robotics.checkpoint import CheckpointError
 from wm_robotics.evaluation import evaluate_checkpoint, write_report
 from wm_robotics.models.base import WorldModel

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.test_planners import KINDS, PointMass, make
+from tests.point_mass import KINDS, PointMass, make
 from wm_robotics.behaviors.drift_estimate import DriftEstimate
 from wm_robotics.behaviors.planning import GoalObjective, goal_embedding
 

@@ -9,7 +9,7 @@ import wm_robotics.envs as envs
 from wm_robotics.rollout import random_policy, run_episode
 from wm_robotics.train import Trainer, env_kwargs
 
-from tests.test_train import ROOT
+from tests.configs import ROOT
 
 
 @pytest.mark.slow

@@ -9,10 +9,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from tests.test_train import ROOT
+from tests.configs import ROOT, preset_config
 from wm_robotics.behaviors.mpc_behavior import MPCBehavior
 from wm_robotics.behaviors.planning import GoalObjective
 from wm_robotics.checkpoint import load_checkpoint, save_checkpoint
@@ -22,26 +20,6 @@ from wm_robotics.models.jepa import JEPAWorldModel
 from wm_robotics.train import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-RUN = ["max_episode_steps=20", "prefill=80", "eval_episodes=1", "video=false", "log_every=20", "checkpoint_every=40",
-       "device=cpu", "torch_threads=1", "eval_every=1000"]
-SMALL_JEPA = ["model=xs", "+model.overrides.latent=16", "+model.overrides.units=32", "+model.overrides.enc_units=32"]
-PRESETS = {
-    "tdmpc_cpu": [*SMALL_JEPA, "batch_size=8", "train_ratio=16", "behavior.settings.samples=32",
-                  "behavior.settings.iterations=2", "behavior.settings.elites=8"],
-    "planet": ["model=xs", "+model.overrides.deter=32", "+model.overrides.units=32", "batch_size=2", "seq_len=8",
-               "train_ratio=16", "behavior.settings.horizon=4", "behavior.settings.iterations=2",
-               "behavior.settings.candidates=32", "behavior.settings.elites=4"],
-    "jepa_goal": [*SMALL_JEPA, "+model.overrides.cnn_depth=4", "batch_size=4", "seq_len=4", "train_ratio=16",
-                  "prefill=40"],
-}
-PRESETS["jepa_goal_frame"] = PRESETS["jepa_goal"]
-
-
-def preset_config(experiment: str, *overrides: str) -> dict:
-    """A preset shrunk to test size (``PRESETS``), plus ``overrides``."""
-    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={experiment}", *RUN, *PRESETS[experiment], *overrides])
-    return OmegaConf.to_container(cfg, resolve=True)
 
 
 def untrained_goal_reacher(*overrides: str) -> tuple:

@@ -7,27 +7,16 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from tests.configs import ROOT, TINY, composed, tiny_config
 from wm_robotics.checkpoint import CheckpointError, load_checkpoint
 from wm_robotics.train import NonFiniteLossError, Trainer
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["model=xs", "+model.overrides.deter=32", "+model.overrides.units=32", "behavior.units=32",
-        "max_episode_steps=20", "prefill=80", "batch_size=2", "seq_len=8", "train_ratio=16",
-        "eval_episodes=1", "video=false", "log_every=20", "checkpoint_every=40", "device=cpu", "torch_threads=1"]
-
-
-def tiny_config(*overrides: str) -> dict:
-    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=[*TINY, *overrides])
-    return OmegaConf.to_container(cfg, resolve=True)
 
 
 def test_run_folder_layout_and_metrics(tmp_path):
@@ -225,9 +214,8 @@ def test_unknown_precision_lists_valid_ones(tmp_path):
 
 @pytest.mark.parametrize("experiment, size, units", [("dreamer", "s", 512), ("dreamer_cpu", "xs", 256)])
 def test_dreamer_presets_actor_critic_width(experiment, size, units):
-    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={experiment}"])
-    assert (cfg.model.size, cfg.behavior.units, cfg.behavior.layers) == (size, units, 2)  # DreamerV3 S: 512 x 2
+    cfg = composed([f"experiment={experiment}"])
+    assert (cfg["model"]["size"], cfg["behavior"]["units"], cfg["behavior"]["layers"]) == (size, units, 2)  # DreamerV3 S: 512 x 2
 
 
 def test_unknown_model_kind_lists_valid_ones():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import wm_robotics.envs as envs
-from tests.test_train import ROOT, TINY, tiny_config
+from tests.configs import ROOT, TINY, tiny_config
 from wm_robotics.checkpoint import load_checkpoint
 from wm_robotics.data.episodes import list_episodes, load_episode
 from wm_robotics.rollout import collect_episodes, random_policy

@@ -7,7 +7,7 @@ import sys
 import pytest
 from dm_control import suite
 
-from tests.test_train import ROOT
+from tests.configs import ROOT
 from wm_robotics.control import MPCController
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_train import tiny_config
+from tests.configs import tiny_config
 from wm_robotics.checkpoint import FORMAT, CheckpointError, load_checkpoint
 from wm_robotics.data.episodes import load_episode
 from wm_robotics.imagination import imagine_episode

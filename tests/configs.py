@@ -1,0 +1,42 @@
+"""Test-sized training configurations, composed from the real Hydra configs: ``tiny_config`` (the default RSSM run)
+and ``preset_config`` (a named preset shrunk to test size)."""
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["model=xs", "+model.overrides.deter=32", "+model.overrides.units=32", "behavior.units=32",
+        "max_episode_steps=20", "prefill=80", "batch_size=2", "seq_len=8", "train_ratio=16",
+        "eval_episodes=1", "video=false", "log_every=20", "checkpoint_every=40", "device=cpu", "torch_threads=1"]
+RUN = ["max_episode_steps=20", "prefill=80", "eval_episodes=1", "video=false", "log_every=20", "checkpoint_every=40",
+       "device=cpu", "torch_threads=1", "eval_every=1000"]
+SMALL_JEPA = ["model=xs", "+model.overrides.latent=16", "+model.overrides.units=32", "+model.overrides.enc_units=32"]
+PRESETS = {
+    "tdmpc_cpu": [*SMALL_JEPA, "batch_size=8", "train_ratio=16", "behavior.settings.samples=32",
+                  "behavior.settings.iterations=2", "behavior.settings.elites=8"],
+    "planet": ["model=xs", "+model.overrides.deter=32", "+model.overrides.units=32", "batch_size=2", "seq_len=8",
+               "train_ratio=16", "behavior.settings.horizon=4", "behavior.settings.iterations=2",
+               "behavior.settings.candidates=32", "behavior.settings.elites=4"],
+    "jepa_goal": [*SMALL_JEPA, "+model.overrides.cnn_depth=4", "batch_size=4", "seq_len=4", "train_ratio=16",
+                  "prefill=40"],
+}
+PRESETS["jepa_goal_frame"] = PRESETS["jepa_goal"]
+
+
+def composed(overrides: list[str]) -> dict:
+    """``configs/train.yaml`` with ``overrides``, resolved to a plain dict."""
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def tiny_config(*overrides: str) -> dict:
+    """The default (RSSM) run at test size (``TINY``), plus ``overrides``."""
+    return composed([*TINY, *overrides])
+
+
+def preset_config(experiment: str, *overrides: str) -> dict:
+    """A preset shrunk to test size (``PRESETS``), plus ``overrides``."""
+    return composed([f"experiment={experiment}", *RUN, *PRESETS[experiment], *overrides])
