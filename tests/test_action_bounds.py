@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from wm_robotics.behaviors.action_bounds import ActionBounds
+from wm_robotics.behaviors.action_bounds import ActionBounds, from_env_units, to_env_units
 
 
 def test_maps_bounds_onto_unit_box_and_back():
@@ -13,9 +13,17 @@ def test_maps_bounds_onto_unit_box_and_back():
                                torch.tensor([[-2.0, 0.0], [2.0, 1.0], [0.0, 0.5]]))
     env_actions = torch.tensor([[1.5, 0.25]])
     torch.testing.assert_close(bounds.to_env(bounds.from_env(env_actions)), env_actions)
+    low, high = np.array([-2.0, 0.0], np.float32), np.array([2.0, 1.0], np.float32)  # the same maps on numpy
+    np.testing.assert_allclose(to_env_units(np.array([0.0, 0.0], np.float32), low, high), [0.0, 0.5])
+    np.testing.assert_allclose(from_env_units(np.array([1.5, 0.25], np.float32), low, high), [0.75, -0.5])
 
 
 @pytest.mark.parametrize("low, high", [(1.0, -1.0), (-np.inf, 1.0), (0.0, 0.0)])
 def test_rejects_bounds_that_are_not_finite_and_ordered(low, high):
-    with pytest.raises(ValueError, match="finite with low < high"):
+    with pytest.raises(ValueError, match="finite with action_low < action_high"):
         ActionBounds(1, low, high)
+
+
+def test_wrong_bound_length_names_the_argument():
+    with pytest.raises(ValueError, match=r"action_low must be a scalar or hold action_dim=3 values, got shape \(2,\)"):
+        ActionBounds(3, [-1.0, -1.0], 1.0)

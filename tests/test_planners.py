@@ -228,7 +228,7 @@ def test_value_errors():
         CEMPlanner(1, horizon=0)
     with pytest.raises(ValueError, match="positive"):
         MPPIPlanner(1, iterations=0)
-    with pytest.raises(ValueError, match="below"):
+    with pytest.raises(ValueError, match="finite with action_low < action_high"):
         CEMPlanner(1, action_low=0.5, action_high=0.5)
     with pytest.raises(ValueError, match=r"action_high must be a scalar or hold action_dim=2 values, got shape \(3,\)"):
         MPPIPlanner(2, action_high=[1.0, 1.0, 1.0])

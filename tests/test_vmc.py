@@ -247,7 +247,7 @@ def test_preset_trains_resumes_sweeps_tau_and_its_checkpoint_evaluates_and_expor
     assert second["counters"]["env_steps"] == 200
     assert second["behavior"]["last_metrics"]["cmaes/generation"] == second["counters"]["updates"] > generation
 
-    sweep = temperature_sweep(run, temperatures=(0.5, 1.5), generations=2, episodes=1, device="cpu")
+    sweep = temperature_sweep(run / "checkpoints", temperatures=(0.5, 1.5), generations=2, episodes=1, device="cpu")
     assert [row["temperature"] for row in sweep["rows"]] == [0.5, 1.5] and "| 1.5 |" in markdown(sweep)
     assert all(math.isfinite(row["dream_return"]) and math.isfinite(row["real_return"]) for row in sweep["rows"])
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from wm_robotics.agent import agent_from_checkpoint
+from wm_robotics.behaviors.action_bounds import to_env_units
 from wm_robotics.behaviors.drift_estimate import DriftEstimate
 from wm_robotics.behaviors.frame_goal import FrameGoal
 from wm_robotics.behaviors.planners import PLANNERS as SAMPLING_PLANNERS, build_planner
@@ -299,7 +300,7 @@ class MPCController:
         else:
             normalised = self.planner.plan(self.model, agent.state)
         agent.prev_action = normalised
-        action = self.action_low + (normalised[0].cpu().numpy() + 1) * 0.5 * (self.action_high - self.action_low)
+        action = to_env_units(normalised[0].cpu().numpy(), self.action_low, self.action_high)
         self._first = False
         return np.clip(action, self.action_low, self.action_high).astype(np.float32)
 

@@ -24,16 +24,11 @@ import wm_robotics.envs as envs
 from wm_robotics.agent import Agent, agent_from_checkpoint
 from wm_robotics.behaviors.cmaes_controller import dream_returns
 from wm_robotics.builders import build_behavior, resolve_device
-from wm_robotics.checkpoint import load_checkpoint
+from wm_robotics.checkpoint import checkpoint_file, load_checkpoint
 from wm_robotics.data.replay import SequenceReplay, to_torch
 from wm_robotics.evaluation import evaluate_returns
 from wm_robotics.models.base import State
 from wm_robotics.train import env_kwargs
-
-
-def _run_dir(checkpoint: str | os.PathLike) -> Path:
-    path = Path(checkpoint)
-    return path if path.is_dir() else path.parent.parent  # <run>/checkpoints/latest.pt
 
 
 def replay_starts(agent: Agent, episodes_dir: Path, count: int, seq_len: int, seed: int) -> State:
@@ -66,7 +61,7 @@ def temperature_sweep(checkpoint: str | os.PathLike, temperatures: Sequence[floa
     trained_temperature = model.temperature
     env = envs.make_env(cfg["env"]["id"], render_mode="rgb_array", **env_kwargs(cfg))
     torch.manual_seed(seed)
-    episodes_dir = _run_dir(checkpoint) / "episodes"
+    episodes_dir = checkpoint_file(checkpoint).parent.parent / "episodes"  # <run>/checkpoints/latest.pt
     starts = replay_starts(agent, episodes_dir, count=32, seq_len=cfg["seq_len"], seed=seed)
     held = replay_starts(agent, episodes_dir, count=max(1, held_starts // cfg["seq_len"]), seq_len=cfg["seq_len"],
                          seed=seed + 1)

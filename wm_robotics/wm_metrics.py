@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from wm_robotics.behaviors.action_bounds import from_env_units
 from wm_robotics.models.base import State, WorldModel
 
 Episode = dict[str, np.ndarray]
@@ -83,8 +84,7 @@ def _device(model: WorldModel) -> torch.device:
 
 def _normalise(action: np.ndarray, low: Any, high: Any) -> np.ndarray:
     """Env units → the model's [-1, 1]."""
-    low, high = np.asarray(low, np.float32), np.asarray(high, np.float32)
-    return 2.0 * (action - low) / (high - low) - 1.0
+    return from_env_units(action, np.asarray(low, np.float32), np.asarray(high, np.float32))
 
 
 def _obs(batch: dict[str, np.ndarray], key: str, device: torch.device) -> torch.Tensor:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from wm_robotics.behaviors.planning import (Bound, Objective, SamplingPlanner, score_population,
-                                            select_elites)
+from wm_robotics.behaviors.action_bounds import Bounds
+from wm_robotics.behaviors.planning import Objective, SamplingPlanner, score_population, select_elites
 from wm_robotics.models.base import State, WorldModel
 
 
@@ -24,8 +24,8 @@ class CEMPlanner(SamplingPlanner):
     """
 
     def __init__(self, action_dim: int, horizon: int = 12, iterations: int = 10, candidates: int = 1000,
-                 elites: int = 100, min_std: float = 0.05, init_std: float = 1.0, action_low: Bound = -1.0,
-                 action_high: Bound = 1.0, objective: Objective | None = None, momentum: float = 0.0,
+                 elites: int = 100, min_std: float = 0.05, init_std: float = 1.0, action_low: Bounds = -1.0,
+                 action_high: Bounds = 1.0, objective: Objective | None = None, momentum: float = 0.0,
                  cuda_graph: bool = True, precision: str = "fp32", compile: bool = False) -> None:
         super().__init__(action_dim, horizon, iterations, action_low, action_high, objective, cuda_graph, precision,
                          compile)

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import torch
 
-from wm_robotics.behaviors.planning import (Bound, Objective, SamplingPlanner, expand_state, score_population,
+from wm_robotics.behaviors.action_bounds import Bounds
+from wm_robotics.behaviors.planning import (Objective, SamplingPlanner, expand_state, score_population,
                                             select_elites)
 from wm_robotics.models.base import FeaturePolicy, State, WorldModel
 
@@ -41,7 +42,7 @@ class MPPIPlanner(SamplingPlanner):
 
     def __init__(self, action_dim: int, horizon: int = 3, iterations: int = 6, samples: int = 512,
                  elites: int = 64, policy_samples: int = 24, temperature: float = 0.5, min_std: float = 0.05,
-                 max_std: float = 2.0, action_low: Bound = -1.0, action_high: Bound = 1.0,
+                 max_std: float = 2.0, action_low: Bounds = -1.0, action_high: Bounds = 1.0,
                  objective: Objective | None = None, policy: FeaturePolicy | None = None,
                  sample_final: bool = True, cuda_graph: bool = True, precision: str = "fp32",
                  compile: bool = False, prior_coef: float = 0.0) -> None:

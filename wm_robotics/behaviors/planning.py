@@ -29,12 +29,11 @@ from typing import Callable, Iterator, Protocol, Sequence
 
 import torch
 
+from wm_robotics.behaviors.action_bounds import Bounds, bound_vectors
 from wm_robotics.behaviors.cuda_graph import GraphedCall, same_capture
 from wm_robotics.compiled import CompiledCall
 from wm_robotics.models.base import State, WorldModel
 from wm_robotics.precision import check_precision, compute_precision
-
-Bound = float | Sequence[float] | torch.Tensor
 
 
 class Objective(Protocol):
@@ -235,21 +234,13 @@ class SamplingPlanner:
     (``torch.compile``); if compiling fails the planner warns once and searches eagerly.
     """
 
-    def __init__(self, action_dim: int, horizon: int, iterations: int, action_low: Bound, action_high: Bound,
+    def __init__(self, action_dim: int, horizon: int, iterations: int, action_low: Bounds, action_high: Bounds,
                  objective: Objective | None, cuda_graph: bool = True, precision: str = "fp32",
                  compile: bool = False) -> None:
         if action_dim <= 0 or horizon <= 0 or iterations <= 0:
             raise ValueError(f"action_dim, horizon and iterations must be positive, got "
                              f"{action_dim}, {horizon}, {iterations}")
-        bounds = {name: torch.as_tensor(value, dtype=torch.float32)
-                  for name, value in (("action_low", action_low), ("action_high", action_high))}
-        for name, value in bounds.items():
-            if value.numel() not in (1, action_dim):
-                raise ValueError(f"{name} must be a scalar or hold action_dim={action_dim} values, got shape "
-                                 f"{tuple(value.shape)}")
-        self.low, self.high = (bounds[name].reshape(-1).expand(action_dim).clone() for name in bounds)
-        if not bool((self.low < self.high).all()):
-            raise ValueError(f"action_low must be below action_high, got {self.low.tolist()} and {self.high.tolist()}")
+        self.low, self.high = bound_vectors(action_dim, action_low, action_high)
         self.action_dim, self.horizon, self.iterations = action_dim, horizon, iterations
         self.precision = check_precision(precision)
         self.objective: Objective = RewardObjective() if objective is None else objective
