@@ -23,6 +23,17 @@ def make_env(name: str, **kwargs: Any) -> gym.Env:
     return gym.make(check_env_id(name), **kwargs)
 
 
+def env_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments for :func:`make_env` from a run config (``configs/train.yaml``: ``obs_mode``, ``env.*``,
+    ``max_episode_steps``)."""
+    env = cfg["env"]
+    kwargs = {"obs_mode": cfg["obs_mode"], "action_repeat": env["action_repeat"], "image_size": env["image_size"],
+              "camera_id": env["camera_id"], "render_fast": env["render_fast"]}
+    if cfg.get("max_episode_steps"):
+        kwargs["max_episode_steps"] = cfg["max_episode_steps"]
+    return kwargs
+
+
 def _worker_env(full_id: str, **kwargs: Any) -> gym.Env:
     """Build one worker's env; Mesa's llvmpipe renders on one thread per worker process.
 

@@ -21,9 +21,7 @@ def main(cfg: DictConfig) -> None:
     try:
         if cfg.video:
             video_path(cfg.video)
-        env = envs.make_env(cfg.env.id, obs_mode=cfg.obs_mode, action_repeat=cfg.env.action_repeat,
-                            image_size=cfg.env.image_size, camera_id=cfg.env.camera_id,
-                            render_fast=cfg.env.render_fast, max_episode_steps=cfg.max_episode_steps)
+        env = envs.make_env(cfg.env.id, **envs.env_kwargs(cfg))
     except ValueError as error:  # bad settings: one line, no traceback
         raise SystemExit(f"collect.py: {error}") from error
     paths = collect_episodes(env, random_policy(env.action_space, cfg.seed), cfg.episodes, cfg.out, cfg.seed)

@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from wm_robotics.atomic import report_json_path
 from wm_robotics.checkpoint import CheckpointError
 from wm_robotics.evaluation import evaluate_checkpoint, write_report
-from wm_robotics.plots import eval_curve, plot_runs, published_results
+from wm_robotics.plots import BUDGETS, eval_curve, plot_runs, published_results
 from wm_robotics.seed_stats import seed_summary
 
 
@@ -182,7 +182,7 @@ def compare(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="evaluate.py --compare", description="compare runs or reports")
     parser.add_argument("--compare", nargs="+", required=True, metavar="RUN_DIR_OR_REPORT_JSON")
     parser.add_argument("--out", default="compare.png", help="plot path (one per task: <stem>_<task>.png)")
-    parser.add_argument("--budget", default="100k", choices=["100k", "500k", "1M"], help="reference numbers drawn")
+    parser.add_argument("--budget", default="100k", choices=BUDGETS, help="reference numbers drawn")
     args = parser.parse_args(argv)
     paths = [Path(p) for p in args.compare]
     for path in paths:

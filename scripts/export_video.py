@@ -35,10 +35,7 @@ def _episodes(cfg: DictConfig) -> list[dict]:
     import wm_robotics.envs as envs
     from wm_robotics.rollout import random_policy, run_episode
 
-    env = envs.make_env(
-        cfg.env.id, obs_mode="pixels", action_repeat=cfg.env.action_repeat, image_size=cfg.env.image_size,
-        camera_id=cfg.env.camera_id, render_fast=cfg.env.render_fast, max_episode_steps=cfg.max_episode_steps,
-    )
+    env = envs.make_env(cfg.env.id, **envs.env_kwargs({**cfg, "obs_mode": "pixels"}))
     policy = random_policy(env.action_space, cfg.seed)
     return [run_episode(env, policy, seed=cfg.seed + i) for i in range(cfg.episodes)]
 

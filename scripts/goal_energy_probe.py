@@ -20,7 +20,6 @@ import torch
 from wm_robotics import MPCController, envs
 from wm_robotics.behaviors.planning import GoalObjective
 from wm_robotics.checkpoint import load_checkpoint
-from wm_robotics.train import env_kwargs
 from wm_robotics.wm_metrics import set_goal_from_info
 
 
@@ -48,7 +47,7 @@ def main() -> None:
     torch.manual_seed(args.seed)  # a stochastic encoder (RSSM posterior sample) gives the same numbers each run
     payload = load_checkpoint(args.checkpoint)
     config = payload["config"]
-    env = envs.make_env(config["env"]["id"], **env_kwargs(config))  # the model's own rendering settings
+    env = envs.make_env(config["env"]["id"], **envs.env_kwargs(config))  # the model's own rendering settings
     try:
         energy = {"fields": args.fields} if args.fields else {}
         if args.latent_weight is not None:

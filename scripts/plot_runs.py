@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from wm_robotics.plots import eval_table, plot_runs, published_results
+from wm_robotics.plots import BUDGETS, eval_table, plot_runs, published_results
 
 
 def main() -> None:
@@ -21,7 +21,7 @@ def main() -> None:
                                                 "or its metrics CSV)")
     parser.add_argument("--task", required=True, help="task name in published_results.json, e.g. cartpole-swingup")
     parser.add_argument("--out", required=True, help="PNG path")
-    parser.add_argument("--budget", default="100k", choices=["100k", "500k", "1M"])
+    parser.add_argument("--budget", default="100k", choices=BUDGETS)
     args = parser.parse_args()
     runs = {}
     for item in args.runs:

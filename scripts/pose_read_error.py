@@ -22,7 +22,6 @@ from wm_robotics.agent import agent_from_checkpoint
 from wm_robotics.atomic import write_text_atomic
 from wm_robotics.behaviors.frame_goal import angle_difference
 from wm_robotics.checkpoint import load_checkpoint
-from wm_robotics.train import env_kwargs
 
 
 @torch.inference_mode()
@@ -39,7 +38,7 @@ def main() -> None:
     dims = model.pose.dims.tolist()
     keys = payload.get("proprio_keys") or [("proprio", model.pose.proprio_dim)]
     names = [f"{name}[{i}]" for name, size in keys for i in range(int(size))]
-    env = envs.make_env(payload["config"]["env"]["id"], **env_kwargs(payload["config"]))
+    env = envs.make_env(payload["config"]["env"]["id"], **envs.env_kwargs(payload["config"]))
     try:
         start, stop = (int(x) for x in args.seeds.split(":"))
     except ValueError:

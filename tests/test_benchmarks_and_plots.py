@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from wm_robotics.behaviors.mppi import MPPIPlanner
@@ -11,7 +12,7 @@ from wm_robotics.benchmarks import learner
 from wm_robotics.benchmarks import planner as planner_bench
 from wm_robotics.benchmarks.timing import interleaved_rates, matmul_gflops, nearest_reference, write_json
 from wm_robotics.compiled import CompiledCall
-from wm_robotics.plots import eval_curve, eval_table, plot_runs, published_results
+from wm_robotics.plots import BUDGETS, eval_curve, eval_table, plot_runs, published_results
 
 
 def test_interleaved_rates_counts_items():
@@ -58,6 +59,8 @@ def test_bf16_rows_are_timed_only_where_the_device_has_bf16_kernels(monkeypatch,
 def test_env_work_functions_step_the_real_env():
     assert env_bench._ours("cartpole-swingup-v0", "proprio", 2)() == env_bench.BLOCK * 2
     assert env_bench._raw("cartpole", "swingup", pixels=False)() == env_bench.BLOCK
+    with pytest.raises(ValueError, match=r"counts must include 1, the speedup's reference, got \[2, 4\]"):
+        env_bench.vector_scaling(counts=(2, 4))
 
 
 def test_learner_measure_reports_both_parts(tmp_path):
@@ -94,6 +97,9 @@ def test_plot_runs_from_metrics_csv(tmp_path):
     assert "| dreamer, run1 | 101.0 | 201.0 | 301.0 |" in table and "| **dreamer, mean** | 100.5 | 200.5 | 300.5 |" in table
     assert "| new, short | 50.0 | – | – |" in table
     assert published_results()["100k"]["cartpole-swingup"]["DreamerV3"] == 677
+    assert set(published_results()) - {"_sources"} == set(BUDGETS)
+    with pytest.raises(ValueError, match=r"unknown budget '2M'; valid budgets: \['100k', '500k', '1M'\]"):
+        plot_runs({"dreamer": [tmp_path / "run0"]}, "cartpole-swingup", tmp_path / "q.png", budget="2M")
 
 
 def test_eager_runs_compiled_code_kernel_by_kernel_inside_and_restores_it():

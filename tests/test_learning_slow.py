@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 import wm_robotics.envs as envs
 from wm_robotics.rollout import random_policy, run_episode
-from wm_robotics.train import Trainer, env_kwargs
+from wm_robotics.train import Trainer
 
 from tests.configs import ROOT
 
@@ -22,7 +22,7 @@ def test_dreamer_beats_random_on_cartpole_balance(tmp_path):
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         cfg = OmegaConf.to_container(compose("train", overrides=overrides), resolve=True)
     final = Trainer(cfg, tmp_path).run()
-    env = envs.make_env("cartpole-balance-v0", **env_kwargs(cfg))
+    env = envs.make_env("cartpole-balance-v0", **envs.env_kwargs(cfg))
     policy = random_policy(env.action_space, 0)
     random_return = np.mean([run_episode(env, policy, seed=s)["reward"].sum() for s in range(3)])
     assert final["eval_return"] > random_return + 150, (final["eval_return"], random_return)

@@ -14,7 +14,7 @@ from tests.configs import tiny_config
 from wm_robotics.checkpoint import FORMAT, CheckpointError, load_checkpoint
 from wm_robotics.data.episodes import load_episode
 from wm_robotics.imagination import imagine_episode
-from wm_robotics.imagination_video import export_imagination_video
+from wm_robotics.imagination_video import export_imagination_video, planner_strip
 from wm_robotics.models.base import WorldModel
 from wm_robotics.train import Trainer
 from wm_robotics.video import write_video
@@ -102,6 +102,8 @@ def test_wrong_task_and_wrong_files_give_clear_errors(checkpoints, tmp_path):
     with pytest.raises(ValueError, match=r"with pixels of shape \(64, 64, 3\), but episode 0 has"):
         export_imagination_video(checkpoints["pixels"], tmp_path / "x.mp4",
                                  source=[{**episode, "obs/pixels": np.zeros((3, 32, 32, 3), np.uint8)}])
+    with pytest.raises(ValueError, match=r"unknown planner 'policy' for the planner view; valid planners: \['cem', 'mppi'\]"):
+        planner_strip({}, torch.device("cpu"), None, [], [0], planner="policy")
 
 
 def test_odd_sized_mp4_is_padded_to_even(tmp_path):

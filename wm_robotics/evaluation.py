@@ -126,8 +126,6 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, episodes: int = 10, seed:
     Raises ``CheckpointError`` for a file that is not a wm_robotics checkpoint and ValueError for
     a task whose observation or action shapes differ from the checkpoint's.
     """
-    from wm_robotics.train import env_kwargs  # train imports this module
-
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
     if open_loop or sensitivity:
@@ -137,7 +135,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, episodes: int = 10, seed:
     payload = load_checkpoint(checkpoint, map_location=torch_device)
     cfg = payload["config"]
     env_id = env_id or cfg["env"]["id"]
-    kwargs = env_kwargs(cfg)
+    kwargs = envs.env_kwargs(cfg)
     env = envs.make_env(env_id, render_mode="rgb_array", **kwargs)
     check_task(payload, env, env_id, checkpoint)
     if planner == "policy" and "success" in env.reset(seed=seed)[1]:

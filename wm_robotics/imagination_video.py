@@ -26,10 +26,10 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
-from wm_robotics.agent import agent_from_checkpoint
+from wm_robotics.agent import agent_from_checkpoint, check_task
+from wm_robotics.behaviors.planners import PLANNERS
 from wm_robotics.builders import resolve_device
 from wm_robotics.checkpoint import CheckpointError
-from wm_robotics.agent import check_task
 from wm_robotics.imagination import Imagination, imagine_episode, record_episode
 from wm_robotics.video import (ERROR_GAIN, CurvePanel, annotate, error_map, side_by_side, stack_rows, upscale,
                                write_video)
@@ -82,6 +82,8 @@ def planner_strip(payload: dict, device: torch.device, result: Imagination, real
     """Rows ``real frame at s | decoded mean plan h=1..H`` for each step s; None when no step is in the episode."""
     from wm_robotics.control import MPCController
 
+    if planner not in PLANNERS:
+        raise ValueError(f"unknown planner {planner!r} for the planner view; valid planners: {sorted(PLANNERS)}")
     controller = MPCController(payload, device=str(device), planner=planner, **_planner_kwargs(planner, horizon))
     model, rows = controller.model, []
     for step in steps:
@@ -126,10 +128,9 @@ def export_imagination_video(
     model, run_cfg = agent.model, payload["config"]
     if source is None:
         import wm_robotics.envs as envs
-        from wm_robotics.train import env_kwargs
 
         task = task or run_cfg["env"]["id"]
-        kwargs = env_kwargs(run_cfg)
+        kwargs = envs.env_kwargs(run_cfg)
         if max_episode_steps:
             kwargs["max_episode_steps"] = max_episode_steps
         env = envs.make_env(task, render_mode="rgb_array", **kwargs)

@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-STEP_LABELS = {"100k": 100_000, "500k": 500_000, "1M": 1_000_000}
+BUDGETS = ("100k", "500k", "1M")  # env-step budgets of the published reference numbers
 
 
 def published_results() -> dict:
@@ -59,6 +59,8 @@ def eval_table(runs: dict[str, list[str | Path]]) -> str:
 
 def plot_runs(runs: dict[str, list[str | Path]], task: str, out: str | Path, budget: str = "100k") -> Path:
     """One line per label (mean over its seeds, band = min..max) plus dashed published references."""
+    if budget not in BUDGETS:
+        raise ValueError(f"unknown budget {budget!r}; valid budgets: {list(BUDGETS)}")
     figure, axis = plt.subplots(figsize=(6.4, 4.0))
     for label, folders in runs.items():
         steps, returns = _common_curves(folders)

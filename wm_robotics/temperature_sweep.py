@@ -28,7 +28,6 @@ from wm_robotics.checkpoint import checkpoint_file, load_checkpoint
 from wm_robotics.data.replay import SequenceReplay, to_torch
 from wm_robotics.evaluation import evaluate_returns
 from wm_robotics.models.base import State
-from wm_robotics.train import env_kwargs
 
 
 def replay_starts(agent: Agent, episodes_dir: Path, count: int, seq_len: int, seed: int) -> State:
@@ -59,7 +58,7 @@ def temperature_sweep(checkpoint: str | os.PathLike, temperatures: Sequence[floa
     if not hasattr(model, "temperature"):
         raise ValueError(f"{checkpoint} holds a {cfg['model']['kind']} model, which has no sampling temperature")
     trained_temperature = model.temperature
-    env = envs.make_env(cfg["env"]["id"], render_mode="rgb_array", **env_kwargs(cfg))
+    env = envs.make_env(cfg["env"]["id"], render_mode="rgb_array", **envs.env_kwargs(cfg))
     torch.manual_seed(seed)
     episodes_dir = checkpoint_file(checkpoint).parent.parent / "episodes"  # <run>/checkpoints/latest.pt
     starts = replay_starts(agent, episodes_dir, count=32, seq_len=cfg["seq_len"], seed=seed)

@@ -60,16 +60,6 @@ class NonFiniteLossError(FloatingPointError):
     """A loss became NaN or infinite; the last good checkpoint is left untouched."""
 
 
-def env_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Keyword arguments for ``gymnasium.make`` from a run config."""
-    env = cfg["env"]
-    kwargs = {"obs_mode": cfg["obs_mode"], "action_repeat": env["action_repeat"], "image_size": env["image_size"],
-              "camera_id": env["camera_id"], "render_fast": env["render_fast"]}
-    if cfg.get("max_episode_steps"):
-        kwargs["max_episode_steps"] = cfg["max_episode_steps"]
-    return kwargs
-
-
 class Trainer:
     """Owns the envs, model, behaviour, replay, logger and counters of one run folder."""
 
@@ -83,7 +73,7 @@ class Trainer:
         random.seed(cfg["seed"])
         np.random.seed(cfg["seed"])
         torch.manual_seed(cfg["seed"])
-        kwargs = env_kwargs(cfg)
+        kwargs = envs.env_kwargs(cfg)
         self.action_repeat = kwargs["action_repeat"]
         self.offline = (cfg.get("offline") or {}).get("data")
         self.envs = None if self.offline else envs.make_vector_env(

@@ -50,7 +50,7 @@ from wm_robotics.control import MPCController
 from wm_robotics.models.jepa import JEPAWorldModel
 from wm_robotics.models.nets import adam
 from wm_robotics.precision import compute_precision
-from wm_robotics.train import env_kwargs, untrained_payload
+from wm_robotics.train import untrained_payload
 
 #: TD-MPC2's own code (torch 2.13, compile off, 2 threads): ms per MPPI action and per update (batch 256) of its
 #: 1M ("xs") and 5M ("s") models, on the project's 2-core CPUs, each with that CPU's fp32 1024³ matmul rate and
@@ -177,7 +177,7 @@ def goal_cem_case(device: torch.device, compile: bool = False) -> Case:
     """One ``jepa_goal`` action as deployed: ``MPCController`` (freshly initialised preset model and
     settings) encodes a reacher frame + proprio and runs CEM on the preset's goal energy."""
     cfg = goal_preset()
-    env = envs.make_env(cfg["env"]["id"], **env_kwargs(cfg))
+    env = envs.make_env(cfg["env"]["id"], **envs.env_kwargs(cfg))
     torch.manual_seed(0)
     controller = MPCController(untrained_payload(cfg, env), str(device), "cem", compile=compile)
     obs, _ = env.reset(seed=0)

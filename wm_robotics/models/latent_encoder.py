@@ -63,8 +63,13 @@ class LatentEncoder(nn.Module):
         if self.split_proj is None:
             return None
         size = self.split_proj[0].out_features
-        start = self.obs.keys.index(key) * size
+        start = self._key_index(key) * size
         return slice(start, start + size)
+
+    def _key_index(self, key: str) -> int:
+        if key not in self.obs.keys:
+            raise ValueError(f"unknown observation key {key!r}; this encoder's keys: {list(self.obs.keys)}")
+        return self.obs.keys.index(key)
 
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.split_proj is None:
@@ -73,5 +78,7 @@ class LatentEncoder(nn.Module):
 
     def block_latent(self, key: str, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The block ``key`` owns (``split``), from that key's observation alone: ``obs`` needs only ``key``."""
-        proj = self.split_proj[self.obs.keys.index(key)]
+        if self.split_proj is None:
+            raise ValueError("block_latent needs an encoder built with split=True (one latent block per key)")
+        proj = self.split_proj[self._key_index(key)]
         return self.norm(proj(self.obs.parts(obs, [key])[0]))
