@@ -16,13 +16,14 @@ from dm_control import suite
 
 from wm_robotics import MPCController
 from wm_robotics.checkpoint import CheckpointError, load_checkpoint
+from wm_robotics.control import PLANNERS
 from wm_robotics.envs import suite_task
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="checkpoint file or run folder")
-    parser.add_argument("--planner", default="mppi", choices=["mppi", "cem", "policy"])
+    parser.add_argument("--planner", default="mppi", choices=PLANNERS)
     parser.add_argument("--episodes", type=int, default=2)
     parser.add_argument("--seed", type=int, default=100_000)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import importlib
+from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import torch
 
 from wm_robotics.models.base import WorldModel
@@ -27,62 +27,35 @@ def obs_shapes(space: gym.spaces.Dict) -> dict[str, tuple[int, ...]]:
     return {key: tuple(sub.shape) for key, sub in space.spaces.items()}
 
 
-def _rssm(model_cfg: dict[str, Any], shapes: dict[str, tuple], action_dim: int) -> WorldModel:
-    from wm_robotics.models.rssm import RSSMWorldModel
-
-    return RSSMWorldModel.from_size(model_cfg["size"], shapes, action_dim, **model_cfg.get("overrides", {}))
-
-
-def _vmc(model_cfg: dict[str, Any], shapes: dict[str, tuple], action_dim: int) -> WorldModel:
-    from wm_robotics.models.vmc import VMCWorldModel
-
-    return VMCWorldModel.from_size(model_cfg["size"], shapes, action_dim, **model_cfg.get("overrides", {}))
+# kind → "module:Class", imported when built (a model's or behaviour's imports are paid only by who uses it)
+MODELS = {"rssm": "wm_robotics.models.rssm:RSSMWorldModel", "vmc": "wm_robotics.models.vmc:VMCWorldModel",
+          "jepa": "wm_robotics.models.jepa:JEPAWorldModel"}
+BEHAVIORS = {"actor_critic": "wm_robotics.behaviors.actor_critic:ActorCritic",
+             "cmaes": "wm_robotics.behaviors.cmaes_controller:CMAESController",
+             "mpc": "wm_robotics.behaviors.mpc_behavior:MPCBehavior"}
 
 
-def _jepa(model_cfg: dict[str, Any], shapes: dict[str, tuple], action_dim: int) -> WorldModel:
-    from wm_robotics.models.jepa import JEPAWorldModel
-
-    return JEPAWorldModel.from_size(model_cfg["size"], shapes, action_dim, **model_cfg.get("overrides", {}))
-
-
-MODELS: dict[str, Callable[..., WorldModel]] = {"rssm": _rssm, "vmc": _vmc, "jepa": _jepa}
+def _class(registry: dict[str, str], kind: Any, what: str) -> type:
+    """The class ``registry`` names for ``kind``, or a ``ValueError`` listing the valid kinds."""
+    if kind not in registry:
+        raise ValueError(f"unknown {what} kind {kind!r}; valid kinds: {sorted(registry)}")
+    module, _, name = registry[kind].partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def build_world_model(model_cfg: dict[str, Any], shapes: dict[str, tuple], action_dim: int) -> WorldModel:
     """The world model named by ``model_cfg["kind"]`` (valid kinds: keys of ``MODELS``)."""
-    kind = model_cfg.get("kind")
-    if kind not in MODELS:
-        raise ValueError(f"unknown model kind {kind!r}; valid kinds: {sorted(MODELS)}")
-    return MODELS[kind](model_cfg, shapes, action_dim)
-
-
-def _actor_critic(behavior_cfg: dict[str, Any], model: WorldModel, low: np.ndarray, high: np.ndarray):
-    from wm_robotics.behaviors.actor_critic import ActorCritic
-
-    params = {k: v for k, v in behavior_cfg.items() if k != "kind"}
-    return ActorCritic(model.feature_dim, model.action_dim, low, high, **params)
-
-
-def _cmaes(behavior_cfg: dict[str, Any], model: WorldModel, low: np.ndarray, high: np.ndarray):
-    from wm_robotics.behaviors.cmaes_controller import CMAESController
-
-    params = {k: v for k, v in behavior_cfg.items() if k != "kind"}
-    return CMAESController(model.feature_dim, model.action_dim, low, high, **params)
-
-
-def _mpc(behavior_cfg: dict[str, Any], model: WorldModel, low: np.ndarray, high: np.ndarray):
-    from wm_robotics.behaviors.mpc_behavior import MPCBehavior
-
-    # goal_energy is read at deployment (MPCController.set_goal), not by the training behaviour
-    return MPCBehavior(model, low, high, **{k: v for k, v in behavior_cfg.items() if k not in ("kind", "goal_energy")})
-
-
-BEHAVIORS: dict[str, Callable[..., torch.nn.Module]] = {"actor_critic": _actor_critic, "cmaes": _cmaes, "mpc": _mpc}
+    model_class = _class(MODELS, model_cfg.get("kind"), "model")
+    return model_class.from_size(model_cfg["size"], shapes, action_dim, **model_cfg.get("overrides", {}))
 
 
 def build_behavior(behavior_cfg: dict[str, Any], model: WorldModel, action_space: gym.spaces.Box) -> torch.nn.Module:
     """The behaviour named by ``behavior_cfg["kind"]`` (valid kinds: keys of ``BEHAVIORS``)."""
     kind = behavior_cfg.get("kind")
-    if kind not in BEHAVIORS:
-        raise ValueError(f"unknown behavior kind {kind!r}; valid kinds: {sorted(BEHAVIORS)}")
-    return BEHAVIORS[kind](behavior_cfg, model, action_space.low, action_space.high)
+    behavior_class = _class(BEHAVIORS, kind, "behavior")
+    # goal_energy is read at deployment (MPCController.set_goal), not by the training behaviour
+    params = {key: value for key, value in behavior_cfg.items() if key not in ("kind", "goal_energy")}
+    bounds = (action_space.low, action_space.high)
+    if kind == "mpc":  # plans inside the model itself; the others act on its features
+        return behavior_class(model, *bounds, **params)
+    return behavior_class(model.feature_dim, model.action_dim, *bounds, **params)

@@ -59,10 +59,12 @@ class ReturnReport:
 
     @property
     def mean(self) -> float:
+        """Mean episode return."""
         return float(np.mean(self.returns))
 
     @property
     def std(self) -> float:
+        """Standard deviation of the episode returns (population, ddof 0)."""
         return float(np.std(self.returns))
 
     def summary(self) -> dict[str, float | list[float]]:

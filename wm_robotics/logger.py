@@ -13,7 +13,8 @@ from wm_robotics.atomic import write_text_atomic
 
 
 class MetricsLogger:
-    """Collects ``{name: value}`` rows keyed by env step; rewrites the CSV atomically on flush.
+    """Collects ``{name: value}`` rows keyed by the run's clock (env steps online, updates offline); rewrites the
+    CSV atomically on flush.
 
     Rows from an earlier (resumed) run are read back, so one CSV covers the whole run.
     """
@@ -28,10 +29,11 @@ class MetricsLogger:
 
     @property
     def rows(self) -> list[dict[str, float]]:
+        """Every row so far, earlier (resumed) runs' included, oldest first."""
         return self._rows
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
-        """Record ``metrics`` at env step ``step`` (CSV row and TensorBoard scalars)."""
+        """Record ``metrics`` at clock ``step`` (CSV row and TensorBoard scalars)."""
         self._rows.append({"step": float(step), **{k: float(v) for k, v in metrics.items()}})
         for name, value in metrics.items():
             self._writer.add_scalar(name, value, step)
@@ -52,5 +54,6 @@ class MetricsLogger:
         self._writer.flush()
 
     def close(self) -> None:
+        """Flush, then close the TensorBoard writer."""
         self.flush()
         self._writer.close()

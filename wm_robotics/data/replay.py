@@ -44,7 +44,7 @@ class SequenceReplay:
         self._clear()
 
     @classmethod
-    def from_directory(cls, directory: str | Path, **kwargs) -> SequenceReplay:
+    def from_directory(cls, directory: str | Path, **kwargs: Any) -> SequenceReplay:
         """A replay bound to ``directory`` holding its newest episode files (any ``*.npz`` name)."""
         replay = cls(directory, **kwargs)
         replay.load()

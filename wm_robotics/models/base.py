@@ -13,7 +13,7 @@ marks episode starts and ``is_terminal`` (B, T) true terminations (not time limi
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Self, Sequence
 
 import torch
 from torch import nn
@@ -55,7 +55,7 @@ class WorldModel(nn.Module):
     frames_per_update: int = 0
 
     @classmethod
-    def from_size(cls, size: str, obs_shapes: dict[str, tuple], action_dim: int, **overrides):
+    def from_size(cls, size: str, obs_shapes: dict[str, tuple], action_dim: int, **overrides: Any) -> Self:
         """Build a preset size (a key of ``SIZES``); ``overrides`` replace any constructor argument."""
         if size not in cls.SIZES:
             raise ValueError(f"unknown {cls.__name__} size {size!r}; valid sizes: {', '.join(cls.SIZES)}")

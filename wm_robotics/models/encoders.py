@@ -19,6 +19,7 @@ from wm_robotics.models.nets import mlp, symexp, symlog
 
 IMAGE_SIZE = 64
 OBS_KEYS = ("pixels", "proprio")
+DECODER_METRICS = {"pixels": "loss/image", "proprio": "loss/proprio"}  # metric names of the decoder's losses
 _DEPTH_MULTS = (1, 2, 4, 8)
 _BOTTOM = IMAGE_SIZE // 2 ** len(_DEPTH_MULTS)  # 4: spatial size after the last conv
 

@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from wm_robotics.models.base import State, WorldModel, loss_metrics, stack_states
-from wm_robotics.models.encoders import ObservationDecoder, ObservationEncoder
+from wm_robotics.models.encoders import DECODER_METRICS, ObservationDecoder, ObservationEncoder
 from wm_robotics.models.nets import OutputLinear, TwoHot, mlp
 from wm_robotics.precision import in_compute_dtype
 
@@ -31,7 +31,6 @@ SIZES: dict[str, dict[str, int]] = {
     "m": dict(deter=1024, units=640, stoch=32, classes=32, layers=3, cnn_depth=48),
     "l": dict(deter=2048, units=768, stoch=32, classes=32, layers=4, cnn_depth=64),
 }
-_DECODER_METRIC = {"pixels": "loss/image", "proprio": "loss/proprio"}
 
 
 class NormGRUCell(nn.Module):
@@ -236,7 +235,7 @@ class RSSMWorldModel(WorldModel):
         prior_logits = self.rssm.prior(post["deter"])  # (B, T, stoch, classes), batched over T
         dyn, rep, kl_value = kl_loss(post["logits"], prior_logits, self.free_bits)
         feat = in_compute_dtype(self.features(post))  # (B, T, F); cast once for the three heads under bf16
-        terms = {_DECODER_METRIC[key]: value.mean() for key, value in self.decoder.loss(feat, obs).items()}
+        terms = {DECODER_METRICS[key]: value.mean() for key, value in self.decoder.loss(feat, obs).items()}
         terms["loss/reward"] = self.reward_twohot.loss(self.reward_head(feat), reward).mean()
         terms["loss/continue"] = F.binary_cross_entropy_with_logits(self.continue_head(feat).squeeze(-1), cont)
         terms["kl/dyn"], terms["kl/rep"] = dyn.mean(), rep.mean()

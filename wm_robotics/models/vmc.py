@@ -31,6 +31,7 @@ import torch
 from torch.nn import functional as F
 
 from wm_robotics.models.base import State, WorldModel, loss_metrics, stack_states
+from wm_robotics.models.encoders import DECODER_METRICS
 from wm_robotics.models.mdn_rnn import MDNRNN, mdn_log_prob, mdn_sample
 from wm_robotics.models.nets import mlp
 from wm_robotics.models.vae import ConvVAE
@@ -41,7 +42,6 @@ SIZES: dict[str, dict[str, int]] = {
     "xs": dict(z_dim=32, hidden=128, mixtures=5, cnn_depth=16, units=128, layers=1),
     "s": dict(z_dim=32, hidden=256, mixtures=5, cnn_depth=32, units=256, layers=1),
 }
-_DECODER_METRIC = {"pixels": "loss/image", "proprio": "loss/proprio"}
 
 
 class VMCWorldModel(WorldModel):
@@ -158,7 +158,7 @@ class VMCWorldModel(WorldModel):
         valid = torch.ones_like(reward)
         valid[:, 0] = is_first[:, 0].to(valid.dtype)  # h_0 of a mid-episode window has not seen the past
         nll = -mdn_log_prob(self.rnn.mixture(post["h"]), post["z"])  # (B, T)
-        terms = {_DECODER_METRIC[key]: value.mean() for key, value in recon.items()}
+        terms = {DECODER_METRICS[key]: value.mean() for key, value in recon.items()}
         beta = self.kl_scale
         terms["loss/kl"] = beta * kl.clamp(min=self.kl_free * self.vae.z_dim).mean()
         terms["loss/mdn"] = (nll * valid).sum() / valid.sum().clamp(min=1.0)
