@@ -1,6 +1,9 @@
-"""Test-sized training configurations, composed from the real Hydra configs: ``tiny_config`` (the default RSSM run)
-and ``preset_config`` (a named preset shrunk to test size)."""
+"""Shared test helpers: test-sized training configurations composed from the real Hydra configs (``tiny_config``,
+the default RSSM run; ``preset_config``, a named preset shrunk to test size) and ``run_script``."""
 
+import subprocess
+import sys
+from os import PathLike
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -23,6 +26,10 @@ PRESETS = {
                   "prefill=40"],
 }
 PRESETS["jepa_goal_frame"] = PRESETS["jepa_goal"]
+PRESETS["world_models"] = ["model=xs", "+model.overrides.hidden=16", "+model.overrides.cnn_depth=4",
+                           "+model.overrides.units=16", "model.overrides.vae_batch=8", "behavior.population=4",
+                           "behavior.rollouts=2", "behavior.horizon=5", "behavior.every=1", "batch_size=2", "seq_len=8",
+                           "train_ratio=16"]
 
 
 def composed(overrides: list[str]) -> dict:
@@ -40,3 +47,10 @@ def tiny_config(*overrides: str) -> dict:
 def preset_config(experiment: str, *overrides: str) -> dict:
     """A preset shrunk to test size (``PRESETS``), plus ``overrides``."""
     return composed([f"experiment={experiment}", *RUN, *PRESETS[experiment], *overrides])
+
+
+def run_script(*args: str | PathLike, cwd: str | PathLike | None = None) -> str:
+    """``python3 *args`` in a fresh interpreter; its stdout, or a failed assertion showing its stderr."""
+    result = subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout

@@ -9,6 +9,14 @@ if not os.environ.get("DISPLAY"):
     os.environ.setdefault("MUJOCO_GL", "egl")
 
 
+@pytest.fixture(autouse=True)
+def restore_torch_threads():
+    """A Trainer sets torch's thread count from its config (``torch_threads``): give the next test back its own."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def one_torch_thread():
     """Tiny models are op-overhead bound: a second intra-op thread only adds sync cost (8× on a busy CPU)."""
@@ -24,6 +32,7 @@ def tdmpc_run(tmp_path_factory):
     from tests.configs import preset_config
     from wm_robotics.train import Trainer
 
-    run = tmp_path_factory.mktemp("tdmpc")
+    run, threads = tmp_path_factory.mktemp("tdmpc"), torch.get_num_threads()
     final = Trainer(preset_config("tdmpc_cpu", "steps=160"), run).run()
+    torch.set_num_threads(threads)
     return run, final

@@ -10,14 +10,17 @@ from wm_robotics.behaviors.mppi import MPPIPlanner
 from wm_robotics.benchmarks import envs as env_bench
 from wm_robotics.benchmarks import learner
 from wm_robotics.benchmarks import planner as planner_bench
+from wm_robotics.benchmarks import timing
 from wm_robotics.benchmarks.timing import interleaved_rates, matmul_gflops, nearest_reference, write_json
 from wm_robotics.compiled import CompiledCall
 from wm_robotics.plots import BUDGETS, eval_curve, eval_table, plot_runs, published_results
 
 
-def test_interleaved_rates_counts_items():
-    rates = interleaved_rates({"a": lambda: 10, "b": lambda: 5}, rounds=2, seconds=0.01)
-    assert rates["a"] > 0 and rates["b"] > 0
+def test_interleaved_rates_counts_items(monkeypatch):
+    ticks = iter(range(10_000))
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: 0.1 * next(ticks))  # each reading 0.1 s after the last
+    rates = interleaved_rates({"a": lambda: 10, "b": lambda: 5}, rounds=2, seconds=0.25)
+    assert rates == pytest.approx({"a": 100.0, "b": 50.0})  # 3 calls (0.3 s) per round: items / 0.1 s
 
 
 def test_peer_reference_is_the_one_made_on_the_nearest_machine_and_a_far_one_is_flagged(capsys):
@@ -46,8 +49,6 @@ def test_the_tdmpc2_reference_is_chosen_by_the_cpu_rows_own_matmul_rates():
 
 
 def test_bf16_rows_are_timed_only_where_the_device_has_bf16_kernels(monkeypatch, capsys):
-    from wm_robotics.benchmarks import timing
-
     wanted = ["fp32", "bf16", "bf16_full"]
     monkeypatch.setattr(timing, "native_bf16", lambda device: True)
     assert timing.timed_precisions(torch.device("cpu"), wanted) == wanted and capsys.readouterr().out == ""
@@ -63,16 +64,14 @@ def test_env_work_functions_step_the_real_env():
         env_bench.vector_scaling(counts=(2, 4))
 
 
-def test_learner_measure_reports_both_parts(tmp_path):
-    torch.set_num_threads(1)
+def test_learner_measure_reports_both_parts(tmp_path, one_torch_thread):
     row = learner.measure("xs", "proprio", torch.device("cpu"), repeats=1, units=32, imag_starts=64, batch=2, length=8)
     assert row["world_model_ms"] > 0 and row["actor_critic_ms"] > 0 and row["imag_starts"] == 16
     path = write_json(tmp_path / "b.json", {"learner": [row]})
     assert json.loads(path.read_text())["learner"][0]["size"] == "xs"
 
 
-def test_goal_cem_row_times_the_jepa_goal_preset_through_the_controller():
-    torch.set_num_threads(1)
+def test_goal_cem_row_times_the_jepa_goal_preset_through_the_controller(one_torch_thread):
     preset = planner_bench.goal_preset()
     assert preset["experiment_name"] == "jepa_goal" and preset["behavior"]["planner"] == "cem"
     [row] = planner_bench.time_interleaved([planner_bench.goal_cem_case(torch.device("cpu"))], torch.device("cpu"), 1)

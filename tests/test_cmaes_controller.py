@@ -120,4 +120,8 @@ def test_policy_bounds_and_bad_input():
 def test_dream_benchmark_times_both_modes(one_torch_thread):
     rows = dream_benchmark.measure(torch.device("cpu"), population=3, rollouts=2, horizon=3, rounds=1)
     assert [row["mode"] for row in rows] == ["batched", "one candidate at a time"]
-    assert all(row["rollouts_per_s"] > 0 for row in rows) and rows[1]["speedup_vs_one_at_a_time"] == 1.0
+    batched, one_at_a_time = rows
+    assert batched["rollouts_per_s"] == pytest.approx(3 * 2 / batched["seconds_per_generation"])
+    assert batched["dream_steps_per_s"] == pytest.approx(3 * batched["rollouts_per_s"])
+    assert batched["speedup_vs_one_at_a_time"] == pytest.approx(
+        one_at_a_time["seconds_per_generation"] / batched["seconds_per_generation"])

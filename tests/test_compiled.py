@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import tests.test_rssm as rssm_tests
-import tests.test_vmc as vmc_tests
 from tests.configs import preset_config
 from tests.point_mass import PointMass, make
+from tests.tiny_models import RSSM_TINY, VMC_TINY, random_batch
 from wm_robotics.compiled import CompiledCall
 from wm_robotics.data.replay import to_torch
 from wm_robotics.models.jepa import JEPAWorldModel
@@ -113,11 +112,11 @@ def test_a_compiled_loss_is_not_compiled_again_for_new_values(kind):
     """New batches, new loss values and the VMC's growing KL weight reuse the first compiled loss."""
     torch.manual_seed(0)
     if kind == "rssm":
-        model = RSSMWorldModel(rssm_tests.OBS_SHAPES["proprio"], rssm_tests.A, **rssm_tests.TINY)
-        batches = [rssm_tests.make_batch(rssm_tests.OBS_SHAPES["proprio"], seed=seed) for seed in range(4)]
+        model = RSSMWorldModel({"proprio": (5,)}, 2, **RSSM_TINY)
+        batches = [random_batch({"proprio": (5,)}, 2, seed=seed) for seed in range(4)]
     else:
-        model = VMCWorldModel({"proprio": (5,)}, 1, kl_weight=2.0, kl_warmup=4, **vmc_tests.TINY)
-        batches = [vmc_tests._batch(("proprio",)) for _ in range(4)]
+        model = VMCWorldModel({"proprio": (5,)}, 1, kl_weight=2.0, kl_warmup=4, **VMC_TINY)
+        batches = [random_batch({"proprio": (5,)}, 1, batch=3, length=6, seed=seed) for seed in range(4)]
     loss_fn = CompiledCall(model.loss, f"the {kind} loss", "computing it eagerly")
     stats = torch._dynamo.utils.counters["stats"]
     betas = []

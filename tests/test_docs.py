@@ -3,7 +3,8 @@
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.configs import ROOT
+
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 

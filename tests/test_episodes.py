@@ -81,7 +81,9 @@ def test_killed_writer_never_leaves_a_half_file(tmp_path):
     while not any(p.name.endswith(".tmp") for p in tmp_path.iterdir()) and time.time() < deadline:
         time.sleep(0.01)
     time.sleep(0.2)
+    half_written = any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
+    assert half_written, "the writer finished (or never started) before the kill: nothing was tested"
     assert not (tmp_path / "ep.npz").exists()
     assert list_episodes(tmp_path) == []

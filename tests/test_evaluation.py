@@ -212,9 +212,9 @@ def run(tmp_path_factory):
 
 @pytest.mark.parametrize("bad, message", [("goal_energy=l1", "goal_energy must be a dict"),
                                           ("out=report.md", "give a .json path")])
-def test_evaluate_script_rejects_bad_arguments_before_evaluating(run, bad, message):
+def test_evaluate_script_rejects_bad_arguments_before_evaluating(run, tmp_path, bad, message):
     result = subprocess.run([sys.executable, str(ROOT / "scripts/evaluate.py"), f"checkpoint={run}", bad],
-                            capture_output=True, text=True, timeout=120)
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and message in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -266,10 +266,16 @@ def test_wrong_task_or_checkpoint_gives_clear_error(run, tmp_path):
         evaluate_checkpoint(tmp_path / "foreign.pt", episodes=1, device="cpu")
 
 
-def test_compare_prints_runs_side_by_side_and_plots(run, tmp_path, capsys):
+def evaluate_script():
+    """``scripts/evaluate.py`` imported as a module (its ``compare`` is not part of the package)."""
     spec = importlib.util.spec_from_file_location("evaluate_script", ROOT / "scripts/evaluate.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_compare_prints_runs_side_by_side_and_plots(run, tmp_path, capsys):
+    script = evaluate_script()
     script.compare(["--compare", str(run), str(run), "--out", str(tmp_path / "compare.png")])
     printed = capsys.readouterr().out
     assert "final eval" in printed and "cartpole-swingup" in printed and "TD-MPC2 839" in printed
@@ -277,9 +283,7 @@ def test_compare_prints_runs_side_by_side_and_plots(run, tmp_path, capsys):
 
 
 def test_compare_aggregates_the_seeds_of_each_configuration(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("evaluate_script", ROOT / "scripts/evaluate.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = evaluate_script()
     paths = []
     for name, precision, extra, mean in [("a", "fp32", [], 780.0), ("b", "fp32", ["device=cuda"], 820.0),
                                          ("c", "fp32", [], 840.0), ("d", "fp32", ["torch_threads=1"], 900.0),

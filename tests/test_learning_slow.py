@@ -2,14 +2,11 @@
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 import wm_robotics.envs as envs
+from tests.configs import composed
 from wm_robotics.rollout import random_policy, run_episode
 from wm_robotics.train import Trainer
-
-from tests.configs import ROOT
 
 
 @pytest.mark.slow
@@ -19,8 +16,7 @@ def test_dreamer_beats_random_on_cartpole_balance(tmp_path):
     runtime), still rising; 24k steps gives it room for the margin."""
     overrides = ["experiment=dreamer_cpu", "env=cartpole_balance", "steps=24000", "prefill=2000", "train_ratio=128",
                  "eval_every=16000", "eval_episodes=3", "video=false", "torch_threads=2", "device=cpu"]
-    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        cfg = OmegaConf.to_container(compose("train", overrides=overrides), resolve=True)
+    cfg = composed(overrides)
     final = Trainer(cfg, tmp_path).run()
     env = envs.make_env("cartpole-balance-v0", **envs.env_kwargs(cfg))
     policy = random_policy(env.action_space, 0)

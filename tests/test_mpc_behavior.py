@@ -34,10 +34,13 @@ def untrained_goal_reacher(*overrides: str) -> tuple:
     return env, untrained_payload(preset_config("jepa_goal", *overrides), env)
 
 
-def test_tdmpc_trains_model_and_prior_through_the_trainer(tdmpc_run):
+def test_tdmpc_trains_model_and_prior_through_the_trainer(tdmpc_run, tmp_path):
     run, final = tdmpc_run
     payload = load_checkpoint(run)
     assert payload["counters"]["updates"] > 0 and payload["config"]["behavior"]["kind"] == "mpc"
+    initial = Trainer(payload["config"], tmp_path).model.state_dict()  # the same seed: the run's first weights
+    prior = [key for key in initial if key.startswith("policy.")]
+    assert prior and all(not torch.equal(initial[key], payload["model"][key]) for key in prior)
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"loss/consistency", "loss/reward", "loss/value", "pi/loss", "latent/effective_rank"} <= set(header)
     assert np.isfinite(final["eval_return"]) and final["latent/collapsed"] in (0.0, 1.0)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from tests.tiny_models import RSSM_TINY, random_batch
 from wm_robotics.models.encoders import ObservationDecoder, ObservationEncoder
 from wm_robotics.models.rssm import RSSM, SIZES, RSSMWorldModel, kl_loss
 from wm_robotics.precision import compute_precision
 
-TINY = dict(deter=16, stoch=4, classes=5, units=16, layers=1, cnn_depth=2)
 OBS_SHAPES = {
     "pixels": {"pixels": (64, 64, 3)},
     "proprio": {"proprio": (5,)},
@@ -22,33 +22,16 @@ A = 2
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def make_batch(shapes, batch=2, length=3, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    out = {
-        "action": torch.rand(batch, length, A, generator=gen) * 2 - 1,
-        "reward": torch.randn(batch, length, generator=gen),
-        "is_first": torch.zeros(batch, length, dtype=torch.bool),
-        "is_terminal": torch.zeros(batch, length, dtype=torch.bool),
-    }
-    out["is_first"][:, 0] = True
-    out["is_terminal"][0, -1] = True
-    if "pixels" in shapes:
-        out["obs/pixels"] = torch.randint(0, 256, (batch, length, *shapes["pixels"]), generator=gen, dtype=torch.uint8)
-    if "proprio" in shapes:
-        out["obs/proprio"] = torch.randn(batch, length, *shapes["proprio"], generator=gen)
-    return out
-
-
 def obs_of(batch):
     return {key[4:]: value for key, value in batch.items() if key.startswith("obs/")}
 
 
 def check_state(model, state, lead):
-    assert state["deter"].shape == (*lead, TINY["deter"])
-    assert state["stoch"].shape == (*lead, TINY["stoch"], TINY["classes"])
+    assert state["deter"].shape == (*lead, RSSM_TINY["deter"])
+    assert state["stoch"].shape == (*lead, RSSM_TINY["stoch"], RSSM_TINY["classes"])
     assert state["logits"].shape == state["stoch"].shape
-    torch.testing.assert_close(state["stoch"].detach().sum(-1), torch.ones(*lead, TINY["stoch"]))
-    torch.testing.assert_close(state["logits"].exp().sum(-1), torch.ones(*lead, TINY["stoch"]))
+    torch.testing.assert_close(state["stoch"].detach().sum(-1), torch.ones(*lead, RSSM_TINY["stoch"]))
+    torch.testing.assert_close(state["logits"].exp().sum(-1), torch.ones(*lead, RSSM_TINY["stoch"]))
     assert model.features(state).shape == (*lead, model.feature_dim)
     assert all(value.dtype == torch.float32 for value in state.values())
 
@@ -70,14 +53,14 @@ def test_categorical_samples_are_one_hot_follow_the_probabilities_and_pass_gradi
 def test_seam_shapes(keys):
     torch.manual_seed(0)
     shapes = OBS_SHAPES[keys]
-    model = RSSMWorldModel(shapes, A, **TINY)
+    model = RSSMWorldModel(shapes, A, **RSSM_TINY)
     assert model.obs_keys == tuple(k for k in ("pixels", "proprio") if k in shapes)
-    assert model.feature_dim == TINY["deter"] + TINY["stoch"] * TINY["classes"]
-    batch = make_batch(shapes)
+    assert model.feature_dim == RSSM_TINY["deter"] + RSSM_TINY["stoch"] * RSSM_TINY["classes"]
+    batch = random_batch(shapes, A)
 
     initial = model.initial(2)
     assert not initial["deter"].any() and not initial["stoch"].any()
-    torch.testing.assert_close(initial["logits"].exp().sum(-1), torch.ones(2, TINY["stoch"]))
+    torch.testing.assert_close(initial["logits"].exp().sum(-1), torch.ones(2, RSSM_TINY["stoch"]))
     posts, last = model.observe(obs_of(batch), batch["action"], batch["is_first"])
     check_state(model, posts, (2, 3))
     check_state(model, last, (2,))
@@ -112,8 +95,8 @@ def test_seam_shapes(keys):
 def test_imagine_features_are_the_features_of_imagine(precision):
     """The learner's rollout gives the start's and the imagined states' features (cast once to the compute
     dtype), the same states and actions as ``imagine`` under the same draws, and passes gradients."""
-    model = RSSMWorldModel(OBS_SHAPES["proprio"], A, **TINY)
-    batch = make_batch(OBS_SHAPES["proprio"])
+    model = RSSMWorldModel(OBS_SHAPES["proprio"], A, **RSSM_TINY)
+    batch = random_batch(OBS_SHAPES["proprio"], A)
     _, start = model.observe(obs_of(batch), batch["action"], batch["is_first"])
     weight = torch.randn(model.feature_dim, A, requires_grad=True)
     policy = lambda f: torch.tanh(f.float() @ weight)  # noqa: E731
@@ -135,8 +118,8 @@ def test_imagine_features_are_the_features_of_imagine(precision):
 def test_loss_metrics_and_gradients(keys):
     torch.manual_seed(0)
     shapes = OBS_SHAPES[keys]
-    model = RSSMWorldModel(shapes, A, **TINY)
-    total, metrics, posts = model.loss(make_batch(shapes))
+    model = RSSMWorldModel(shapes, A, **RSSM_TINY)
+    total, metrics, posts = model.loss(random_batch(shapes, A))
     assert total.shape == () and torch.isfinite(total)
     expected = {"loss/total", "loss/reward", "loss/continue", "kl/dyn", "kl/rep", "kl/value",
                 "entropy/posterior", "entropy/prior"}
@@ -153,8 +136,8 @@ def test_loss_metrics_and_gradients(keys):
 
 
 def test_batch_dtypes_and_numpy_are_converted():
-    model = RSSMWorldModel(OBS_SHAPES["both"], A, **TINY)
-    batch = {k: v.numpy() for k, v in make_batch(OBS_SHAPES["both"]).items()}
+    model = RSSMWorldModel(OBS_SHAPES["both"], A, **RSSM_TINY)
+    batch = {k: v.numpy() for k, v in random_batch(OBS_SHAPES["both"], A).items()}
     batch["obs/proprio"] = batch["obs/proprio"].astype(np.float64)
     batch["is_first"] = batch["is_first"].astype(np.float32)
     total, _, _ = model.loss(batch)
@@ -181,16 +164,16 @@ def test_free_bits_clip_constant_and_gradient_free():
 
 
 def test_kl_terms_in_model_loss_respect_free_bits():
-    model = RSSMWorldModel(OBS_SHAPES["proprio"], A, **TINY, free_bits=1e3)
-    _, metrics, _ = model.loss(make_batch(OBS_SHAPES["proprio"]))
+    model = RSSMWorldModel(OBS_SHAPES["proprio"], A, **RSSM_TINY, free_bits=1e3)
+    _, metrics, _ = model.loss(random_batch(OBS_SHAPES["proprio"], A))
     assert metrics["kl/dyn"] == pytest.approx(1e3) and metrics["kl/rep"] == pytest.approx(1e3)
     assert metrics["kl/value"] < 1e3
 
 
 def test_is_first_resets_the_state():
     torch.manual_seed(0)
-    model = RSSMWorldModel(OBS_SHAPES["proprio"], A, **TINY)
-    batch = make_batch(OBS_SHAPES["proprio"], length=6)
+    model = RSSMWorldModel(OBS_SHAPES["proprio"], A, **RSSM_TINY)
+    batch = random_batch(OBS_SHAPES["proprio"], A, length=6)
     obs, action, is_first = obs_of(batch), batch["action"], batch["is_first"].clone()
     is_first[:, 3] = True
     with torch.no_grad():
@@ -264,5 +247,5 @@ def test_wrong_image_size_and_keys_raise():
 def test_encoder_embedding_sizes():
     both = ObservationEncoder(OBS_SHAPES["both"], cnn_depth=2, mlp_units=7, mlp_layers=1)
     assert both.out_dim == 2 * 8 * 4 * 4 + 7
-    obs = obs_of(make_batch(OBS_SHAPES["both"], batch=3, length=2))
+    obs = obs_of(random_batch(OBS_SHAPES["both"], A, batch=3, length=2))
     assert both(obs).shape == (3, 2, both.out_dim)

@@ -2,18 +2,11 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import imageio.v3 as iio
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _run(*args, cwd):
-    result = subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+from tests.configs import ROOT, run_script
 
 
 def test_gymnasium_make_from_fresh_interpreter(tmp_path):
@@ -23,24 +16,24 @@ def test_gymnasium_make_from_fresh_interpreter(tmp_path):
         "obs, _ = env.reset(seed=0)\n"
         "print(obs['pixels'].shape)\n"
     )
-    assert "(64, 64, 3)" in _run("-c", code, cwd=tmp_path)
+    assert "(64, 64, 3)" in run_script("-c", code, cwd=tmp_path)
 
 
 def test_collect_then_export_video(tmp_path):
-    out = _run(ROOT / "scripts/collect.py", "episodes=2", "max_episode_steps=10", "obs_mode=pixels",
-               f"hydra.run.dir={tmp_path / 'run'}", "video_size=96", cwd=tmp_path)
+    out = run_script(ROOT / "scripts/collect.py", "episodes=2", "max_episode_steps=10", "obs_mode=pixels",
+                     f"hydra.run.dir={tmp_path / 'run'}", "video_size=96", cwd=tmp_path)
     assert "2 episodes of cartpole-swingup-v0" in out
     episodes = sorted((tmp_path / "run" / "episodes").glob("*.npz"))
     assert [p.name for p in episodes] == ["episode-000000.npz", "episode-000001.npz"]
     frames = iio.imread(tmp_path / "run" / "episodes.mp4")
     assert frames.shape == (22, 96, 96, 3)
 
-    _run(ROOT / "scripts/export_video.py", f"source={tmp_path / 'run' / 'episodes'}", "episodes=1",
-         f"out={tmp_path / 'clip.gif'}", "size=64", cwd=tmp_path)
+    run_script(ROOT / "scripts/export_video.py", f"source={tmp_path / 'run' / 'episodes'}", "episodes=1",
+               f"out={tmp_path / 'clip.gif'}", "size=64", cwd=tmp_path)
     gif = iio.imread(tmp_path / "clip.gif")
     assert gif.shape[0] == 11 and gif.shape[1:3] == (64, 64)
-    out = _run(ROOT / "scripts/export_video.py", "episodes=1", "max_episode_steps=5", f"out={tmp_path / 'live.gif'}",
-               "size=64", cwd=tmp_path)  # no source, no checkpoint: live random episodes
+    out = run_script(ROOT / "scripts/export_video.py", "episodes=1", "max_episode_steps=5",
+                     f"out={tmp_path / 'live.gif'}", "size=64", cwd=tmp_path)  # no source, no checkpoint: live random episodes
     assert "episode 0: 5 steps" in out and iio.imread(tmp_path / "live.gif").shape[0] == 6
 
 

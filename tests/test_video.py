@@ -3,14 +3,13 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
 
-from tests.configs import tiny_config
+from tests.configs import ROOT, tiny_config
 from wm_robotics.checkpoint import FORMAT, CheckpointError, load_checkpoint
 from wm_robotics.data.episodes import load_episode
 from wm_robotics.imagination import imagine_episode
@@ -19,7 +18,6 @@ from wm_robotics.models.base import WorldModel
 from wm_robotics.train import Trainer
 from wm_robotics.video import write_video
 
-ROOT = Path(__file__).resolve().parents[1]
 SIZE, STEPS = 64, 20  # panel side; the tiny config's max_episode_steps
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -2,17 +2,14 @@
 
 import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import imageio.v3 as iio
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 from torch.distributions import Categorical, MixtureSameFamily, Normal, kl_divergence
 
+from tests.configs import ROOT, preset_config, run_script
+from tests.tiny_models import VMC_TINY, random_batch
 from wm_robotics.builders import build_world_model
 from wm_robotics.checkpoint import load_checkpoint
 from wm_robotics.models.mdn_rnn import MDNRNN, mdn_log_prob, mdn_sample
@@ -21,8 +18,6 @@ from wm_robotics.models.vmc import VMCWorldModel
 from wm_robotics.temperature_sweep import markdown, temperature_sweep
 from wm_robotics.train import Trainer
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(z_dim=4, hidden=16, mixtures=3, cnn_depth=4, units=16, layers=1)
 
 
 def _images(count: int) -> torch.Tensor:
@@ -63,8 +58,8 @@ def test_vae_starts_with_a_narrow_posterior_and_a_mid_grey_decoder():
 
 
 def test_kl_weight_warms_up_over_updates_and_is_saved(one_torch_thread):
-    model = VMCWorldModel({"proprio": (5,)}, 1, kl_weight=2.0, kl_warmup=4, **TINY)
-    _, metrics, _ = model.loss(_batch(("proprio",)))
+    model = VMCWorldModel({"proprio": (5,)}, 1, kl_weight=2.0, kl_warmup=4, **VMC_TINY)
+    _, metrics, _ = model.loss(random_batch({"proprio": (5,)}, 1, batch=3, length=6))
     assert model.kl_scale == metrics["kl/beta"] == 0.0
     model.after_step()
     model.after_step()
@@ -72,22 +67,20 @@ def test_kl_weight_warms_up_over_updates_and_is_saved(one_torch_thread):
     for _ in range(5):
         model.after_step()
     assert model.kl_scale == 2.0
-    restored = VMCWorldModel({"proprio": (5,)}, 1, kl_weight=2.0, kl_warmup=4, **TINY)
+    restored = VMCWorldModel({"proprio": (5,)}, 1, kl_weight=2.0, kl_warmup=4, **VMC_TINY)
     restored.load_state_dict(model.state_dict())
     assert int(restored.updates) == 7 and restored.kl_scale == 2.0
-    assert VMCWorldModel({"proprio": (5,)}, 1, **TINY).kl_scale == 1.0  # no warm-up: full weight at once
+    assert VMCWorldModel({"proprio": (5,)}, 1, **VMC_TINY).kl_scale == 1.0  # no warm-up: full weight at once
 
 
 def test_with_independent_frames_v_learns_from_them_alone(one_torch_thread):
     """The sequences feed M (no gradient into V); V's gradients depend only on ``frames/obs/pixels``."""
-    model = VMCWorldModel({"pixels": (64, 64, 3)}, 1, vae_batch=5, **TINY)
+    model = VMCWorldModel({"pixels": (64, 64, 3)}, 1, vae_batch=5, **VMC_TINY)
     assert model.frames_per_update == 5
-    frames = _batch(("pixels",), batch=5, length=1)["obs/pixels"][:, 0]
+    frames = random_batch({"pixels": (64, 64, 3)}, 1, batch=5, length=1)["obs/pixels"][:, 0]
 
     def vae_grads(seed: int) -> list[torch.Tensor]:
-        batch = {**_batch(("pixels",)), "frames/obs/pixels": frames}
-        batch["obs/pixels"] = torch.randint(0, 256, batch["obs/pixels"].shape, generator=torch.Generator().manual_seed(seed),
-                                            dtype=torch.uint8)
+        batch = {**random_batch({"pixels": (64, 64, 3)}, 1, batch=3, length=6, seed=seed), "frames/obs/pixels": frames}
         model.zero_grad()
         torch.manual_seed(0)
         model.loss(batch)[0].backward()
@@ -152,23 +145,11 @@ def test_mdn_rnn_shapes():
     assert [tuple(x.shape) for x in rnn.mixture(h)] == [(5, 4, 3)] * 3 and c.shape == (5, 8)
 
 
-def _batch(keys: tuple[str, ...], batch: int = 3, length: int = 6) -> dict[str, torch.Tensor]:
-    data = {"action": torch.rand(batch, length, 1) * 2 - 1, "reward": torch.rand(batch, length),
-            "is_first": torch.zeros(batch, length, dtype=torch.bool),
-            "is_terminal": torch.zeros(batch, length, dtype=torch.bool)}
-    data["is_first"][:, 0] = True
-    if "pixels" in keys:
-        data["obs/pixels"] = torch.randint(0, 256, (batch, length, 64, 64, 3), dtype=torch.uint8)
-    if "proprio" in keys:
-        data["obs/proprio"] = torch.randn(batch, length, 5)
-    return data
-
-
 @pytest.mark.parametrize("keys", [("pixels",), ("proprio",)])
 def test_world_model_seam(keys, one_torch_thread):
     shapes = {"pixels": (64, 64, 3), "proprio": (5,)}
-    model = VMCWorldModel({key: shapes[key] for key in keys}, 1, **TINY)
-    batch = _batch(keys)
+    model = VMCWorldModel({key: shapes[key] for key in keys}, 1, **VMC_TINY)
+    batch = random_batch({key: shapes[key] for key in keys}, 1, batch=3, length=6)
     loss, metrics, post = model.loss(batch)
     loss.backward()
     assert torch.isfinite(loss) and {"loss/mdn", "loss/kl", "loss/reward", "loss/continue"} <= set(metrics)
@@ -187,7 +168,7 @@ def test_world_model_seam(keys, one_torch_thread):
 
 def test_episode_start_resets_the_recurrent_state(one_torch_thread):
     torch.manual_seed(0)
-    model = VMCWorldModel({"proprio": (5,)}, 1, **TINY)
+    model = VMCWorldModel({"proprio": (5,)}, 1, **VMC_TINY)
     obs, action = {"proprio": torch.randn(2, 5)}, torch.ones(2, 1)
     first = torch.ones(2, dtype=torch.bool)
     fresh = model.step(model.initial(2), action, obs, first)
@@ -197,7 +178,7 @@ def test_episode_start_resets_the_recurrent_state(one_torch_thread):
 
 def test_imagination_at_zero_temperature_is_deterministic_and_batched(one_torch_thread):
     torch.manual_seed(0)
-    model = VMCWorldModel({"proprio": (5,)}, 1, **TINY, temperature=0.0)
+    model = VMCWorldModel({"proprio": (5,)}, 1, **VMC_TINY, temperature=0.0)
     start = {key: torch.randn(4, value.shape[-1]) for key, value in model.initial(1).items()}
     actions = torch.rand(4, 5, 1) * 2 - 1
     together, _ = model.imagine(start, 5, actions=actions)
@@ -216,33 +197,16 @@ def test_builder_sizes_and_errors():
         VMCWorldModel({"proprio": (5,)}, 1, temperature=-1.0)
 
 
-def _preset(*overrides: str) -> dict:
-    """experiment=world_models at toy sizes (pixels, as the preset's default)."""
-    tiny = ["experiment=world_models", "model=xs", "+model.overrides.hidden=16", "+model.overrides.cnn_depth=4",
-            "+model.overrides.units=16", "behavior.population=4", "behavior.rollouts=2", "behavior.horizon=5",
-            "max_episode_steps=20", "prefill=80", "batch_size=2", "seq_len=8", "train_ratio=16", "behavior.every=1", "model.overrides.vae_batch=8", "eval_episodes=1",
-            "video=false", "log_every=20", "checkpoint_every=40", "device=cpu", "torch_threads=1", "eval_every=1000"]
-    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=[*tiny, *overrides])
-    return OmegaConf.to_container(cfg, resolve=True)
-
-
-def _script(*args: str) -> str:
-    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
-
-
 def test_preset_trains_resumes_sweeps_tau_and_its_checkpoint_evaluates_and_exports(tmp_path):
     run = tmp_path / "run"
-    trainer = Trainer(_preset("steps=120"), run)
+    trainer = Trainer(preset_config("world_models", "steps=120"), run)
     assert trainer.model.frames_per_update == 8  # V's independent frames come from the replay
     trainer.run()
     first = load_checkpoint(run)
     assert first["config"]["obs_mode"] == "pixels" and first["config"]["model"]["kind"] == "vmc"
     generation = first["behavior"]["last_metrics"]["cmaes/generation"]
     assert first["counters"]["updates"] > 0 and generation == first["counters"]["updates"]
-    Trainer(_preset("steps=200", "resume=true"), run).run()
+    Trainer(preset_config("world_models", "steps=200", "resume=true"), run).run()
     second = load_checkpoint(run)
     assert second["counters"]["env_steps"] == 200
     assert second["behavior"]["last_metrics"]["cmaes/generation"] == second["counters"]["updates"] > generation
@@ -251,13 +215,13 @@ def test_preset_trains_resumes_sweeps_tau_and_its_checkpoint_evaluates_and_expor
     assert [row["temperature"] for row in sweep["rows"]] == [0.5, 1.5] and "| 1.5 |" in markdown(sweep)
     assert all(math.isfinite(row["dream_return"]) and math.isfinite(row["real_return"]) for row in sweep["rows"])
 
-    out = _script(str(ROOT / "scripts/evaluate.py"), f"checkpoint={run}", "episodes=1", f"out={tmp_path / 'r.json'}",
-                  "torch_threads=1", "context=3", "horizon=5", "windows_per_episode=2", "sensitivity=false", "planner=policy",
-                  "planner_steps=2")
+    out = run_script(ROOT / "scripts/evaluate.py", f"checkpoint={run}", "episodes=1", f"out={tmp_path / 'r.json'}",
+                     "torch_threads=1", "context=3", "horizon=5", "windows_per_episode=2", "sensitivity=false",
+                     "planner=policy", "planner_steps=2")
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["model_kind"] == "vmc" and "pixel_mse" in report["open_loop"], out
-    out = _script(str(ROOT / "scripts/export_video.py"), f"checkpoint={run}", "episodes=1", "max_episode_steps=12",
-                  "context=3", "horizon=5", "size=64", f"out={tmp_path / 'dream.gif'}")
+    out = run_script(ROOT / "scripts/export_video.py", f"checkpoint={run}", "episodes=1", "max_episode_steps=12",
+                     "context=3", "horizon=5", "size=64", f"out={tmp_path / 'dream.gif'}")
     assert "no pixel decoder" not in out
     frames = iio.imread(tmp_path / "dream.gif")
     assert frames.shape[0] == 13 and frames.shape[2] >= 3 * 64  # real | dreamed | error
