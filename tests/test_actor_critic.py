@@ -152,9 +152,14 @@ def test_update_with_continue_head_and_flat_start():
         def predict_continue(self, features: torch.Tensor) -> torch.Tensor:
             return (features[..., 0] < 1.0).float()
 
-    agent = small_agent()
-    metrics = agent.update(EndingPointModel(), {"x": torch.rand(32, 1) * 3.0 - 1.5})
-    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    starts = {"x": torch.rand(32, 1) * 3.0 - 1.5}  # flat (N, ...) starts, not (B, T, ...)
+    returns = []
+    for model in (PointModel(), EndingPointModel()):
+        torch.manual_seed(0)
+        metrics = small_agent().update(model, starts)
+        assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+        returns.append(metrics["return/mean"])
+    assert returns[1] != pytest.approx(returns[0], rel=1e-3)  # episodes that end stop the λ-returns' sums
 
 
 def test_state_dict_round_trip():

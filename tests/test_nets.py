@@ -33,7 +33,8 @@ def test_two_hot_loss_is_smallest_at_the_target():
     twohot = TwoHot(255)
     value = torch.tensor([2.5])
     exact = twohot.encode(value).clamp_min(1e-30).log()
-    assert twohot.loss(exact, value) < twohot.loss(torch.zeros(1, 255), value)
+    others = [twohot.encode(value + delta).clamp_min(1e-30).log() for delta in (-0.5, -0.05, 0.05, 0.5)]
+    assert all(twohot.loss(exact, value) < twohot.loss(logits, value) for logits in [torch.zeros(1, 255), *others])
 
 
 def test_two_hot_loss_is_the_cross_entropy_against_the_encoded_target():
