@@ -49,7 +49,6 @@ def main() -> None:
     except (CheckpointError, ValueError) as error:
         parser.error(str(error))
     domain, task = suite_task(config["env"]["id"])
-    repeat = config["env"]["action_repeat"]
     returns, actions, start = [], 0, time.perf_counter()
     for episode in range(args.episodes):
         env = suite.load(domain, task, task_kwargs={"random": args.seed + episode})
@@ -58,7 +57,7 @@ def main() -> None:
         while not time_step.last():
             action = controller.act(time_step.observation)
             actions += 1
-            for _ in range(repeat):  # the model was trained with this action repeat
+            for _ in range(controller.action_repeat):  # the model was trained with this action repeat
                 time_step = env.step(action)
                 total += time_step.reward
                 if time_step.last():

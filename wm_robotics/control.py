@@ -71,6 +71,8 @@ class MPCController:
         self.proprio_keys = [(name, int(size)) for name, size in payload.get("proprio_keys", [])]
         self.action_low = np.asarray(payload["action_low"], np.float32)
         self.action_high = np.asarray(payload["action_high"], np.float32)
+        #: simulator steps per action the model was trained with: a raw simulator loop repeats each action this often
+        self.action_repeat = int(payload["config"].get("env", {}).get("action_repeat", 1))
         self.planner_name = planner
         value = getattr(self.behavior, "value", None)
         dim = len(self.action_low)
