@@ -10,17 +10,17 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["model=xs", "+model.overrides.deter=32", "+model.overrides.units=32", "behavior.units=32",
-        "max_episode_steps=20", "prefill=80", "batch_size=2", "seq_len=8", "train_ratio=16",
-        "eval_episodes=1", "video=false", "log_every=20", "checkpoint_every=40", "device=cpu", "torch_threads=1"]
-RUN = ["max_episode_steps=20", "prefill=80", "eval_episodes=1", "video=false", "log_every=20", "checkpoint_every=40",
-       "device=cpu", "torch_threads=1", "eval_every=1000"]
+SHORT_RUN = ["max_episode_steps=20", "prefill=80", "eval_episodes=1", "video=false", "log_every=20",
+             "checkpoint_every=40", "device=cpu", "torch_threads=1"]
+SMALL_RSSM = ["model=xs", "+model.overrides.deter=32", "+model.overrides.units=32", "batch_size=2", "seq_len=8",
+              "train_ratio=16"]
 SMALL_JEPA = ["model=xs", "+model.overrides.latent=16", "+model.overrides.units=32", "+model.overrides.enc_units=32"]
+TINY = [*SMALL_RSSM, "behavior.units=32", *SHORT_RUN]
+RUN = [*SHORT_RUN, "eval_every=1000"]
 PRESETS = {
     "tdmpc_cpu": [*SMALL_JEPA, "batch_size=8", "train_ratio=16", "behavior.settings.samples=32",
                   "behavior.settings.iterations=2", "behavior.settings.elites=8"],
-    "planet": ["model=xs", "+model.overrides.deter=32", "+model.overrides.units=32", "batch_size=2", "seq_len=8",
-               "train_ratio=16", "behavior.settings.horizon=4", "behavior.settings.iterations=2",
+    "planet": [*SMALL_RSSM, "behavior.settings.horizon=4", "behavior.settings.iterations=2",
                "behavior.settings.candidates=32", "behavior.settings.elites=4"],
     "jepa_goal": [*SMALL_JEPA, "+model.overrides.cnn_depth=4", "batch_size=4", "seq_len=4", "train_ratio=16",
                   "prefill=40"],

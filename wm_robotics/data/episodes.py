@@ -69,7 +69,8 @@ class EpisodeRecorder:
         self._obs = {key: [np.asarray(value)] for key, value in first_obs.items()}
         self._steps: dict[str, list] = {key: [] for key in STEP_KEYS}
 
-    def add(self, action: np.ndarray, obs: dict[str, np.ndarray], reward: float, terminated: bool, truncated: bool) -> None:
+    def add(self, action: np.ndarray, obs: dict[str, np.ndarray], reward: float, terminated: bool,
+            truncated: bool) -> None:
         """Record one step: the action taken and what followed it."""
         for key, value in obs.items():
             self._obs[key].append(np.asarray(value))
