@@ -141,7 +141,8 @@ class DMCEnv(gym.Env):
     def _observation(self) -> dict[str, np.ndarray]:
         obs = {}
         if "pixels" in self.obs_mode:
-            obs["pixels"] = render_frame(self._physics, self.image_size, self.image_size, self.camera_id, self.render_fast)
+            obs["pixels"] = render_frame(self._physics, self.image_size, self.image_size, self.camera_id,
+                                         self.render_fast)
         if "proprio" in self.obs_mode:
             obs["proprio"] = self.flatten_observation(self._task.get_observation(self._physics))
         return obs

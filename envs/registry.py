@@ -46,7 +46,8 @@ def check_env_id(name: str) -> str:
 
 
 def suite_task(name: str) -> tuple[str, str]:
-    """The dm_control ``(domain, task)`` behind an id, e.g. ``("ball_in_cup", "catch")`` for ``ball_in_cup-catch-v0``."""
+    """The dm_control ``(domain, task)`` behind an id, e.g. ``("ball_in_cup", "catch")`` for
+    ``ball_in_cup-catch-v0``."""
     full = check_env_id(name)
     return next((d, t) for d, t in SUITE_TASKS if full.startswith(f"{NAMESPACE}/{d}-{t}-"))
 

@@ -28,7 +28,8 @@ def main(cfg: DictConfig) -> None:
     episodes = [load_episode(p) for p in paths]
     returns = [float(ep["reward"].sum()) for ep in episodes]
     print(f"{len(paths)} episodes of {cfg.env.id} -> {paths[0].parent.resolve()}")
-    print(f"return {np.mean(returns):.1f} ± {np.std(returns):.1f} (random policy), {sum(len(e['action']) for e in episodes)} steps")
+    print(f"return {np.mean(returns):.1f} ± {np.std(returns):.1f} (random policy), "
+          f"{sum(len(e['action']) for e in episodes)} steps")
     if cfg.video and "obs/pixels" in episodes[0]:
         frames = [f for i, ep in enumerate(episodes) for f in episode_frames(ep, cfg.video_size, f"episode {i}")]
         print(f"video -> {write_video(cfg.video, frames, cfg.fps).resolve()}")

@@ -6,7 +6,8 @@ such observation is encoded and its distance to the goal's latent printed (the p
 energy at one step, ``MPCController.goal_energy``), beside the end effector's distance to the goal.
 With ``--fields`` the energy compares those proprio fields as the probe decoder reads them instead.
 
-    python scripts/goal_energy_probe.py runs/<jepa_goal run> --seed 100016 --offsets -1.5:1.5:0.1 --velocities 0,0.5,1,2,4
+    python scripts/goal_energy_probe.py runs/<jepa_goal run> --seed 100016 --offsets -1.5:1.5:0.1 \
+        --velocities 0,0.5,1,2,4
     python scripts/goal_energy_probe.py runs/<jepa_goal run> --seed 100016 --fields position   # decoded joint angles
 """
 

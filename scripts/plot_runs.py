@@ -3,9 +3,9 @@ print the same curves as a markdown table (each seed and the mean, at the evalua
 
     python scripts/plot_runs.py --task cartpole-swingup --out docs/cartpole_swingup.png \
         dreamer_cpu=runs/dreamer_cpu_seed0,runs/dreamer_cpu_seed1
-    python scripts/plot_runs.py --task cartpole-swingup --out /tmp/c.png \
-        baseline=docs/results/tdmpc_cpu_cartpole_swingup_100k_seed0.csv,docs/results/tdmpc_cpu_cartpole_swingup_100k_seed1.csv \
-        enc03=runs/tdmpc_cpu/s22_enc03_seed0,runs/tdmpc_cpu/s22_enc03_seed1
+    cd docs/results && python ../../scripts/plot_runs.py --task cartpole-swingup --out /tmp/c.png \
+        baseline=tdmpc_cpu_cartpole_swingup_100k_seed0.csv,tdmpc_cpu_cartpole_swingup_100k_seed1.csv \
+        bf16=tdmpc_cpu_cartpole_swingup_bf16_seed0.csv,tdmpc_cpu_cartpole_swingup_bf16_seed1.csv
 """
 
 from __future__ import annotations

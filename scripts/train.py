@@ -1,7 +1,8 @@
 """Train a preset on a task; every run writes to its own folder (config, metrics, checkpoints, videos).
 
     python scripts/train.py experiment=dreamer env=cartpole_swingup model=xs steps=100000
-    python scripts/train.py experiment=dreamer_cpu steps=3000 prefill=1000 eval_every=3000 eval_episodes=1  # CPU smoke, ~1-2 min
+    python scripts/train.py experiment=dreamer_cpu steps=3000 prefill=1000 eval_every=3000 \
+        eval_episodes=1  # CPU smoke, ~1-2 min
     python scripts/train.py resume=runs/dreamer/<...> steps=200000              # continue a killed run
     python scripts/train.py resume=true hydra.run.dir=runs/dreamer/<...>        # the same, Hydra style
     python scripts/collect.py env=reacher_easy episodes=50 out=$PWD/data/reacher video=null

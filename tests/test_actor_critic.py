@@ -12,7 +12,6 @@ from wm_robotics.behaviors.actor_critic import ActorCritic, ReturnNormalizer, la
 from wm_robotics.models.base import State, WorldModel
 from wm_robotics.precision import compute_precision
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -134,7 +133,8 @@ def test_learns_on_point_model(actor_grad, precision):
     model, agent = PointModel(), small_agent(actor_grad=actor_grad)
     eval_start = torch.linspace(-1.5, 1.5, 64).unsqueeze(-1)
     with torch.no_grad():  # head for 0.5 at full speed
-        best, _ = model.imagine({"x": eval_start}, agent.horizon, policy=lambda f: ((0.5 - f[..., :1]) * 10).clamp(-1, 1))
+        best, _ = model.imagine({"x": eval_start}, agent.horizon,
+                                policy=lambda f: ((0.5 - f[..., :1]) * 10).clamp(-1, 1))
     optimal = model.predict_reward(model.features(best)).sum(1).mean().item()
     before = mean_return(agent, model, eval_start)
     for _ in range(100):

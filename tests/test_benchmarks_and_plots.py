@@ -7,10 +7,7 @@ import pytest
 import torch
 
 from wm_robotics.behaviors.mppi import MPPIPlanner
-from wm_robotics.benchmarks import envs as env_bench
-from wm_robotics.benchmarks import learner
-from wm_robotics.benchmarks import planner as planner_bench
-from wm_robotics.benchmarks import timing
+from wm_robotics.benchmarks import envs as env_bench, learner, planner as planner_bench, timing
 from wm_robotics.benchmarks.timing import interleaved_rates, matmul_gflops, nearest_reference, write_json
 from wm_robotics.compiled import CompiledCall
 from wm_robotics.plots import BUDGETS, eval_curve, eval_table, plot_runs, published_results
@@ -93,7 +90,8 @@ def test_plot_runs_from_metrics_csv(tmp_path):
     assert out.stat().st_size > 10_000
     (tmp_path / "short.csv").write_text("step,eval_return\n10000,50\n")  # a run still going: 10k only
     table = eval_table({"dreamer": [tmp_path / "run0", tmp_path / "run1"], "new": [tmp_path / "short.csv"]})
-    assert "| dreamer, run1 | 101.0 | 201.0 | 301.0 |" in table and "| **dreamer, mean** | 100.5 | 200.5 | 300.5 |" in table
+    assert ("| dreamer, run1 | 101.0 | 201.0 | 301.0 |" in table
+            and "| **dreamer, mean** | 100.5 | 200.5 | 300.5 |" in table)
     assert "| new, short | 50.0 | – | – |" in table
     assert published_results()["100k"]["cartpole-swingup"]["DreamerV3"] == 677
     assert set(published_results()) - {"_sources"} == set(BUDGETS)

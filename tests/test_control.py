@@ -110,7 +110,8 @@ def test_bad_inputs_say_what_was_expected(checkpoint):
         controller.set_goal(np.zeros(5, np.float32))
     with pytest.raises(ValueError, match=r"takes no planner settings, got \['samples'\]"):
         MPCController.from_checkpoint(checkpoint, device="cpu", planner="policy", samples=64)
-    with pytest.raises(ValueError, match=r"unknown mppi planner settings \['candidates'\]; valid settings: .*'samples'"):
+    with pytest.raises(ValueError, match=r"unknown mppi planner settings \['candidates'\]; "
+                                         r"valid settings: .*'samples'"):
         MPCController.from_checkpoint(checkpoint, device="cpu", candidates=64)
     with pytest.raises(ValueError, match=r"'proprio' holds NaN or inf at indices \[1, 3\]"):
         controller.act(np.array([0, np.nan, 0, np.inf, 0], np.float32))

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from wm_robotics.atomic import UMASK
-from wm_robotics.data.episodes import (EpisodeFormatError, EpisodeRecorder, list_episodes, load_episode,
-                                       save_episode)
+from wm_robotics.data.episodes import EpisodeFormatError, EpisodeRecorder, list_episodes, load_episode, save_episode
 
 
 def _episode(steps=5, pixels=True):

@@ -14,13 +14,18 @@ import yaml
 
 from tests.configs import ROOT, tiny_config
 from wm_robotics.checkpoint import CheckpointError
+from wm_robotics.envs import make_env
 from wm_robotics.evaluation import evaluate_checkpoint, write_report
 from wm_robotics.models.base import WorldModel
 from wm_robotics.rollout import random_policy, run_episode
 from wm_robotics.train import Trainer
-from wm_robotics.envs import make_env
-from wm_robotics.wm_metrics import (action_sensitivity, goal_reaching, latent_diagnostics, open_loop_errors,
-                                    replay_branch)
+from wm_robotics.wm_metrics import (
+    action_sensitivity,
+    goal_reaching,
+    latent_diagnostics,
+    open_loop_errors,
+    replay_branch,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -221,7 +226,8 @@ def test_evaluate_script_rejects_bad_arguments_before_evaluating(run, tmp_path, 
 
 def test_a_bad_planner_setting_fails_before_any_episode(run, tmp_path, monkeypatch):
     monkeypatch.setattr("wm_robotics.evaluation.evaluate_returns", lambda *a, **k: pytest.fail("episodes ran first"))
-    with pytest.raises(ValueError, match=r"unknown mppi planner settings \['candidates'\]; valid settings: .*'samples'"):
+    with pytest.raises(ValueError, match=r"unknown mppi planner settings \['candidates'\]; "
+                                         r"valid settings: .*'samples'"):
         evaluate_checkpoint(run, episodes=1, device="cpu", planner_settings={"candidates": 8})
     with pytest.raises(ValueError, match="give a .json path"):
         write_report({}, tmp_path / "report.md")

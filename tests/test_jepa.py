@@ -202,7 +202,8 @@ def test_split_latent_gives_pixels_and_proprio_their_own_half():
     torch.testing.assert_close(new_proprio[:, :8], base[:, :8])  # the pixel half ignores the proprio
     assert not torch.allclose(new_pixels[:, :8], base[:, :8]) and not torch.allclose(new_proprio[:, 8:], base[:, 8:])
     assert model.encoder.block("proprio") == slice(8, 16)
-    with pytest.raises(ValueError, match=r"unknown observation key 'depth'; this encoder's keys: \['pixels', 'proprio'\]"):
+    with pytest.raises(ValueError, match=r"unknown observation key 'depth'; "
+                                         r"this encoder's keys: \['pixels', 'proprio'\]"):
         model.encoder.block("depth")
     with pytest.raises(ValueError, match="splits evenly"):
         JEPAWorldModel({"pixels": (64, 64, 3), "proprio": (OBS,)}, ACTIONS, latent=15, simnorm=False,

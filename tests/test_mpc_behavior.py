@@ -151,7 +151,8 @@ def test_jepa_goal_trains_on_pixels_and_plans_toward_a_goal_image(tmp_path):
     torch.manual_seed(0)
     np.testing.assert_allclose(controller.act(obs), action, atol=1e-6)
     controller.set_goal({"pixels": info["goal_pixels"], "proprio": info["goal_proprio"]})
-    latent_goal = controller.model.features(controller.encode({"pixels": info["goal_pixels"], "proprio": info["goal_proprio"]}))
+    latent_goal = controller.model.features(
+        controller.encode({"pixels": info["goal_pixels"], "proprio": info["goal_proprio"]}))
     controller.planner.objective = GoalObjective(latent_goal[0])  # replaced: plans in the whole model again
     assert env.action_space.contains(controller.act(obs))
     env.close()
@@ -160,7 +161,8 @@ def test_jepa_goal_trains_on_pixels_and_plans_toward_a_goal_image(tmp_path):
                                  planner_settings={"iterations": 1}, goal_energy={"norm": "l1"})
     planner = report["planner"]  # timed on the goal objective: a goal model has no reward head
     assert planner["settings"] == {"horizon": 3, "iterations": 1, "candidates": 16, "elites": 4}  # preset + override
-    assert planner["goal_energy"] == {"norm": "l1", "terminal_only": False, "fields": ["position"],  # the preset's fields
+    assert planner["goal_energy"] == {"norm": "l1", "terminal_only": False,
+                                      "fields": ["position"],  # the preset's fields
                                       "latent_weight": 0, "from_frame": False, "pose_feedback": False,
                                       "unbounded_angles": [], "drift_correction": 0.5}
     terminal = MPCController.from_checkpoint(tmp_path, device="cpu", planner="cem", goal_energy={"terminal_only": True})
@@ -315,7 +317,8 @@ def test_pose_feedback_puts_the_frame_goal_at_the_measured_state_when_the_frame_
     assert feedback.planner.objective.goal is goal_tensor  # updated in place: a captured CUDA graph stays valid
     with pytest.raises(ValueError, match="pose_feedback and unbounded_angles act on a goal read from its frame"):
         MPCController(payload, "cpu", "cem", goal_energy={"pose_feedback": True})
-    with pytest.raises(ValueError, match=r"unbounded_angles \[2\] must be among the pose probe's angles that the fields cover \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"unbounded_angles \[2\] must be among the pose probe's angles "
+                                         r"that the fields cover \[0, 1\]"):
         MPCController(payload, "cpu", "cem", goal_energy={"from_frame": True, "unbounded_angles": [2]})
     with pytest.raises(ValueError, match=r"fields cover proprio dims \[2, 3\] that the pose probe does not read"):
         MPCController(payload, "cpu", "cem", goal_energy={"from_frame": True, "fields": ["position", "to_target"]})

@@ -201,8 +201,13 @@ def test_planners_on_rssm():
 def test_prior_coef_settles_ties_toward_the_prior_and_yields_to_a_clear_objective():
     torch.manual_seed(0)
     model = PointMass()
-    flat = lambda model, states, actions: torch.zeros(actions.shape[0])  # every plan ties
-    prior = lambda f: torch.full_like(f, 0.6)
+
+    def flat(model, states, actions) -> torch.Tensor:  # every plan ties
+        return torch.zeros(actions.shape[0])
+
+    def prior(f: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(f, 0.6)
+
     kw = dict(iterations=4, samples=200, elites=20, policy_samples=4, sample_final=False, policy=prior)
     start = model.start(0.0, 0.0)
     tied = MPPIPlanner(1, objective=flat, prior_coef=1.0, **kw).plan(model, start)
@@ -233,7 +238,8 @@ def test_value_errors():
     with pytest.raises(ValueError, match=r"action_high must be a scalar or hold action_dim=2 values, got shape \(3,\)"):
         MPPIPlanner(2, action_high=[1.0, 1.0, 1.0])
     assert CEMPlanner(2, action_low=[-1.0, 0.0], action_high=1.0).low.tolist() == [-1.0, 0.0]
-    with pytest.raises(ValueError, match=r"unknown precision 'fp16'; valid precisions: \['bf16', 'bf16_full', 'fp32'\]"):
+    with pytest.raises(ValueError, match=r"unknown precision 'fp16'; "
+                                         r"valid precisions: \['bf16', 'bf16_full', 'fp32'\]"):
         MPPIPlanner(1, precision="fp16")
     with pytest.raises(ValueError, match="norm"):
         GoalObjective(torch.zeros(2), norm="cos")

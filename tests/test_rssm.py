@@ -42,7 +42,8 @@ def test_categorical_samples_are_one_hot_follow_the_probabilities_and_pass_gradi
     probs = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.0, 0.5, 0.0, 0.5]])  # a zero-probability class is never drawn
     log_probs = probs.log().expand(20_000, 2, 4).clone().requires_grad_(True)
     sample = rssm._sample(log_probs)
-    assert set(sample.detach().unique().tolist()) == {0.0, 1.0} and torch.equal(sample.detach().sum(-1), torch.ones(20_000, 2))
+    assert (set(sample.detach().unique().tolist()) == {0.0, 1.0}
+            and torch.equal(sample.detach().sum(-1), torch.ones(20_000, 2)))
     torch.testing.assert_close(sample.detach().mean(0), probs, atol=0.01, rtol=0)
     weights = torch.randn(2, 4)
     (sample * weights).sum().backward()

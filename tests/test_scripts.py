@@ -33,7 +33,8 @@ def test_collect_then_export_video(tmp_path):
     gif = iio.imread(tmp_path / "clip.gif")
     assert gif.shape[0] == 11 and gif.shape[1:3] == (64, 64)
     out = run_script(ROOT / "scripts/export_video.py", "episodes=1", "max_episode_steps=5",
-                     f"out={tmp_path / 'live.gif'}", "size=64", cwd=tmp_path)  # no source, no checkpoint: live random episodes
+                     f"out={tmp_path / 'live.gif'}", "size=64",
+                     cwd=tmp_path)  # no source, no checkpoint: live random episodes
     assert "episode 0: 5 steps" in out and iio.imread(tmp_path / "live.gif").shape[0] == 6
 
 

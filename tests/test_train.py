@@ -18,7 +18,6 @@ from wm_robotics.checkpoint import CheckpointError, load_checkpoint
 from wm_robotics.train import NonFiniteLossError, Trainer
 
 
-
 def test_run_folder_layout_and_metrics(tmp_path):
     final = Trainer(tiny_config("steps=200", "eval_every=200", "video=true"), tmp_path).run()
     assert {"checkpoints", "episodes", "metrics.csv", "tensorboard", "videos"} <= {p.name for p in tmp_path.iterdir()}
@@ -40,7 +39,8 @@ def test_encoder_lr_scale_slows_only_the_encoder(tmp_path):
     moved = {name for name, p in trainer.model.named_parameters() if not torch.equal(p, before[name])}
     assert trainer.counters["updates"] > 0 and moved  # the rest learned ...
     assert not {name for name in moved if name.startswith("encoder.")}  # ... the encoder, at lr × 0, did not
-    assert len(Trainer(tiny_config(), tmp_path / "default").model_opt.param_groups) == 1  # scale 1: one group, as before
+    # scale 1: one group, as before
+    assert len(Trainer(tiny_config(), tmp_path / "default").model_opt.param_groups) == 1
 
 
 def test_pretrain_updates_come_at_once_when_the_prefill_ends(tmp_path):
@@ -208,14 +208,16 @@ def test_evaluate_script_reports_json(tmp_path):
 
 
 def test_unknown_precision_lists_valid_ones(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown precision 'fp16'; valid precisions: \['bf16', 'bf16_full', 'fp32'\]"):
+    with pytest.raises(ValueError, match=r"unknown precision 'fp16'; "
+                                         r"valid precisions: \['bf16', 'bf16_full', 'fp32'\]"):
         Trainer(tiny_config("precision=fp16"), tmp_path)
 
 
 @pytest.mark.parametrize("experiment, size, units", [("dreamer", "s", 512), ("dreamer_cpu", "xs", 256)])
 def test_dreamer_presets_actor_critic_width(experiment, size, units):
     cfg = composed([f"experiment={experiment}"])
-    assert (cfg["model"]["size"], cfg["behavior"]["units"], cfg["behavior"]["layers"]) == (size, units, 2)  # DreamerV3 S: 512 x 2
+    assert (cfg["model"]["size"], cfg["behavior"]["units"],
+            cfg["behavior"]["layers"]) == (size, units, 2)  # DreamerV3 S: 512 x 2
 
 
 def test_unknown_model_kind_lists_valid_ones():

@@ -100,7 +100,8 @@ def test_wrong_task_and_wrong_files_give_clear_errors(checkpoints, tmp_path):
     with pytest.raises(ValueError, match=r"with pixels of shape \(64, 64, 3\), but episode 0 has"):
         export_imagination_video(checkpoints["pixels"], tmp_path / "x.mp4",
                                  source=[{**episode, "obs/pixels": np.zeros((3, 32, 32, 3), np.uint8)}])
-    with pytest.raises(ValueError, match=r"unknown planner 'policy' for the planner view; valid planners: \['cem', 'mppi'\]"):
+    with pytest.raises(ValueError, match=r"unknown planner 'policy' for the planner view; "
+                                         r"valid planners: \['cem', 'mppi'\]"):
         planner_strip({}, torch.device("cpu"), None, [], [0], planner="policy")
 
 

@@ -19,7 +19,6 @@ from wm_robotics.temperature_sweep import markdown, temperature_sweep
 from wm_robotics.train import Trainer
 
 
-
 def _images(count: int) -> torch.Tensor:
     """Frames with a bright square at a different place each: structure a VAE can learn."""
     images = torch.zeros(count, 64, 64, 3, dtype=torch.uint8)

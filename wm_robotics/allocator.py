@@ -65,9 +65,11 @@ def run_on_jemalloc() -> bool:
     library = jemalloc_library() if sys.platform.startswith("linux") else None
     if library is None or os.environ.get(OPT_OUT) == "system":
         return False
-    env = {**os.environ, _GUARD: "1", **{_GUARD + name: os.environ.get(name, "") for name in ("LD_PRELOAD", "MALLOC_CONF")},
+    env = {**os.environ, _GUARD: "1",
+           **{_GUARD + name: os.environ.get(name, "") for name in ("LD_PRELOAD", "MALLOC_CONF")},
            "LD_PRELOAD": " ".join(filter(None, [os.environ.get("LD_PRELOAD"), library])),
-           "MALLOC_CONF": ",".join(filter(None, [MALLOC_CONF, os.environ.get("MALLOC_CONF")]))}  # the user's last: it wins
+           # the user's last: it wins
+           "MALLOC_CONF": ",".join(filter(None, [MALLOC_CONF, os.environ.get("MALLOC_CONF")]))}
     sys.stdout.flush()
     sys.stderr.flush()
     try:

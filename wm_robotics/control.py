@@ -153,11 +153,13 @@ class MPCController:
             obs = {"proprio": np.concatenate([np.asarray(obs[name], np.float32).ravel() for name in names])}
         elif not isinstance(obs, Mapping):
             if set(self.obs_shapes) != {"proprio"}:
-                raise ValueError(f"a flat array works for proprio-only models; this one needs {sorted(self.obs_shapes)}")
+                raise ValueError("a flat array works for proprio-only models; this one needs "
+                                 f"{sorted(self.obs_shapes)}")
             obs = {"proprio": obs}
         out = {}
         for key, shape in self.obs_shapes.items():
-            value = uint8_pixels(obs[key], "observation 'pixels'") if key == "pixels" else np.asarray(obs[key], np.float32)
+            value = (uint8_pixels(obs[key], "observation 'pixels'") if key == "pixels"
+                     else np.asarray(obs[key], np.float32))
             if value.shape != shape:
                 raise ValueError(f"observation {key!r} must have shape {shape}, got {value.shape}")
             if key != "pixels" and not np.isfinite(value).all():
@@ -262,7 +264,8 @@ class MPCController:
         encoder = getattr(self.model, "encoder", None)  # a split_latent JEPA's proprio block, else None
         block = encoder.block("proprio") if hasattr(encoder, "block") and "proprio" in self.model.obs_keys else None
         dims = [d for d in range(self.model.feature_dim) if block is None or not block.start <= d < block.stop]
-        return {"latent_index": torch.tensor(dims, dtype=torch.long, device=self.device), "latent_weight": float(weight)}
+        return {"latent_index": torch.tensor(dims, dtype=torch.long, device=self.device),
+                "latent_weight": float(weight)}
 
     def _frame_goal_now(self, model_obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """The frame goal's fields re-expressed near the measured state of ``model_obs`` (``FrameGoal.goal``)."""

@@ -18,8 +18,9 @@ Report keys (sections are ``null`` when skipped):
 - ``latent``: :func:`wm_robotics.wm_metrics.latent_diagnostics` of their posterior features;
 - ``action_sensitivity``: :func:`wm_robotics.wm_metrics.action_sensitivity`, model vs simulator;
 - ``planner``: ``planner``, ``ms_per_action``, ``actions_timed`` of an ``MPCController`` on the
-  first episode's observations, the ``settings`` and ``goal_energy`` it used; on goal tasks also ``success_rate``, ``goal_episodes``, ``goal_steps``
-  and start/final goal distances (:func:`wm_robotics.wm_metrics.goal_reaching`), else ``success_rate`` null;
+  first episode's observations, the ``settings`` and ``goal_energy`` it used; on goal tasks also
+  ``success_rate``, ``goal_episodes``, ``goal_steps`` and start/final goal distances
+  (:func:`wm_robotics.wm_metrics.goal_reaching`), else ``success_rate`` null;
 - ``seconds``: wall time of each part; ``video``: the first episode's video when written.
 """
 
@@ -122,7 +123,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, episodes: int = 10, seed:
                         sensitivity: bool = True, context: int = 20, horizon: int = 30, windows_per_episode: int = 10,
                         planner: str | None = "mppi", planner_steps: int = 10, goal_episodes: int = 2,
                         goal_steps: int | None = None, planner_settings: dict[str, Any] | None = None,
-                        goal_energy: dict[str, Any] | None = None, video: str | os.PathLike | None = None) -> dict[str, Any]:
+                        goal_energy: dict[str, Any] | None = None,
+                        video: str | os.PathLike | None = None) -> dict[str, Any]:
     """The full report of a checkpoint (keys in the module docstring) on ``env_id`` (default: its own task).
 
     Raises ``CheckpointError`` for a file that is not a wm_robotics checkpoint and ValueError for

@@ -31,8 +31,16 @@ from wm_robotics.behaviors.planners import PLANNERS
 from wm_robotics.builders import resolve_device
 from wm_robotics.checkpoint import CheckpointError
 from wm_robotics.imagination import Imagination, imagine_episode, record_episode
-from wm_robotics.video import (ERROR_GAIN, CurvePanel, annotate, error_map, side_by_side, stack_rows, upscale,
-                               write_video)
+from wm_robotics.video import (
+    ERROR_GAIN,
+    CurvePanel,
+    annotate,
+    error_map,
+    side_by_side,
+    stack_rows,
+    upscale,
+    write_video,
+)
 
 REQUIRED_KEYS = ("config", "obs_shapes", "action_low", "action_high", "model", "behavior")
 NO_DECODER = ("{model} has no pixel decoder (decode() gives no 'pixels'; a JEPA needs a trained probe decoder): "
@@ -59,7 +67,8 @@ def imagination_frames(result: Imagination, real: Sequence[np.ndarray] | None, s
             mae = np.abs(target.astype(np.float32) - imagined).mean() / 255
             panels = [annotate(upscale(real[t], size), [*head, f"real  step {t}", f"reward {result.reward[t]:.2f}"]),
                       annotate(upscale(imagined, size), [where, f"pred reward {pred}" if pred else "no reward head"]),
-                      annotate(upscale(error_map(target, imagined), size), [f"|error| x{ERROR_GAIN:g}", f"MAE {mae:.3f}"])]
+                      annotate(upscale(error_map(target, imagined), size),
+                               [f"|error| x{ERROR_GAIN:g}", f"MAE {mae:.3f}"])]
         elif real is None:
             panels = [annotate(curves.frame(t), [f"step {t}"])]
         else:

@@ -1,4 +1,5 @@
-"""Learning curves of run folders (or their metrics CSVs): plots with the published reference numbers drawn in, tables."""
+"""Learning curves of run folders (or their metrics CSVs): plots with the published reference
+numbers drawn in, tables."""
 
 from __future__ import annotations
 

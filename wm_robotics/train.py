@@ -110,7 +110,8 @@ class Trainer:
 
     def restore(self) -> None:
         """Continue from ``checkpoints/latest.pt`` and reload every episode file of the run."""
-        # on the CPU: RNG and CMA-ES states must stay there; weights and optimiser states move to their device as they load
+        # on the CPU: RNG and CMA-ES states must stay there; weights and optimiser states move to their
+        # device as they load
         payload = load_checkpoint(self.checkpoint_path, map_location="cpu")
         self.model.load_state_dict(payload["model"])
         load_optimizer_state(self.model_opt, payload["model_opt"])
@@ -181,7 +182,8 @@ class Trainer:
             return 0
         if not self.counters["updates"]:  # fixed when learning starts: a later config change owes no late burst
             self.counters["burst"] = max(0, (cfg.get("pretrain_updates") or 0) - 1)
-        target = cfg["train_ratio"] * (self.counters["agent_steps"] - prefill_agent) / (cfg["batch_size"] * cfg["seq_len"])
+        target = (cfg["train_ratio"] * (self.counters["agent_steps"] - prefill_agent)
+                  / (cfg["batch_size"] * cfg["seq_len"]))
         return max(0, self.counters["burst"] + int(target) + 1 - self.counters["updates"])
 
     # ----------------------------------------------------------------- evaluation

@@ -7,4 +7,5 @@ from wm_robotics.behaviors.mpc_behavior import MPCBehavior
 from wm_robotics.behaviors.mppi import MPPIPlanner
 from wm_robotics.behaviors.planning import GoalObjective, RewardObjective
 
-__all__ = ["ActorCritic", "CEMPlanner", "CMAESController", "GoalObjective", "MPCBehavior", "MPPIPlanner", "RewardObjective", "lambda_returns"]
+__all__ = ["ActorCritic", "CEMPlanner", "CMAESController", "GoalObjective", "MPCBehavior", "MPPIPlanner",
+           "RewardObjective", "lambda_returns"]

@@ -11,7 +11,6 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-
 _VALUES = (bool, int, float, str, type(None), torch.Size, torch.dtype, torch.device)
 
 

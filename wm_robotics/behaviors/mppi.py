@@ -23,8 +23,7 @@ from __future__ import annotations
 import torch
 
 from wm_robotics.behaviors.action_bounds import Bounds
-from wm_robotics.behaviors.planning import (Objective, SamplingPlanner, expand_state, score_population,
-                                            select_elites)
+from wm_robotics.behaviors.planning import Objective, SamplingPlanner, expand_state, score_population, select_elites
 from wm_robotics.models.base import FeaturePolicy, State, WorldModel
 
 

@@ -81,7 +81,8 @@ def _shimmy(domain: str, task: str, pixels: bool):
     return work
 
 
-def single_env(tasks=(("cartpole", "swingup"), ("walker", "walk")), rounds: int = 5, seconds: float = 0.4) -> list[dict]:
+def single_env(tasks=(("cartpole", "swingup"), ("walker", "walk")), rounds: int = 5,
+               seconds: float = 0.4) -> list[dict]:
     """Control steps/s of each implementation, proprio and 64×64 pixels, per task."""
     results = []
     for domain, task in tasks:
@@ -134,7 +135,8 @@ def vector_scaling(name: str = "cartpole-swingup-v0", obs_mode: str = "pixels", 
             vec.step(actions)
         elapsed = time.perf_counter() - start
         vec.close()
-        results.append({"task": name, "obs": obs_mode, "processes": count, "agent_steps_per_s": count * agent_steps / elapsed})
+        results.append({"task": name, "obs": obs_mode, "processes": count,
+                        "agent_steps_per_s": count * agent_steps / elapsed})
     base = next(row["agent_steps_per_s"] for row in results if row["processes"] == 1)
     for row in results:
         row["speedup_vs_1"] = row["agent_steps_per_s"] / base
@@ -151,6 +153,7 @@ def run(quick: bool = False) -> dict:
     vector = []
     for obs_mode in ("pixels", "proprio"):
         vector += vector_scaling(obs_mode=obs_mode, agent_steps=100 if quick else 300)
-    print_table("Vector env scaling (AsyncVectorEnv, agent steps/s)", ["task", "obs", "processes", "steps/s", "× 1 process"],
+    print_table("Vector env scaling (AsyncVectorEnv, agent steps/s)",
+                ["task", "obs", "processes", "steps/s", "× 1 process"],
                 [[r["task"], r["obs"], r["processes"], r["agent_steps_per_s"], r["speedup_vs_1"]] for r in vector])
     return {"envs": single, "vector": vector}

@@ -16,8 +16,15 @@ import time
 import torch
 
 from wm_robotics.behaviors.actor_critic import ActorCritic
-from wm_robotics.benchmarks.timing import (SESSIONS_1_19_CPU, benchmark_devices, matmul_gflops, nearest_reference,
-                                           print_table, sync, timed_precisions)
+from wm_robotics.benchmarks.timing import (
+    SESSIONS_1_19_CPU,
+    benchmark_devices,
+    matmul_gflops,
+    nearest_reference,
+    print_table,
+    sync,
+    timed_precisions,
+)
 from wm_robotics.compiled import CompiledCall
 from wm_robotics.models.nets import adam
 from wm_robotics.models.rssm import RSSMWorldModel
@@ -111,7 +118,8 @@ def run(quick: bool = False, device_choice: str = "auto") -> dict:
             for device in devices for size, key, units, starts in configs for grad, precision in variants
             if precision in precisions[device]]
     if not quick:
-        rows += [measure("s", "proprio", device, repeats, 512, actor_grad="backprop", precision=precision, mlp=(1024, 5))
+        rows += [measure("s", "proprio", device, repeats, 512, actor_grad="backprop", precision=precision,
+                         mlp=(1024, 5))
                  for device in devices for precision in precisions[device]]
         # dreamer_cpu's update with compile=true: the first compiles (~9 min on 2 cores, seconds from inductor's cache)
         rows += [measure("xs", "proprio", device, repeats, 256, 256, actor_grad="backprop", compile=True)
@@ -120,8 +128,8 @@ def run(quick: bool = False, device_choice: str = "auto") -> dict:
         row["reference_total_ms"] = reference["ms"][row["obs"]]["total"]
         row["speedup_vs_reference"] = row["reference_total_ms"] / row["total_ms"]
     print_table("Learner: ms per update (batch 16×64, horizon 15; median)",
-                ["size", "obs", "device", "params (M)", "AC units", "imag. starts", "actor grad", "precision", "world model ms",
-                 "actor-critic ms", "total ms", "imagined steps/s", "× faster than dreamerv3-torch"],
+                ["size", "obs", "device", "params (M)", "AC units", "imag. starts", "actor grad", "precision",
+                 "world model ms", "actor-critic ms", "total ms", "imagined steps/s", "× faster than dreamerv3-torch"],
                 [[r["size"], r["obs"], r["device"], r["params_M"], r["units"], r["imag_starts"], r["actor_grad"],
                   r["precision"] + (", compiled" if r["compile"] else ""), r["world_model_ms"],
                   r["actor_critic_ms"], r["total_ms"], r["imagined_steps_per_s"], r["speedup_vs_reference"]]

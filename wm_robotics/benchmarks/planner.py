@@ -43,8 +43,17 @@ from torch.utils.flop_counter import FlopCounterMode
 import wm_robotics.envs as envs
 from wm_robotics.behaviors.mpc_behavior import MPCBehavior
 from wm_robotics.behaviors.planning import SamplingPlanner
-from wm_robotics.benchmarks.timing import (MATMUL_GFLOP, SESSIONS_1_19_CPU, benchmark_devices, matmul_gflops,
-                                           matmul_reference, nearest_reference, print_table, sync, timed_precisions)
+from wm_robotics.benchmarks.timing import (
+    MATMUL_GFLOP,
+    SESSIONS_1_19_CPU,
+    benchmark_devices,
+    matmul_gflops,
+    matmul_reference,
+    nearest_reference,
+    print_table,
+    sync,
+    timed_precisions,
+)
 from wm_robotics.compiled import CompiledCall
 from wm_robotics.control import MPCController
 from wm_robotics.models.jepa import JEPAWorldModel

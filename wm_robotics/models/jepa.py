@@ -7,7 +7,8 @@ action-conditioned MLP predictor rolls it forward: z' = f(z, a); with ``split_dy
 ``split_latent``) the proprio block is a proprio-only model inside the pixel one: a predictor of
 its own that sees only that block and the action, no gradient from the pixel block's prediction
 loss (that predictor reads the block detached), and a probe head reading only that block. A state
-is ``{"latent": (..., L)}`` and ``features`` = the latent. The model is not recurrent: filtering encodes each observation.
+is ``{"latent": (..., L)}`` and ``features`` = the latent. The model is not recurrent: filtering
+encodes each observation.
 
 ``loss(batch)`` rolls the predictor ``horizon`` steps from every start s = 0..T-horizon-1 of the
 (B, T) sequences (a sequence must lie within one episode, as ``SequenceReplay`` samples them) and

@@ -43,7 +43,8 @@ def mdn_sample(mixture: Mixture, temperature: float = 1.0, generator: torch.Gene
     gumbel = -uniform.clamp(min=1e-20).log().neg().log()
     pick = (logits / temperature + gumbel).argmax(-1, keepdim=True)  # Gumbel-max: a softmax(logits / τ) draw
     noise = torch.randn(mean.shape[:-1], device=mean.device, dtype=mean.dtype, generator=generator)
-    return mean.gather(-1, pick).squeeze(-1) + log_std.gather(-1, pick).squeeze(-1).exp() * math.sqrt(temperature) * noise
+    return (mean.gather(-1, pick).squeeze(-1)
+            + log_std.gather(-1, pick).squeeze(-1).exp() * math.sqrt(temperature) * noise)
 
 
 class MDNRNN(nn.Module):

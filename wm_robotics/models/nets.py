@@ -173,5 +173,6 @@ class TwoHot(nn.Module):
                              f"targets and {len(scales)} scales")
         pairs = [self._neighbours(value.detach()) for value in values]  # two non-zero entries each, not all bins
         index = torch.cat([index for index, _ in pairs], -1)
-        weight = torch.cat([weight if scale == 1.0 else weight * scale for (_, weight), scale in zip(pairs, scales)], -1)
+        weight = torch.cat([weight if scale == 1.0 else weight * scale
+                            for (_, weight), scale in zip(pairs, scales)], -1)
         return -(F.log_softmax(logits, -1).gather(-1, index) * weight).sum(-1)

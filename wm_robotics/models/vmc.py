@@ -58,8 +58,8 @@ class VMCWorldModel(WorldModel):
                  temperature: float = 1.0) -> None:
         super().__init__()
         if min(temperature, kl_weight, kl_free, kl_warmup, vae_batch) < 0:
-            raise ValueError(f"temperature, kl_weight, kl_free, kl_warmup and vae_batch must be >= 0, got {temperature}, "
-                             f"{kl_weight}, {kl_free}, {kl_warmup}, {vae_batch}")
+            raise ValueError("temperature, kl_weight, kl_free, kl_warmup and vae_batch must be >= 0, got "
+                             f"{temperature}, {kl_weight}, {kl_free}, {kl_warmup}, {vae_batch}")
         self.config = dict(obs_shapes={k: tuple(v) for k, v in obs_shapes.items()}, action_dim=action_dim,
                            z_dim=z_dim, hidden=hidden, mixtures=mixtures, cnn_depth=cnn_depth, units=units,
                            layers=layers, kl_weight=kl_weight, kl_free=kl_free, kl_warmup=kl_warmup, init_std=init_std,
@@ -109,7 +109,8 @@ class VMCWorldModel(WorldModel):
         """The all-zero state (z = 0, h = c = 0)."""
         weight = self.rnn.head.weight
         zeros = dict(device=weight.device, dtype=weight.dtype)
-        return {"z": torch.zeros(batch_size, self.vae.z_dim, **zeros), "h": torch.zeros(batch_size, self.rnn.hidden, **zeros),
+        return {"z": torch.zeros(batch_size, self.vae.z_dim, **zeros),
+                "h": torch.zeros(batch_size, self.rnn.hidden, **zeros),
                 "c": torch.zeros(batch_size, self.rnn.hidden, **zeros)}
 
     def observe(self, obs: dict[str, torch.Tensor], action: torch.Tensor, is_first: torch.Tensor,
