@@ -234,6 +234,8 @@ def test_from_size_presets_and_errors():
     assert RSSMWorldModel.from_size("s", OBS_SHAPES["proprio"], A).encoder.out_dim == 512
     with pytest.raises(ValueError, match="xs, s, m, l"):
         RSSMWorldModel.from_size("huge", OBS_SHAPES["proprio"], A)
+    with pytest.raises(ValueError, match=r"overrides \['detr'\].*'deter'"):  # a typo names the valid ones
+        RSSMWorldModel.from_size("xs", OBS_SHAPES["proprio"], A, detr=32)
 
 
 def test_wrong_image_size_and_keys_raise():

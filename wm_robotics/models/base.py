@@ -13,6 +13,7 @@ marks episode starts and ``is_terminal`` (B, T) true terminations (not time limi
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Self, Sequence
 
 import torch
@@ -59,6 +60,10 @@ class WorldModel(nn.Module):
         """Build a preset size (a key of ``SIZES``); ``overrides`` replace any constructor argument."""
         if size not in cls.SIZES:
             raise ValueError(f"unknown {cls.__name__} size {size!r}; valid sizes: {', '.join(cls.SIZES)}")
+        valid = sorted(set(inspect.signature(cls).parameters) - {"obs_shapes", "action_dim"})
+        unknown = sorted(set(overrides) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} overrides {unknown} (model.overrides); valid: {valid}")
         return cls(obs_shapes, action_dim, **{**cls.SIZES[size], **overrides})
 
     def _tensor(self, x, dtype: torch.dtype | None = None) -> torch.Tensor:
