@@ -48,6 +48,25 @@ def test_readme_and_docs_links_resolve(tmp_path):
     assert {path: links for path, links in found.items() if links} == {}
 
 
+def long_prose_lines(markdown: str, width: int = 120) -> list[int]:
+    """Line numbers of prose lines wider than ``width``: tables, code blocks, images and lines that are one word
+    (a long link) are exempt."""
+    long, fenced = [], False
+    for number, line in enumerate(markdown.splitlines(), 1):
+        fenced ^= line.startswith("```")
+        exempt = fenced or line.startswith(("|", "```")) or line.lstrip().startswith("![") or " " not in line.strip()
+        if len(line) > width and not exempt:
+            long.append(number)
+    return long
+
+
+def test_prose_fits_120_columns():
+    assert long_prose_lines("a b\n" + "x " * 70 + "\n```\n" + "y " * 70 + "\n```\n|" + "z " * 70) == [2]
+    found = {path.name: long_prose_lines(path.read_text())
+             for path in [ROOT / "README.md", *sorted((ROOT / "docs" / "history").glob("*.md"))]}
+    assert {name: lines for name, lines in found.items() if lines} == {}
+
+
 HYDRA_SCRIPTS = ("train", "collect", "evaluate", "export_video")
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 CODE_SPAN = re.compile(r"`([^`]+)`")
