@@ -13,7 +13,7 @@ Proprio layout: the task's observation dict, in the key order of its
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
@@ -24,6 +24,9 @@ from wm_robotics.envs.rendering import configure_rendering, render_frame
 configure_rendering()
 
 from dm_control import suite  # noqa: E402  (MUJOCO_GL must be chosen first)
+
+if TYPE_CHECKING:
+    from dm_control.mujoco import Physics
 
 OBS_MODES = ("proprio", "pixels", "pixels+proprio")
 #: dm_control suite episodes last 1000 control steps; the agent sees 1000 / action_repeat.
@@ -129,7 +132,7 @@ class DMCEnv(gym.Env):
         self._needs_reset = True
 
     @property
-    def physics(self):
+    def physics(self) -> Physics:
         """The underlying ``dm_control.mujoco.Physics`` (for goal variants and tests)."""
         return self._physics
 
@@ -150,7 +153,7 @@ class DMCEnv(gym.Env):
     def _info(self) -> dict[str, Any]:
         return {}
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict[str, Any]]:
         """Start an episode; with ``seed`` the episode is reproducible."""
         super().reset(seed=seed)
         if seed is not None:
@@ -177,7 +180,7 @@ class DMCEnv(gym.Env):
     def spec_name(self) -> str:
         return f"{self.domain}-{self.task_name}"
 
-    def step(self, action):
+    def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict[str, Any]]:
         """Apply ``action`` for ``action_repeat`` control steps; return the 5-tuple."""
         if self._needs_reset:
             raise EpisodeStateError(

@@ -109,7 +109,7 @@ class GoalDMCEnv(DMCEnv):
             "success": distance <= radius,
         }
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict[str, Any]]:
         """Start an episode with a freshly sampled goal (reproducible with ``seed``)."""
         super().reset(seed=seed, options=options)
         self._sample_goal()

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from dm_control.mujoco import Physics
 
 SYSTEM_PACKAGES = {
     "egl": "libegl1 libgl1 libgles2 libglvnd0 (and a driver: libegl-mesa0 / libgl1-mesa-dri for CPU)",
@@ -35,7 +39,7 @@ class RenderingError(RuntimeError):
     """MuJoCo could not create an OpenGL context for offscreen rendering."""
 
 
-def render_frame(physics, height: int, width: int, camera_id: int, fast: bool) -> np.ndarray:
+def render_frame(physics: Physics, height: int, width: int, camera_id: int, fast: bool) -> np.ndarray:
     """Render one contiguous uint8 H×W×3 frame, with an actionable error when OpenGL is missing.
 
     dm_control returns a vertically flipped view (negative strides), which torch cannot wrap;

@@ -81,7 +81,7 @@ def _shimmy(domain: str, task: str, pixels: bool):
     return work
 
 
-def single_env(tasks=(("cartpole", "swingup"), ("walker", "walk")), rounds: int = 5,
+def single_env(tasks: Sequence[tuple[str, str]] = (("cartpole", "swingup"), ("walker", "walk")), rounds: int = 5,
                seconds: float = 0.4) -> list[dict]:
     """Control steps/s of each implementation, proprio and 64×64 pixels, per task."""
     results = []
