@@ -14,6 +14,7 @@ from wm_robotics.builders import build_world_model, obs_shapes
 from wm_robotics.envs import env_kwargs, make_env
 
 LINK = re.compile(r"\]\(([^)\s]+)\)")
+MARKDOWN = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]  # the README and every doc
 
 
 def anchors(markdown: Path) -> set[str]:
@@ -44,7 +45,7 @@ def test_readme_and_docs_links_resolve(tmp_path):
     (tmp_path / "a.md").write_text("# A b\n[ok](#a-b) [gone](#c) [file](a.md) [missing](b.png) [web](https://x.y)\n")
     assert broken_links(tmp_path / "a.md") == ["#c", "b.png"]
     found = {str(path.relative_to(ROOT)): broken_links(path)
-             for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]}
+             for path in MARKDOWN}
     assert {path: links for path, links in found.items() if links} == {}
 
 
@@ -101,8 +102,7 @@ def test_documented_commands_compose_and_build():
     """Every command the README and docs give composes with the current configs, and each train command's world
     model (with its overrides) and MPC planner settings are accepted: a renamed option breaks this test, not a
     reader's run."""
-    calls = [call for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-             for call in documented_calls(path.read_text())]
+    calls = [call for path in MARKDOWN for call in documented_calls(path.read_text())]
     assert sum(script == "train" for script, _ in calls) >= 20
     built, spaces = set(), {}
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
