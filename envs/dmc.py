@@ -178,6 +178,7 @@ class DMCEnv(gym.Env):
 
     @property
     def spec_name(self) -> str:
+        """``domain-task``, the name errors and logs use."""
         return f"{self.domain}-{self.task_name}"
 
     def step(self, action: np.ndarray) -> tuple[dict, float, bool, bool, dict[str, Any]]:
@@ -212,4 +213,5 @@ class DMCEnv(gym.Env):
         return render_frame(self._physics, self.image_size, self.image_size, self.camera_id, self.render_fast)
 
     def close(self) -> None:
+        """Close the dm_control environment (and its renderer)."""
         self._dm_env.close()

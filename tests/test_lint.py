@@ -1,4 +1,5 @@
-"""The code passes the project's ruff rules (pyproject.toml: pyflakes, pycodestyle at 120 columns, import order)."""
+"""The code passes the project's ruff rules (pyproject.toml: pyflakes, pycodestyle at 120 columns, import order,
+docstrings on the library's public classes, methods and functions)."""
 
 import subprocess
 import sys

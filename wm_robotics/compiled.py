@@ -25,6 +25,7 @@ class CompiledCall:
         self._compiled: Callable | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, compiled on the first call; eager once inductor has failed."""
         if not self.active:
             return self.fn(*args, **kwargs)
         if self._compiled is None:

@@ -83,6 +83,7 @@ class GraphedCall:
             torch.cuda.current_stream(device).wait_stream(side)
 
     def __call__(self, *args: torch.Tensor) -> Any:
+        """Copy ``args`` into the captured inputs, replay the graph, return a clone of its outputs."""
         for static, value in zip(self.inputs, args, strict=True):
             static.copy_(value)
         self.graph.replay()

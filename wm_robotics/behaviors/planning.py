@@ -43,7 +43,8 @@ class Objective(Protocol):
     against the state batch by :func:`score_population`. Any plain callable with this signature works.
     """
 
-    def __call__(self, model: WorldModel, states: State, actions: torch.Tensor) -> torch.Tensor: ...
+    def __call__(self, model: WorldModel, states: State, actions: torch.Tensor) -> torch.Tensor:
+        """Scores (N,) of N imagined trajectories: states (N, H, ...), actions (N, H, A)."""
 
 
 class RewardObjective:
@@ -60,6 +61,7 @@ class RewardObjective:
         self.discount, self.value_fn = discount, value_fn
 
     def __call__(self, model: WorldModel, states: State, actions: torch.Tensor) -> torch.Tensor:
+        """Each trajectory's discounted predicted return (N,)."""
         features = model.features(states)  # (N, H, F)
         reward = model.predict_reward(features)
         if reward is None:
@@ -137,6 +139,7 @@ class GoalObjective:
         return self.goal.shape[0] if self.goal.dim() == 2 else None
 
     def __call__(self, model: WorldModel, states: State, actions: torch.Tensor) -> torch.Tensor:
+        """Each trajectory's negative goal energy (N,)."""
         horizon = next(iter(states.values())).shape[1]  # states (N, H, ...)
         if self.terminal_only:
             states = {key: value[:, -1:] for key, value in states.items()}

@@ -28,6 +28,7 @@ class ChannelNorm(nn.LayerNorm):
     """LayerNorm over the channels of an (N, C, H, W) tensor."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) → (N, C, H, W), each pixel's C channels normalised."""
         return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 

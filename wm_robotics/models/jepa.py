@@ -41,6 +41,7 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from typing_extensions import override
 
 from wm_robotics.models.augment import random_shift
 from wm_robotics.models.base import State, WorldModel, loss_metrics
@@ -76,9 +77,11 @@ class BlockProbe(nn.Module):
                                           cnn_depth, units, layers)
 
     def forward(self, latent: torch.Tensor, keys: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        """Reconstructions of ``keys`` (all when None) from latents (..., L)."""
         return {**self.whole(latent, keys), **self.proprio(latent[..., self.block], keys)}
 
     def loss(self, latent: torch.Tensor, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-key reconstruction losses of ``obs`` from ``latent``."""
         return {**self.whole.loss(latent, obs), **self.proprio.loss(latent[..., self.block], obs)}
 
 
@@ -243,6 +246,7 @@ class JEPAWorldModel(WorldModel):
         values = self.twohot.decode(net(torch.cat([features, action], -1), members))  # (2, ...)
         return values.amin(0) if reduce == "min" else values.mean(0)
 
+    @override
     def after_step(self) -> None:
         """Move the EMA target encoder and target Q functions toward the online ones."""
         with torch.no_grad():
@@ -252,31 +256,39 @@ class JEPAWorldModel(WorldModel):
                     torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), rate)
 
     # -- the WorldModel seam -----------------------------------------------------------------
+    @override
     def initial(self, batch_size: int) -> State:
         return {"latent": torch.zeros(batch_size, self.feature_dim, device=next(self.parameters()).device)}
 
+    @override
     def observe(self, obs: dict[str, torch.Tensor], action: torch.Tensor, is_first: torch.Tensor,
                 state: State | None = None) -> tuple[State, State]:
         latent = self.encoder(self._obs(obs))  # (B, T, L): no recurrence, each observation encoded
         return {"latent": latent}, {"latent": latent[:, -1]}
 
+    @override
     def step(self, state: State, action: torch.Tensor, obs: dict[str, torch.Tensor],
              is_first: torch.Tensor) -> State:
         return {"latent": self.encoder(self._obs(obs))}
 
+    @override
     def img_step(self, state: State, action: torch.Tensor) -> State:
         return {"latent": self.next(state["latent"], action)}
 
+    @override
     def features(self, state: State) -> torch.Tensor:
         return state["latent"]
 
+    @override
     def predict_reward(self, features: torch.Tensor) -> torch.Tensor | None:
         return None if self.reward_head is None else self.twohot.decode(self.reward_head(features))
 
+    @override
     def decode(self, state: State, keys: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """Probe reconstructions (``ObservationDecoder`` units) from the latent; empty without a probe."""
         return {} if self.decoder is None else self.decoder(state["latent"], keys)
 
+    @override
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float], State]:
         """Rollout loss (see the module docstring). The returned states are the latent rollouts
         (B·S, horizon + 1, L), detached: encodings at each start s, then the predictor's steps

@@ -17,6 +17,7 @@ class SimNorm(nn.Module):
         self.group = group
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., L) → (..., L), each group of ``group`` dims a softmax."""
         # softmax over dim -2 of the transposed groups (..., group, L/group): torch's CPU softmax
         # over a last dim as short as 8 is ~8x slower than over an outer dim (same values)
         groups = x.unflatten(-1, (-1, self.group)).transpose(-1, -2)  # (..., group, L/group)
@@ -72,6 +73,7 @@ class LatentEncoder(nn.Module):
         return self.obs.keys.index(key)
 
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Observations (..., per key) → SimNorm'd latents (..., L)."""
         if self.split_proj is None:
             return self.norm(self.proj(self.obs(obs)))
         return self.norm(torch.cat([proj(part) for proj, part in zip(self.split_proj, self.obs.parts(obs))], -1))

@@ -89,6 +89,7 @@ class OutputLinear(nn.Linear):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The linear layer; its result always float32."""
         with float32_outputs(x) as in_float32:
             return F.linear(x.float() if in_float32 else x, self.weight, self.bias).float()
 
@@ -142,6 +143,7 @@ class TwoHot(nn.Module):
 
     @property
     def bins(self) -> int:
+        """Number of buckets."""
         return self.buckets.numel()
 
     def _neighbours(self, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Sequence
 
 import torch
+from typing_extensions import override
 
 from wm_robotics.models.base import State, WorldModel
 
@@ -29,11 +30,14 @@ class ProprioBlockModel(WorldModel):
         """A full-model state → this model's state (the proprio block of its latent)."""
         return {"latent": state["latent"][..., self.block]}
 
+    @override
     def img_step(self, state: State, action: torch.Tensor) -> State:
         return {"latent": self.model.proprio_next(state["latent"], action)}
 
+    @override
     def features(self, state: State) -> torch.Tensor:
         return state["latent"]
 
+    @override
     def decode(self, state: State, keys: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         return self.model.decoder.proprio(state["latent"], keys)

@@ -17,6 +17,7 @@ from typing import Sequence
 import torch
 from torch import nn
 from torch.nn import functional as F
+from typing_extensions import override
 
 from wm_robotics.models.base import State, WorldModel, loss_metrics, stack_states
 from wm_robotics.models.encoders import DECODER_METRICS, ObservationDecoder, ObservationEncoder
@@ -42,6 +43,7 @@ class NormGRUCell(nn.Module):
         self.norm = nn.LayerNorm(3 * hidden)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """Input (..., I) and hidden state (..., H) → the next hidden state (..., H)."""
         reset, cand, update = self.norm(self.linear(torch.cat([x, h], -1))).chunk(3, -1)
         cand = torch.tanh(torch.sigmoid(reset) * cand)
         update = torch.sigmoid(update - 1.0)  # bias towards keeping h
@@ -85,6 +87,7 @@ class RSSM(nn.Module):
 
     @property
     def feature_dim(self) -> int:
+        """Size of [h, z]: deterministic plus flattened stochastic state."""
         return self.deter + self.stoch * self.classes
 
     def initial(self, batch_size: int) -> State:
@@ -195,36 +198,45 @@ class RSSMWorldModel(WorldModel):
         self.free_bits, self.kl_dyn, self.kl_rep = free_bits, kl_dyn, kl_rep
 
     # -- the WorldModel seam ---------------------------------------------------------------
+    @override
     def initial(self, batch_size: int) -> State:
         return self.rssm.initial(batch_size)
 
+    @override
     def observe(self, obs: dict[str, torch.Tensor], action: torch.Tensor, is_first: torch.Tensor,
                 state: State | None = None) -> tuple[State, State]:
         embed = self.encoder(self._obs(obs))  # (B, T, E)
         return self.rssm.observe(embed, self._tensor(action, torch.float32), self._tensor(is_first, torch.bool), state)
 
+    @override
     def step(self, state: State, action: torch.Tensor, obs: dict[str, torch.Tensor],
              is_first: torch.Tensor) -> State:
         embed = self.encoder(self._obs(obs))  # (B, E)
         return self.rssm.obs_step(state, self._tensor(action, torch.float32), embed,
                                   self._tensor(is_first, torch.bool))
 
+    @override
     def img_step(self, state: State, action: torch.Tensor) -> State:
         return self.rssm.img_step(state, action)
 
+    @override
     def features(self, state: State) -> torch.Tensor:
         return self.rssm.features(state)
 
+    @override
     def predict_reward(self, features: torch.Tensor) -> torch.Tensor:
         return self.reward_twohot.decode(self.reward_head(features))
 
+    @override
     def predict_continue(self, features: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.continue_head(features).squeeze(-1))
 
+    @override
     def decode(self, state: State, keys: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """Reconstructions: ``pixels`` float (..., 64, 64, C) in [0, 1], ``proprio`` (..., D) raw units."""
         return self.decoder(self.features(state), keys)
 
+    @override
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float], State]:
         obs = self._obs({key: batch[f"obs/{key}"] for key in self.obs_keys})
         reward = self._tensor(batch["reward"], torch.float32)

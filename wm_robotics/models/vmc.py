@@ -29,6 +29,7 @@ from typing import Sequence
 
 import torch
 from torch.nn import functional as F
+from typing_extensions import override
 
 from wm_robotics.models.base import State, WorldModel, loss_metrics, stack_states
 from wm_robotics.models.encoders import DECODER_METRICS
@@ -75,6 +76,7 @@ class VMCWorldModel(WorldModel):
         self.frames_per_update = vae_batch
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
 
+    @override
     def after_step(self) -> None:
         """Count optimiser steps (the KL warm-up's clock)."""
         self.updates += 1
@@ -105,6 +107,7 @@ class VMCWorldModel(WorldModel):
         return stack_states(states), state
 
     # -- the WorldModel seam ---------------------------------------------------------------
+    @override
     def initial(self, batch_size: int) -> State:
         """The all-zero state (z = 0, h = c = 0)."""
         weight = self.rnn.head.weight
@@ -113,36 +116,44 @@ class VMCWorldModel(WorldModel):
                 "h": torch.zeros(batch_size, self.rnn.hidden, **zeros),
                 "c": torch.zeros(batch_size, self.rnn.hidden, **zeros)}
 
+    @override
     def observe(self, obs: dict[str, torch.Tensor], action: torch.Tensor, is_first: torch.Tensor,
                 state: State | None = None) -> tuple[State, State]:
         z = ConvVAE.sample(*self.vae.posterior(self._obs(obs)))  # (B, T, Z)
         return self._filter(z, self._tensor(action, torch.float32), self._tensor(is_first, torch.bool), state)
 
+    @override
     def step(self, state: State, action: torch.Tensor, obs: dict[str, torch.Tensor],
              is_first: torch.Tensor) -> State:
         keep = 1.0 - self._tensor(is_first, torch.bool).to(state["h"].dtype).unsqueeze(-1)
         h, c = self._advance(state, self._tensor(action, torch.float32), keep)
         return {"z": ConvVAE.sample(*self.vae.posterior(self._obs(obs))), "h": h, "c": c}
 
+    @override
     def img_step(self, state: State, action: torch.Tensor) -> State:
         """Dream one step: z' sampled from the MDN at ``temperature``."""
         h, c = self.rnn(state["z"], action, (state["h"], state["c"]))
         return {"z": mdn_sample(self.rnn.mixture(h), self.temperature), "h": h, "c": c}
 
+    @override
     def features(self, state: State) -> torch.Tensor:
         """[z, h] → (..., z_dim + hidden)."""
         return torch.cat([state["z"], state["h"]], -1)
 
+    @override
     def predict_reward(self, features: torch.Tensor) -> torch.Tensor:
         return self.reward_head(features).squeeze(-1)
 
+    @override
     def predict_continue(self, features: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.continue_head(features).squeeze(-1))
 
+    @override
     def decode(self, state: State, keys: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         """The VAE decoder on z: ``pixels`` float (..., 64, 64, C) in [0, 1], ``proprio`` (..., D) raw units."""
         return self.vae.decoder(state["z"], keys)
 
+    @override
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float], State]:
         obs = self._obs({key: batch[f"obs/{key}"] for key in self.obs_keys})
         reward = self._tensor(batch["reward"], torch.float32)
