@@ -29,6 +29,14 @@ def test_run_folder_layout_and_metrics(tmp_path):
     assert len(list((tmp_path / "episodes").glob("*.npz"))) == 200 // 40
 
 
+def test_a_trainer_makes_cpu_math_flush_subnormal_floats(tmp_path):
+    torch.set_flush_denormal(False)
+    subnormal = torch.full((4,), 1e-39)
+    assert (subnormal * 1.0).ne(0).all()
+    Trainer(tiny_config("steps=40"), tmp_path)
+    assert (subnormal * 1.0).eq(0).all()
+
+
 def test_encoder_lr_scale_slows_only_the_encoder(tmp_path):
     trainer = Trainer(tiny_config("steps=120", "eval_every=1000", "+model.encoder_lr_scale=0.0"), tmp_path)
     [encoder, rest] = trainer.model_opt.param_groups

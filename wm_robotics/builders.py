@@ -22,6 +22,14 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def flush_denormals() -> None:
+    """Make CPU float math flush subnormal numbers to zero (x86 FTZ/DAZ) in this thread and in the intra-op
+    threads torch starts after the call (call it before the first multi-threaded op: running threads keep
+    their mode). Subnormal activations (below ~1e-38) otherwise take a slow microcode path, which made
+    ``tdmpc_cpu`` updates ~1.45x slower by 35k env steps. CUDA math is unaffected."""
+    torch.set_flush_denormal(True)
+
+
 def obs_shapes(space: gym.spaces.Dict) -> dict[str, tuple[int, ...]]:
     """``{"pixels": (H, W, 3), "proprio": (D,)}`` for the keys an env observation has."""
     return {key: tuple(sub.shape) for key, sub in space.spaces.items()}

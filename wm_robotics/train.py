@@ -25,7 +25,7 @@ from tqdm import tqdm, trange
 
 import wm_robotics.envs as envs
 from wm_robotics.agent import Agent
-from wm_robotics.builders import build_behavior, build_world_model, obs_shapes, resolve_device
+from wm_robotics.builders import build_behavior, build_world_model, flush_denormals, obs_shapes, resolve_device
 from wm_robotics.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from wm_robotics.compiled import CompiledCall
 from wm_robotics.control import MPCController
@@ -70,6 +70,7 @@ class Trainer:
         self.precision = check_precision(cfg.get("precision", "fp32"))
         if cfg.get("torch_threads"):
             torch.set_num_threads(cfg["torch_threads"])
+        flush_denormals()
         random.seed(cfg["seed"])
         np.random.seed(cfg["seed"])
         torch.manual_seed(cfg["seed"])
