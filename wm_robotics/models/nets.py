@@ -112,7 +112,7 @@ def float32_outputs(x: torch.Tensor) -> Iterator[bool]:
 def mlp(in_dim: int, hidden: int, layers: int, out_dim: int | None = None, zero_out: bool = False) -> nn.Sequential:
     """``layers`` × (Linear → LayerNorm → SiLU), then an optional linear output layer.
 
-    Hidden layers have no bias (LayerNorm's shift replaces it); the first one does
+    Hidden layers after the first have no bias (DreamerV3's choice; TD-MPC2's have one); the first does
     (:class:`InputLinear`); the output layer computes in float32 (:class:`OutputLinear`). ``zero_out``
     initialises the output layer to zero (DreamerV3 does this for reward and critic heads so early
     predictions are 0 rather than noise).
