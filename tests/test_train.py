@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -27,6 +28,19 @@ def test_run_folder_layout_and_metrics(tmp_path):
     payload = load_checkpoint(tmp_path / "checkpoints" / "latest.pt")
     assert payload["counters"]["env_steps"] == 200 and payload["counters"]["updates"] > 0
     assert len(list((tmp_path / "episodes").glob("*.npz"))) == 200 // 40
+
+
+def test_logged_speeds_are_rates_since_the_previous_row(tmp_path, monkeypatch):
+    ticks = iter(range(1000))
+    monkeypatch.setattr("wm_robotics.train.time", SimpleNamespace(time=lambda: float(next(ticks) ** 2)))
+    Trainer(tiny_config("steps=200"), tmp_path).run()
+    rows = [row for row in csv.DictReader((tmp_path / "metrics.csv").open()) if row["fps"]]
+    assert len(rows) >= 4
+    for call, (before, row) in enumerate(zip([{"step": "0", "updates": "0"}, *rows], rows), start=1):
+        seconds = call ** 2 - (call - 1) ** 2  # the clock's n-th reading is n², so the windows grow
+        assert float(row["fps"]) == pytest.approx((int(row["step"]) - int(before["step"])) / seconds, rel=1e-5)
+        assert float(row["updates_per_s"]) == pytest.approx(
+            (float(row["updates"]) - float(before["updates"])) / seconds, rel=1e-5)
 
 
 def test_a_trainer_makes_cpu_math_flush_subnormal_floats(tmp_path):

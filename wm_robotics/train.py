@@ -270,13 +270,14 @@ class Trainer:
         """Log, evaluate and checkpoint when their periods (in the run's clock) have passed."""
         periods, step, last = (self.cfg["offline"] if self.offline else self.cfg), self.clock, self._last
         if step - last["log"] >= periods["log_every"] and metrics:
-            elapsed = max(time.time() - last["time"], 1e-9)
+            now = time.time()
+            elapsed = max(now - last["time"], 1e-9)
             speed = {"updates_per_s": (self.counters["updates"] - last["updates"]) / elapsed,
                      "updates": self.counters["updates"]}
             if not self.offline:
                 speed["fps"] = (self.counters["env_steps"] - last["env_steps"]) / elapsed
             self.logger.log(step, {**metrics, **speed})
-            last["log"] = step
+            last.update(log=step, time=now, updates=self.counters["updates"], env_steps=self.counters["env_steps"])
         every = periods["eval_every"]
         if step // every > max(self.counters["last_eval"], 0) // every or step >= total:
             self.logger.log(step, self.evaluate())
