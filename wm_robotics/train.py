@@ -94,7 +94,7 @@ class Trainer:
                                      cfg["batch_size"], cfg["seed"])
         self.logger = MetricsLogger(self.run_dir)
         self.counters = {"env_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0, "last_eval": -1, "burst": 0}
-        self._last: dict[str, float] = {}  # clock of the last log / checkpoint, counters at the start of run()
+        self._last: dict[str, float] = {}  # clock of the last log / checkpoint; time and counters at the last log row
         self.checkpoint_path = self.run_dir / "checkpoints" / "latest.pt"
         self.space_info = space_info(self.eval_env)
 
