@@ -30,6 +30,6 @@ print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name(0), mujo
 step cuda_tests 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py tests/test_train.py -k "cuda"
 step planner_benchmark 210 python3 scripts/benchmark.py planner --device cuda --out "$OUT/planner_cuda.json"
 step train_compiled 110 python3 scripts/train.py experiment=tdmpc_cpu device=cuda compile=true steps=6500 \
-  prefill=5000 eval_every=6500 eval_episodes=2 video=false hydra.run.dir=/tmp/device_check_run
+  prefill=5000 pretrain_updates=0 eval_every=6500 eval_episodes=2 video=false hydra.run.dir=/tmp/device_check_run
 cp /tmp/device_check_run/metrics.csv "$OUT/train_compiled_metrics.csv" 2>/dev/null
 cat "$OUT/summary.txt"

@@ -132,14 +132,26 @@ _BOOKKEEPING = {"experiment", "experiment_name", "env", "seed", "precision", "st
                 "offline.eval_every", "offline.log_every", "offline.checkpoint_every"}
 
 
+# keys whose preset default has changed (tdmpc_cpu's pretrain_updates: 0, then 2500 from session 54), each with
+# the value that reports written before the change meant by leaving it out; read from a report's training config
+_RESOLVED = {"pretrain_updates": 0}
+
+
 def _configuration(report: dict) -> str:
     """The report's training overrides that change what is learned, as one string: the last value given to each
     key (a resume may repeat or change one), a leading "+" or "++" dropped, compared as written (``lr=1e-3`` and
-    ``lr=0.001`` differ); "preset" when none, "-" when the report does not record them."""
+    ``lr=0.001`` differ); "preset" when none, "-" when the report does not record them. Each ``_RESOLVED`` key
+    counts by its value in the report's ``train_config``, given or by default, shown unless it is the old default."""
     overrides = report.get("train_overrides")
     if overrides is None:
         return "-"
     last = {line.lstrip("+").partition("=")[0]: line.lstrip("+") for line in overrides}
+    config = report.get("train_config") or {}
+    for key, old_default in _RESOLVED.items():
+        if key in config:
+            last.pop(key, None)
+            if config[key] != old_default:
+                last[key] = f"{key}={config[key]}"
     kept = sorted(line for key, line in last.items() if key.lstrip("~") not in _BOOKKEEPING)
     return " ".join(kept) or "preset"
 

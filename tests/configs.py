@@ -19,7 +19,7 @@ TINY = [*SMALL_RSSM, "behavior.units=32", *SHORT_RUN]
 RUN = [*SHORT_RUN, "eval_every=1000"]
 PRESETS = {
     "tdmpc_cpu": [*SMALL_JEPA, "batch_size=8", "train_ratio=16", "behavior.settings.samples=32",
-                  "behavior.settings.iterations=2", "behavior.settings.elites=8"],
+                  "behavior.settings.iterations=2", "behavior.settings.elites=8", "pretrain_updates=4"],
     "planet": [*SMALL_RSSM, "behavior.settings.horizon=4", "behavior.settings.iterations=2",
                "behavior.settings.candidates=32", "behavior.settings.elites=4"],
     "jepa_goal": [*SMALL_JEPA, "+model.overrides.cnn_depth=4", "batch_size=4", "seq_len=4", "train_ratio=16",

@@ -316,6 +316,12 @@ def test_compare_aggregates_the_seeds_of_each_configuration(tmp_path, capsys):
     assert script._configuration({"train_overrides": given}) == "model.lr=2e-3 ~model.x"
     assert script._configuration({"train_overrides": ["torch_threads=2"]}) == "preset"
     assert script._configuration({}) == "-"
+    # a changed preset default counts by its recorded value: given by hand or by the preset, it is one configuration
+    by_hand = {"train_overrides": ["pretrain_updates=2500"]}
+    by_preset = {"train_overrides": ["seed=4"], "train_config": {"pretrain_updates": 2500}}
+    assert script._configuration(by_hand) == script._configuration(by_preset) == "pretrain_updates=2500"
+    assert script._configuration({"train_overrides": ["pretrain_updates=0"], "train_config": {"pretrain_updates": 0}}) \
+        == "preset"
     assert script._task_cell({"env": "a-v0", "trained_env": "b-v0"}) == "a-v0 (trained on b-v0)"
     older = {"experiment": "tdmpc_cpu", "env": "cartpole-swingup-v0", "env_steps": 100_000, "return_mean": 760.0,
              "return_std": 1.0}  # written before reports recorded the training precision and overrides

@@ -7,7 +7,8 @@ Report keys (sections are ``null`` when skipped):
 
 - metadata: ``checkpoint`` (the file read, resolved), ``env`` (evaluated task), ``trained_env``,
   ``experiment``, ``model_kind``, ``obs_mode``, ``train_seed``, ``precision`` and ``train_overrides`` (of the
-  training run: ``scripts/train.py``'s command-line overrides; null for a config not made by it),
+  training run: ``scripts/train.py``'s command-line overrides; null for a config not made by it), ``train_config``
+  (the training run's resolved configuration),
   ``env_steps``, ``updates``, ``device``, ``seed`` (of the first evaluation episode), ``sample``;
 - returns (the policy's mean action unless ``sample``): ``return_mean``, ``return_std``,
   ``return_min``, ``return_max``, ``episodes``, ``returns``, ``lengths``, ``episode_seeds``; ``acted_by``
@@ -162,7 +163,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, episodes: int = 10, seed:
         "checkpoint": str(checkpoint_file(checkpoint).resolve()), "env": env_id, "trained_env": cfg["env"]["id"],
         "experiment": cfg["experiment_name"], "model_kind": cfg["model"]["kind"], "obs_mode": cfg["obs_mode"],
         "train_seed": cfg.get("seed"), "precision": cfg.get("precision", "fp32"),
-        "train_overrides": cfg.get("command_overrides"),
+        "train_overrides": cfg.get("command_overrides"), "train_config": cfg,
         "env_steps": payload["counters"]["env_steps"], "updates": payload["counters"]["updates"],
         "device": str(torch_device), "seed": seed, "sample": sample, **returns.summary(), "lengths": returns.lengths,
         "episode_seeds": seeds, "acted_by": _acted_by(behavior), "open_loop": None, "latent": None,
