@@ -249,6 +249,7 @@ def test_evaluate_script_writes_report_markdown_and_plots(run, tmp_path):
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert report["train_seed"] == cfg["seed"] and report["precision"] == "fp32"
     assert report["train_overrides"] is None  # made by Trainer, not scripts/train.py: not recorded
+    assert report["train_config"] == cfg  # the training config, untouched by the planner settings given here
     assert report["checkpoint"] == str((run / "checkpoints" / "latest.pt").resolve()) and report["sample"] is False
     open_loop = report["open_loop"]
     assert len(open_loop["proprio_nmse"]) == len(open_loop["reward_mae"]) == 6 and open_loop["windows"] == 4
