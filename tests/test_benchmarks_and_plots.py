@@ -33,6 +33,8 @@ def test_peer_reference_is_the_one_made_on_the_nearest_machine_and_a_far_one_is_
     assert nearest_reference([slow, wide], 370.0, "peer", "AVX512_VNNI") is wide  # none alike: nearest of all, flagged
     assert "WARNING" in (out := capsys.readouterr().out) and "with AVX512 kernels" in out
     assert nearest_reference(planner_bench.TDMPC2_REFERENCES, 180.0, "TD-MPC2", "AVX512")["ms"]["xs"]["mppi"] == 154.0
+    assert nearest_reference(planner_bench.TDMPC2_REFERENCES, 300.0, "TD-MPC2", "AVX512")["ms"]["xs"]["mppi"] == 157.9
+    assert nearest_reference(planner_bench.TDMPC2_REFERENCES, 400.0, "TD-MPC2", "AVX512")["ms"]["xs"]["mppi"] == 121.0
     assert matmul_gflops(torch.device("cpu"), rounds=1) > 0
 
 

@@ -63,7 +63,8 @@ from wm_robotics.train import untrained_payload
 
 #: TD-MPC2's own code (torch 2.13, compile off, 2 threads): ms per MPPI action and per update (batch 256) of its
 #: 1M ("xs") and 5M ("s") models, on the project's 2-core CPUs, each with that CPU's fp32 1024³ matmul rate and
-#: vector ISA (``timing.cpu_isa``)
+#: vector ISA (``timing.cpu_isa``); on the system malloc, except session 60's: on jemalloc, as this benchmark's rows
+#: run (there it took 4–5% off TD-MPC2's time per action, 10–11% per update)
 TDMPC2_REFERENCES = (
     {**SESSIONS_1_19_CPU, "ms": {"xs": {"mppi": 154.0, "update": 120.5}, "s": {"mppi": 438.0, "update": 443.5}}},
     {"machine": "2-core AVX-512 Xeon of session 20 (docs/results/tdmpc2_reference_session20.json)",
@@ -75,6 +76,9 @@ TDMPC2_REFERENCES = (
     {"machine": "2-core AVX2 AMD EPYC of session 32 (docs/results/tdmpc2_reference_session32.json)",
      "matmul_gflops": 133.4, "isa": "AVX2",
      "ms": {"xs": {"mppi": 250.8, "update": 202.7}, "s": {"mppi": 654.9, "update": 673.0}}},
+    {"machine": "2-core AMX Xeon of session 60, TD-MPC2 on jemalloc (docs/results/tdmpc2_reference_session60.json)",
+     "matmul_gflops": 314.4, "isa": "AVX512",
+     "ms": {"xs": {"mppi": 157.9, "update": 116.1}, "s": {"mppi": 408.7, "update": 378.2}}},
 )
 BATCH, HORIZON = 256, 3
 #: Hydra's config tree of this (editable) checkout: the goal-cem row times the jepa_goal preset as configured
