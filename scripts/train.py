@@ -29,6 +29,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from wm_robotics.atomic import write_text_atomic
 from wm_robotics.train import Trainer
 
 
@@ -92,8 +93,9 @@ def main(cfg: DictConfig) -> None:
     if OmegaConf.select(cfg, "offline.data"):  # absolute, so a resumed run finds it from any working directory
         cfg.offline.data = hydra.utils.to_absolute_path(cfg.offline.data)
     run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    Trainer(OmegaConf.to_container(cfg, resolve=True), run_dir).run()
+    trainer = Trainer(OmegaConf.to_container(cfg, resolve=True), run_dir)  # checks the config before it is kept
+    write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    trainer.run()
 
 
 if __name__ == "__main__":

@@ -104,6 +104,8 @@ def test_bad_inputs_say_what_was_expected(checkpoint):
         controller.act(np.zeros(4, np.float32))
     with pytest.raises(ValueError, match="needs keys"):
         controller.act({"position": np.zeros(3)})
+    with pytest.raises(ValueError, match=r"'position' of size 4, expected 3; 'velocity' of size 1, expected 2"):
+        controller.act({"position": np.zeros(4), "velocity": np.zeros(1)})  # the right total, split wrongly
     with pytest.raises(ValueError, match="valid planners"):
         MPCController.from_checkpoint(checkpoint, device="cpu", planner="ilqr")
     with pytest.raises(ValueError, match="set_goal needs a planner"):

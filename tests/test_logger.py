@@ -2,6 +2,8 @@
 
 import csv
 
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
 from wm_robotics.logger import MetricsLogger
 
 
@@ -23,3 +25,6 @@ def test_csv_header_rows_and_resume(tmp_path):
     resumed.close()
     rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
     assert [(r["step"], r["eval_return"]) for r in rows] == [("100", ""), ("200", "50"), ("300", "70")]
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()  # the first run's point at 300 is purged, not shown beside the resumed one's
+    assert [(event.step, event.value) for event in events.Scalars("eval_return")] == [(200, 50.0), (300, 70.0)]

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from tests.configs import ROOT, preset_config
+from wm_robotics.agent import agent_from_checkpoint
 from wm_robotics.behaviors.mpc_behavior import MPCBehavior
 from wm_robotics.behaviors.planning import GoalObjective
 from wm_robotics.checkpoint import load_checkpoint, save_checkpoint
@@ -59,6 +60,21 @@ def test_tdmpc_checkpoint_plans_with_prior_and_q_value(tdmpc_run):
     assert compiled.planner_settings["compile"] is False  # a report records that it searched eagerly
     policy_only = MPCController.from_checkpoint(tdmpc_run[0], device="cpu", planner="policy")
     assert -1 <= policy_only.act(np.zeros(5, np.float32))[0] <= 1
+
+
+def test_a_planning_agent_follows_a_grown_env_batch_and_checks_its_observations(tdmpc_run):
+    agent = agent_from_checkpoint(load_checkpoint(tdmpc_run[0]), torch.device("cpu"))
+    agent.reset(1)
+    agent.act({"proprio": np.zeros((1, 5), np.float32)}, np.array([True]))
+    agent.reset(3)  # more envs: the planner's warm start, made for one, starts cold
+    assert agent.act({"proprio": np.zeros((3, 5), np.float32)}, np.ones(3, bool)).shape == (3, 1)
+    with pytest.raises(ValueError, match=r"one row per env \(3, as is_first\): shapes \{'proprio': \(3, 5\)\}, "
+                                         r"got \{'proprio': \(5,\)\}"):
+        agent.act({"proprio": np.zeros(5, np.float32)}, np.zeros(3, bool))  # one env's observation for three
+    with pytest.raises(ValueError, match=r"got \{'proprio': \(3, 6\)\}"):
+        agent.act({"proprio": np.zeros((3, 6), np.float32)}, np.zeros(3, bool))
+    with pytest.raises(ValueError, match=r"obs needs keys \['proprio'\], got \['position'\]"):
+        agent.act({"position": np.zeros((3, 3), np.float32)}, np.zeros(3, bool))
 
 
 def test_evaluation_plays_its_episodes_with_the_planner_settings_given(tdmpc_run, monkeypatch):

@@ -114,6 +114,33 @@ def test_batched_envs_match_single_env(kind):
     assert torch.allclose(batched, torch.tensor([0.5, 0.0, -0.5]), atol=0.08)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_warm_start_follows_a_grown_env_batch_and_a_new_horizon(kind):
+    model = PointMass(target=0.5)
+    planner = make(kind, action_dim=1)
+    planner.plan(model, model.start(0.0))
+    planner.reset([1, 2])  # as MPCBehavior resets new environments before the first plan of a grown batch
+    assert planner.plan(model, model.start(0.0, 0.5, 1.0)).shape == (3, 1)
+    planner.horizon = 5
+    planner.plan(model, model.start(0.0, 0.5, 1.0))
+    assert planner.last_info["plan"].shape == (3, 5, 1)
+
+
+def test_mppi_stays_finite_when_every_rollout_scores_nan_at_a_high_temperature():
+    torch.manual_seed(0)
+    model, diverging = PointMass(target=0.5), [True]
+
+    def objective(model, states, actions):
+        scores = RewardObjective()(model, states, actions)
+        return scores.fill_(float("nan")) if diverging[0] else scores
+
+    planner = make("mppi", action_dim=1, temperature=2.0, objective=objective)
+    assert torch.isfinite(planner.plan(model, model.start(0.0))).all()
+    assert torch.isfinite(planner.last_info["plan"]).all()
+    diverging[0] = False  # and the warm start it keeps does not poison the next plans
+    assert planner.plan(model, model.start(0.0)).item() > 0.95
+
+
 def test_imagine_called_once_per_iteration():
     model = PointMass()
     make("cem", action_dim=1, iterations=4).plan(model, model.start(0.0, 0.2))

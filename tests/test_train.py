@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from tests.configs import ROOT, TINY, composed, tiny_config
 from wm_robotics.checkpoint import CheckpointError, load_checkpoint
+from wm_robotics.data.episodes import list_episodes, load_episode
 from wm_robotics.train import NonFiniteLossError, Trainer
 
 
@@ -111,14 +112,41 @@ def test_a_run_on_cuda_resumes(tmp_path):
     assert resumed.counters["env_steps"] == 160 and next(resumed.model.parameters()).is_cuda
 
 
-def test_resume_before_the_first_checkpoint_starts_over_with_the_episodes_on_disk(tmp_path):
+def test_resume_before_the_first_checkpoint_starts_over_and_sets_the_episodes_on_disk_aside(tmp_path):
     Trainer(tiny_config("steps=80", "eval_every=1000"), tmp_path).run()
     (tmp_path / "checkpoints" / "latest.pt").unlink()  # killed before its first checkpoint
     again = Trainer(tiny_config("steps=80", "eval_every=1000", "resume=true"), tmp_path)
     again.run()
-    assert again.replay.num_episodes == 2 * 80 // 40  # the 2 episodes on disk, then 2 more
+    assert again.replay.num_episodes == 80 // 40  # its own: the counters start at 0, so the prefill comes again
+    assert len(list_episodes(tmp_path / "episodes" / "superseded" / "resume-1")) == 2
     rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
     assert len([row for row in rows if row["eval_return"]]) == 1  # the first attempt's rows are gone
+
+
+def test_a_resume_sets_aside_the_episodes_written_after_its_checkpoint(tmp_path):
+    Trainer(tiny_config("steps=40", "eval_every=1000"), tmp_path).run()
+    early = (tmp_path / "checkpoints" / "latest.pt").read_bytes()  # after the first episode
+    Trainer(tiny_config("steps=80", "eval_every=1000", "resume=true"), tmp_path).run()
+    (tmp_path / "checkpoints" / "latest.pt").write_bytes(early)  # as if killed before its checkpoint at 80
+    Trainer(tiny_config("steps=80", "eval_every=1000", "resume=true"), tmp_path).run()
+    aside = list_episodes(tmp_path / "episodes" / "superseded" / "resume-1")
+    assert [path.name for path in aside] == ["episode-000001-len20.npz"]  # collected again, not kept twice
+    stored = sum(len(load_episode(path)["action"]) for path in list_episodes(tmp_path / "episodes"))
+    assert stored == load_checkpoint(tmp_path)["counters"]["agent_steps"] == 40
+
+
+def test_a_run_that_stops_mid_episode_keeps_the_steps_it_counted(tmp_path):
+    Trainer(tiny_config("steps=60", "eval_every=1000"), tmp_path).run()  # an episode and a half (40 env steps each)
+    last = load_episode(list_episodes(tmp_path / "episodes")[-1])
+    assert len(last["action"]) == 10 and last["truncated"][-1] and not last["terminated"].any()
+    Trainer(tiny_config("steps=140", "eval_every=1000", "resume=true"), tmp_path).run()
+    stored = sum(len(load_episode(path)["action"]) for path in list_episodes(tmp_path / "episodes"))
+    assert stored == load_checkpoint(tmp_path)["counters"]["agent_steps"] == 70
+
+
+def test_logging_periods_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match=r"must be positive integers, got \{'eval_every': 0\}"):
+        Trainer(tiny_config("eval_every=0"), tmp_path)
 
 
 def test_killed_run_resumes_from_its_checkpoint(tmp_path):
@@ -131,17 +159,23 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
         time.sleep(0.5)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    saved = load_checkpoint(checkpoint)["counters"]
-    episodes = {p.name for p in (tmp_path / "episodes").glob("*.npz")}
+    payload = load_checkpoint(checkpoint)
+    saved = payload["counters"]
+    written = payload["replay"]["next_file"]  # episode files numbered below it came before the checkpoint
+    episodes = {p.name for p in list_episodes(tmp_path / "episodes") if int(p.name[8:14]) < written}
     assert saved["env_steps"] >= 40 and episodes
     target = saved["env_steps"] + 80
+    refused = subprocess.run([sys.executable, str(ROOT / "scripts/train.py"), f"resume={tmp_path}", "device=gpu"],
+                             capture_output=True, text=True, timeout=300, cwd=tmp_path.parent)
+    assert refused.returncode != 0 and "device must be" in refused.stderr
+    assert OmegaConf.load(tmp_path / "config.yaml").device == "cpu"  # a refused override is not kept
     result = subprocess.run([sys.executable, str(ROOT / "scripts/train.py"), f"resume={tmp_path}", f"steps={target}"],
                             capture_output=True, text=True, timeout=300, cwd=tmp_path.parent)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"resumed {tmp_path} at env step {saved['env_steps']:,}" in result.stdout
     resumed = load_checkpoint(checkpoint)["counters"]
     assert resumed["env_steps"] == target and resumed["updates"] >= saved["updates"]
-    assert episodes <= {p.name for p in (tmp_path / "episodes").glob("*.npz")}
+    assert episodes <= {p.name for p in list_episodes(tmp_path / "episodes")}  # those written before the checkpoint
 
 
 def test_hydra_style_resume_keeps_the_runs_saved_config(tmp_path):

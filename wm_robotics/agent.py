@@ -16,11 +16,14 @@ class Agent:
     Keeps one latent state and previous action per env; ``is_first`` marks envs whose episode
     just started (their state and previous action are reset inside the model). A behaviour with
     ``plan(model, state, is_first, sample)`` (a planner) acts through it, others through
-    ``policy(features, sample)``; both return normalised actions.
+    ``policy(features, sample)``; both return normalised actions. With ``obs_shapes`` ({key: shape of
+    one env's observation}) ``act`` checks each observation's shape against it.
     """
 
-    def __init__(self, model: WorldModel, behavior: torch.nn.Module, device: torch.device) -> None:
+    def __init__(self, model: WorldModel, behavior: torch.nn.Module, device: torch.device,
+                 obs_shapes: dict[str, tuple[int, ...]] | None = None) -> None:
         self.model, self.behavior, self.device = model, behavior, device
+        self.obs_shapes = obs_shapes
         self.state: State | None = None
         self.prev_action: torch.Tensor | None = None
 
@@ -37,6 +40,7 @@ class Agent:
         if batch_size(self.state) != len(is_first):
             raise ValueError(f"is_first has {len(is_first)} envs but the agent holds states for "
                              f"{batch_size(self.state)}: call reset({len(is_first)}) when the number of envs changes")
+        self._check(obs, len(is_first))
         model_obs = {key: torch.as_tensor(obs[key], device=self.device) for key in self.model.obs_keys}
         first = torch.as_tensor(is_first, device=self.device, dtype=torch.bool)
         self.state = self.model.step(self.state, self.prev_action, model_obs, first)
@@ -45,6 +49,17 @@ class Agent:
                   else self.behavior.policy(self.model.features(self.state), sample=sample))  # normalised
         self.prev_action = action
         return self.behavior.to_env(action).cpu().numpy().astype(np.float32)
+
+    def _check(self, obs: dict[str, np.ndarray], num_envs: int) -> None:
+        """ValueError saying what was expected when ``obs`` lacks a key or is not one row per env."""
+        missing = [key for key in self.model.obs_keys if key not in obs]
+        if missing:
+            raise ValueError(f"obs needs keys {list(self.model.obs_keys)}, got {sorted(obs)}")
+        shapes = {key: tuple(np.shape(obs[key])) for key in self.model.obs_keys}
+        expected = {key: (num_envs, *(self.obs_shapes or {}).get(key, shape[1:])) for key, shape in shapes.items()}
+        if shapes != expected:
+            raise ValueError(f"obs must hold one row per env ({num_envs}, as is_first): shapes {expected}, "
+                             f"got {shapes}")
 
 
 def agent_from_checkpoint(payload: dict, device: torch.device) -> Agent:
@@ -62,7 +77,7 @@ def agent_from_checkpoint(payload: dict, device: torch.device) -> Agent:
     behavior.load_state_dict(payload["behavior"]["module"])
     model.eval()
     behavior.eval()
-    return Agent(model, behavior, device)
+    return Agent(model, behavior, device, shapes)
 
 
 def check_task(payload: dict, env: gym.Env, task: str, checkpoint: str = "the checkpoint") -> None:

@@ -150,7 +150,13 @@ class MPCController:
             missing = [name for name in names if name not in obs]
             if missing:
                 raise ValueError(f"a dm_control observation dict needs keys {names}, got {sorted(obs)}")
-            obs = {"proprio": np.concatenate([np.asarray(obs[name], np.float32).ravel() for name in names])}
+            fields = [np.asarray(obs[name], np.float32).ravel() for name in names]
+            sizes = dict(self.proprio_keys)
+            wrong = [f"{name!r} of size {field.size}, expected {sizes[name]}" for name, field in zip(names, fields)
+                     if name in sizes and field.size != sizes[name]]
+            if wrong:
+                raise ValueError(f"dm_control observation fields of the wrong size: {'; '.join(wrong)}")
+            obs = {"proprio": np.concatenate(fields)}
         elif not isinstance(obs, Mapping):
             if set(self.obs_shapes) != {"proprio"}:
                 raise ValueError("a flat array works for proprio-only models; this one needs "

@@ -21,11 +21,12 @@ class MetricsLogger:
 
     def __init__(self, run_dir: str | os.PathLike) -> None:
         self.path = Path(run_dir) / "metrics.csv"
+        self._events = str(Path(run_dir) / "tensorboard")
         self._rows: list[dict[str, float]] = []
         if self.path.exists():
             with self.path.open() as handle:
                 self._rows = [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
-        self._writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+        self._writer = SummaryWriter(self._events)
 
     @property
     def rows(self) -> list[dict[str, float]]:
@@ -39,8 +40,10 @@ class MetricsLogger:
             self._writer.add_scalar(name, value, step)
 
     def drop_after(self, step: int) -> None:
-        """Forget rows past ``step`` (a resumed run replays from its checkpoint's step)."""
+        """Forget rows past ``step`` (a resumed run replays from its checkpoint's step), in TensorBoard too."""
         self._rows = [row for row in self._rows if row["step"] <= step]
+        self._writer.close()
+        self._writer = SummaryWriter(self._events, purge_step=int(step) + 1)
 
     def flush(self) -> None:
         """Write every row to ``metrics.csv`` (columns: step, then metric names sorted)."""

@@ -77,13 +77,19 @@ class Trainer:
         kwargs = envs.env_kwargs(cfg)
         self.action_repeat = kwargs["action_repeat"]
         self.offline = (cfg.get("offline") or {}).get("data")
+        periods = cfg["offline"] if self.offline else cfg
+        wrong = {key: periods[key] for key in ("log_every", "eval_every", "checkpoint_every")
+                 if not isinstance(periods[key], int) or periods[key] <= 0}
+        if wrong:
+            raise ValueError(f"{'offline.' if self.offline else ''}log_every, eval_every and checkpoint_every must be "
+                             f"positive integers, got {wrong}")
         self.envs = None if self.offline else envs.make_vector_env(
             cfg["env"]["id"], cfg["num_envs"], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, **kwargs)
         self.eval_env = envs.make_env(cfg["env"]["id"], render_mode="rgb_array", **kwargs)
         space, action_space = self.eval_env.observation_space, self.eval_env.action_space
         self.model = build_world_model(cfg["model"], obs_shapes(space), action_space.shape[0]).to(self.device)
         self.behavior = build_behavior(cfg["behavior"], self.model, action_space).to(self.device)
-        self.agent = Agent(self.model, self.behavior, self.device)
+        self.agent = Agent(self.model, self.behavior, self.device, obs_shapes(space))
         lr = cfg["model"]["lr"]
         self.model_opt = adam(parameter_groups(self.model, lr, cfg["model"].get("encoder_lr_scale", 1.0)), lr,
                               cfg["model"]["eps"])
@@ -110,7 +116,7 @@ class Trainer:
         return save_checkpoint(self.checkpoint_path, self.payload())
 
     def restore(self) -> None:
-        """Continue from ``checkpoints/latest.pt`` and reload every episode file of the run."""
+        """Continue from ``checkpoints/latest.pt`` and reload the episode files written before it."""
         # on the CPU: RNG and CMA-ES states must stay there; weights and optimiser states move to their
         # device as they load
         payload = load_checkpoint(self.checkpoint_path, map_location="cpu")
@@ -119,15 +125,21 @@ class Trainer:
         self.behavior.load_full_state_dict(payload["behavior"])
         self.counters.update(payload["counters"])
         set_rng_state(payload["rng"])
-        steps = self._reload()
-        if "replay" in payload:  # checkpoints before session 23: the sampler starts again from the seed
-            self.replay.load_state_dict(payload["replay"])
+        replay_state = payload.get("replay", {})  # checkpoints before session 23: the sampler starts from the seed
+        steps = self._reload(replay_state.get("next_file"))  # before session 60: every episode file
+        if replay_state:
+            self.replay.load_state_dict(replay_state)
         print(f"resumed {self.run_dir} at env step {self.counters['env_steps']:,} "
               f"({self.counters['updates']:,} updates), replay {steps:,} steps in {self.replay.num_episodes} episodes")
 
-    def _reload(self) -> int:
+    def _reload(self, next_file: int | None = None) -> int:
         """Refill the replay from the run's episode files (offline: from ``offline.data``) and forget
-        metric rows past the clock; returns the replay steps loaded."""
+        metric rows past the clock; returns the replay steps loaded. Online, the files numbered ``next_file`` and
+        above were written after the checkpoint, whose counters collect their steps again: they are set aside."""
+        aside = None if self.offline or next_file is None else self.replay.set_aside_from(next_file)
+        if aside is not None:
+            print(f"resume: episode files written after the checkpoint moved to {aside} (their steps are collected "
+                  "again)")
         steps = self._load_offline() if self.offline else self.replay.load()
         self.logger.drop_after(self.clock)
         return steps
@@ -238,15 +250,18 @@ class Trainer:
             final = info["final_obs"][i] if done[i] else {k: v[i] for k, v in obs.items()}
             recorders[i].add(actions[i], final, reward[i], terminated[i], truncated[i])
             if done[i]:
-                episode = recorders[i].episode()
-                self.replay.add_episode(episode)
-                self.counters["episodes"] += 1
-                episode_return = float(episode["reward"].sum())
+                episode_return = self._store_episode(recorders[i].episode())
                 self.logger.log(self.counters["env_steps"], {"episode_return": episode_return,
-                                                             "episode_length": len(episode["action"])})
+                                                             "episode_length": len(recorders[i])})
                 bar.set_postfix(ret=f"{episode_return:.1f}", upd=self.counters["updates"])
                 recorders[i] = EpisodeRecorder({k: v[i] for k, v in obs.items()})
         return obs, done
+
+    def _store_episode(self, episode: dict[str, np.ndarray]) -> float:
+        """Add an episode to the replay (and its file) and count it; returns its return."""
+        self.replay.add_episode(episode)
+        self.counters["episodes"] += 1
+        return float(episode["reward"].sum())
 
     def _load_offline(self) -> int:
         """Fill the replay from ``offline.data``; a clear error when it is empty or does not fit this run."""
@@ -284,8 +299,8 @@ class Trainer:
             bar.set_postfix(eval=f"{self.logger.rows[-1]['eval_return']:.1f}", upd=self.counters["updates"])
             last["checkpoint"] = -periods["checkpoint_every"]
         if last["checkpoint"] + periods["checkpoint_every"] <= step and (boundary or step >= total):
+            self.logger.flush()  # first: a resume keeps the rows up to the checkpoint's step, so they must be on disk
             self.save()
-            self.logger.flush()
             last["checkpoint"] = step
 
     def _train_online(self, total: int, bar: tqdm) -> None:
@@ -303,6 +318,10 @@ class Trainer:
             owed = self.updates_owed()
             for _ in trange(owed, desc="updates", leave=False, disable=owed < 100):  # a bar for a pretraining burst
                 train_metrics = self.update()
+            if self.counters["env_steps"] >= total:  # the run stops mid-episode: keep those steps (no return logged)
+                for recorder in recorders:
+                    if len(recorder):
+                        self._store_episode(recorder.episode(cut_short=True))
             self._periodic(total, train_metrics, bar, boundary=bool(done.any()))
 
     def _train_offline(self, total: int, bar: tqdm) -> None:
@@ -318,9 +337,8 @@ class Trainer:
         if cfg["resume"] and self.checkpoint_path.exists():
             self.restore()
         elif cfg["resume"]:
-            steps = self._reload()  # an attempt killed before its first checkpoint: its episodes, not its rows
-            print(f"resume: no checkpoint at {self.checkpoint_path} yet, starting from scratch"
-                  + (f" with the {steps:,} replay steps on disk" if steps else ""))
+            self._reload(0)  # an attempt killed before its first checkpoint: its episodes set aside, its rows gone
+            print(f"resume: no checkpoint at {self.checkpoint_path} yet, starting from scratch")
         if self.offline and not self.replay.num_steps:
             self._load_offline()
         total = cfg["offline"]["updates"] if self.offline else cfg["steps"]

@@ -93,7 +93,9 @@ class MPPIPlanner(SamplingPlanner):
             if anchor is not None:
                 scores = scores - self.prior_coef * (samples - anchor).square().sum((-2, -1))
             elites, elite_scores = select_elites(samples, scores, self.elites)  # (E, K, H, A), (E, K)
-            weights = torch.softmax(self.temperature * elite_scores, 1)  # (E, K)
+            # (E, K), relative to the best score: scaled as they are, finfo.min scores (NaN rollouts) overflow to
+            # -inf, and a softmax of nothing but -inf is NaN
+            weights = torch.softmax(self.temperature * (elite_scores - elite_scores[:, :1]), 1)
             w = weights[..., None, None]  # (E, K, 1, 1)
             mean = (w * elites).sum(1).clamp(low, high)  # (E, H, A); clamp: rounding
             std = (w * (elites - mean.unsqueeze(1)).square()).sum(1).sqrt()

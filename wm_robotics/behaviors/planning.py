@@ -228,7 +228,7 @@ class SamplingPlanner:
     Subclasses implement ``_search(model, state, mean, low, high) -> (first actions (E, A),
     final mean plan (E, H, A), info)``. The warm start keeps the previous mean plan shifted by one
     step, its new last step the middle of the bounds; it is used while the number of environments
-    stays the same, otherwise the search starts cold (from the middle of the bounds).
+    and the horizon stay the same, otherwise the search starts cold (from the middle of the bounds).
 
     On CUDA with ``cuda_graph`` the search is captured once as a CUDA graph (``GraphedCall``) and
     replayed; it is captured anew when the model, the objective or one of its attributes (a new
@@ -261,7 +261,7 @@ class SamplingPlanner:
         device = next(iter(state.values())).device
         low, high = self.low.to(device), self.high.to(device)
         mid = (low + high) / 2
-        if self._mean is not None and self._mean.shape[0] == num_envs:
+        if self._mean is not None and self._mean.shape[:2] == (num_envs, self.horizon):
             mean = shift_plan(self._mean.to(device), mid)
         else:
             mean = mid.expand(num_envs, self.horizon, -1).clone()
@@ -316,12 +316,14 @@ class SamplingPlanner:
             self._mean = kept
 
     def reset(self, env_ids: Sequence[int] | torch.Tensor | None = None) -> None:
-        """Forget the warm start: for all environments, or only ``env_ids`` (those whose episode ended)."""
-        if env_ids is None or self._mean is None:
+        """Forget the warm start: for all environments, or only ``env_ids`` (those whose episode ended). An id
+        past the stored plan's environments (their number grew) forgets it all: the next plan starts cold."""
+        ids = None if env_ids is None else torch.as_tensor(env_ids, dtype=torch.long).flatten()
+        if ids is None or self._mean is None or (ids.numel() and int(ids.max()) >= self._mean.shape[0]):
             self._mean = None
             return
         with torch.inference_mode():  # the stored plan is an inference tensor
-            self._mean[torch.as_tensor(env_ids, dtype=torch.long)] = ((self.low + self.high) / 2).to(self._mean.device)
+            self._mean[ids] = ((self.low + self.high) / 2).to(self._mean.device)
 
     def _search(self, model: WorldModel, state: State, mean: torch.Tensor, low: torch.Tensor, high: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:

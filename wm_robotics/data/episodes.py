@@ -80,11 +80,14 @@ class EpisodeRecorder:
     def __len__(self) -> int:
         return len(self._steps["action"])
 
-    def episode(self) -> dict[str, np.ndarray]:
-        """The recorded arrays (``obs/<key>``, ``action`` float32, ``reward`` float32, flags bool)."""
+    def episode(self, cut_short: bool = False) -> dict[str, np.ndarray]:
+        """The recorded arrays (``obs/<key>``, ``action`` float32, ``reward`` float32, flags bool); ``cut_short``
+        marks the last step truncated (an episode stopped early, as a time limit would)."""
         out = {f"obs/{key}": np.stack(values) for key, values in self._obs.items()}
         out["action"] = np.asarray(self._steps["action"], np.float32)
         out["reward"] = np.asarray(self._steps["reward"], np.float32)
         out["terminated"] = np.asarray(self._steps["terminated"], bool)
         out["truncated"] = np.asarray(self._steps["truncated"], bool)
+        if cut_short and len(self):
+            out["truncated"][-1] = True
         return out

@@ -9,6 +9,7 @@ indexing, so memory grows with stored steps, not with batch size × sequence len
 
 from __future__ import annotations
 
+import os
 import re
 from collections import deque
 from pathlib import Path
@@ -66,8 +67,28 @@ class SequenceReplay:
         return path
 
     def state_dict(self) -> dict[str, Any]:
-        """The sampler's random state (the episodes live in their files): a resumed run samples on from it."""
-        return {"rng": self._rng.bit_generator.state}
+        """The sampler's random state and the next episode file's index (the episodes live in their files): a
+        resumed run samples on from it and sets aside the files written after it (``set_aside_from``)."""
+        return {"rng": self._rng.bit_generator.state, "next_file": self._next_file}
+
+    def set_aside_from(self, index: int) -> Path | None:
+        """Move the episode files numbered ``index`` and above into a new ``superseded/resume-<n>`` folder of the
+        directory, where ``load`` does not look (a run resumed from a checkpoint made before them collects their
+        steps again); returns that folder, or None when there were none."""
+        if self.directory is None or not self.directory.is_dir():
+            return None
+        later = [path for path in list_episodes(self.directory)
+                 if (match := _INDEX.match(path.name)) and int(match.group(1)) >= index]
+        if not later:
+            return None
+        number = 1
+        while (aside := self.directory / "superseded" / f"resume-{number}").exists():
+            number += 1
+        aside.mkdir(parents=True)
+        for path in later:
+            os.replace(path, aside / path.name)
+        self._next_file = self._scan_next_file()
+        return aside
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue sampling from a ``state_dict``."""
