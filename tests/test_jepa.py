@@ -229,8 +229,11 @@ def test_split_dynamics_predicts_the_proprio_block_from_itself_and_the_action():
     torch.testing.assert_close(base.unflatten(-1, (-1, 8)).sum(-1), torch.ones(3, 2))  # SimNorm per group of 8
     # the pixel block's prediction loss does not train the proprio block (nor its encoder)
     tracked = latent.clone().requires_grad_()
-    model.next(tracked, action)[:, :8].square().sum().backward()
+    model.next(tracked, action, detach_block=True)[:, :8].square().sum().backward()
     assert not tracked.grad[:, 8:].any() and tracked.grad[:, :8].any()
+    tracked.grad = None  # imagination outside the loss (an actor's backprop) keeps that path
+    model.img_step({"latent": tracked}, action)["latent"][:, :8].square().sum().backward()
+    assert tracked.grad[:, 8:].any()
     # the probe decodes proprio from the proprio block alone, pixels from the whole latent
     decoded, decoded_moved = model.decode({"latent": latent}), model.decode({"latent": other_pixels})
     assert set(decoded) == {"pixels", "proprio"} and decoded["proprio"].shape == (3, OBS)

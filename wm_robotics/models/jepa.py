@@ -168,13 +168,16 @@ class JEPAWorldModel(WorldModel):
                       "loss/pose": pose_coef}
 
     # -- heads -------------------------------------------------------------------------------
-    def next(self, latent: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """One predictor step: (latent (..., L), action (..., A)) → next latent (..., L)."""
+    def next(self, latent: torch.Tensor, action: torch.Tensor, detach_block: bool = False) -> torch.Tensor:
+        """One predictor step: (latent (..., L), action (..., A)) → next latent (..., L). ``detach_block`` (the
+        loss's rollout, with ``split_dynamics``): the other blocks' predictor reads the proprio block detached, so
+        their losses do not train it; elsewhere (an actor's backprop through imagination) every path keeps its
+        gradient."""
         if self.proprio_block is None:
             return self.dynamics(torch.cat([latent, action], -1))
         block = self.proprio_block
         context = latent
-        if latent.requires_grad:  # the other blocks' predictor reads the proprio block but its loss does not train it
+        if detach_block:
             context = torch.cat([latent[..., :block.start], latent[..., block].detach(), latent[..., block.stop:]], -1)
         rest = self.dynamics(torch.cat([context, action], -1))
         own = self.proprio_next(latent[..., block], action)
@@ -313,7 +316,7 @@ class JEPAWorldModel(WorldModel):
         actions = windows(action[:, 1:])  # (N, H, A): the action into each predicted step
         latent, predicted = start, []
         for k in range(horizon):
-            latent = self.next(latent, actions[:, k])
+            latent = self.next(latent, actions[:, k], detach_block=True)
             predicted.append(latent)
         pred = torch.stack(predicted, 1)  # (N, H, L)
         weight = self.rho ** torch.arange(horizon, device=pred.device, dtype=pred.dtype)  # (H,)
