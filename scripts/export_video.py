@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
@@ -68,6 +69,12 @@ def _imagination(cfg: DictConfig) -> None:
 def main(cfg: DictConfig) -> None:
     try:
         video_path(cfg.out)
+        if cfg.checkpoint is None and cfg.task is not None:
+            raise ValueError(f"task={cfg.task} picks the env of a checkpoint's video; without checkpoint= choose the "
+                             f"env with env=<name> (configs/env)")
+        if cfg.checkpoint is not None and any(line.startswith("env=") for line in HydraConfig.get().overrides.task):
+            raise ValueError("with checkpoint= the video plays the checkpoint's task: pick another with "
+                             "task=<env name or id>, not env=")
         export(cfg)
     except (CheckpointError, EpisodeFormatError, FileNotFoundError, ValueError) as error:  # one line, no traceback
         raise SystemExit(f"export_video.py: {error}") from error

@@ -25,7 +25,8 @@ def main() -> None:
     parser.add_argument("checkpoint", help="checkpoint file or run folder")
     parser.add_argument("--planner", default="mppi", choices=PLANNERS)
     parser.add_argument("--episodes", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=100_000,
+                        help="task seed of the first episode (then +1 per episode) and the planner's torch seed")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--device", default="auto", help="torch device of the model: auto | cpu | cuda")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -39,6 +40,7 @@ def main() -> None:
         settings[key] = yaml.safe_load(value)
     if args.threads:
         torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)  # the planners sample with torch's generator: seeded, a run repeats
     try:
         payload = load_checkpoint(args.checkpoint)
         config = payload["config"]

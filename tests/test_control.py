@@ -138,6 +138,8 @@ def test_run_controller_script_planner_settings(checkpoint):
     result = subprocess.run(script + small, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "cem {'horizon': 2, 'iterations': 1, 'candidates': 16, 'elites': 4} on cartpole-swingup" in result.stdout
+    again = subprocess.run(script + small, capture_output=True, text=True, timeout=300)  # --seed seeds the planner too
+    assert re.findall(r"episode 0: .*", again.stdout) == re.findall(r"episode 0: .*", result.stdout) != []
     for bad, message in ((["--set", "samples"], "--set takes KEY=VALUE, got 'samples'"),
                          (["--set", "bogus=1"], "unknown cem planner settings ['bogus']; valid settings: ["),
                          (["--episodes", "1"], "no checkpoint at")):

@@ -229,6 +229,8 @@ def test_a_bad_planner_setting_fails_before_any_episode(run, tmp_path, monkeypat
     with pytest.raises(ValueError, match=r"unknown mppi planner settings \['candidates'\]; "
                                          r"valid settings: .*'samples'"):
         evaluate_checkpoint(run, episodes=1, device="cpu", planner_settings={"candidates": 8})
+    with pytest.raises(ValueError, match=r"video path must end in one of \('.mp4', '.gif'\), got 'clip.avi'"):
+        evaluate_checkpoint(run, episodes=1, device="cpu", video=tmp_path / "clip.avi")
     with pytest.raises(ValueError, match="give a .json path"):
         write_report({}, tmp_path / "report.md")
 

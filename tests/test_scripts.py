@@ -43,9 +43,11 @@ def test_collect_then_export_video(tmp_path):
     ("collect.py", "video=episodes.avi", "collect.py: video path must end in one of"),
     ("export_video.py", "checkpoint=missing.pt", "export_video.py: no checkpoint at"),
     ("export_video.py", "out=clip.avi", "export_video.py: video path must end in one of"),
+    ("export_video.py", "task=walker_walk", "export_video.py: task=walker_walk picks the env of a checkpoint's video"),
+    ("export_video.py", "checkpoint=run env=walker_walk", "with checkpoint= the video plays the checkpoint's task"),
 ])
 def test_bad_arguments_give_one_line_before_any_work(tmp_path, script, bad, message):
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / script), bad, f"hydra.run.dir={tmp_path / 'run'}"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    command = [sys.executable, str(ROOT / "scripts" / script), *bad.split(), f"hydra.run.dir={tmp_path / 'run'}"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert not (tmp_path / "run" / "episodes").exists()

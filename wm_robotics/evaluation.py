@@ -41,12 +41,12 @@ import torch
 import wm_robotics.envs as envs
 from wm_robotics import wm_metrics
 from wm_robotics.agent import Agent, agent_from_checkpoint, check_task
-from wm_robotics.atomic import report_json_path, write_json_and_markdown
+from wm_robotics.atomic import report_json_path, write_atomic, write_json_and_markdown
 from wm_robotics.builders import resolve_device
 from wm_robotics.checkpoint import checkpoint_file, load_checkpoint
 from wm_robotics.control import MPCController, preset_planner
 from wm_robotics.data.episodes import EpisodeRecorder
-from wm_robotics.video import annotate, upscale, write_video
+from wm_robotics.video import annotate, upscale, video_path, write_video
 
 
 @dataclass
@@ -151,6 +151,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, episodes: int = 10, seed:
         # the episodes are played by the preset's own planner: the settings apply to them as to the timed one
         behavior = {**behavior, "settings": {**behavior.get("settings", {}), **planner_settings}}
         payload = {**payload, "config": {**cfg, "behavior": behavior}}
+    video = None if video is None else video_path(video)  # its suffix checked before the episodes
     agent = agent_from_checkpoint(payload, torch_device)
     # built first, so that a bad planner, setting or goal energy fails before minutes of episodes
     controller = MPCController(payload, str(torch_device), planner, goal_energy, **(planner_settings or {})) \
@@ -314,8 +315,7 @@ def plot_report(report: dict[str, Any], stem: str | os.PathLike) -> list[Path]:
 
 def _save(figure: Any, path: str) -> Path:
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    return Path(path)
+    return write_atomic(path, lambda handle: figure.savefig(handle, dpi=110, format="png"))
 
 
 def write_report(report: dict[str, Any], out: str | os.PathLike) -> list[Path]:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from wm_robotics.agent import agent_from_checkpoint, check_task
+from wm_robotics.atomic import write_atomic
 from wm_robotics.behaviors.planners import PLANNERS
 from wm_robotics.builders import resolve_device
 from wm_robotics.checkpoint import CheckpointError
@@ -174,6 +175,5 @@ def export_imagination_video(
             strip = planner_strip(payload, device, results[0], real, planner_steps, planner, planner_horizon, size)
             if strip is not None:
                 path = Path(out).with_name(f"{Path(out).stem}_planner.png")
-                iio.imwrite(path, strip)
-                paths.append(path)
+                paths.append(write_atomic(path, lambda handle: iio.imwrite(handle, strip, extension=".png")))
     return paths
