@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import gymnasium as gym
 import hydra
 import numpy as np
 from omegaconf import DictConfig
@@ -22,7 +23,7 @@ def main(cfg: DictConfig) -> None:
         if cfg.video:
             video_path(cfg.video)
         env = envs.make_env(cfg.env.id, **envs.env_kwargs(cfg))
-    except ValueError as error:  # bad settings: one line, no traceback
+    except (ValueError, gym.error.Error) as error:  # bad settings or an unknown env id: one line, no traceback
         raise SystemExit(f"collect.py: {error}") from error
     paths = collect_episodes(env, random_policy(env.action_space, cfg.seed), cfg.episodes, cfg.out, cfg.seed)
     episodes = [load_episode(p) for p in paths]

@@ -41,6 +41,7 @@ def test_collect_then_export_video(tmp_path):
 @pytest.mark.parametrize("script, bad, message", [
     ("collect.py", "obs_mode=rgb", "collect.py: obs_mode must be one of"),
     ("collect.py", "video=episodes.avi", "collect.py: video path must end in one of"),
+    ("collect.py", "env.id=cartpole-swingdown-v0", "collect.py: unknown environment 'cartpole-swingdown-v0'; closest:"),
     ("export_video.py", "checkpoint=missing.pt", "export_video.py: no checkpoint at"),
     ("export_video.py", "out=clip.avi", "export_video.py: video path must end in one of"),
     ("export_video.py", "task=walker_walk", "export_video.py: task=walker_walk picks the env of a checkpoint's video"),
