@@ -144,9 +144,12 @@ def test_a_run_that_stops_mid_episode_keeps_the_steps_it_counted(tmp_path):
     assert stored == load_checkpoint(tmp_path)["counters"]["agent_steps"] == 70
 
 
-def test_logging_periods_must_be_positive(tmp_path):
+def test_logging_periods_must_be_positive_and_sequences_fit_in_an_episode(tmp_path):
     with pytest.raises(ValueError, match=r"must be positive integers, got \{'eval_every': 0\}"):
         Trainer(tiny_config("eval_every=0"), tmp_path)
+    with pytest.raises(ValueError, match=r"seq_len=22 is longer than any episode .*\(max_episode_steps=20: 21 "):
+        Trainer(tiny_config("seq_len=22"), tmp_path)
+    Trainer(tiny_config("seq_len=21"), tmp_path)
 
 
 def test_killed_run_resumes_from_its_checkpoint(tmp_path):

@@ -86,6 +86,10 @@ class Trainer:
         self.envs = None if self.offline else envs.make_vector_env(
             cfg["env"]["id"], cfg["num_envs"], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, **kwargs)
         self.eval_env = envs.make_env(cfg["env"]["id"], render_mode="rgb_array", **kwargs)
+        limit = self.eval_env.spec.max_episode_steps if self.eval_env.spec else None
+        if not self.offline and limit is not None and cfg["seq_len"] > limit + 1:
+            raise ValueError(f"seq_len={cfg['seq_len']} is longer than any episode of this run can be "
+                             f"(max_episode_steps={limit}: {limit + 1} observations): it could never train")
         space, action_space = self.eval_env.observation_space, self.eval_env.action_space
         self.model = build_world_model(cfg["model"], obs_shapes(space), action_space.shape[0]).to(self.device)
         self.behavior = build_behavior(cfg["behavior"], self.model, action_space).to(self.device)
