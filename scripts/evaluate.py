@@ -156,6 +156,15 @@ def _configuration(report: dict) -> str:
     return " ".join(kept) or "preset"
 
 
+def _run_label(cfg: dict) -> str:
+    """A run folder's curve label: its experiment, its precision unless fp32 and its overrides that change what is
+    learned (as ``_configuration`` reads them), so runs that differ in those are drawn apart."""
+    precision = cfg.get("precision", "fp32")
+    configuration = _configuration({"train_overrides": cfg.get("command_overrides"), "train_config": cfg})
+    return " ".join([cfg["experiment_name"], *([precision] if precision != "fp32" else []),
+                     *([f"[{configuration}]"] if configuration not in ("preset", "-") else [])])
+
+
 def _task_cell(report: dict) -> str:
     """The evaluated task, and the trained one when it differs."""
     trained = report.get("trained_env", report["env"])
@@ -164,17 +173,25 @@ def _task_cell(report: dict) -> str:
 
 def _print_seed_summaries(reports: list[dict]) -> None:
     """For each experiment, training precision, training overrides, task and budget given by ≥ 2 reports (its
-    seeds): the aggregate of their returns. Reports that do not record the precision or the overrides show "-"
-    and group together; a note says so when others of that experiment, task and budget record them."""
-    groups: dict[tuple, list[float]] = defaultdict(list)
+    seeds): the aggregate of their returns; evaluations of the sampled policy (``sample=true``) apart from the
+    deterministic ones. Reports that do not record the precision or the overrides show "-" and group together; a
+    note says so when others of that experiment, task and budget record them. A group with two reports of one
+    training seed is not aggregated (a note says so): they are not two seeds."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
     for report in reports:
-        key = (report["experiment"], report.get("precision", "-"), _configuration(report), _task_cell(report),
+        experiment = report["experiment"] + (" (sampled policy)" if report.get("sample") else "")
+        key = (experiment, report.get("precision", "-"), _configuration(report), _task_cell(report),
                report["env_steps"])
-        groups[key].append(report["return_mean"])
+        groups[key].append(report)
     rows = []
-    for (experiment, precision, configuration, task, steps), returns in groups.items():
-        if len(returns) > 1:
-            agg = seed_summary(returns)
+    for (experiment, precision, configuration, task, steps), members in groups.items():
+        seeds = [report.get("train_seed") for report in members]
+        repeated = sorted({seed for seed in seeds if seed is not None and seeds.count(seed) > 1})
+        if repeated:
+            print(f"note: {experiment} ({precision}, {configuration}) on {task} at {steps:,} steps has several reports "
+                  f"of training seed(s) {repeated}: not aggregated, give one report per seed")
+        elif len(members) > 1:
+            agg = seed_summary([report["return_mean"] for report in members])
             rows.append([experiment, precision, configuration, task, f"{steps:,}", agg["seeds"], f"{agg['mean']:.1f}",
                          f"{agg['std']:.1f}", f"{agg['iqm']:.1f}", f"{agg['ci_low']:.1f}–{agg['ci_high']:.1f}"])
     if rows:
@@ -183,9 +200,9 @@ def _print_seed_summaries(reports: list[dict]) -> None:
                       "95% bootstrap CI of the mean"], rows)
     recorded = {(experiment, task, steps) for experiment, precision, configuration, task, steps in groups
                 if "-" not in (precision, configuration)}
-    for (experiment, precision, configuration, task, steps), returns in groups.items():
+    for (experiment, precision, configuration, task, steps), members in groups.items():
         if "-" in (precision, configuration) and (experiment, task, steps) in recorded:
-            print(f"note: {len(returns)} {experiment} report(s) on {task} at {steps:,} steps do not record their "
+            print(f"note: {len(members)} {experiment} report(s) on {task} at {steps:,} steps do not record their "
                   f"training precision or overrides and are aggregated apart from those that do")
 
 
@@ -211,15 +228,19 @@ def compare(argv: list[str]) -> None:
         try:
             steps, returns = eval_curve(run)
         except (ValueError, FileNotFoundError) as error:
-            rows.append([run.name, cfg["experiment_name"], task, cfg["seed"], "-", f"no eval yet ({error})", "-", refs])
+            rows.append([run.name, _run_label(cfg), task, cfg["seed"], "-", f"no eval yet ({error})", "-", refs])
             continue
-        groups[task][cfg["experiment_name"]].append(run)
-        rows.append([run.name, cfg["experiment_name"], task, cfg["seed"], f"{int(steps[-1]):,}", f"{returns[-1]:.1f}",
+        groups[task][_run_label(cfg)].append(run)
+        rows.append([run.name, _run_label(cfg), task, cfg["seed"], f"{int(steps[-1]):,}", f"{returns[-1]:.1f}",
                      f"{returns.max():.1f}", refs])
     if runs:
         _print_table(["run", "experiment", "task", "seed", "env steps", "final eval", "best eval",
                       f"published @ {args.budget}"], rows)
     for task, by_experiment in groups.items():
+        for label, folders in by_experiment.items():
+            seeds = [yaml.safe_load((run / "config.yaml").read_text())["seed"] for run in folders]
+            if len(set(seeds)) < len(seeds):
+                print(f"note: the {label} curve on {task} averages runs of one seed more than once (seeds {seeds})")
         out = Path(args.out)
         out = out if len(groups) == 1 else out.with_name(f"{out.stem}_{task}{out.suffix}")
         print(f"plot -> {plot_runs(dict(by_experiment), task, out, args.budget)}")

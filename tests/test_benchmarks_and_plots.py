@@ -95,6 +95,10 @@ def test_plot_runs_from_metrics_csv(tmp_path):
     assert ("| dreamer, run1 | 101.0 | 201.0 | 301.0 |" in table
             and "| **dreamer, mean** | 100.5 | 200.5 | 300.5 |" in table)
     assert "| new, short | 50.0 | – | – |" in table
+    (tmp_path / "sparse.csv").write_text("step,eval_return\n20000,400\n")  # another eval grid: aligned by step
+    table = eval_table({"mixed": [tmp_path / "run0", tmp_path / "sparse.csv"]})
+    assert table.splitlines()[0] == "| run | 20k |"  # the one step both have
+    assert "| mixed, run0 | 200.0 |" in table and "| **mixed, mean** | 300.0 |" in table
     assert published_results()["100k"]["cartpole-swingup"]["DreamerV3"] == 677
     assert set(published_results()) - {"_sources"} == set(BUDGETS)
     with pytest.raises(ValueError, match=r"unknown budget '2M'; valid budgets: \['100k', '500k', '1M'\]"):

@@ -333,3 +333,44 @@ def test_compare_aggregates_the_seeds_of_each_configuration(tmp_path, capsys):
     script.compare(["--compare", *map(str, paths)])
     assert ("note: 1 tdmpc_cpu report(s) on cartpole-swingup-v0 at 100,000 steps do not record their training "
             "precision or overrides") in capsys.readouterr().out
+
+
+def test_compare_keeps_sampled_evaluations_and_repeated_seeds_out_of_an_aggregate(tmp_path, capsys):
+    script = evaluate_script()
+
+    def report(name: str, seed: int, sample: bool, mean: float) -> str:
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"experiment": "tdmpc_cpu", "precision": "fp32", "env": "cartpole-swingup-v0",
+                                    "env_steps": 100_000, "return_mean": mean, "return_std": 1.0, "train_seed": seed,
+                                    "sample": sample, "train_overrides": [f"seed={seed}"]}))
+        return str(path)
+
+    paths = [report("a", 0, False, 800.0), report("b", 1, False, 820.0), report("c", 0, True, 400.0),
+             report("d", 1, True, 420.0)]
+    script.compare(["--compare", *paths])
+    aggregates = capsys.readouterr().out.split("95% bootstrap CI of the mean")[1].strip().splitlines()[1:]
+    assert [row.split()[:2] for row in aggregates] == [["tdmpc_cpu", "fp32"], ["tdmpc_cpu", "(sampled"]]
+    assert "810.0" in aggregates[0] and "410.0" in aggregates[1]
+    script.compare(["--compare", *paths, report("e", 0, False, 805.0)])  # seed 0 evaluated twice
+    printed = capsys.readouterr().out
+    assert "has several reports of training seed(s) [0]: not aggregated" in printed and "810.0" not in printed
+
+
+def test_compare_draws_runs_of_another_precision_or_recipe_apart(tmp_path, capsys):
+    script = evaluate_script()
+    runs = []
+    for name, seed, extra in [("a", 0, []), ("b", 1, []), ("c", 0, ["precision=bf16"]), ("d", 1, ["model.lr=1e-3"])]:
+        run = tmp_path / name
+        run.mkdir()
+        precision = "bf16" if extra == ["precision=bf16"] else "fp32"
+        (run / "config.yaml").write_text(yaml.safe_dump(
+            {"experiment_name": "tdmpc_cpu", "env": {"id": "cartpole-swingup-v0"}, "seed": seed,
+             "precision": precision, "command_overrides": [f"seed={seed}", *extra]}))
+        (run / "metrics.csv").write_text("step,eval_return\n10000,100\n")
+        runs.append(str(run))
+    script.compare(["--compare", *runs, "--out", str(tmp_path / "compare.png")])
+    printed = capsys.readouterr().out
+    labels = [line.split()[1:4] for line in printed.splitlines() if line.split()[:1] in (["a"], ["b"], ["c"], ["d"])]
+    assert labels == [["tdmpc_cpu", "cartpole-swingup", "0"], ["tdmpc_cpu", "cartpole-swingup", "1"],
+                      ["tdmpc_cpu", "bf16", "cartpole-swingup"], ["tdmpc_cpu", "[model.lr=1e-3]", "cartpole-swingup"]]
+    assert "note" not in printed

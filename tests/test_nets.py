@@ -142,6 +142,12 @@ def test_bf16_full_runs_output_layers_in_bf16_with_float32_results():
         kept, q_kept = layer(x), ensemble(x)
         assert float32_output_layers()
     assert float32_output_layers()  # restored on exit
+    reused = compute_precision(torch.device("cpu"), "bf16_full")
+    with reused:
+        with reused:  # nested entries of one context: each restores what it found
+            assert torch.is_autocast_enabled("cpu")
+        assert torch.is_autocast_enabled("cpu") and not float32_output_layers()
+    assert not torch.is_autocast_enabled("cpu") and float32_output_layers()
     assert full.dtype == kept.dtype == q_full.dtype == q_kept.dtype == torch.float32
     assert torch.equal(full, in_bf16) and torch.equal(kept, in_float32)
     assert not torch.equal(q_full, q_kept)  # the ensemble's output layer follows the same policy

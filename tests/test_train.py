@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import torch
 from omegaconf import OmegaConf
 
 from tests.configs import ROOT, TINY, composed, tiny_config
-from wm_robotics.checkpoint import CheckpointError, load_checkpoint
+from wm_robotics.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from wm_robotics.data.episodes import list_episodes, load_episode
 from wm_robotics.train import NonFiniteLossError, Trainer
 
@@ -142,6 +143,16 @@ def test_a_run_that_stops_mid_episode_keeps_the_steps_it_counted(tmp_path):
     Trainer(tiny_config("steps=140", "eval_every=1000", "resume=true"), tmp_path).run()
     stored = sum(len(load_episode(path)["action"]) for path in list_episodes(tmp_path / "episodes"))
     assert stored == load_checkpoint(tmp_path)["counters"]["agent_steps"] == 70
+
+
+def test_rng_states_survive_a_weights_only_checkpoint_mid_gaussian_pair(tmp_path):
+    random.seed(0)
+    np.random.seed(0)
+    random.gauss(0, 1), np.random.randn()  # odd draws: the second normal of each pair is cached
+    save_checkpoint(tmp_path / "rng.pt", {"rng": rng_state()})
+    expected = random.gauss(0, 1), np.random.randn(), torch.rand(1).item()
+    set_rng_state(load_checkpoint(tmp_path / "rng.pt")["rng"])
+    assert (random.gauss(0, 1), np.random.randn(), torch.rand(1).item()) == expected
 
 
 def test_logging_periods_must_be_positive_and_sequences_fit_in_an_episode(tmp_path):

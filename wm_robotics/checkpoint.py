@@ -57,8 +57,10 @@ def rng_state() -> dict[str, Any]:
     legacy = np.random.get_state()
     return {
         "python": list(random.getstate()[1]),
+        "python_gauss": random.getstate()[2],  # the second normal of a pair, cached (None when none is)
         "numpy": torch.from_numpy(legacy[1].astype(np.int64)),
         "numpy_pos": int(legacy[2]),
+        "numpy_gauss": [int(legacy[3]), float(legacy[4])],  # has_gauss, cached_gaussian
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -66,8 +68,9 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore the states captured by :func:`rng_state`."""
-    random.setstate((3, tuple(state["python"]), None))
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    random.setstate((3, tuple(state["python"]), state.get("python_gauss")))  # checkpoints before session 60: none
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"],
+                         *state.get("numpy_gauss", (0, 0.0))))
     torch.set_rng_state(state["torch"])
     cuda = state.get("cuda") or []
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():  # else: the same GPUs not here

@@ -4,6 +4,7 @@ numbers drawn in, tables."""
 from __future__ import annotations
 
 import csv
+import functools
 import json
 from importlib import resources
 from pathlib import Path
@@ -35,10 +36,12 @@ def eval_curve(run: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _common_curves(runs: list[str | Path]) -> tuple[np.ndarray, np.ndarray]:
-    """(steps (T,), returns (seeds, T)) over the evaluations every seed has reached."""
+    """(steps (T,), returns (seeds, T)) at the evaluation steps every seed has (their grids may differ)."""
     curves = [eval_curve(run) for run in runs]
-    length = min(len(steps) for steps, _ in curves)
-    return curves[0][0][:length], np.stack([returns[:length] for _, returns in curves])
+    shared = functools.reduce(np.intersect1d, [steps for steps, _ in curves])
+    if not len(shared):
+        raise ValueError(f"{[str(run) for run in runs]} share no evaluation step: their curves cannot be averaged")
+    return shared, np.stack([returns[np.isin(steps, shared)] for steps, returns in curves])
 
 
 def eval_table(runs: dict[str, list[str | Path]]) -> str:

@@ -17,6 +17,7 @@ import contextlib
 import contextvars
 import functools
 import warnings
+from typing import Callable
 
 import torch
 
@@ -38,19 +39,22 @@ def float32_output_layers() -> bool:
 
 
 class _ComputePrecision:
-    """Autocast plus the output-layer policy; reusable (``with`` it as often as needed)."""
+    """Autocast plus the output-layer policy; reusable (``with`` it as often as needed, nested too: each entry
+    has an autocast of its own, since one keeps the state it restores on itself)."""
 
-    def __init__(self, autocast: torch.autocast, float32_outputs: bool) -> None:
-        self.autocast, self.float32_outputs = autocast, float32_outputs
-        self._tokens: list[contextvars.Token] = []
+    def __init__(self, make_autocast: Callable[[], torch.autocast], float32_outputs: bool) -> None:
+        self.make_autocast, self.float32_outputs = make_autocast, float32_outputs
+        self._entered: list[tuple[contextvars.Token, torch.autocast]] = []
 
     def __enter__(self) -> None:
-        self._tokens.append(_FLOAT32_OUTPUT_LAYERS.set(self.float32_outputs))
-        self.autocast.__enter__()
+        autocast = self.make_autocast()
+        self._entered.append((_FLOAT32_OUTPUT_LAYERS.set(self.float32_outputs), autocast))
+        autocast.__enter__()
 
     def __exit__(self, *exc_info) -> None:
-        self.autocast.__exit__(*exc_info)
-        _FLOAT32_OUTPUT_LAYERS.reset(self._tokens.pop())
+        token, autocast = self._entered.pop()
+        autocast.__exit__(*exc_info)
+        _FLOAT32_OUTPUT_LAYERS.reset(token)
 
 
 @functools.cache
@@ -84,8 +88,9 @@ def compute_precision(device: torch.device, precision: str) -> contextlib.Abstra
     if not native_bf16(device):
         warnings.warn(f"precision={precision!r}: {emulated_bf16()}; use precision='fp32'", stacklevel=2)
     # no weight-cast cache on CUDA: a CUDA graph must not capture tensors the cache frees afterwards
-    autocast = torch.autocast(device.type, dtype=dtype, cache_enabled=device.type != "cuda")
-    return _ComputePrecision(autocast, float32_outputs=precision != "bf16_full")
+    return _ComputePrecision(functools.partial(torch.autocast, device.type, dtype=dtype,
+                                               cache_enabled=device.type != "cuda"),
+                             float32_outputs=precision != "bf16_full")
 
 
 def in_compute_dtype(tensor: torch.Tensor) -> torch.Tensor:
