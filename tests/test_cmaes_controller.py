@@ -75,23 +75,28 @@ def test_population_batched_equals_one_candidate_at_a_time(one_torch_thread):
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("diagonal", [False, True])
-def test_checkpoint_loads_weights_only_and_resumes_evolution_exactly(one_torch_thread, diagonal):
+@pytest.mark.parametrize("diagonal, population, saved_after", [(False, 6, 3), (True, 6, 3), (False, 6, 0), (True, 6, 0),
+                                                                (False, 4, 3)])  # 4: cma's mirrored samples
+def test_checkpoint_loads_weights_only_and_resumes_evolution_exactly(one_torch_thread, diagonal, population,
+                                                                     saved_after):
     model = _deterministic_vmc()
     model.reward_head[-1].weight.data.normal_()
     start = _start(model, 16)
-    first = CMAESController(model.feature_dim, 2, population=6, rollouts=4, horizon=5, diagonal=diagonal, seed=1)
-    first.evolve(model, start, generations=3)
+    kwargs = dict(population=population, rollouts=4, horizon=5, diagonal=diagonal)
+    first = CMAESController(model.feature_dim, 2, **kwargs, seed=1)
+    if saved_after:
+        first.evolve(model, start, generations=saved_after)
     buffer = io.BytesIO()
     torch.save(first.full_state_dict(), buffer)
     buffer.seek(0)
-    second = CMAESController(model.feature_dim, 2, population=6, rollouts=4, horizon=5, diagonal=diagonal, seed=99)
+    second = CMAESController(model.feature_dim, 2, **kwargs, seed=99)
     second.load_full_state_dict(torch.load(buffer, weights_only=True))
     torch.testing.assert_close(second.weight, first.weight)
     for controller in (first, second):
         controller.evolve(model, start, generations=2)
     torch.testing.assert_close(second.weight, first.weight, atol=0, rtol=0)
-    assert second.es.sigma == first.es.sigma and second.es.countiter == first.es.countiter == 5
+    assert second.es.sigma == pytest.approx(first.es.sigma, rel=1e-12, abs=0)  # mirrored samples: an ulp apart
+    assert second.es.countiter == first.es.countiter == saved_after + 2
 
 
 def test_update_warms_up_then_evolves_every_nth_call(one_torch_thread):

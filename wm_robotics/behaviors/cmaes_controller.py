@@ -29,11 +29,15 @@ from wm_robotics.models.base import FeaturePolicy, State, WorldModel
 
 #: The evolving state of ``cma.CMAEvolutionStrategy`` (attribute paths, cma 3.3-4.x); with these and
 #: the sampler's RNG state a restored strategy continues as it would have (exactly in
-#: tests/test_cmaes_controller.py; within ~1e-11 over tens of generations of larger problems). With
+#: tests/test_cmaes_controller.py, but for an ulp of sigma with mirrored samples; within ~1e-11 over tens of
+#: generations of larger problems). With
 #: ``CMA_diagonal`` the sampler has no ``sm.*`` matrices: the covariance is ``sigma_vec.scaling``.
 CMA_FIELDS = ("mean", "sigma", "pc", "pc_neg", "countiter", "countevals", "sm.C", "sm.B", "sm.D", "sm.count_tell",
               "sm.last_update", "sm.count_eigen", "adapt_sigma.ps", "adapt_sigma.is_initialized",
               "adapt_sigma._ps_updated_iteration", "adapt_sigma.delta", "sigma_vec.scaling")
+#: lists of vectors ``cma`` carries from one generation to the next: with a population under 6, the mirrored
+#: samples the next ``ask`` injects (saved as (k, n) tensors; checkpoints before session 60 lack them)
+CMA_LISTS = ("pop_injection_directions",)
 
 
 def linear_policy(weight: torch.Tensor, bias: torch.Tensor) -> FeaturePolicy:
@@ -84,12 +88,14 @@ def _fields(es: cma.CMAEvolutionStrategy) -> list[str]:
 
 
 def cma_state(es: cma.CMAEvolutionStrategy) -> dict[str, Any]:
-    """``CMA_FIELDS`` of ``es`` (those it has) as float64 tensors and plain numbers."""
+    """``CMA_FIELDS`` of ``es`` (those it has) as float64 tensors and plain numbers, ``CMA_LISTS`` as tensors."""
     def plain(value: Any) -> Any:
         if isinstance(value, np.ndarray):
             return torch.from_numpy(value.astype(np.float64, copy=True))
         return value.item() if isinstance(value, np.generic) else value
-    return {path: plain(_get(es, path)) for path in _fields(es)}
+    lists = {name: torch.from_numpy(np.asarray(getattr(es, name), np.float64).reshape(-1, es.N))
+             for name in CMA_LISTS if hasattr(es, name)}
+    return {**{path: plain(_get(es, path)) for path in _fields(es)}, **lists}
 
 
 def load_cma_state(es: cma.CMAEvolutionStrategy, state: dict[str, Any]) -> None:
@@ -97,12 +103,19 @@ def load_cma_state(es: cma.CMAEvolutionStrategy, state: dict[str, Any]) -> None:
     missing = [path for path in _fields(es) if path not in state]
     if missing:
         raise ValueError(f"CMA-ES state lacks {missing}; it was saved by another version of this controller")
+    if state["countiter"] == 0:  # saved before its first generation: a fresh strategy is that state
+        if es.countiter:
+            raise ValueError("a CMA-ES state saved before its first generation loads into a fresh strategy only")
+        return
     if es.countiter == 0:  # cma creates some bookkeeping lazily: one throwaway generation builds it
         candidates = es.ask()
         es.tell(candidates, [float(i) for i in range(len(candidates))])
     for path in _fields(es):
         value = state[path]
         _put(es, path, value.cpu().numpy().copy() if isinstance(value, torch.Tensor) else value)
+    for name in CMA_LISTS:
+        if name in state:
+            setattr(es, name, [row.numpy().copy() for row in state[name].cpu()])
     if hasattr(es.sm, "C"):  # cma keeps aliases of the sampler's matrices
         es.C, es.B, es.D = es.sm.C, es.sm.B, es.sm.D
 
