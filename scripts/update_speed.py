@@ -3,9 +3,9 @@
     python scripts/update_speed.py runs/tdmpc_cpu/<run> --rounds 3 --updates 40
 
 Restores ``checkpoints/latest.pt`` and the replay into a copy of the run (the run itself is not written to) and
-prints ms per update (world model + behaviour, ``Trainer.update``; one torch thread, as the flag is per thread) for
-each setting. Subnormal activations and gradients grow as a run trains; ``wm_robotics.builders.flush_denormals``,
-which every ``Trainer`` calls, keeps them off the CPU's slow path.
+prints ms per update (world model + behaviour, ``Trainer.update``; on the CPU with one torch thread, as the flag is
+per thread and the CPU's) for each setting. Subnormal activations and gradients grow as a run trains;
+``wm_robotics.builders.flush_denormals``, which every ``Trainer`` calls, keeps them off the CPU's slow path.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def main() -> None:
         for part in ("checkpoints", "episodes"):
             shutil.copytree(args.run / part, copy / part)
         cfg = yaml.safe_load((args.run / "config.yaml").read_text())
-        cfg["torch_threads"] = 1
+        cfg["torch_threads"], cfg["device"] = 1, "cpu"  # the flag is the CPU's: a run saved with device=auto
         trainer = Trainer(cfg, copy)
         trainer.restore()
         for _ in range(5):

@@ -218,6 +218,12 @@ def test_jepa_goal_trains_on_pixels_and_plans_toward_a_goal_image(tmp_path):
     assert "| +0.00 | 0.000 | 0.000 |" in probe.stdout  # the goal itself: zero distance, zero energy
 
 
+def test_a_policy_prior_without_q_functions_is_refused():
+    model = JEPAWorldModel({"proprio": (5,)}, 1, latent=16, units=32, enc_units=32, num_q=0, policy=True)
+    with pytest.raises(ValueError, match=r"needs Q functions \(model.overrides.num_q > 0\)"):
+        MPCBehavior(model)
+
+
 def test_prior_update_moves_only_the_prior():
     torch.manual_seed(0)
     model = JEPAWorldModel({"proprio": (3,)}, 1, latent=16, units=16, enc_units=16, layers=1, num_q=2)
@@ -234,7 +240,7 @@ def test_prior_update_moves_only_the_prior():
 def test_goal_fields_with_a_policy_prior_plan_in_the_whole_model():
     # a split_dynamics pixels + proprio JEPA with a policy prior: MPPI's prior samples read whole latents,
     # so a goal on proprio fields must plan in the whole model, not in the proprio block
-    env, payload = untrained_goal_reacher("model.overrides.policy=true")
+    env, payload = untrained_goal_reacher("model.overrides.policy=true", "model.overrides.num_q=2")  # Q trains it
     controller = MPCController(payload, "cpu", "mppi", horizon=3, samples=16, iterations=2, elites=4,
                                policy_samples=4)
     assert controller.planner.policy is not None

@@ -46,6 +46,9 @@ class MPCBehavior(ActionBounds):
         prior = getattr(model, "policy", None)
         self.has_prior = isinstance(prior, nn.Module)
         self.has_value = getattr(model, "q", None) is not None
+        if self.has_prior and not self.has_value:
+            raise ValueError("the policy prior learns to maximise Q (TD-MPC2): a model with a policy needs Q functions "
+                             "(model.overrides.num_q > 0), or turn the prior off (model.overrides.policy=false)")
         self.noise, self.entropy, self.rho, self.grad_clip, self.scale_tau = noise, entropy, rho, grad_clip, scale_tau
         self.register_buffer("q_scale", torch.ones(()))
         self.pi_opt = adam(prior.parameters(), lr, eps=1e-5) if self.has_prior else None
