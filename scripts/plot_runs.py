@@ -28,6 +28,8 @@ def main() -> None:
         label, _, folders = item.partition("=")
         if not folders:
             parser.error(f"expected LABEL=RUN[,RUN...], got {item!r}")
+        if label in runs:
+            parser.error(f"label {label!r} given twice: list all its runs once, {label}=RUN,RUN,...")
         runs[label] = folders.split(",")
     known = sorted(published_results().get(args.budget, {}))
     if args.task not in known:

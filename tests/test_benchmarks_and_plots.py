@@ -1,11 +1,14 @@
 """Benchmark helpers and plots produce real numbers and files (no timing is asserted)."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
+from tests.configs import ROOT
 from wm_robotics.behaviors.mppi import MPPIPlanner
 from wm_robotics.benchmarks import envs as env_bench, learner, planner as planner_bench, timing
 from wm_robotics.benchmarks.timing import interleaved_rates, matmul_gflops, nearest_reference, write_json
@@ -103,6 +106,15 @@ def test_plot_runs_from_metrics_csv(tmp_path):
     assert set(published_results()) - {"_sources"} == set(BUDGETS)
     with pytest.raises(ValueError, match=r"unknown budget '2M'; valid budgets: \['100k', '500k', '1M'\]"):
         plot_runs({"dreamer": [tmp_path / "run0"]}, "cartpole-swingup", tmp_path / "q.png", budget="2M")
+
+
+def test_plot_runs_script_refuses_a_label_given_twice(tmp_path):
+    (tmp_path / "a.csv").write_text("step,eval_return\n10000,1\n")
+    seeds = f"base={tmp_path / 'a.csv'}"
+    command = [sys.executable, str(ROOT / "scripts/plot_runs.py"), seeds, seeds, "--task", "cartpole-swingup",
+               "--out", str(tmp_path / "p.png")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "label 'base' given twice" in result.stderr
 
 
 def test_eager_runs_compiled_code_kernel_by_kernel_inside_and_restores_it():
