@@ -165,6 +165,11 @@ def _run_label(cfg: dict) -> str:
                      *([f"[{configuration}]"] if configuration not in ("preset", "-") else [])])
 
 
+def _repeated_seeds(seeds: list) -> list:
+    """The seeds (None: unrecorded, left out) that occur more than once, sorted."""
+    return sorted({seed for seed in seeds if seed is not None and seeds.count(seed) > 1})
+
+
 def _task_cell(report: dict) -> str:
     """The evaluated task, and the trained one when it differs."""
     trained = report.get("trained_env", report["env"])
@@ -185,8 +190,7 @@ def _print_seed_summaries(reports: list[dict]) -> None:
         groups[key].append(report)
     rows = []
     for (experiment, precision, configuration, task, steps), members in groups.items():
-        seeds = [report.get("train_seed") for report in members]
-        repeated = sorted({seed for seed in seeds if seed is not None and seeds.count(seed) > 1})
+        repeated = _repeated_seeds([report.get("train_seed") for report in members])
         if repeated:
             print(f"note: {experiment} ({precision}, {configuration}) on {task} at {steps:,} steps has several reports "
                   f"of training seed(s) {repeated}: not aggregated, give one report per seed")
@@ -219,28 +223,31 @@ def compare(argv: list[str]) -> None:
             parser.error(f"{path} is neither a run folder (with config.yaml) nor a report .json of this script")
     reports, runs = [p for p in paths if p.suffix == ".json"], [p for p in paths if p.suffix != ".json"]
     groups: dict[str, dict[str, list[Path]]] = defaultdict(lambda: defaultdict(list))
+    seeds: dict[tuple[str, str], list] = defaultdict(list)  # (task, label) → its runs' seeds
     rows = []
     for run in runs:
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         task = _task(cfg["env"]["id"])
         references = published_results().get(args.budget, {}).get(task, {})
         refs = ", ".join(f"{name} {value}" for name, value in references.items()) or "-"
+        label = _run_label(cfg)
         try:
             steps, returns = eval_curve(run)
         except (ValueError, FileNotFoundError) as error:
-            rows.append([run.name, _run_label(cfg), task, cfg["seed"], "-", f"no eval yet ({error})", "-", refs])
+            rows.append([run.name, label, task, cfg["seed"], "-", f"no eval yet ({error})", "-", refs])
             continue
-        groups[task][_run_label(cfg)].append(run)
-        rows.append([run.name, _run_label(cfg), task, cfg["seed"], f"{int(steps[-1]):,}", f"{returns[-1]:.1f}",
+        groups[task][label].append(run)
+        seeds[task, label].append(cfg["seed"])
+        rows.append([run.name, label, task, cfg["seed"], f"{int(steps[-1]):,}", f"{returns[-1]:.1f}",
                      f"{returns.max():.1f}", refs])
     if runs:
         _print_table(["run", "experiment", "task", "seed", "env steps", "final eval", "best eval",
                       f"published @ {args.budget}"], rows)
     for task, by_experiment in groups.items():
-        for label, folders in by_experiment.items():
-            seeds = [yaml.safe_load((run / "config.yaml").read_text())["seed"] for run in folders]
-            if len(set(seeds)) < len(seeds):
-                print(f"note: the {label} curve on {task} averages runs of one seed more than once (seeds {seeds})")
+        for label in by_experiment:
+            if _repeated_seeds(seeds[task, label]):
+                print(f"note: the {label} curve on {task} averages runs of one seed more than once "
+                      f"(seeds {seeds[task, label]})")
         out = Path(args.out)
         out = out if len(groups) == 1 else out.with_name(f"{out.stem}_{task}{out.suffix}")
         print(f"plot -> {plot_runs(dict(by_experiment), task, out, args.budget)}")

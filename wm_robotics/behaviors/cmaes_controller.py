@@ -30,8 +30,8 @@ from wm_robotics.models.base import FeaturePolicy, State, WorldModel
 #: The evolving state of ``cma.CMAEvolutionStrategy`` (attribute paths, cma 3.3-4.x); with these and
 #: the sampler's RNG state a restored strategy continues as it would have (exactly in
 #: tests/test_cmaes_controller.py, but for an ulp of sigma with mirrored samples; within ~1e-11 over tens of
-#: generations of larger problems). With
-#: ``CMA_diagonal`` the sampler has no ``sm.*`` matrices: the covariance is ``sigma_vec.scaling``.
+#: generations of larger problems). With ``CMA_diagonal`` the sampler has no ``sm.*`` matrices: the covariance is
+#: ``sigma_vec.scaling``.
 CMA_FIELDS = ("mean", "sigma", "pc", "pc_neg", "countiter", "countevals", "sm.C", "sm.B", "sm.D", "sm.count_tell",
               "sm.last_update", "sm.count_eigen", "adapt_sigma.ps", "adapt_sigma.is_initialized",
               "adapt_sigma._ps_updated_iteration", "adapt_sigma.delta", "sigma_vec.scaling")
