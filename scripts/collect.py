@@ -21,7 +21,7 @@ from wm_robotics.video import episode_frames, video_path, write_video
 def main(cfg: DictConfig) -> None:
     try:
         if cfg.video:
-            video_path(cfg.video)
+            video_path(cfg.video, cfg.fps)
         env = envs.make_env(cfg.env.id, **envs.env_kwargs(cfg))
     except (ValueError, gym.error.Error) as error:  # bad settings or an unknown env id: one line, no traceback
         raise SystemExit(f"collect.py: {error}") from error

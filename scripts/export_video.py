@@ -68,7 +68,9 @@ def _imagination(cfg: DictConfig) -> None:
 @hydra.main(config_path="../configs", config_name="export_video", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     try:
-        video_path(cfg.out)
+        video_path(cfg.out, cfg.fps)
+        if cfg.episodes < 1:
+            raise ValueError(f"episodes must be at least 1, got {cfg.episodes}")
         if cfg.checkpoint is None and cfg.task is not None:
             raise ValueError(f"task={cfg.task} picks the env of a checkpoint's video; without checkpoint= choose the "
                              f"env with env=<name> (configs/env)")

@@ -16,6 +16,7 @@ if ! grep -q "libEGL.so.1" <<< "$LIBS" || ! grep -q "libGL.so.1" <<< "$LIBS" \
    || ! ls /usr/share/glvnd/egl_vendor.d/*.json >/dev/null 2>&1; then
   PACKAGES="libegl1 libgl1 libgles2 libglvnd0 libegl-mesa0 libgl1-mesa-dri"
 fi
+python3 -m pip --version >/dev/null 2>&1 || PACKAGES="$PACKAGES python3-pip"  # stock Debian/Ubuntu python3 has no pip
 OPTIONAL=""
 grep -q "libjemalloc.so.2" <<< "$LIBS" || OPTIONAL="libjemalloc2"
 command -v "${CXX:-g++}" >/dev/null || OPTIONAL="$OPTIONAL g++"  # the compiler inductor calls

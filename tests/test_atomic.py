@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from wm_robotics.atomic import UMASK, write_atomic, write_text_atomic
@@ -20,3 +22,15 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["metrics.csv"]
     write_text_atomic(path, "new")
     assert path.read_text() == "new" and path.stat().st_mode & 0o777 == 0o666 & ~UMASK
+
+
+def test_the_file_and_then_its_folder_are_synced(tmp_path, monkeypatch):
+    synced, fsync = [], os.fsync
+
+    def record(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", record)
+    path = write_text_atomic(tmp_path / "checkpoint.pt", "weights")
+    assert len(synced) == 2 and synced[0].endswith(".tmp") and synced[1] == str(path.parent)

@@ -51,6 +51,15 @@ def test_an_unreadable_episode_file_is_named_in_the_error(tmp_path):
     np.savez(tmp_path / "short.npz", **{**_episode(), "reward": np.zeros(4, np.float32)})
     with pytest.raises(EpisodeFormatError, match="short.npz: .*reward has 4 entries, expected 5"):
         load_episode(tmp_path / "short.npz")
+    episode = save_episode(tmp_path / "good.npz", _episode()).read_bytes()
+    (tmp_path / "empty.npz").write_bytes(b"")
+    (tmp_path / "flipped.npz").write_bytes(episode[:100] + bytes(b ^ 0xFF for b in episode[100:300]) + episode[300:])
+    np.save(tmp_path / "one_array.npy", np.zeros(3))
+    os.replace(tmp_path / "one_array.npy", tmp_path / "one_array.npz")
+    np.savez(tmp_path / "scalar.npz", **{**_episode(), "reward": np.float32(1.0)})
+    for name in ("empty.npz", "flipped.npz", "one_array.npz", "scalar.npz"):  # EOFError, zlib.error, TypeError
+        with pytest.raises(EpisodeFormatError, match=f"{name}: not a readable episode file"):
+            load_episode(tmp_path / name)
 
 
 def test_failed_write_leaves_no_file(tmp_path, monkeypatch):

@@ -11,11 +11,11 @@ def test_csv_header_rows_and_resume(tmp_path):
     logger = MetricsLogger(tmp_path)
     logger.log(100, {"episode_return": 12.5})
     logger.log(200, {"loss/total": 3.0, "eval_return": 50.0})
-    logger.log(300, {"eval_return": 60.0})
+    logger.log(300, {"eval_return": 60.0, "updates": 1234567})
     logger.close()
     rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
-    assert list(rows[0]) == ["step", "episode_return", "eval_return", "loss/total"]
-    assert [r["step"] for r in rows] == ["100", "200", "300"]
+    assert list(rows[0]) == ["step", "episode_return", "eval_return", "loss/total", "updates"]
+    assert [r["step"] for r in rows] == ["100", "200", "300"] and rows[2]["updates"] == "1234567"  # counters in full
     assert rows[0]["eval_return"] == "" and float(rows[1]["eval_return"]) == 50.0
     assert list((tmp_path / "tensorboard").iterdir())
 

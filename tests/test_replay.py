@@ -113,6 +113,17 @@ def test_from_directory_accepts_any_npz_name(tmp_path):
     assert replay.add_episode(make_episode(3, 5)).name == "episode-000001-len5.npz"
 
 
+def test_load_names_the_file_of_another_spec_and_keeps_nothing(tmp_path):
+    save_episode(tmp_path / "a.npz", make_episode(0, 5))
+    other = make_episode(1, 5)
+    other["action"] = np.zeros((5, 6), np.float32)  # another env's action size
+    save_episode(tmp_path / "b.npz", other)
+    replay = SequenceReplay(None, seq_len=3)
+    with pytest.raises(ValueError, match=r"b\.npz: episode does not match the stored ones"):
+        replay.load(tmp_path)
+    assert (replay.num_episodes, replay.num_steps, replay.spec) == (0, 0, {})
+
+
 def test_pixels_stay_uint8_without_per_sequence_copies():
     episodes = [make_episode(ep, 99, pixels=True) for ep in range(4)]
     replay = SequenceReplay(None, capacity=400, seq_len=16, batch_size=8)

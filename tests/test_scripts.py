@@ -46,6 +46,8 @@ def test_collect_then_export_video(tmp_path):
     ("export_video.py", "out=clip.avi", "export_video.py: video path must end in one of"),
     ("export_video.py", "task=walker_walk", "export_video.py: task=walker_walk picks the env of a checkpoint's video"),
     ("export_video.py", "checkpoint=run env=walker_walk", "with checkpoint= the video plays the checkpoint's task"),
+    ("export_video.py", "source=run episodes=-1", "export_video.py: episodes must be at least 1, got -1"),
+    ("collect.py", "video=episodes.gif fps=60", "collect.py: fps must be positive and at most 50 for a GIF"),
 ])
 def test_bad_arguments_give_one_line_before_any_work(tmp_path, script, bad, message):
     command = [sys.executable, str(ROOT / "scripts" / script), *bad.split(), f"hydra.run.dir={tmp_path / 'run'}"]

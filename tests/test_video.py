@@ -85,6 +85,7 @@ def test_missing_pixel_decoder_falls_back_to_error_curves(checkpoints, tmp_path,
     assert iio.imread(tmp_path / "clip.gif").shape[:3] == (STEPS + 1, SIZE, 2 * SIZE + 2)  # real | curves
     saved = load_episode(next((checkpoints["root"] / "proprio" / "episodes").glob("*.npz")))  # no obs/pixels
     export_imagination_video(checkpoints["proprio"], tmp_path / "saved.gif", source=[saved], size=SIZE, device="cpu")
+    assert "exporting the latent prediction error alone (the episode has no obs/pixels)" in capsys.readouterr().out
     assert iio.imread(tmp_path / "saved.gif").shape[:3] == (len(saved["action"]) + 1, SIZE, SIZE)  # curves alone
 
 
@@ -103,6 +104,16 @@ def test_wrong_task_and_wrong_files_give_clear_errors(checkpoints, tmp_path):
     with pytest.raises(ValueError, match=r"unknown planner 'policy' for the planner view; "
                                          r"valid planners: \['cem', 'mppi'\]"):
         planner_strip({}, torch.device("cpu"), None, [], [0], planner="policy")
+
+
+def test_gif_frame_delays_follow_fps(tmp_path):
+    frames = np.arange(3, dtype=np.uint8)[:, None, None, None].repeat(8, 1).repeat(8, 2).repeat(3, 3) * 50
+    for fps, delay in ((15, 70), (20, 50), (25, 40), (50, 20)):  # the nearest hundredth of a second: 66.7 ms → 70
+        assert iio.immeta(write_video(tmp_path / f"{fps}.gif", frames, fps))["duration"] == delay
+    with pytest.raises(ValueError, match=r"at most 50 for a GIF \(use .mp4\), got 60"):
+        write_video(tmp_path / "fast.gif", frames, 60)
+    with pytest.raises(ValueError, match="fps must be positive, got 0"):
+        write_video(tmp_path / "still.mp4", frames, 0)
 
 
 def test_odd_sized_mp4_is_padded_to_even(tmp_path):

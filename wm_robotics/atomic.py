@@ -1,5 +1,5 @@
-"""Atomic files: written to a temp file beside the target, flushed to disk, then renamed over it, so a reader,
-a killed run or a crashed machine finds the old file or the new one, never half of one."""
+"""Atomic files: written to a temp file beside the target, flushed to disk, then renamed over it (the folder
+flushed too), so a reader, a killed run or a crashed machine finds the old file or the new one, never half of one."""
 
 from __future__ import annotations
 
@@ -30,7 +30,23 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+    _fsync_folder(path.parent)
     return path
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Flush ``folder``'s entries to disk, so a rename into it survives a crash of the machine (where the system
+    allows a folder to be opened and synced; others keep it in their cache)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

@@ -45,7 +45,7 @@ from wm_robotics.video import (
 
 REQUIRED_KEYS = ("config", "obs_shapes", "action_low", "action_high", "model", "behavior")
 NO_DECODER = ("{model} has no pixel decoder (decode() gives no 'pixels'; a JEPA needs a trained probe decoder): "
-              "exporting real frames | latent prediction error instead of real | imagined | |error|")
+              "exporting {shown} instead of real | imagined | |error|")
 
 
 def imagination_frames(result: Imagination, real: Sequence[np.ndarray] | None, size: int = 256,
@@ -159,7 +159,9 @@ def export_imagination_video(
     for index, (episode, real) in enumerate(runs):
         result = imagine_episode(model, episode, agent.behavior.from_env, context, horizon)
         if index == 0 and result.pixels is None:
-            print(NO_DECODER.format(model=type(model).__name__))
+            shown = "real frames | latent prediction error" if real is not None else \
+                "the latent prediction error alone (the episode has no obs/pixels)"
+            print(NO_DECODER.format(model=type(model).__name__, shown=shown))
         frames += imagination_frames(result, real, size, f"episode {index}")
         results.append(result)
         imagined = result.horizon > 0

@@ -52,7 +52,7 @@ class MetricsLogger:
         writer = csv.DictWriter(buffer, fieldnames=columns)
         writer.writeheader()
         for row in self._rows:
-            writer.writerow({key: (int(value) if key == "step" else f"{value:.6g}") for key, value in row.items()})
+            writer.writerow({key: _csv_value(value) for key, value in row.items()})
         write_text_atomic(self.path, buffer.getvalue())
         self._writer.flush()
 
@@ -60,3 +60,8 @@ class MetricsLogger:
         """Flush, then close the TensorBoard writer."""
         self.flush()
         self._writer.close()
+
+
+def _csv_value(value: float) -> str:
+    """A whole number in full (steps, update counters), any other value to 6 significant digits."""
+    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else f"{value:.6g}"

@@ -55,25 +55,31 @@ def side_by_side(panels: Sequence[np.ndarray], gap: int = GAP) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
-def video_path(path: str | os.PathLike) -> Path:
-    """``path`` as a video path, checked before any frame is made: it must end in one of ``VIDEO_SUFFIXES``."""
+def video_path(path: str | os.PathLike, fps: float = 25) -> Path:
+    """``path`` as a video path, checked before any frame is made: it must end in one of ``VIDEO_SUFFIXES``, and a
+    GIF's ``fps`` must be one it can play (frame delays are whole hundredths of a second, and viewers slow delays
+    under 2 of them to 10 fps: at most 50 fps)."""
     path = Path(path)
     if path.suffix not in VIDEO_SUFFIXES:
         raise ValueError(f"video path must end in one of {VIDEO_SUFFIXES}, got {path.name!r}")
+    if not fps > 0 or (path.suffix == ".gif" and fps > 50):
+        raise ValueError(f"fps must be positive{' and at most 50 for a GIF (use .mp4)' * (path.suffix == '.gif')}, "
+                         f"got {fps}")
     return path
 
 
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: int = 25) -> Path:
     """Write uint8 frames to ``path`` (.mp4 via ffmpeg or .gif), atomically.
 
-    H.264 needs even sizes: an MP4 frame of odd height or width gets one white row / column.
+    H.264 needs even sizes: an MP4 frame of odd height or width gets one white row / column. A GIF's frame delay is
+    the nearest whole hundredth of a second (fps 30 plays at 33.3).
     """
-    path = video_path(path)
+    path = video_path(path, fps)
     frames = np.stack(list(frames))
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 N×H×W×3, got {frames.dtype} {frames.shape}")
     if path.suffix == ".gif":
-        encoded = iio.imwrite("<bytes>", frames, extension=".gif", duration=1000 / fps, loop=0)
+        encoded = iio.imwrite("<bytes>", frames, extension=".gif", duration=10 * round(100 / fps), loop=0)
     else:
         pad = ((0, 0), (0, frames.shape[1] % 2), (0, frames.shape[2] % 2), (0, 0))
         frames = np.pad(frames, pad, constant_values=255)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
+from numpy.lib.npyio import NpzFile
 
 from wm_robotics.atomic import write_atomic
 
@@ -28,6 +30,9 @@ def validate_episode(episode: dict[str, np.ndarray]) -> int:
     obs_keys = [k for k in episode if k.startswith("obs/")]
     if missing or not obs_keys:
         raise EpisodeFormatError(f"episode needs keys {list(STEP_KEYS)} and obs/<key>; missing {missing or 'obs/*'}")
+    scalars = [key for key in (*STEP_KEYS, *obs_keys) if np.ndim(episode[key]) == 0]
+    if scalars:
+        raise EpisodeFormatError(f"{scalars} must be arrays with one entry per step, got scalars")
     steps = len(episode["action"])
     for key in STEP_KEYS:
         if len(episode[key]) != steps:
@@ -48,10 +53,13 @@ def load_episode(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read an episode file into a dict of arrays (validated); an unreadable or malformed file is an
     ``EpisodeFormatError`` that names it."""
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, NpzFile):
+            raise EpisodeFormatError("one .npy array, not an .npz archive of arrays")
+        with data:
             episode = {key: data[key] for key in data.files}
         validate_episode(episode)
-    except (EpisodeFormatError, OSError, ValueError, zipfile.BadZipFile) as error:
+    except (EpisodeFormatError, OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise EpisodeFormatError(f"{path}: not a readable episode file ({type(error).__name__}: {error})") from error
     return episode
 

@@ -31,8 +31,8 @@ class SequenceReplay:
     episodes from memory (their files on disk stay). Episodes shorter than ``seq_len``
     observations are stored but never sampled. With ``directory`` set, every added episode is
     also written there as ``episode-<index>-len<T>.npz``; ``load()`` recovers them after a
-    restart. Buffers grow geometrically (×1.5, capped at ``capacity``), so ``nbytes`` is at
-    most 1.5 × the bytes of the stored steps.
+    restart. Buffers grow geometrically (×1.5, capped at ``capacity``) and never shrink, so
+    ``nbytes`` is at most max(capacity, 1.5 × the most steps stored at once) steps' bytes.
     """
 
     def __init__(self, directory: str | Path | None, capacity: int = 1_000_000, seq_len: int = 64,
@@ -109,10 +109,15 @@ class SequenceReplay:
             steps = len(episode["action"]) + 1
             if total + steps > self.capacity:
                 break
-            newest_first.append(episode)
+            newest_first.append((path, episode))
             total += steps
         while newest_first:
-            self.add_episode(newest_first.pop(), save=False)
+            path, episode = newest_first.pop()
+            try:
+                self.add_episode(episode, save=False)
+            except ValueError as error:  # e.g. episodes of another env in the folder: none of them kept
+                self._clear()
+                raise ValueError(f"{path}: {error}") from error
         self._next_file = self._scan_next_file()
         return total
 
