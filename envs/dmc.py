@@ -103,6 +103,11 @@ class DMCEnv(gym.Env):
         # one rendered frame per agent step: RecordVideo and friends play at the simulated speed
         self.metadata = {**self.metadata,
                          "render_fps": 1.0 / (self._dm_env.control_timestep() * self.action_repeat)}
+        offscreen = self._physics.model.vis.global_
+        if self.image_size > min(offscreen.offwidth, offscreen.offheight):
+            raise ValueError(f"image_size must be at most {min(offscreen.offwidth, offscreen.offheight)} for "
+                             f"{domain}-{task} (its offscreen buffer is {offscreen.offwidth}×{offscreen.offheight}), "
+                             f"got {self.image_size}")
         self.camera_id = DEFAULT_CAMERA.get(domain, 0) if camera_id is None else int(camera_id)
         if not -1 <= self.camera_id < self._physics.model.ncam:
             raise ValueError(
@@ -154,7 +159,9 @@ class DMCEnv(gym.Env):
         return {}
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict[str, Any]]:
-        """Start an episode; with ``seed`` the episode is reproducible."""
+        """Start an episode; with ``seed`` (below 2**32, dm_control's limit) the episode is reproducible."""
+        if seed is not None and not 0 <= seed < 2**32:
+            raise ValueError(f"seed must be in [0, 2**32) (dm_control's random state), got {seed}")
         super().reset(seed=seed)
         if seed is not None:
             self._task.random.seed(seed)

@@ -7,7 +7,8 @@ in ``info``:
 - ``info["goal_pixels"]``: uint8 H×W×3 frame of the robot *at* the goal state;
 - ``info["goal_proprio"]``: the proprio vector at the goal state (zero velocity);
 - ``info["goal_distance"]``: end-effector distance to the goal (metres);
-- ``info["success"]``: ``goal_distance`` within the task's target radius.
+- ``info["success"]``: ``goal_distance`` within the task's target radius (the target geom's; the reacher's
+  reward is full out to that plus the finger's radius, so success is the stricter of the two).
 
 Goal joint angles are drawn uniformly from the domain's range and drawn again while a limited joint
 falls outside its limits (the reacher's wrist: ±160°), so every goal is a pose the robot can take.
@@ -55,12 +56,12 @@ class GoalDMCEnv(DMCEnv):
         zero, kinematics computed); afterwards the episode's own state is back."""
         physics, names = self._physics, list(self._goal_joints)
         qpos, qvel = physics.data.qpos.copy(), physics.data.qvel.copy()
-        physics.named.data.qpos[names] = joints
-        physics.data.qvel[:] = 0
-        if velocity is not None:
-            physics.named.data.qvel[names] = velocity
-        physics.forward()
-        try:
+        try:  # a refused joints / velocity array leaves the episode's state as it was, too
+            physics.named.data.qpos[names] = joints
+            physics.data.qvel[:] = 0
+            if velocity is not None:
+                physics.named.data.qvel[names] = velocity
+            physics.forward()
             yield
         finally:
             physics.data.qpos[:], physics.data.qvel[:] = qpos, qvel

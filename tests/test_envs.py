@@ -91,6 +91,8 @@ def test_seeding_is_reproducible():
     first, again, other = rollout(3), rollout(3), rollout(4)
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
     assert not np.array_equal(first[0], other[0])
+    with pytest.raises(ValueError, match=r"seed must be in \[0, 2\*\*32\)"):
+        env.reset(seed=2**32)
 
 
 def test_time_limit_truncates_in_agent_steps_then_refuses_to_step():
@@ -187,6 +189,7 @@ def test_make_env_checks_max_episode_steps():
     ({"image_size": -64}, "image_size must be a positive integer"),
     ({"time_limit": 0}, "time_limit must be a positive integer"),
     ({"camera_id": 9}, "camera_id must be in"),
+    ({"image_size": 512, "obs_mode": "pixels"}, r"image_size must be at most 480 .*buffer is 640×480\), got 512"),
 ])
 def test_bad_constructor_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):

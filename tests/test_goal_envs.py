@@ -76,3 +76,7 @@ def test_observation_near_goal_moves_only_the_probe():
     assert not np.allclose(moved["proprio"][:2], info["goal_proprio"][:2])
     np.testing.assert_array_equal(unwrapped._observation()["proprio"], obs["proprio"])  # the episode is untouched
     assert unwrapped.goal_distance() == pytest.approx(info["goal_distance"])
+    with pytest.raises(ValueError):  # a velocity of the wrong length is refused and the episode still untouched
+        unwrapped.observation_near_goal([1.0, 0.5], [2.0, 0.0, 1.0])
+    np.testing.assert_array_equal(unwrapped._observation()["proprio"], obs["proprio"])
+    assert unwrapped.goal_distance() == pytest.approx(info["goal_distance"])
