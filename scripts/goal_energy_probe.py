@@ -5,6 +5,8 @@ reacher's shoulder) by each offset and given each velocity on that joint (others
 such observation is encoded and its distance to the goal's latent printed (the planner's goal
 energy at one step, ``MPCController.goal_energy``), beside the end effector's distance to the goal.
 With ``--fields`` the energy compares those proprio fields as the probe decoder reads them instead.
+The goal is the one first set: a run with ``goal_energy.pose_feedback`` (``jepa_goal_frame``) corrects
+it by the probe's error at every step of a real episode, which this probe leaves out.
 
     python scripts/goal_energy_probe.py runs/<jepa_goal run> --seed 100016 --offsets -1.5:1.5:0.1 \
         --velocities 0,0.5,1,2,4

@@ -18,6 +18,15 @@ def test_maps_bounds_onto_unit_box_and_back():
     np.testing.assert_allclose(from_env_units(np.array([1.5, 0.25], np.float32), low, high), [0.75, -0.5])
 
 
+def test_the_unit_box_edges_map_inside_any_bounds():
+    generator = torch.Generator().manual_seed(0)
+    low = -3 * torch.rand(10_000, generator=generator)
+    high = low + 3 * torch.rand(10_000, generator=generator) + 1e-3  # bounds not exactly low + a float32 width
+    for edge in (-1.0, 1.0):  # in float32 the plain affine map lands an ulp past high for ~16% of such bounds
+        action = to_env_units(torch.full_like(low, edge), low, high)
+        assert torch.all((low <= action) & (action <= high))
+
+
 @pytest.mark.parametrize("low, high", [(1.0, -1.0), (-np.inf, 1.0), (0.0, 0.0)])
 def test_rejects_bounds_that_are_not_finite_and_ordered(low, high):
     with pytest.raises(ValueError, match="finite with action_low < action_high"):

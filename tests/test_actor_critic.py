@@ -187,6 +187,16 @@ def test_state_dict_round_trip():
         torch.testing.assert_close(a, b)
 
 
+def test_discount_stays_float32_without_a_continue_head_under_bf16(monkeypatch):
+    from wm_robotics.behaviors import actor_critic
+
+    seen = []
+    monkeypatch.setattr(actor_critic, "lambda_returns", lambda *args: seen.append(args[2]) or lambda_returns(*args))
+    with compute_precision(torch.device("cpu"), "bf16"):  # bf16 features; a bf16 discount 0.999 would be 1.0
+        small_agent(discount=0.999).update(PointModel(), {"x": torch.rand(4, 1)})
+    assert seen[0].dtype == torch.float32 and torch.all(seen[0] == torch.tensor(0.999))
+
+
 def test_bf16_features_cast_once_give_the_update_autocast_gives(monkeypatch):
     from wm_robotics.models import base
     from wm_robotics.models.rssm import RSSMWorldModel

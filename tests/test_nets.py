@@ -86,6 +86,11 @@ def test_mlp_saved_without_an_input_bias_loads_with_a_zero_bias():
     x = torch.randn(8, 6)
     expected = net[1:](torch.nn.functional.linear(x, old["0.weight"]))
     torch.testing.assert_close(net(x), expected)
+    trained = mlp(6, 32, 2, 4)
+    bias = trained[0].bias.detach().clone()
+    later = {key: value for key, value in net.state_dict().items() if not key.startswith("0.")}
+    missing = trained.load_state_dict(later, strict=False).missing_keys  # a partial load leaves layer 0 as it was
+    assert missing == ["0.weight", "0.bias"] and torch.equal(trained[0].bias, bias)
 
 
 def test_optimizer_state_of_another_model_version_says_so():

@@ -255,3 +255,6 @@ def test_encoder_embedding_sizes():
     assert both.out_dim == 2 * 8 * 4 * 4 + 7
     obs = obs_of(random_batch(OBS_SHAPES["both"], A, batch=3, length=2))
     assert both(obs).shape == (3, 2, both.out_dim)
+    assert [part.shape[-1] for part in both.parts(obs, ["proprio", "pixels"])] == [7, 2 * 8 * 4 * 4]  # keys' order
+    with pytest.raises(ValueError, match=r"no part for \['depth'\]; its keys: \['pixels', 'proprio'\]"):
+        both.parts(obs, ["depth"])

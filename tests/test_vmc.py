@@ -11,7 +11,7 @@ from torch.distributions import Categorical, MixtureSameFamily, Normal, kl_diver
 from tests.configs import ROOT, preset_config, run_script
 from tests.tiny_models import VMC_TINY, random_batch
 from wm_robotics.builders import build_world_model
-from wm_robotics.checkpoint import load_checkpoint
+from wm_robotics.checkpoint import load_checkpoint, save_checkpoint
 from wm_robotics.models.mdn_rnn import MDNRNN, mdn_log_prob, mdn_sample
 from wm_robotics.models.vae import ConvVAE, gaussian_kl
 from wm_robotics.models.vmc import VMCWorldModel
@@ -213,6 +213,10 @@ def test_preset_trains_resumes_sweeps_tau_and_its_checkpoint_evaluates_and_expor
     sweep = temperature_sweep(run / "checkpoints", temperatures=(0.5, 1.5), generations=2, episodes=1, device="cpu")
     assert [row["temperature"] for row in sweep["rows"]] == [0.5, 1.5] and "| 1.5 |" in markdown(sweep)
     assert all(math.isfinite(row["dream_return"]) and math.isfinite(row["real_return"]) for row in sweep["rows"])
+    second["config"]["behavior"]["kind"] = "actor_critic"
+    save_checkpoint(tmp_path / "actor_critic.pt", second)
+    with pytest.raises(ValueError, match="has behavior 'actor_critic'; the τ sweep evolves the CMA-ES controller"):
+        temperature_sweep(tmp_path / "actor_critic.pt", device="cpu")
 
     out = run_script(ROOT / "scripts/evaluate.py", f"checkpoint={run}", "episodes=1", f"out={tmp_path / 'r.json'}",
                      "torch_threads=1", "context=3", "horizon=5", "windows_per_episode=2", "sensitivity=false",

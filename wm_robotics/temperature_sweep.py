@@ -53,6 +53,9 @@ def temperature_sweep(checkpoint: str | os.PathLike, temperatures: Sequence[floa
     torch_device = resolve_device(device)
     payload = load_checkpoint(checkpoint, map_location=torch_device)
     cfg = payload["config"]
+    if cfg["behavior"]["kind"] != "cmaes":
+        raise ValueError(f"{checkpoint} has behavior {cfg['behavior']['kind']!r}; the τ sweep evolves the CMA-ES "
+                         f"controller of a world_models run (behavior=cmaes)")
     agent = agent_from_checkpoint(payload, torch_device)
     model = agent.model
     if not hasattr(model, "temperature"):

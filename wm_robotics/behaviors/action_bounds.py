@@ -30,8 +30,9 @@ def bound_vectors(action_dim: int, action_low: Bounds, action_high: Bounds) -> t
 
 
 def to_env_units(action: Array, low: Array, high: Array) -> Array:
-    """Normalised [-1, 1] → env units [low, high] (numpy or torch)."""
-    return low + (action + 1.0) * 0.5 * (high - low)
+    """Normalised [-1, 1] → env units [low, high] (numpy or torch), clipped to them (rounding could put an
+    action of 1 an ulp above ``high``)."""
+    return (low + (action + 1.0) * 0.5 * (high - low)).clip(low, high)
 
 
 def from_env_units(action: Array, low: Array, high: Array) -> Array:

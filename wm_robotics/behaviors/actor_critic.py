@@ -171,7 +171,8 @@ class ActorCritic(ActionBounds):
             if rewards is None:
                 raise ValueError("the world model has no reward head; the actor-critic needs predict_reward")
             cont = model.predict_continue(features)
-            cont = torch.ones_like(features[..., 0]) if cont is None else cont   # (N, H+1)
+            # float32 even when features are bf16: a bf16 discount 0.997 would be 0.996, 0.999 would be 1
+            cont = features.new_ones(features.shape[:-1], dtype=torch.float32) if cont is None else cont.float()
             continues = self.discount * cont[:, 1:]                               # for s_t -> s_{t+1}
         with torch.no_grad():
             weight = cont[:, :1] * torch.cat([torch.ones_like(cont[:, :1]),

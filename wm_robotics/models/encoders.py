@@ -88,12 +88,16 @@ class ObservationEncoder(nn.Module):
         """One embedding (..., part_dims[i]) per key, in ``keys`` order (default: all the encoder's keys;
         ``obs`` needs only the keys asked for)."""
         keys = self.keys if keys is None else keys
+        unknown = [key for key in keys if key not in self.keys]
+        if unknown:
+            raise ValueError(f"the encoder has no part for {unknown}; its keys: {list(self.keys)}")
         parts = []
-        if "pixels" in keys:
-            pixels = obs["pixels"]
-            parts.append(self.cnn(_image_batch(pixels)).reshape(*pixels.shape[:-3], -1))
-        if "proprio" in keys:
-            parts.append(self.mlp(symlog(obs["proprio"].float())))
+        for key in keys:
+            if key == "pixels":
+                pixels = obs["pixels"]
+                parts.append(self.cnn(_image_batch(pixels)).reshape(*pixels.shape[:-3], -1))
+            else:
+                parts.append(self.mlp(symlog(obs["proprio"].float())))
         return parts
 
 

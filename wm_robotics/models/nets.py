@@ -75,7 +75,8 @@ class InputLinear(nn.Linear):
     """
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
-        state_dict.setdefault(prefix + "bias", torch.zeros_like(self.bias))
+        if prefix + "weight" in state_dict:  # a state without this layer (strict=False) leaves its bias alone
+            state_dict.setdefault(prefix + "bias", torch.zeros_like(self.bias))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
