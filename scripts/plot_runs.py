@@ -1,5 +1,6 @@
-"""Plot eval return vs env steps for run folders, against the published reference numbers, and
-print the same curves as a markdown table (each seed and the mean, at the evaluations all seeds reached).
+"""Plot eval return vs env steps (updates for offline runs) for run folders, against the published reference
+numbers, and print the same curves as a markdown table (each seed and the mean, at the evaluations all seeds
+reached).
 
     python scripts/plot_runs.py --task cartpole-swingup --out docs/cartpole_swingup.png \
         dreamer_cpu=runs/dreamer_cpu_seed0,runs/dreamer_cpu_seed1

@@ -13,7 +13,7 @@ from wm_robotics.behaviors.mppi import MPPIPlanner
 from wm_robotics.benchmarks import envs as env_bench, learner, planner as planner_bench, timing
 from wm_robotics.benchmarks.timing import interleaved_rates, matmul_gflops, nearest_reference, write_json
 from wm_robotics.compiled import CompiledCall
-from wm_robotics.plots import BUDGETS, eval_curve, eval_table, plot_runs, published_results
+from wm_robotics.plots import BUDGETS, eval_curve, eval_table, plot_runs, published_results, run_clock
 
 
 def test_interleaved_rates_counts_items(monkeypatch):
@@ -106,6 +106,11 @@ def test_plot_runs_from_metrics_csv(tmp_path):
     assert set(published_results()) - {"_sources"} == set(BUDGETS)
     with pytest.raises(ValueError, match=r"unknown budget '2M'; valid budgets: \['100k', '500k', '1M'\]"):
         plot_runs({"dreamer": [tmp_path / "run0"]}, "cartpole-swingup", tmp_path / "q.png", budget="2M")
+    (tmp_path / "run1" / "config.yaml").write_text("offline:\n  data: data/reacher_goal\n  updates: 5000\n")
+    assert (run_clock(tmp_path / "run0"), run_clock(tmp_path / "run1")) == ("env steps", "updates")
+    with pytest.raises(ValueError, match=r"mix online runs \(env steps\) and offline runs \(updates\)"):
+        plot_runs({"online": [tmp_path / "run0"], "offline": [tmp_path / "run1"]}, "cartpole-swingup",
+                  tmp_path / "r.png")
 
 
 def test_plot_runs_script_refuses_a_label_given_twice(tmp_path):

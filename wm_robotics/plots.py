@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 BUDGETS = ("100k", "500k", "1M")  # env-step budgets of the published reference numbers
 
@@ -24,8 +25,8 @@ def published_results() -> dict:
 
 
 def eval_curve(run: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(env steps, eval return) rows of a run folder's ``metrics.csv``, or of such a CSV itself
-    (e.g. one kept in ``docs/results/``)."""
+    """(steps, eval return) rows of a run folder's ``metrics.csv``, or of such a CSV itself (e.g. one kept in
+    ``docs/results/``); steps are env steps, or updates for an offline run (:func:`run_clock`)."""
     path = Path(run) if Path(run).suffix == ".csv" else Path(run) / "metrics.csv"
     with path.open() as handle:
         rows = [(float(r["step"]), float(r["eval_return"])) for r in csv.DictReader(handle) if r.get("eval_return")]
@@ -33,6 +34,15 @@ def eval_curve(run: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{path} has no eval_return rows yet")
     steps, returns = np.array(rows).T
     return steps, returns
+
+
+def run_clock(run: str | Path) -> str:
+    """What a run's metrics ``step`` counts: "updates" for an offline run folder (its ``config.yaml`` sets
+    ``offline.data``), else "env steps" (a CSV on its own is taken as an online run's)."""
+    config = Path(run) / "config.yaml"
+    if Path(run).suffix == ".csv" or not config.exists():
+        return "env steps"
+    return "updates" if OmegaConf.select(OmegaConf.load(config), "offline.data") else "env steps"
 
 
 def _common_curves(runs: list[str | Path]) -> tuple[np.ndarray, np.ndarray]:
@@ -62,20 +72,26 @@ def eval_table(runs: dict[str, list[str | Path]]) -> str:
 
 
 def plot_runs(runs: dict[str, list[str | Path]], task: str, out: str | Path, budget: str = "100k") -> Path:
-    """One line per label (mean over its seeds, band = min..max) plus dashed published references."""
+    """One line per label (mean over its seeds, band = min..max) plus dashed published references (env-step
+    budgets: drawn for online runs only; offline runs are plotted against updates)."""
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; valid budgets: {list(BUDGETS)}")
+    clocks = {run_clock(run) for folders in runs.values() for run in folders}
+    if len(clocks) > 1:
+        raise ValueError("the runs mix online runs (env steps) and offline runs (updates): plot them apart")
+    clock = clocks.pop()
     figure, axis = plt.subplots(figsize=(6.4, 4.0))
     for label, folders in runs.items():
         steps, returns = _common_curves(folders)
         axis.plot(steps, returns.mean(0), marker="o", label=f"{label} ({len(folders)} seeds)")
         axis.fill_between(steps, returns.min(0), returns.max(0), alpha=0.2)
     label_x = axis.get_yaxis_transform()  # x in axes fraction, y in data units
-    for index, (name, value) in enumerate(published_results().get(budget, {}).get(task, {}).items()):
+    references = published_results().get(budget, {}).get(task, {}) if clock == "env steps" else {}
+    for index, (name, value) in enumerate(references.items()):
         axis.axhline(value, linestyle="--", linewidth=1, color="grey")
         axis.text(0.01 + 0.33 * index, value, f"{name} @ {budget}: {value}", transform=label_x, fontsize=7,
                   va="bottom")
-    axis.set_xlabel("env steps")
+    axis.set_xlabel(clock)
     axis.set_ylabel("eval return")
     axis.set_title(task)
     axis.set_xlim(left=0)
