@@ -158,9 +158,13 @@ def test_rng_states_survive_a_weights_only_checkpoint_mid_gaussian_pair(tmp_path
 def test_logging_periods_must_be_positive_and_sequences_fit_in_an_episode(tmp_path):
     with pytest.raises(ValueError, match=r"must be positive integers, got \{'eval_every': 0\}"):
         Trainer(tiny_config("eval_every=0"), tmp_path)
-    with pytest.raises(ValueError, match=r"seq_len=22 is longer than any episode .*\(max_episode_steps=20: 21 "):
+    with pytest.raises(ValueError, match=r"seq_len=22 is longer than any episode .*\(20 agent steps: 21 obs"):
         Trainer(tiny_config("seq_len=22"), tmp_path)
     Trainer(tiny_config("seq_len=21"), tmp_path)
+    with pytest.raises(ValueError, match=r"\(500 agent steps: 501 obs"):  # the suite's limit, with or without Gym's
+        Trainer(tiny_config("max_episode_steps=null", "seq_len=502"), tmp_path)
+    with pytest.raises(ValueError, match=r"\(500 agent steps: 501 obs"):
+        Trainer(tiny_config("max_episode_steps=800", "seq_len=502"), tmp_path)
 
 
 def test_killed_run_resumes_from_its_checkpoint(tmp_path):
@@ -253,6 +257,15 @@ def test_non_finite_loss_or_gradient_stops_with_message_and_checkpoint_still_loa
     payload = torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=True)
     for name, weights in (("model", payload["model"]), ("behavior", payload["behavior"]["module"])):
         assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point()), name
+
+
+def test_a_non_finite_loss_before_the_first_checkpoint_says_there_is_none(tmp_path, monkeypatch):
+    trainer = Trainer(tiny_config("steps=400", "checkpoint_every=1000"), tmp_path)
+    real_update = trainer.update
+    monkeypatch.setattr(trainer, "update", lambda: _nan_loss(trainer) or real_update())
+    with pytest.raises(NonFiniteLossError, match=r"at update 0 .*no checkpoint was written yet"):
+        trainer.run()
+    assert not (tmp_path / "checkpoints" / "latest.pt").exists()
 
 
 def test_corrupted_or_foreign_checkpoint_gives_clear_error(tmp_path):

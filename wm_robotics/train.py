@@ -86,10 +86,12 @@ class Trainer:
         self.envs = None if self.offline else envs.make_vector_env(
             cfg["env"]["id"], cfg["num_envs"], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, **kwargs)
         self.eval_env = envs.make_env(cfg["env"]["id"], render_mode="rgb_array", **kwargs)
-        limit = self.eval_env.spec.max_episode_steps if self.eval_env.spec else None
-        if not self.offline and limit is not None and cfg["seq_len"] > limit + 1:
+        # episodes end at the shorter of Gymnasium's max_episode_steps and the env's own time limit
+        limits = [limit for limit in (self.eval_env.spec.max_episode_steps if self.eval_env.spec else None,
+                                      getattr(self.eval_env.unwrapped, "time_limit", None)) if limit is not None]
+        if not self.offline and limits and cfg["seq_len"] > min(limits) + 1:
             raise ValueError(f"seq_len={cfg['seq_len']} is longer than any episode of this run can be "
-                             f"(max_episode_steps={limit}: {limit + 1} observations): it could never train")
+                             f"({min(limits)} agent steps: {min(limits) + 1} observations): it could never train")
         space, action_space = self.eval_env.observation_space, self.eval_env.action_space
         self.model = build_world_model(cfg["model"], obs_shapes(space), action_space.shape[0]).to(self.device)
         self.behavior = build_behavior(cfg["behavior"], self.model, action_space).to(self.device)
@@ -168,8 +170,8 @@ class Trainer:
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"world-model loss is {loss.item()} at update {self.counters['updates']} "
-                f"(env step {self.counters['env_steps']}); metrics {metrics}. The last good checkpoint "
-                f"{self.checkpoint_path} is unchanged: lower model.lr or check the data.")
+                f"(env step {self.counters['env_steps']}); metrics {metrics}; {self._last_good()}: lower "
+                f"model.lr or check the data.")
         self.model_opt.zero_grad(set_to_none=True)
         loss.backward()
         metrics["model/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(),
@@ -177,8 +179,8 @@ class Trainer:
         if not math.isfinite(metrics["model/grad_norm"]):  # a finite loss can still have inf/NaN gradients
             raise NonFiniteLossError(
                 f"world-model gradient norm is {metrics['model/grad_norm']} at update {self.counters['updates']} "
-                f"(env step {self.counters['env_steps']}); the weights were not stepped and the last good checkpoint "
-                f"{self.checkpoint_path} is unchanged: lower model.lr or check the data.")
+                f"(env step {self.counters['env_steps']}); the weights were not stepped and {self._last_good()}: lower "
+                f"model.lr or check the data.")
         self.model_opt.step()
         self.model.after_step()
         with compute_precision(self.device, self.precision):
@@ -186,9 +188,15 @@ class Trainer:
         bad = [name for name, value in behavior_metrics.items() if not math.isfinite(value)]
         if bad:
             raise NonFiniteLossError(f"behaviour metrics {bad} are not finite at update {self.counters['updates']}; "
-                                     f"the last good checkpoint {self.checkpoint_path} is unchanged")
+                                     f"{self._last_good()}")
         self.counters["updates"] += 1
         return {**metrics, **behavior_metrics}
+
+    def _last_good(self) -> str:
+        """What a run stopped by a non-finite loss resumes from, for its message."""
+        if self.checkpoint_path.exists():
+            return f"the last good checkpoint {self.checkpoint_path} is unchanged"
+        return f"no checkpoint was written yet ({self.checkpoint_path}; resume=true would start the run over)"
 
     def updates_owed(self) -> int:
         """Updates due by the train ratio, counted from the end of the prefill, where ``pretrain_updates``
