@@ -33,6 +33,8 @@ def test_goal_objective_values():
     assert GoalObjective(goal)(model, states, None).item() == pytest.approx(-2.5)
     assert GoalObjective(goal, norm="l1")(model, states, None).item() == pytest.approx(-3.5)
     assert GoalObjective(goal, terminal_only=True)(model, states, None).item() == pytest.approx(-5.0)
+    with pytest.raises(ValueError, match="the goal has 1 values per environment, but the planner compares 2"):
+        GoalObjective(torch.zeros(1))(model, states, None)
 
 
 def test_goal_objective_on_decoded_proprio_fields():

@@ -74,7 +74,7 @@ def test_loss_falls_with_every_head_on(precision, extra):
 @pytest.mark.parametrize("settings, collapses", [
     (dict(target="online"), True),                                   # neither EMA nor VICReg
     (dict(target="ema"), False),
-    (dict(target="online", vicreg_var=1.0, vicreg_cov=0.04), False),
+    (dict(target="online", vicreg_var=1.0, vicreg_cov=0.04, simnorm=False), False),
 ])
 def test_collapse_diagnostic_detects_collapse_only_without_anti_collapse_term(settings, collapses):
     torch.manual_seed(0)
@@ -82,6 +82,11 @@ def test_collapse_diagnostic_detects_collapse_only_without_anti_collapse_term(se
     train(model, 500, 1e-2)
     diag = diagnostics(model)
     assert diag["collapsed"] is collapses, diag
+
+
+def test_vicreg_on_simnorm_latents_is_refused():
+    with pytest.raises(ValueError, match=r"VICReg's terms need simnorm=false: SimNorm dims lie in \[0, 1\]"):
+        small(target="online", vicreg_var=1.0)
 
 
 def test_imagine_matches_a_step_loop_and_runs_under_a_policy():

@@ -224,6 +224,13 @@ def test_a_policy_prior_without_q_functions_is_refused():
         MPCBehavior(model)
 
 
+def test_a_goal_runs_planner_settings_are_checked_before_it_trains():
+    model = JEPAWorldModel({"proprio": (5,)}, 1, latent=16, units=32, enc_units=32, num_q=0, policy=False,
+                           reward=False)
+    with pytest.raises(ValueError, match=r"unknown cem planner settings \['candidatess'\]"):
+        MPCBehavior(model, planner="cem", objective="goal", settings={"candidatess": 500})
+
+
 def test_prior_update_moves_only_the_prior():
     torch.manual_seed(0)
     model = JEPAWorldModel({"proprio": (3,)}, 1, latent=16, units=16, enc_units=16, layers=1, num_q=2)

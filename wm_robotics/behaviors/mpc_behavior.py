@@ -52,10 +52,10 @@ class MPCBehavior(ActionBounds):
         self.noise, self.entropy, self.rho, self.grad_clip, self.scale_tau = noise, entropy, rho, grad_clip, scale_tau
         self.register_buffer("q_scale", torch.ones(()))
         self.pi_opt = adam(prior.parameters(), lr, eps=1e-5) if self.has_prior else None
-        self.planner: SamplingPlanner | None = None
-        if objective == "reward":
-            self.planner = build_planner(planner, model.action_dim, RewardObjective(discount, self.value),
-                                         self.policy, **(settings or {}))
+        # built for a goal run too, whose planner MPCController makes later: its settings are checked before it trains
+        reward_planner = build_planner(planner, model.action_dim, RewardObjective(discount, self.value), self.policy,
+                                       **(settings or {}))
+        self.planner: SamplingPlanner | None = reward_planner if objective == "reward" else None
 
     # --- what the planner and MPCController read ---------------------------------------------
     @property

@@ -154,6 +154,9 @@ class GoalObjective:
                 setattr(self, name, value.to(device))
         features = goal_embedding(model, states, self.proprio_index, self.latent_index).float()  # (N, H, F)
         goal = self.goal.float()
+        if goal.shape[-1] != features.shape[-1]:  # a (1,) goal would broadcast over every compared value
+            raise ValueError(f"the goal has {goal.shape[-1]} values per environment, but the planner compares "
+                             f"{features.shape[-1]} (the model's goal embedding)")
         num = features.shape[0]
         if goal.dim() == 2:
             if num % goal.shape[0]:

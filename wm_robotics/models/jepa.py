@@ -17,7 +17,7 @@ dims) weighted ρ^(k-1). Targets (``target``): ``"ema"`` a stop-gradient EMA cop
 (BYOL / V-JEPA); ``"stopgrad"`` the online encoder under stop-gradient (TD-MPC2, SimSiam);
 ``"online"`` the online encoder *with* gradients (VICReg's setting), which collapses to a constant
 embedding unless VICReg's variance and covariance terms (``vicreg_var``, ``vicreg_cov``, on the
-online embeddings) hold it apart.
+online embeddings; with ``simnorm=false``, whose latents can reach their std of 1) hold it apart.
 
 Optional heads (TD-MPC2 recipe when all are on): ``reward`` (symlog two-hot, predicted from the
 state *arrived in*, the seam's convention, where TD-MPC2 reads R(z, a)); ``num_q`` Q functions
@@ -120,6 +120,9 @@ class JEPAWorldModel(WorldModel):
             raise ValueError("Q functions bootstrap from the policy prior: num_q > 0 needs policy=true")
         if simnorm and latent % 8:
             raise ValueError(f"SimNorm needs a latent size divisible by 8, got {latent}")
+        if simnorm and (vicreg_var or vicreg_cov):
+            raise ValueError("VICReg's terms need simnorm=false: SimNorm dims lie in [0, 1] (std at most 0.5, never "
+                             "the variance hinge's 1) and each group sums to 1 (covariances that cannot vanish)")
         self.config = dict(obs_shapes={k: tuple(v) for k, v in obs_shapes.items()}, action_dim=action_dim,
                            latent=latent, units=units, layers=layers, enc_units=enc_units, enc_layers=enc_layers,
                            cnn_depth=cnn_depth, simnorm=simnorm, target=target, target_decay=target_decay,
