@@ -176,15 +176,27 @@ def _task_cell(report: dict) -> str:
     return report["env"] if trained == report["env"] else f"{report['env']} (trained on {trained})"
 
 
+def _played_with(report: dict) -> str:
+    """" (played with key=value ...)" for a report whose episodes the preset's planner played with settings other
+    than those it trained with (``planner_settings``); "" otherwise, and for reports without ``train_config``."""
+    acted, trained = report.get("acted_by") or {}, report.get("train_config")
+    if trained is None or "settings" not in acted:
+        return ""
+    own = trained.get("behavior", {}).get("settings", {})
+    changed = {key: value for key, value in acted["settings"].items() if own.get(key) != value}
+    return f" (played with {' '.join(f'{key}={value}' for key, value in changed.items())})" if changed else ""
+
+
 def _print_seed_summaries(reports: list[dict]) -> None:
     """For each experiment, training precision, training overrides, task and budget given by ≥ 2 reports (its
     seeds): the aggregate of their returns; evaluations of the sampled policy (``sample=true``) apart from the
-    deterministic ones. Reports that do not record the precision or the overrides show "-" and group together; a
-    note says so when others of that experiment, task and budget record them. A group with two reports of one
-    training seed is not aggregated (a note says so): they are not two seeds."""
+    deterministic ones, and episodes played with other planner settings (``_played_with``) apart too. Reports that
+    do not record the precision or the overrides show "-" and group together; a note says so when others of that
+    experiment, task and budget record them. A group with two reports of one training seed is not aggregated (a note
+    says so): they are not two seeds."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for report in reports:
-        experiment = report["experiment"] + (" (sampled policy)" if report.get("sample") else "")
+        experiment = report["experiment"] + (" (sampled policy)" if report.get("sample") else "") + _played_with(report)
         key = (experiment, report.get("precision", "-"), _configuration(report), _task_cell(report),
                report["env_steps"])
         groups[key].append(report)

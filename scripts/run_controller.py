@@ -41,6 +41,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)  # the planners sample with torch's generator: seeded, a run repeats
+    if args.episodes < 1:
+        parser.error(f"--episodes must be at least 1, got {args.episodes}")
     try:
         payload = load_checkpoint(args.checkpoint)
         config = payload["config"]

@@ -146,6 +146,8 @@ def test_run_controller_script_planner_settings(checkpoint):
         command = script + bad if bad[0] == "--set" else [*script[:2], str(checkpoint) + "-missing", *script[3:]]
         result = subprocess.run(command, capture_output=True, text=True, timeout=300)
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    result = subprocess.run([*script, "--episodes", "0"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "--episodes must be at least 1, got 0" in result.stderr, result.stderr
 
 
 def test_value_probe_script_needs_q_heads_and_a_prior(checkpoint):

@@ -270,6 +270,10 @@ def test_wrong_task_or_checkpoint_gives_clear_error(run, tmp_path):
         evaluate_checkpoint(run, episodes=1, device="cpu", env_id="walker-walk-v0")
     with pytest.raises(ValueError, match="episodes must be at least 1, got 0"):
         evaluate_checkpoint(run, episodes=0, device="cpu")
+    with pytest.raises(ValueError, match="planner_steps must be at least 1 and goal_episodes at least 0, got 0"):
+        evaluate_checkpoint(run, episodes=1, device="cpu", planner_steps=0)
+    with pytest.raises(ValueError, match="they need a planner"):
+        evaluate_checkpoint(run, episodes=1, device="cpu", planner=None, planner_settings={"samples": 8})
     torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError, match="not a wm_robotics checkpoint"):
         evaluate_checkpoint(tmp_path / "foreign.pt", episodes=1, device="cpu")
@@ -354,6 +358,21 @@ def test_compare_keeps_sampled_evaluations_and_repeated_seeds_out_of_an_aggregat
     script.compare(["--compare", *paths, report("e", 0, False, 805.0)])  # seed 0 evaluated twice
     printed = capsys.readouterr().out
     assert "has several reports of training seed(s) [0]: not aggregated" in printed and "810.0" not in printed
+    for name, seed, samples, mean in [("f", 2, 512, 830.0), ("g", 3, 512, 850.0), ("h", 2, 16, 300.0),
+                                      ("i", 3, 16, 320.0)]:  # h, i: played with planner_settings={samples: 16}
+        path = tmp_path / f"{name}.json"
+        trained = {"behavior": {"settings": {"samples": 512, "iterations": 6}}}
+        path.write_text(json.dumps({"experiment": "tdmpc_cpu", "precision": "fp32", "env": "cartpole-swingup-v0",
+                                    "env_steps": 100_000, "return_mean": mean, "return_std": 1.0, "train_seed": seed,
+                                    "train_overrides": [f"seed={seed}"], "train_config": trained,
+                                    "acted_by": {"kind": "mpc", "planner": "mppi",
+                                                 "settings": {"samples": samples, "iterations": 6}}}))
+        paths.append(str(path))
+    script.compare(["--compare", *paths[-4:]])
+    aggregates = capsys.readouterr().out.split("95% bootstrap CI of the mean")[1].strip().splitlines()[1:]
+    assert [row.split()[:4] for row in aggregates] == [["tdmpc_cpu", "fp32", "preset", "cartpole-swingup-v0"],
+                                                       ["tdmpc_cpu", "(played", "with", "samples=16)"]]
+    assert "840.0" in aggregates[0] and "310.0" in aggregates[1]
 
 
 def test_compare_draws_runs_of_another_precision_or_recipe_apart(tmp_path, capsys):

@@ -176,6 +176,8 @@ def test_jepa_goal_trains_on_pixels_and_plans_toward_a_goal_image(tmp_path):
                                  planner="cem", planner_steps=2, goal_episodes=2, goal_steps=3,
                                  planner_settings={"iterations": 1}, goal_energy={"norm": "l1"})
     planner = report["planner"]  # timed on the goal objective: a goal model has no reward head
+    assert report["acted_by"] == {"kind": "mpc", "objective": "goal", "actions": "uniform random"}  # no goal there
+    assert "uniform random actions: a goal planner has no goal here" in markdown(report)
     assert planner["settings"] == {"horizon": 3, "iterations": 1, "candidates": 16, "elites": 4}  # preset + override
     assert planner["goal_energy"] == {"norm": "l1", "terminal_only": False,
                                       "fields": ["position"],  # the preset's fields

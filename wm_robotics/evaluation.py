@@ -13,7 +13,8 @@ Report keys (sections are ``null`` when skipped):
 - returns (the policy's mean action unless ``sample``): ``return_mean``, ``return_std``,
   ``return_min``, ``return_max``, ``episodes``, ``returns``, ``lengths``, ``episode_seeds``; ``acted_by``
   (the behaviour ``kind``; a planning preset's ``planner`` and ``settings``, with ``planner_settings`` applied
-  when ``planner`` is the preset's own);
+  when ``planner`` is the preset's own; a goal preset's ``objective`` and ``actions``: uniform random, as its
+  return episodes have no goal to plan toward);
 - ``open_loop``: :func:`wm_robotics.wm_metrics.open_loop_errors` on the return episodes
   (held out: the model never trained on them), errors per horizon 1..H, reward error included;
 - ``latent``: :func:`wm_robotics.wm_metrics.latent_diagnostics` of their posterior features;
@@ -111,11 +112,19 @@ def evaluate_returns(agent: Agent, env: gym.Env, episodes: int, seed: int = 0, r
     return report
 
 
+def _plans_toward_a_goal(behavior: dict[str, Any]) -> bool:
+    """Whether a preset's planner plans toward a goal: its return episodes have none, and play uniform random
+    actions (``MPCBehavior``)."""
+    return preset_planner(behavior) is not None and behavior.get("objective") == "goal"
+
+
 def _acted_by(behavior: dict[str, Any]) -> dict[str, Any]:
     """The behaviour that played the episodes: its kind, and a planning preset's planner and settings."""
     planner = preset_planner(behavior)
     if planner is None:
         return {"kind": behavior.get("kind")}
+    if _plans_toward_a_goal(behavior):
+        return {"kind": "mpc", "objective": "goal", "actions": "uniform random"}
     return {"kind": "mpc", "planner": planner, "settings": dict(behavior.get("settings", {}))}
 
 
@@ -133,6 +142,12 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, episodes: int = 10, seed:
     """
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
+    if planner is not None and (planner_steps < 1 or goal_episodes < 0):
+        raise ValueError(f"planner_steps must be at least 1 and goal_episodes at least 0, got {planner_steps} and "
+                         f"{goal_episodes}")
+    if planner is None and (planner_settings or goal_energy):
+        raise ValueError("planner_settings and goal_energy set how the planner plans: they need a planner "
+                         "(planner=cem or mppi), not planner=null")
     if open_loop or sensitivity:
         wm_metrics.check_windows(context, horizon, windows_per_episode)
     clock, seconds = time.perf_counter(), {}
@@ -147,7 +162,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, episodes: int = 10, seed:
         raise ValueError(f"{env_id} is a goal task and planner='policy' cannot plan toward a goal: use planner=cem "
                          "or mppi, or planner=null for returns and model metrics only")
     behavior = cfg["behavior"]
-    if planner_settings and planner is not None and preset_planner(behavior) == planner:
+    if planner_settings and planner is not None and preset_planner(behavior) == planner \
+            and not _plans_toward_a_goal(behavior):
         # the episodes are played by the preset's own planner: the settings apply to them as to the timed one
         behavior = {**behavior, "settings": {**behavior.get("settings", {}), **planner_settings}}
         payload = {**payload, "config": {**cfg, "behavior": behavior}}
@@ -229,6 +245,8 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def _planner_text(acted_by: dict[str, Any] | None) -> str:
     if not acted_by or acted_by["kind"] != "mpc":  # reports written before acted_by existed have none
         return ""
+    if "actions" in acted_by:
+        return f"; {acted_by['actions']} actions: a goal planner has no goal here"
     settings = ", ".join(f"{key} {value}" for key, value in acted_by["settings"].items())
     return f"; {acted_by['planner']}" + (f": {settings}" if settings else "")
 
