@@ -88,6 +88,26 @@ def test_every_observation_format_gives_the_same_action(checkpoint):
     np.testing.assert_array_equal(actions[0], actions[2])
 
 
+def test_a_raw_dm_control_dict_with_pixels_drives_a_pixels_and_proprio_model():
+    import wm_robotics.envs as envs
+    from wm_robotics.train import untrained_payload
+
+    cfg = tiny_config("obs_mode=pixels+proprio")
+    env = envs.make_env(cfg["env"]["id"], **envs.env_kwargs(cfg))
+    controller = MPCController(untrained_payload(cfg, env), device="cpu", planner="policy")
+    obs, _ = env.reset(seed=0)
+    fields = env.unwrapped.proprio_keys
+    raw = {"pixels": obs["pixels"], **{name: obs["proprio"][part] for name, part in fields.items()}}  # pixels.Wrapper's
+    actions = []
+    for given in (raw, obs):
+        controller.reset()
+        torch.manual_seed(0)
+        actions.append(controller.act(given))
+    np.testing.assert_array_equal(actions[0], actions[1])
+    with pytest.raises(ValueError, match=r"the model needs observation keys \['pixels', 'proprio'\]"):
+        controller.act({name: value for name, value in raw.items() if name != "pixels"})
+
+
 def test_cem_and_goal_planning_run(checkpoint):
     controller = MPCController.from_checkpoint(checkpoint, device="cpu", planner="cem", horizon=4, iterations=2,
                                                candidates=32, elites=4)

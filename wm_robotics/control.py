@@ -141,12 +141,15 @@ class MPCController:
             self._drift.reset()
 
     def model_observation(self, obs: Any) -> dict[str, np.ndarray]:
-        """Normalise a raw dm_control dict, a Gym ``Dict`` observation or a flat proprio array."""
+        """Normalise a raw dm_control dict (with ``pixels`` beside its fields for a pixels+proprio model, as
+        dm_control's ``pixels.Wrapper(pixels_only=False)`` gives), a Gym ``Dict`` observation or a flat proprio
+        array."""
         if isinstance(obs, Mapping) and not set(self.obs_shapes) <= set(obs):
-            if "proprio" not in self.obs_shapes or set(self.obs_shapes) != {"proprio"}:
+            others = set(self.obs_shapes) - {"proprio"}  # given as they are: pixels
+            if "proprio" not in self.obs_shapes or "proprio" in obs or not others <= set(obs):
                 raise ValueError(f"the model needs observation keys {sorted(self.obs_shapes)}, got {sorted(obs)}")
             # Checkpoints name the key order; older ones did not: then the dict's own (dm_control's) order.
-            names = [name for name, _ in self.proprio_keys] or list(obs)
+            names = [name for name, _ in self.proprio_keys] or [name for name in obs if name not in self.obs_shapes]
             missing = [name for name in names if name not in obs]
             if missing:
                 raise ValueError(f"a dm_control observation dict needs keys {names}, got {sorted(obs)}")
@@ -156,7 +159,7 @@ class MPCController:
                      if name in sizes and field.size != sizes[name]]
             if wrong:
                 raise ValueError(f"dm_control observation fields of the wrong size: {'; '.join(wrong)}")
-            obs = {"proprio": np.concatenate(fields)}
+            obs = {**{key: obs[key] for key in self.obs_shapes if key in obs}, "proprio": np.concatenate(fields)}
         elif not isinstance(obs, Mapping):
             if set(self.obs_shapes) != {"proprio"}:
                 raise ValueError("a flat array works for proprio-only models; this one needs "
