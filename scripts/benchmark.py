@@ -48,7 +48,7 @@ def main() -> None:
         run = importlib.import_module(SUITES[name]).run
         options = {"device_choice": args.device} if "device_choice" in inspect.signature(run).parameters else {}
         results.update(run(quick=args.quick, **options))
-    path = write_json(args.out or f"benchmark_results/{args.what}.json", results)
+    path = write_json(args.out or f"benchmark_results/{args.what}.json", {"args": vars(args), **results})
     print(f"\nJSON -> {path}")
 
 

@@ -24,15 +24,21 @@ from wm_robotics.train import Trainer
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", type=Path, help="run folder with config.yaml, checkpoints/latest.pt and episodes/")
+    parser.add_argument("run", type=Path, help="run folder with config.yaml, checkpoints/latest.pt and (online) "
+                                               "episodes/")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of (off, on)")
     parser.add_argument("--updates", type=int, default=40, help="updates timed per setting and round")
     args = parser.parse_args()
+    if args.rounds < 1 or args.updates < 1:
+        parser.error(f"--rounds and --updates must be at least 1, got {args.rounds} and {args.updates}")
+    if not (args.run / "checkpoints" / "latest.pt").is_file():
+        parser.error(f"{args.run} has no checkpoints/latest.pt")
     with tempfile.TemporaryDirectory() as scratch:
         copy = Path(scratch) / "run"
         copy.mkdir()
-        for part in ("checkpoints", "episodes"):
-            shutil.copytree(args.run / part, copy / part)
+        for part in ("checkpoints", "episodes"):  # an offline run has no episodes/: it reads offline.data
+            if (args.run / part).is_dir():
+                shutil.copytree(args.run / part, copy / part)
         cfg = yaml.safe_load((args.run / "config.yaml").read_text())
         cfg["torch_threads"], cfg["device"] = 1, "cpu"  # the flag is the CPU's: a run saved with device=auto
         trainer = Trainer(cfg, copy)

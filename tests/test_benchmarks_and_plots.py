@@ -70,7 +70,8 @@ def test_learner_measure_reports_both_parts(tmp_path, one_torch_thread):
     row = learner.measure("xs", "proprio", torch.device("cpu"), repeats=1, units=32, imag_starts=64, batch=2, length=8)
     assert row["world_model_ms"] > 0 and row["actor_critic_ms"] > 0 and row["imag_starts"] == 16
     path = write_json(tmp_path / "b.json", {"learner": [row]})
-    assert json.loads(path.read_text())["learner"][0]["size"] == "xs"
+    saved = json.loads(path.read_text())
+    assert saved["learner"][0]["size"] == "xs" and saved["machine"]["cpu_model"] == timing.cpu_model()
 
 
 def test_goal_cem_row_times_the_jepa_goal_preset_through_the_controller(one_torch_thread):
@@ -130,3 +131,13 @@ def test_eager_runs_compiled_code_kernel_by_kernel_inside_and_restores_it():
         assert all(getattr(compiled, name) for name in switches)
     with planner_bench.eager(None):  # nothing compiled: nothing to switch
         pass
+
+
+def test_a_row_whose_cuda_graph_or_compile_fell_back_to_eager_is_refused():
+    planner = MPPIPlanner(1, cuda_graph=True)
+
+    def search_that_lost_its_graph():  # as SamplingPlanner does when a capture fails: on, eagerly
+        planner.cuda_graph = False
+
+    with pytest.raises(RuntimeError, match="mppi: cuda_graph failed .*its row would time eager code"):
+        planner_bench.prepare("mppi", search_that_lost_its_graph, torch.device("cpu"), planner)

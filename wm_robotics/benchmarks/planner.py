@@ -96,11 +96,14 @@ def prepare(what: str, work: Callable[[], object], device: torch.device,
     ``compiled`` eager (the counter cannot see the kernels of a CUDA graph replay or of compiled code)."""
     switches = _switches(compiled)
     compiles = bool(switches) and getattr(compiled, switches[-1])
+    on = [name for name in switches if getattr(compiled, name)]
     start = time.perf_counter()
     work()
     sync(device)
-    if compiles and not getattr(compiled, switches[-1]):
-        raise RuntimeError(f"{what}: compiling failed (see the warning above); its row would time eager code")
+    failed = [name for name in on if not getattr(compiled, name)]  # a failed capture / compile falls back to eager
+    if failed:
+        raise RuntimeError(f"{what}: {' and '.join(failed)} failed (see the warning above); its row would time "
+                           f"eager code")
     if compiles:
         extra["compile_s"] = time.perf_counter() - start
     with eager(compiled), FlopCounterMode(display=False) as counter:

@@ -136,11 +136,21 @@ def print_table(title: str, header: list[str], rows: list[list]) -> None:
                                  f"{v:,.0f}" if isinstance(v, float) else str(v) for v in row) + " |")
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), or "unknown"."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "unknown"
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown")
+
+
 def machine() -> dict[str, str | int]:
     """What the figures were measured on."""
     return {
         "cpu_count": os.cpu_count() or 0,
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
         "isa": cpu_isa(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
