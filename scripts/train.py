@@ -79,11 +79,20 @@ def _recorded(overrides: list[str]) -> list[str]:
 
 def resume_folder_as_run_dir(argv: list[str]) -> list[str]:
     """``argv`` with ``hydra.run.dir=<folder>`` added when ``resume=<folder>`` names one, so that Hydra writes its
-    own files into that run (under ``.hydra/resume_<time>``, beside the first command's ``.hydra``) instead of
-    creating a fresh, empty run folder elsewhere."""
+    own files into that run instead of creating a fresh, empty run folder elsewhere. A later command's Hydra files
+    go beside the first command's ``.hydra``, never over them: ``.hydra/resume_<time>`` (a command that does not
+    resume, which is refused: ``.hydra/refused_<time>``)."""
     named = [arg.partition("=")[2] for arg in argv if arg.startswith("resume=")]
-    if named and named[-1] not in ("true", "false") and not any(arg.startswith("hydra.run.dir=") for arg in argv):
-        return [*argv, f"hydra.run.dir={named[-1]}", "hydra.output_subdir=.hydra/resume_${now:%Y-%m-%d_%H-%M-%S}"]
+    resume = named[-1] if named else "false"
+    run_dirs = [arg.partition("=")[2] for arg in argv if arg.startswith("hydra.run.dir=")]
+    kind = "refused" if resume == "false" else "resume"
+    subdir = f"hydra.output_subdir=.hydra/{kind}_${{now:%Y-%m-%d_%H-%M-%S}}"
+    if any(arg.startswith("hydra.output_subdir=") for arg in argv):
+        return argv
+    if resume not in ("true", "false") and not run_dirs:
+        return [*argv, f"hydra.run.dir={resume}", subdir]
+    if run_dirs and (Path(run_dirs[-1]) / ".hydra").is_dir():
+        return [*argv, subdir]
     return argv
 
 
@@ -94,6 +103,7 @@ def main(cfg: DictConfig) -> None:
         cfg.offline.data = hydra.utils.to_absolute_path(cfg.offline.data)
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(OmegaConf.to_container(cfg, resolve=True), run_dir)  # checks the config before it is kept
+    trainer.start()  # and a resumed run's checkpoint against it
     write_text_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     trainer.run()
 

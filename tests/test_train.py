@@ -208,6 +208,12 @@ def test_hydra_style_resume_keeps_the_runs_saved_config(tmp_path):
     first_overrides = [*TINY, "eval_every=1000", "log_every=${checkpoint_every}", "steps=80", "model.lr=7e-4"]
     recorded = OmegaConf.to_container(OmegaConf.load(tmp_path / "config.yaml").command_overrides, resolve=False)
     assert recorded == first_overrides and load_checkpoint(tmp_path)["config"]["command_overrides"] == first_overrides
+    # a resume whose override does not fit the checkpoint stops before config.yaml or anything else is written
+    (tmp_path / "checkpoints" / ".latest.pt-killed.tmp").write_bytes(b"half a checkpoint")  # a killed write's
+    refused = subprocess.run([*train, "steps=120", "resume=true", "behavior.units=64"], capture_output=True, text=True,
+                             timeout=300)
+    assert refused.returncode != 0 and "does not fit this run's config" in refused.stderr
+    assert OmegaConf.load(tmp_path / "config.yaml").behavior.units != 64
     # the command again without the run's lr and with another task: neither may change the run
     again = subprocess.run([*train, "steps=120", "resume=true", "env=cartpole_balance", "~model.grad_clip",
                             "model.overrides={deter:32,units:32}"], capture_output=True, text=True, timeout=300)
@@ -221,6 +227,10 @@ def test_hydra_style_resume_keeps_the_runs_saved_config(tmp_path):
                      "steps=120", "model.overrides={deter:32,units:32}"]
     assert recorded == first_overrides + again_applied  # not the ignored env=, ~model.grad_clip, model=xs
     assert load_checkpoint(tmp_path)["counters"]["env_steps"] == 120
+    assert not list((tmp_path / "checkpoints").glob(".*.tmp"))  # the killed write's temp file removed on resume
+    first_hydra = (tmp_path / ".hydra" / "overrides.yaml").read_text()  # the first command's record is kept
+    assert "- model.lr=7e-4" in first_hydra and "resume" not in first_hydra
+    assert len(list((tmp_path / ".hydra").glob("resume_*/overrides.yaml"))) >= 1
 
 
 def _nan_loss(trainer):

@@ -109,6 +109,7 @@ class Trainer:
         self._last: dict[str, float] = {}  # clock of the last log / checkpoint; time and counters at the last log row
         self.checkpoint_path = self.run_dir / "checkpoints" / "latest.pt"
         self.space_info = space_info(self.eval_env)
+        self._started = False
 
     # ----------------------------------------------------------------- checkpoints
     def payload(self) -> dict[str, Any]:
@@ -126,9 +127,13 @@ class Trainer:
         # on the CPU: RNG and CMA-ES states must stay there; weights and optimiser states move to their
         # device as they load
         payload = load_checkpoint(self.checkpoint_path, map_location="cpu")
-        self.model.load_state_dict(payload["model"])
-        load_optimizer_state(self.model_opt, payload["model_opt"])
-        self.behavior.load_full_state_dict(payload["behavior"])
+        try:
+            self.model.load_state_dict(payload["model"])
+            load_optimizer_state(self.model_opt, payload["model_opt"])
+            self.behavior.load_full_state_dict(payload["behavior"])
+        except RuntimeError as error:  # e.g. an override that changes a network's size
+            raise ValueError(f"{self.checkpoint_path} does not fit this run's config (a resumed run cannot change "
+                             f"the size of its networks): {error}") from error
         self.counters.update(payload["counters"])
         set_rng_state(payload["rng"])
         replay_state = payload.get("replay", {})  # checkpoints before session 23: the sampler starts from the seed
@@ -343,14 +348,28 @@ class Trainer:
             bar.update(1)
             self._periodic(total, train_metrics, bar, boundary=True)
 
+    def start(self) -> None:
+        """Pick a resumed run up where it was: its checkpoint and replay restored (an attempt killed before its first
+        checkpoint: its episodes set aside), the temp files a killed write left removed. A checkpoint that does not
+        fit the config raises here, before the run writes anything; ``run`` calls it unless it was called."""
+        if self._started:
+            return
+        self._started = True
+        if not self.cfg["resume"]:
+            return
+        for folder in (self.run_dir, self.checkpoint_path.parent, self.run_dir / "episodes"):
+            for temp in folder.glob(".*.tmp"):  # one run writes its folder: these are no one's
+                temp.unlink()
+        if self.checkpoint_path.exists():
+            self.restore()
+        else:
+            self._reload(0)
+            print(f"resume: no checkpoint at {self.checkpoint_path} yet, starting from scratch")
+
     def run(self) -> dict[str, float]:
         """Train until ``steps`` env steps (offline: ``offline.updates`` updates); returns the final evaluation."""
         cfg = self.cfg
-        if cfg["resume"] and self.checkpoint_path.exists():
-            self.restore()
-        elif cfg["resume"]:
-            self._reload(0)  # an attempt killed before its first checkpoint: its episodes set aside, its rows gone
-            print(f"resume: no checkpoint at {self.checkpoint_path} yet, starting from scratch")
+        self.start()
         if self.offline and not self.replay.num_steps:
             self._load_offline()
         total = cfg["offline"]["updates"] if self.offline else cfg["steps"]
