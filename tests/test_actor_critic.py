@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 
@@ -214,3 +215,50 @@ def test_bf16_features_cast_once_give_the_update_autocast_gives(monkeypatch):
     once = one_update()
     monkeypatch.setattr(base, "in_compute_dtype", lambda features: features)  # autocast casts per layer
     assert torch.equal(once, one_update())
+
+
+class EndingPoint(PointModel):
+    def predict_continue(self, features):  # varies along the trajectory, so the loss weights matter
+        return torch.sigmoid(3 * features[..., 0])
+
+
+@pytest.mark.parametrize("actor_grad", ["backprop", "reinforce"])
+def test_update_losses_match_their_formulas(actor_grad):
+    torch.manual_seed(0)
+    model = EndingPoint()
+    agent = ActorCritic(2, 1, units=32, horizon=5, entropy=0.1, actor_grad=actor_grad)
+    with torch.no_grad():  # a critic with state-dependent values, and a different slow critic
+        torch.nn.init.normal_(agent.critic[-1].weight, std=3.0)
+        torch.nn.init.normal_(agent.slow_critic[-1].weight, std=3.0)
+    before = copy.deepcopy(agent)
+    start = {"x": torch.rand(16, 1) * 2 - 1}
+    torch.manual_seed(1)
+    metrics = agent.update(model, start)
+
+    torch.manual_seed(1)  # the same draws, with the agent as it was before the update
+    taken = []
+    with torch.no_grad():
+        policy = before._imagination_policy(actor_grad == "backprop", taken)
+        features, actions = model.imagine_features(start, 5, policy)
+        rewards = model.predict_reward(features[:, 1:])
+        cont = model.predict_continue(features)
+        continues = 0.997 * cont[:, 1:]
+        weight = torch.stack([cont[:, 0] * continues[:, :t].prod(1) for t in range(5)], 1)  # cont(s0)·Π_{k=1..t}
+        logits = before.critic(features)
+        values = before.twohot.decode(logits)
+        returns = lambda_returns(rewards, values[:, :-1], continues, values[:, -1], 0.95)
+        slow = before.twohot.decode(before.slow_critic(features[:, :-1]))
+        critic = (before.twohot.loss(logits[:, :-1], returns) + before.twohot.loss(logits[:, :-1], slow)) * weight
+        dist = torch.distributions.Normal(torch.stack([d.loc for d in taken], 1),
+                                          torch.stack([d.scale for d in taken], 1))
+        scale = max(1.0, 0.01 * (returns.flatten().quantile(0.95) - returns.flatten().quantile(0.05)).item())
+        if actor_grad == "backprop":
+            objective = returns / scale
+        else:
+            objective = ActorCritic.log_prob(dist, actions) * (returns - values[:, :-1]) / scale
+        actor = (weight * -(objective + 0.1 * dist.entropy().sum(-1))).mean()
+    assert metrics["critic/loss"] == pytest.approx(critic.mean().item(), rel=1e-5)
+    assert metrics["actor/loss"] == pytest.approx(actor.item(), rel=1e-5)
+    for slow_p, old_p, new_p in zip(agent.slow_critic.parameters(), before.slow_critic.parameters(),
+                                    agent.critic.parameters()):
+        torch.testing.assert_close(slow_p, old_p + 0.02 * (new_p - old_p))

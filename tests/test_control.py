@@ -174,3 +174,31 @@ def test_value_probe_script_needs_q_heads_and_a_prior(checkpoint):
     result = subprocess.run([sys.executable, str(ROOT / "scripts/value_probe.py"), str(checkpoint)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "needs proprio observations, Q heads and a policy prior" in result.stderr
+
+
+def test_act_filters_from_the_previous_state_and_action(checkpoint):
+    controller = MPCController.from_checkpoint(checkpoint, device="cpu", planner="policy")
+    env = suite.load("cartpole", "swingup", task_kwargs={"random": 0})
+    step = env.reset()
+    controller.reset()
+    torch.manual_seed(0)
+    action = controller.act(step.observation)
+    state = {key: value.clone() for key, value in controller._agent.state.items()}
+    assert np.abs(action).max() > 1e-3  # a non-zero action, so that dropping it would show
+    for _ in range(controller.action_repeat):
+        step = env.step(action)
+    controller.act(step.observation)
+    with torch.inference_mode():  # h' = GRU(h, z, a): deterministic given the previous state and action
+        expected = controller.model.img_step(state, torch.as_tensor(action)[None])["deter"]
+    torch.testing.assert_close(controller._agent.state["deter"], expected)
+
+
+def test_set_goal_targets_the_goal_observations_features(checkpoint):
+    controller = MPCController.from_checkpoint(checkpoint, device="cpu", planner="cem", horizon=3, iterations=1,
+                                               candidates=16, elites=4)
+    goal = np.linspace(-1, 1, 5).astype(np.float32)
+    torch.manual_seed(0)
+    controller.set_goal(goal)
+    torch.manual_seed(0)
+    expected = controller.model.features(controller.encode(goal))
+    torch.testing.assert_close(controller.planner.objective.goal, expected)

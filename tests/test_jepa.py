@@ -400,3 +400,41 @@ def test_pose_shift_teaches_the_probe_on_randomly_shifted_frames(reader: str, mo
     monkeypatch.setattr("wm_robotics.models.jepa.random_shift", unshifted)
     assert pose_loss(shifted) == pytest.approx(pose_loss(plain), rel=1e-5)  # the same reading, but of shifted frames
     assert seen[0] == ((2 * 1, 64, 64, 3), 3)  # B · starts frames (horizon 3 of 4 steps: one start each)
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_loss_terms_match_a_hand_rollout(terminal):
+    torch.manual_seed(0)
+    model = small(num_q=2, policy=True, target="stopgrad", horizon=3, rho=0.5)
+    with torch.no_grad():
+        for net in (model.q, model.target_q):
+            torch.nn.init.normal_(net.out_weight, std=0.3)  # non-zero Q values: zero heads hide the TD term
+    batch = linear_system(2, 6, torch.Generator().manual_seed(0))
+    batch["is_terminal"][:] = terminal
+    with torch.no_grad():
+        _, metrics, _ = model.loss(batch)
+        obs, action, reward = batch["obs/proprio"], batch["action"], batch["reward"]
+        z = model.encoder({"proprio": obs})  # (B, T, L)
+        horizon, starts = 3, 6 - 3
+        consistency, value = 0.0, 0.0
+        for k in range(horizon):
+            cons_k, val_k = [], []
+            for b in range(2):
+                for s in range(starts):
+                    latent = z[b, s]
+                    for j in range(k + 1):  # step j: action s+j+1 leads to observation s+j+1
+                        before, latent = latent, model.next(latent, action[b, s + j + 1])
+                    cons_k.append((latent - z[b, s + k + 1]).square().mean())
+                    if terminal:  # td = reward only: the bootstrap is cut by the terminal flag
+                        logits = model.q(torch.cat([before, action[b, s + k + 1]], -1))  # (num_q, bins)
+                        val_k.append(model.twohot.loss(logits, reward[b, s + k + 1].expand(2)).mean())
+            consistency += 0.5 ** k * torch.stack(cons_k).mean() / horizon
+            if terminal:
+                value += 0.5 ** k * torch.stack(val_k).mean() / horizon
+    assert metrics["loss/consistency"] == pytest.approx(consistency.item(), rel=1e-4)
+    reward_mean = reward[:, 1:][:, torch.arange(starts)[:, None] + torch.arange(horizon)].mean().item()
+    if terminal:
+        assert metrics["loss/value"] == pytest.approx(value.item(), rel=1e-4)
+        assert metrics["value/td_target"] == pytest.approx(reward_mean, rel=1e-4)
+    else:
+        assert metrics["value/td_target"] != pytest.approx(reward_mean, rel=1e-2)

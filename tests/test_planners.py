@@ -277,3 +277,77 @@ def test_value_errors():
     model.predict_reward = lambda features: None
     with pytest.raises(ValueError, match="no reward head"):
         CEMPlanner(2, horizon=2, iterations=1, candidates=8, elites=2).plan(model, model.start([0.0, 0.0]))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_warm_start_is_the_previous_plan_shifted_by_one_step(kind):
+    torch.manual_seed(0)
+    model, planner = PointMass(target=0.5), make(kind, action_dim=1, action_low=-0.2, action_high=0.7)
+    state = model.start(0.0)
+    planner.plan(model, state)
+    previous = planner.last_info["plan"].clone()
+    seen, search = [], planner._search
+    planner._search = lambda m, s, mean, low, high: seen.append(mean.clone()) or search(m, s, mean, low, high)
+    planner.plan(model, state)
+    torch.testing.assert_close(seen[0], torch.cat([previous[:, 1:], torch.full((1, 1, 1), 0.25)], 1))
+
+
+def test_mppi_refit_is_the_softmax_weighted_elite_mean():
+    torch.manual_seed(0)
+    model, record = PointMass(target=0.5), []
+
+    def objective(model, states, actions):
+        scores = -10 * (actions - 0.3).square().sum((1, 2))
+        record.append((actions.clone(), scores.clone()))
+        return scores
+
+    planner = MPPIPlanner(1, horizon=2, iterations=1, samples=64, elites=8, temperature=0.5, sample_final=False,
+                          objective=objective)
+    planner.plan(model, model.start(0.0))
+    actions, scores = record[0]
+    top, index = scores.topk(8)
+    weights = torch.softmax(0.5 * (top - top[0]), 0)
+    expected = (weights[:, None, None] * actions[index]).sum(0).clamp(-1, 1)
+    torch.testing.assert_close(planner.last_info["plan"][0], expected)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_nan_rollouts_are_never_chosen_when_others_are_finite(kind):
+    torch.manual_seed(0)
+    model = PointMass(target=0.5)  # +1 is best; make every plan whose first action is > 0 diverge
+
+    def objective(model, states, actions):
+        scores = RewardObjective()(model, states, actions)
+        return torch.where(actions[:, 0, 0] > 0, torch.full_like(scores, float("nan")), scores)
+
+    planner = make(kind, action_dim=1, objective=objective)
+    assert planner.plan(model, model.start(0.0)).item() <= 0.0
+    assert torch.isfinite(planner.last_info["best_score"]).all()
+    assert planner.last_info["best_score"].item() > -1.0  # a real score, not finfo.min / max
+
+
+def test_sample_final_draws_an_elite_with_its_weight():
+    model = PointMass(target=0.5)
+    temperature, log3 = 1.0, torch.log(torch.tensor(3.0))
+
+    def objective(model, states, actions):  # two candidates: the larger first action scores ln 3 above the other
+        first = actions[:, 0, 0]
+        return torch.where(first == first.max(), 0.0, -log3 / temperature)
+
+    planner = MPPIPlanner(1, horizon=1, iterations=1, samples=2, elites=2, temperature=temperature,
+                          max_std=0.3, sample_final=True)  # narrow: no sample clipped onto a bound (no ties)
+    record = []
+
+    def recording(model, states, actions):
+        record.append(actions[:, 0, 0].clone())
+        return objective(model, states, actions)
+
+    planner.objective = recording
+    torch.manual_seed(0)
+    best = 0
+    for _ in range(600):
+        record.clear()
+        planner.reset()
+        action = planner.plan(model, model.start(0.0)).item()
+        best += action == pytest.approx(record[0].max().item())
+    assert 0.68 < best / 600 < 0.82  # weights 0.75 / 0.25; argmax would give 1.0

@@ -193,3 +193,12 @@ def test_errors_when_nothing_can_be_sampled():
         replay.add_episode(make_episode(2, 9, pixels=True))
     with pytest.raises(ValueError, match="directory"):
         replay.load()
+
+
+def test_load_keeps_a_contiguous_run_of_the_newest_files(tmp_path):
+    replay = SequenceReplay(tmp_path, seq_len=3)
+    for ep, steps in enumerate([4, 5, 6, 4]):  # 5, 6, 7, 5 observations
+        replay.add_episode(make_episode(ep, steps))
+    newest = SequenceReplay(tmp_path, capacity=17, seq_len=3)
+    assert newest.load() == 5 + 7  # episodes 3 and 2; episode 1 (6) does not fit, so neither does anything older
+    assert set(check_sequences(newest.sample(200), 3)[0]) == {2, 3}

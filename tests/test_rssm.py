@@ -8,7 +8,7 @@ import torch
 
 from tests.tiny_models import RSSM_TINY, random_batch
 from wm_robotics.models.encoders import ObservationDecoder, ObservationEncoder
-from wm_robotics.models.rssm import RSSM, SIZES, RSSMWorldModel, kl_loss
+from wm_robotics.models.rssm import RSSM, SIZES, NormGRUCell, RSSMWorldModel, kl_loss
 from wm_robotics.precision import compute_precision
 
 OBS_SHAPES = {
@@ -258,3 +258,50 @@ def test_encoder_embedding_sizes():
     assert [part.shape[-1] for part in both.parts(obs, ["proprio", "pixels"])] == [7, 2 * 8 * 4 * 4]  # keys' order
     with pytest.raises(ValueError, match=r"no part for \['depth'\]; its keys: \['pixels', 'proprio'\]"):
         both.parts(obs, ["depth"])
+
+
+def test_kl_is_kl_of_posterior_from_prior_hand_computed():
+    post = torch.tensor([[[0.9, 0.1]]]).log()
+    prior = torch.tensor([[[0.5, 0.5]]]).log()
+    _, _, value = kl_loss(post, prior, free_bits=0.0)
+    assert value.item() == pytest.approx(0.9 * math.log(1.8) + 0.1 * math.log(0.2), rel=1e-5)  # 0.368, not 0.511
+
+
+def test_dyn_trains_only_the_prior_and_rep_only_the_posterior():
+    post = torch.randn(3, 4, 5).log_softmax(-1).requires_grad_()
+    prior = torch.randn(3, 4, 5).log_softmax(-1).requires_grad_()
+    dyn, rep, _ = kl_loss(post, prior, free_bits=0.0)
+    assert torch.autograd.grad(rep.sum(), prior, allow_unused=True)[0] is None
+    assert torch.autograd.grad(dyn.sum(), post, allow_unused=True)[0] is None
+
+
+@pytest.mark.parametrize("kl_dyn, kl_rep, prior_trained", [(0.0, 0.1, False), (0.5, 0.0, True)])
+def test_kl_coefficients_reach_the_right_networks(kl_dyn, kl_rep, prior_trained):
+    torch.manual_seed(0)
+    model = RSSMWorldModel({"proprio": (5,)}, 2, **RSSM_TINY, free_bits=0.0, kl_dyn=kl_dyn, kl_rep=kl_rep)
+    total, _, _ = model.loss(random_batch({"proprio": (5,)}, 2))
+    total.backward()
+    grads = [p.grad for p in model.rssm.prior_net.parameters()]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads) == prior_trained
+
+
+def test_gru_keeps_most_of_h_when_its_inputs_vanish():
+    cell = NormGRUCell(3, 4)
+    torch.nn.init.zeros_(cell.linear.weight)  # reset = cand = update = 0 after the LayerNorm
+    h = torch.randn(2, 4)
+    torch.testing.assert_close(cell(torch.randn(2, 3), h), (1 - torch.sigmoid(torch.tensor(-1.0))) * h)
+
+
+def test_continue_loss_and_prediction_follow_one_minus_is_terminal():
+    torch.manual_seed(0)
+    model = RSSMWorldModel({"proprio": (5,)}, 2, **RSSM_TINY)
+    batch = random_batch({"proprio": (5,)}, 2, length=6)
+    optimiser = torch.optim.Adam(model.parameters(), 1e-2)
+    for _ in range(60):
+        total, metrics, post = model.loss(batch)
+        optimiser.zero_grad()
+        total.backward()
+        optimiser.step()
+    cont = model.predict_continue(model.features(post))
+    terminal = batch["is_terminal"]
+    assert cont[~terminal].min() > 0.8 and cont[terminal].max() < 0.5, cont
