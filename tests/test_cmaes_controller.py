@@ -1,6 +1,7 @@
 """World Models' controller C: CMA-ES in the dream, batched over the population, resumable."""
 
 import io
+import math
 
 import pytest
 import torch
@@ -130,3 +131,52 @@ def test_dream_benchmark_times_both_modes(one_torch_thread):
     assert batched["dream_steps_per_s"] == pytest.approx(3 * batched["rollouts_per_s"])
     assert batched["speedup_vs_one_at_a_time"] == pytest.approx(
         one_at_a_time["seconds_per_generation"] / batched["seconds_per_generation"])
+
+
+class ActionPays(WorldModel):
+    """State x is constant; the reward for arriving after action a is a itself; no continue head."""
+
+    obs_keys, action_dim, feature_dim = ("proprio",), 1, 1
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def features(self, state):
+        return state["x"]
+
+    def imagine(self, state, horizon, actions=None, policy=None):
+        xs, used = [], []
+        x = state["x"]
+        for _ in range(horizon):
+            a = policy(x)
+            xs.append(torch.cat([x[:, :0], a], -1) * 0 + x)  # same x
+            used.append(a)
+        acts = torch.stack(used, 1)
+        self.last_actions = acts
+        return {"x": torch.stack(xs, 1), "a": acts}, acts
+
+    def predict_reward(self, features):
+        return self.last_actions[..., 0]
+
+
+def test_dream_returns_discounted_with_weight_then_bias():
+    model = ActionPays()
+    start = {"x": torch.full((2, 1), 2.0)}
+    ctrl = CMAESController(1, 1, population=2, rollouts=2, horizon=3, discount=0.5, seed=0)
+    weight, bias = ctrl.unflatten(torch.tensor([[0.5, 0.2], [0.0, -0.3]]))
+    returns = dream_returns(model, start, weight, bias, 3, 0.5)
+    geometric = 1 + 0.5 + 0.25
+    expected = torch.tensor([[math.tanh(0.5 * 2 + 0.2)] * 2, [math.tanh(-0.3)] * 2]) * geometric
+    torch.testing.assert_close(returns, expected)
+
+
+def test_evolve_reports_the_centre_and_climbs_the_reward():
+    model = ActionPays()
+    start = {"x": torch.ones(4, 1)}
+    ctrl = CMAESController(1, 1, population=6, rollouts=2, horizon=2, sigma=0.3, discount=0.9, seed=0)
+    metrics = ctrl.evolve(model, start, generations=1)
+    assert metrics["dream/return_center"] == 0.0  # the first mean is all zeros: action tanh(0) = 0
+    assert metrics["dream/return_best"] > 0
+    ctrl.evolve(model, start, generations=15)
+    assert float(ctrl.policy(torch.ones(1, 1), sample=False)) > 0.5  # reward = action: evolves toward +1

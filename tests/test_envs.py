@@ -207,3 +207,18 @@ def test_bad_actions_are_refused(action, match):
     env.reset(seed=0)
     with pytest.raises(ValueError, match=match):
         env.step(action)
+
+
+@pytest.mark.parametrize("domain,task", [("walker", "walk"), ("manipulator", "bring_ball")])
+def test_proprio_is_spec_order_row_major_flattening_of_the_raw_observation(domain, task):
+    seed = 3
+    raw = suite.load(domain, task, task_kwargs={"random": seed})
+    env = DMCEnv(domain, task, action_repeat=1)
+    obs, _ = env.reset(seed=seed)
+    step = raw.reset()
+    keys = list(raw.observation_spec())
+    expected = np.concatenate([np.asarray(step.observation[k], np.float32).reshape(-1) for k in keys])
+    np.testing.assert_array_equal(obs["proprio"], expected)
+    for k in keys:
+        np.testing.assert_array_equal(obs["proprio"][env.proprio_keys[k]],
+                                      np.asarray(step.observation[k], np.float32).reshape(-1))

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import math
 import re
 import subprocess
 import sys
@@ -393,3 +394,126 @@ def test_compare_draws_runs_of_another_precision_or_recipe_apart(tmp_path, capsy
     assert labels == [["tdmpc_cpu", "cartpole-swingup", "0"], ["tdmpc_cpu", "cartpole-swingup", "1"],
                       ["tdmpc_cpu", "bf16", "cartpole-swingup"], ["tdmpc_cpu", "[model.lr=1e-3]", "cartpole-swingup"]]
     assert "note" not in printed
+
+
+BIAS = np.array([0.05, -0.02, 0.03, 0.01])
+
+
+class BiasedModel(LinearSystemModel):
+    """Exact toy model plus a constant BIAS added at every imagined step."""
+
+    def imagine(self, state, horizon, actions=None, policy=None):
+        x, states = state["x"], []
+        for t in range(horizon):
+            x = x @ self.a.T + actions[:, t] @ self.b.T + torch.tensor(BIAS, dtype=torch.float32)
+            x = x + self.noise * torch.randn_like(x)
+            states.append(x)
+        return {"x": torch.stack(states, 1)}, actions
+
+
+def make_episode(seed, steps):
+    env = LinearSystemEnv()
+    obs, _ = env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    o, a, r = [obs["proprio"]], [], []
+    for _ in range(steps):
+        act = rng.uniform(LOW, HIGH, 2).astype(np.float32)
+        obs, rew, *_ = env.step(act)
+        o.append(obs["proprio"]), a.append(act), r.append(rew)
+    return {"obs/proprio": np.stack(o), "action": np.stack(a), "reward": np.asarray(r, np.float32)}
+
+
+def offsets(horizon):
+    """e_h = sum_{j<h} A^j BIAS, the imagined-minus-real state h steps into the future."""
+    out, e = [], np.zeros(4)
+    for _ in range(horizon):
+        e = A @ e + BIAS
+        out.append(e.copy())
+    return np.stack(out)
+
+
+def test_open_loop_errors_exact_per_horizon_values():
+    context, horizon = 2, 4
+    episodes = [make_episode(s, 23) for s in (1, 2)]  # 24 observations: windows start at 0, 6, 12, 18
+    res = open_loop_errors(BiasedModel(), episodes, context, horizon, LOW, HIGH, per_episode=10)
+    assert res["windows"] == 8
+    e = offsets(horizon)  # (H, 4)
+    np.testing.assert_allclose(res["latent_l2"], np.linalg.norm(e, axis=-1), rtol=1e-4)
+    np.testing.assert_allclose(res["proprio_mse"], (e ** 2).mean(-1), rtol=1e-4)
+    allobs = np.concatenate([ep["obs/proprio"] for ep in episodes]).astype(np.float64)
+    var = allobs.var(0)
+    np.testing.assert_allclose(res["proprio_nmse"], (e ** 2 / var).mean(-1), rtol=1e-4)
+    # reward: the real future of a window starting at t0 is obs[t0+context : t0+context+H]; the reward on arriving
+    # there is episode reward[t0+context-1 ...]
+    mae, mse = np.zeros(horizon), np.zeros(horizon)
+    for ep in episodes:
+        for t0 in (0, 6, 12, 18):
+            real = ep["obs/proprio"][t0 + context:t0 + context + horizon].astype(np.float64)
+            rew = ep["reward"][t0 + context - 1:t0 + context - 1 + horizon]
+            np.testing.assert_allclose(rew, reward_of(real), rtol=1e-5)  # the alignment the test relies on
+            err = reward_of(real + e) - rew
+            mae += np.abs(err) / 8
+            mse += err ** 2 / 8
+    np.testing.assert_allclose(res["reward_mae"], mae, rtol=1e-3)
+    np.testing.assert_allclose(res["reward_mse"], mse, rtol=1e-3)
+
+
+def test_action_sensitivity_shares_noise_between_real_and_random_actions():
+    episodes = [make_episode(s, 23) for s in (1, 2)]
+    kw = dict(context=2, horizon=4, action_low=LOW, action_high=HIGH)
+    exact = action_sensitivity(LinearSystemModel(), episodes, **kw)
+    noisy = action_sensitivity(LinearSystemModel(noise=0.3), episodes, **kw)
+    # the noise of the two imaginations cancels: only the action difference remains
+    np.testing.assert_allclose(noisy["model"]["proprio"], exact["model"]["proprio"], rtol=1e-4)
+    np.testing.assert_allclose(noisy["model"]["features"], exact["model"]["features"], rtol=1e-4)
+
+
+def test_rankme_and_std_by_hand():
+    x = torch.tensor([[3.0, 0.0], [0.0, 1.0]])  # singular values 3, 1 -> p = (0.75, 0.25)
+    d = latent_diagnostics(x)
+    expected = math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))
+    assert d["effective_rank"] == pytest.approx(expected, rel=1e-9)
+    assert d["std_mean"] == pytest.approx((3 / math.sqrt(2) + 1 / math.sqrt(2)) / 2, rel=1e-9)
+    assert d["std_min"] == pytest.approx(1 / math.sqrt(2), rel=1e-9)
+    assert d["collapsed"]  # rank 1.75 < min_rank 2
+
+
+class FakeGoalEnv:
+    """Episodes of 3 steps; the last step's info says success on even seeds; earlier steps say the opposite."""
+
+    def reset(self, seed=None):
+        self.seed, self.t = seed, 0
+        return {"proprio": np.zeros(2, np.float32)}, {"success": False, "goal_proprio": np.ones(2),
+                                                      "goal_distance": 1.0 + seed}
+
+    def step(self, action):
+        self.t += 1
+        last = self.t == 3
+        success = (self.seed % 2 == 0) if last else (self.seed % 2 == 1)
+        return {"proprio": np.zeros(2, np.float32)}, 0.0, False, last, {
+            "success": success, "goal_proprio": np.ones(2), "goal_distance": 0.1 * self.seed + self.t}
+
+
+class StillController:
+    """An MPCController's goal interface that always acts zero."""
+
+    goal_keys = ("proprio",)
+
+    def reset(self):
+        pass
+
+    def set_goal(self, goal):
+        self.goal = goal
+
+    def act(self, obs):
+        return np.zeros(2, np.float32)
+
+
+def test_goal_reaching_counts_the_last_steps_success():
+    res = goal_reaching(StillController(), FakeGoalEnv(), episodes=4, seed=10, progress=False)  # seeds 10..13
+    assert res["success_rate"] == 0.5
+    assert res["start_distance"] == [11.0, 12.0, 13.0, 14.0]
+    np.testing.assert_allclose(res["final_distance"], [4.0, 4.1, 4.2, 4.3])
+    short = goal_reaching(StillController(), FakeGoalEnv(), episodes=2, seed=11, max_steps=2, progress=False)
+    assert short["success_rate"] == 0.5  # seeds 11, 12 stopped at step 2: 11 says True, 12 says False
+    np.testing.assert_allclose(short["final_distance"], [3.1, 3.2])

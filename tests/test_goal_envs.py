@@ -80,3 +80,35 @@ def test_observation_near_goal_moves_only_the_probe():
         unwrapped.observation_near_goal([1.0, 0.5], [2.0, 0.0, 1.0])
     np.testing.assert_array_equal(unwrapped._observation()["proprio"], obs["proprio"])
     assert unwrapped.goal_distance() == pytest.approx(info["goal_distance"])
+
+
+def _point_mass_at(env, offset):
+    u = env.unwrapped
+    physics = u.physics
+    physics.named.data.qpos[list(u._goal_joints)] = u.goal_joints + np.asarray(offset)
+    physics.data.qvel[:] = 0
+    physics.forward()
+    return u._info()
+
+
+def test_goal_success_is_within_the_target_radius_and_distance_is_euclidean():
+    env = gym.make("wm_robotics/point_mass-easy-goal-v1")
+    env.reset(seed=4)
+    radius = float(env.unwrapped.physics.named.model.geom_size["target", 0])
+    d = 0.9 * radius / np.sqrt(2)  # diagonal offset: L2 0.9 r, L1 1.27 r
+    info = _point_mass_at(env, [d, d])
+    assert info["goal_distance"] == pytest.approx(0.9 * radius, rel=1e-6) and info["success"]
+    d = 1.5 * radius / np.sqrt(2)
+    info = _point_mass_at(env, [d, d])
+    assert info["goal_distance"] == pytest.approx(1.5 * radius, rel=1e-6) and not info["success"]
+
+
+def test_probe_at_the_goal_mid_episode_has_zero_velocity():
+    env = gym.make("wm_robotics/reacher-easy-goal-v1", obs_mode="proprio")
+    _, info = env.reset(seed=3)
+    for _ in range(5):
+        obs, *_ = env.step(np.ones(2, np.float32))
+    assert np.abs(obs["proprio"][4:]).max() > 0.1  # the episode's robot is moving
+    at_goal, distance = env.unwrapped.observation_near_goal([0.0, 0.0])
+    np.testing.assert_allclose(at_goal["proprio"], info["goal_proprio"], atol=1e-6)
+    np.testing.assert_array_equal(info["goal_proprio"][4:], 0.0)

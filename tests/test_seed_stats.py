@@ -33,3 +33,20 @@ def test_a_wider_confidence_gives_a_wider_interval():
 def test_bad_input_is_refused_with_a_clear_message(values, confidence, message):
     with pytest.raises(ValueError, match=message):
         seed_summary(values, confidence=confidence)
+
+
+def test_iqm_and_sample_std_by_hand():
+    values = [1, 2, 3, 4, 5, 6, 7, 100]
+    out = seed_summary(values, resamples=200)
+    assert out["iqm"] == pytest.approx(4.5)  # mean of 3, 4, 5, 6
+    mean = sum(values) / 8
+    assert out["mean"] == pytest.approx(mean)
+    assert out["std"] == pytest.approx(math.sqrt(sum((v - mean) ** 2 for v in values) / 7))
+
+
+def test_percentile_bootstrap_of_the_mean_on_a_discrete_case():
+    # 8 seeds, one of them 10: a resampled mean is 10·K/8 with K ~ Binomial(8, 1/8);
+    # P(K = 0) = 0.34 > 0.025 and P(K <= 2) = 0.962 < 0.975 <= P(K <= 3) = 0.994: the interval is (0, 3.75)
+    out = seed_summary([0, 0, 0, 0, 0, 0, 0, 10], confidence=0.95, resamples=10_000, seed=0)
+    assert out["ci_low"] == pytest.approx(0.0, abs=1e-12)
+    assert out["ci_high"] == pytest.approx(3.75, abs=1e-9)

@@ -327,3 +327,57 @@ def test_pixel_observations_train_end_to_end(tmp_path, obs_mode):
     assert "eval_return" in final
     payload = load_checkpoint(tmp_path)
     assert payload["obs_shapes"]["pixels"] == [64, 64, 3] and payload["counters"]["updates"] > 0
+
+
+class TrainerCounters:
+    """The Trainer's counter and schedule logic on a stub: no env, no model."""
+
+    updates_owed = Trainer.updates_owed
+    _periodic = Trainer._periodic
+
+    def __init__(self, **cfg):
+        self.cfg = {"prefill": 100, "train_ratio": 64, "batch_size": 4, "seq_len": 8, "pretrain_updates": None,
+                    "log_every": 10**9, "eval_every": 100, "checkpoint_every": 10**9, **cfg}
+        self.action_repeat = 2
+        self.replay = SimpleNamespace(can_sample=True)
+        self.counters = {"env_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0, "last_eval": -1, "burst": 0}
+        self.offline = None
+        self.evals = []
+        self.logger = SimpleNamespace(log=lambda step, row: None, rows=[{"eval_return": 0.0}], flush=lambda: None)
+        self._last = {"log": 0, "time": 0.0, "updates": 0, "env_steps": 0, "checkpoint": 0}
+
+    def evaluate(self):
+        self.evals.append(self.clock)
+        self.counters["last_eval"] = self.clock
+        return {"eval_return": 0.0}
+
+    def save(self):
+        pass
+
+
+def test_updates_owed_by_hand():
+    t = TrainerCounters()  # prefill 100 env steps = 50 agent steps (repeat 2); 64 / (4·8) = 2 updates per agent step
+    t.counters["agent_steps"] = 49
+    assert t.updates_owed() == 0
+    t.counters["agent_steps"] = 50
+    assert t.updates_owed() == 1  # the ratio's first update as soon as the prefill ends
+    t.counters["updates"] = 1
+    t.counters["agent_steps"] = 53
+    assert t.updates_owed() == 2 * 3 + 1 - 1
+    t.replay.can_sample = False
+    assert t.updates_owed() == 0
+    burst = TrainerCounters(pretrain_updates=10)
+    burst.counters["agent_steps"] = 50
+    assert burst.updates_owed() == 10  # the burst replaces the ratio's first update
+    burst.counters["updates"] = 10
+    burst.counters["agent_steps"] = 52
+    assert burst.updates_owed() == 4
+
+
+def test_eval_when_a_period_is_crossed_and_at_the_end():
+    t = TrainerCounters()
+    bar = SimpleNamespace(set_postfix=lambda **k: None)
+    for step in (40, 80, 100, 140, 180, 220, 250):
+        t.clock = step
+        t._periodic(250, {}, bar, boundary=False)
+    assert t.evals == [100, 220, 250]  # 100 and 220 cross 100 and 200; 250 is the end

@@ -1,5 +1,6 @@
 """Imagination videos: alignment of imagined steps, frame count and layout, fallback, bad input."""
 
+import math
 import os
 import subprocess
 import sys
@@ -130,3 +131,45 @@ def test_export_script_from_checkpoint_and_saved_episodes(checkpoints, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     gif = iio.imread(tmp_path / "clip.gif")
     assert gif.shape[:3] == (STEPS + 1, SIZE, 3 * SIZE + 4)
+
+
+C = np.array([0.1, 0.3], np.float32)
+
+
+class DriftModel(WorldModel):
+    obs_keys, action_dim, feature_dim = ("proprio",), 2, 2
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def observe(self, obs, action, is_first, state=None):
+        x = obs["proprio"].float()
+        return {"x": x}, {"x": x[:, -1]}
+
+    def imagine(self, state, horizon, actions=None, policy=None):
+        steps = torch.arange(1, horizon + 1, dtype=torch.float32)[:, None] * torch.as_tensor(C)
+        return {"x": state["x"].unsqueeze(1) + actions.cumsum(1) + steps}, actions
+
+    def features(self, state):
+        return state["x"]
+
+    def predict_reward(self, features):
+        return features.sum(-1)
+
+    def decode(self, state, keys=None):
+        return {"proprio": state["x"]}
+
+
+def test_imagination_errors_grow_exactly_with_steps_since_anchor():
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, (12, 2)).astype(np.float32)
+    obs = np.concatenate([np.zeros((1, 2)), actions.cumsum(0)]).astype(np.float32)
+    episode = {"obs/proprio": obs, "action": actions, "reward": np.arange(1, 13, dtype=np.float32)}
+    res = imagine_episode(DriftModel(), episode, lambda a: a, context=3, horizon=4)
+    h = np.array([0, 0, 0, 1, 2, 3, 4, 1, 2, 3, 4, 1, 2])
+    assert res.anchors == [2, 6, 10] and res.horizon.tolist() == h.tolist()
+    np.testing.assert_allclose(res.latent_error, h * math.sqrt((0.1 ** 2 + 0.3 ** 2) / 2), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(res.proprio_error, h * 0.2, rtol=1e-5, atol=1e-6)
+    assert res.reward.tolist() == list(range(13))
+    np.testing.assert_allclose(res.pred_reward, obs.sum(-1) + h * 0.4, rtol=1e-5, atol=1e-5)

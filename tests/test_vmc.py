@@ -228,3 +228,73 @@ def test_preset_trains_resumes_sweeps_tau_and_its_checkpoint_evaluates_and_expor
     assert "no pixel decoder" not in out
     frames = iio.imread(tmp_path / "dream.gif")
     assert frames.shape[0] == 13 and frames.shape[2] >= 3 * 64  # real | dreamed | error
+
+
+def test_posterior_std_is_init_std_when_the_stats_layer_is_zero():
+    vae = ConvVAE({"proprio": (5,)}, z_dim=4, units=16, init_std=0.05)
+    with torch.no_grad():
+        vae.to_stats.weight.zero_()
+        mean, std = vae.posterior({"proprio": torch.randn(3, 5)})
+    torch.testing.assert_close(std, torch.full_like(std, 0.05))
+    torch.testing.assert_close(mean, vae.to_stats.bias[:4].expand(3, 4))
+
+
+def test_temperature_scales_the_component_std_by_sqrt_tau():
+    gen = torch.Generator().manual_seed(0)
+    shape = (40_000, 1, 1)
+    mixture = (torch.zeros(shape), torch.zeros(shape), torch.full(shape, math.log(0.3)))
+    std = float(mdn_sample(mixture, 0.25, gen).std())
+    assert std == pytest.approx(0.3 * 0.5, rel=0.03)
+
+
+def test_temperature_divides_the_mixture_logits():
+    gen = torch.Generator().manual_seed(0)
+    shape = (40_000, 1, 2)
+    mixture = (torch.tensor([1.0, 0.0]).expand(shape), torch.tensor([-1.0, 1.0]).expand(shape),
+               torch.full(shape, math.log(1e-3)))
+    share = float((mdn_sample(mixture, 0.5, gen) < 0).float().mean())
+    assert share == pytest.approx(float(torch.softmax(torch.tensor([2.0, 0.0]), 0)[0]), abs=0.01)  # 0.881
+
+
+def test_kl_is_floored_at_free_nats_times_z_dim():
+    batch = random_batch({"proprio": (5,)}, 1, batch=3, length=6)
+    torch.manual_seed(0)
+    high = VMCWorldModel({"proprio": (5,)}, 1, kl_weight=0.5, kl_free=100.0, **VMC_TINY)
+    _, metrics, _ = high.loss(batch)
+    assert metrics["loss/kl"] == pytest.approx(0.5 * 100.0 * 4, rel=1e-6)  # floor 100 nats/dim · z_dim 4
+    none = VMCWorldModel({"proprio": (5,)}, 1, kl_weight=1.0, kl_free=0.0, **VMC_TINY)
+    _, metrics, _ = none.loss(batch)
+    assert metrics["loss/kl"] == pytest.approx(metrics["kl/value"], rel=1e-5)
+
+
+def test_mdn_term_skips_the_first_step_of_a_mid_episode_window():
+    torch.manual_seed(0)
+    model = VMCWorldModel({"proprio": (5,)}, 1, **VMC_TINY)
+    batch = random_batch({"proprio": (5,)}, 1, batch=3, length=6)
+    batch["is_first"][:] = False  # mid-episode windows
+    batch["is_first"][1, 0] = True  # but the second one starts an episode
+    _, metrics, post = model.loss(batch)
+    with torch.no_grad():
+        nll = -mdn_log_prob(model.rnn.mixture(post["h"]), post["z"])  # (3, 6)
+    valid = torch.ones(3, 6)
+    valid[[0, 2], 0] = 0
+    assert metrics["loss/mdn"] == pytest.approx(float((nll * valid).sum() / valid.sum()), rel=1e-5)
+
+
+def test_episode_start_zeroes_the_incoming_action():
+    torch.manual_seed(0)
+    model = VMCWorldModel({"proprio": (5,)}, 1, **VMC_TINY)
+    obs, first = {"proprio": torch.randn(2, 5)}, torch.ones(2, dtype=torch.bool)
+    a = model.step(model.initial(2), torch.ones(2, 1), obs, first)["h"]
+    b = model.step(model.initial(2), torch.zeros(2, 1), obs, first)["h"]
+    torch.testing.assert_close(a, b)
+    # the same in observe's filtering
+    seq = {"proprio": torch.randn(2, 3, 5)}
+    is_first = torch.tensor([[True, False, False]] * 2)
+    torch.manual_seed(1)
+    p1, _ = model.observe(seq, torch.ones(2, 3, 1), is_first)
+    actions = torch.ones(2, 3, 1)
+    actions[:, 0] = -5.0
+    torch.manual_seed(1)
+    p2, _ = model.observe(seq, actions, is_first)
+    torch.testing.assert_close(p1["h"], p2["h"])
