@@ -1,5 +1,6 @@
 """Shared test helpers: test-sized training configurations composed from the real Hydra configs (``tiny_config``,
-the default RSSM run; ``preset_config``, a named preset shrunk to test size) and ``run_script``."""
+the default RSSM run; ``preset_config``, a named preset shrunk to test size), ``untrained_goal_reacher`` and
+``run_script``."""
 
 import subprocess
 import sys
@@ -54,3 +55,16 @@ def run_script(*args: str | PathLike, cwd: str | PathLike | None = None) -> str:
     result = subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
+
+
+def untrained_goal_reacher(*overrides: str) -> tuple:
+    """The goal-image reacher (pixels + proprio) and an untrained ``jepa_goal`` payload for it (+ ``overrides``)."""
+    import gymnasium as gym
+    import torch
+
+    import wm_robotics.envs  # noqa: F401  (registers the goal envs)
+    from wm_robotics.train import untrained_payload
+
+    env = gym.make("wm_robotics/reacher-easy-goal-v1", obs_mode="pixels+proprio")
+    torch.manual_seed(0)
+    return env, untrained_payload(preset_config("jepa_goal", *overrides), env)
