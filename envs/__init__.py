@@ -21,7 +21,7 @@ from wm_robotics.envs.registry import (  # noqa: E402
     register_all,
     suite_task,
 )
-from wm_robotics.envs.vector import env_kwargs, make_env, make_vector_env  # noqa: E402
+from wm_robotics.envs.vector import control_steps_taken, env_kwargs, make_env, make_vector_env  # noqa: E402
 
 register_all()
 
@@ -34,6 +34,7 @@ __all__ = [
     "OBS_MODES",
     "SUITE_TASKS",
     "check_env_id",
+    "control_steps_taken",
     "env_id",
     "env_kwargs",
     "make_env",

@@ -65,7 +65,8 @@ class DMCEnv(gym.Env):
         render_mode: ``"rgb_array"`` or None.
 
     Actions outside the action space (including NaN/inf) are refused with a ``ValueError``,
-    never clipped silently.
+    never clipped silently. ``info["control_steps"]`` is the number of control steps the last
+    ``step`` applied (0 after ``reset``): ``action_repeat``, fewer when the episode ended inside it.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 50}  # per instance: agent steps per simulated second
@@ -156,7 +157,7 @@ class DMCEnv(gym.Env):
         return obs
 
     def _info(self) -> dict[str, Any]:
-        return {}
+        return {"control_steps": self._step_control_steps}
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict[str, Any]]:
         """Start an episode; with ``seed`` (below 2**32, dm_control's limit) the episode is reproducible."""
@@ -166,7 +167,7 @@ class DMCEnv(gym.Env):
         if seed is not None:
             self._task.random.seed(seed)
         self._dm_env.reset()
-        self._steps = self._control_steps = 0
+        self._steps = self._control_steps = self._step_control_steps = 0
         self._needs_reset = False
         return self._observation(), self._info()
 
@@ -199,6 +200,7 @@ class DMCEnv(gym.Env):
         task, physics = self._task, self._physics
         reward = 0.0
         terminated = False
+        start = self._control_steps
         for _ in range(min(self.action_repeat, self._control_limit - self._control_steps)):
             task.before_step(a, physics)
             physics.step(self._n_sub_steps)
@@ -208,6 +210,7 @@ class DMCEnv(gym.Env):
             if task.get_termination(physics) is not None:
                 terminated = True
                 break
+        self._step_control_steps = self._control_steps - start
         self._steps += 1
         truncated = not terminated and self._steps >= self.time_limit
         self._needs_reset = terminated or truncated

@@ -104,6 +104,7 @@ class GoalDMCEnv(DMCEnv):
         distance = self.goal_distance()
         radius = float(self._physics.named.model.geom_size["target", 0])
         return {
+            **super()._info(),
             "goal_pixels": self.goal_pixels.copy(),
             "goal_proprio": self.goal_proprio.copy(),
             "goal_distance": distance,

@@ -7,6 +7,7 @@ from functools import partial
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
 from wm_robotics.envs.registry import check_env_id
 
@@ -75,3 +76,12 @@ def make_vector_env(
         return gym.vector.SyncVectorEnv(fns, autoreset_mode=autoreset_mode)
     fns = [partial(_worker_env, full, **kwargs) for _ in range(num_envs)]
     return gym.vector.AsyncVectorEnv(fns, context=context, autoreset_mode=autoreset_mode)
+
+
+def control_steps_taken(info: dict[str, Any], done: np.ndarray) -> np.ndarray:
+    """Control steps each sub-env applied in a ``SAME_STEP`` vector step: an env whose episode ended reports them in
+    ``info["final_info"]`` (``info`` then holds its reset's)."""
+    steps = np.asarray(info["control_steps"], np.int64)
+    if done.any():
+        steps = np.where(done, info["final_info"]["control_steps"], steps)
+    return steps

@@ -111,10 +111,11 @@ def test_time_limit_truncates_in_agent_steps_then_refuses_to_step():
 def test_an_action_repeat_that_does_not_divide_1000_ends_at_the_suites_1000_control_steps():
     env = gym.make("wm_robotics/cartpole-balance-v0", action_repeat=3)
     assert env.unwrapped.time_limit == 334
-    env.reset(seed=0)
-    rewards = [env.step(np.zeros(1, np.float32))[1] for _ in range(334)]
+    assert env.reset(seed=0)[1]["control_steps"] == 0
+    steps = [env.step(np.zeros(1, np.float32)) for _ in range(334)]
     assert env.unwrapped.physics.time() == pytest.approx(10.0)  # 1000 control steps of 0.01 s, not 1002
-    assert rewards[-1] <= 1.0 < rewards[-2]  # the last agent step: one control step's reward
+    assert steps[-1][1] <= 1.0 < steps[-2][1]  # the last agent step: one control step's reward
+    assert [info["control_steps"] for *_, info in steps] == [3] * 333 + [1]
 
 
 def test_gymnasium_max_episode_steps_counts_agent_steps():

@@ -32,6 +32,16 @@ def test_run_folder_layout_and_metrics(tmp_path):
     assert len(list((tmp_path / "episodes").glob("*.npz"))) == 200 // 40
 
 
+def test_env_steps_count_the_control_steps_the_env_applied(tmp_path):
+    cfg = tiny_config("env.action_repeat=3", "max_episode_steps=null", "steps=1000", "prefill=2000", "eval_every=5000")
+    Trainer(cfg, tmp_path).run()
+    counters = load_checkpoint(tmp_path / "checkpoints" / "latest.pt")["counters"]
+    assert counters["agent_steps"] == 334 and counters["episodes"] == 1
+    assert counters["env_steps"] == 1000  # the suite's 1000: the last agent step repeats its action once, not 3 times
+    [episode] = list_episodes(tmp_path / "episodes")
+    assert len(load_episode(episode)["reward"]) == 334
+
+
 def test_logged_speeds_are_rates_since_the_previous_row(tmp_path, monkeypatch):
     ticks = iter(range(1000))
     monkeypatch.setattr("wm_robotics.train.time", SimpleNamespace(time=lambda: float(next(ticks) ** 2)))

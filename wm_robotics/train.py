@@ -1,6 +1,7 @@
 """The training loop every preset shares: collect → update → imagine → evaluate → checkpoint.
 
-Counters: ``env_steps`` counts control steps (agent steps × action repeat), the unit of
+Counters: ``env_steps`` counts control steps (agent steps × action repeat, as the envs report them in
+``info["control_steps"]``: an episode's last agent step repeats only up to the suite's 1000), the unit of
 published DMC results; ``train_ratio`` is replayed steps per *agent* step (DreamerV3's
 convention), so ``updates ≈ train_ratio · agent_steps / (batch_size · seq_len)``.
 
@@ -260,9 +261,10 @@ class Trainer:
             actions = self.agent.act(obs, is_first, sample=True)
         obs, reward, terminated, truncated, info = self.envs.step(actions)
         done = terminated | truncated
+        control_steps = int(envs.control_steps_taken(info, done).sum())
         self.counters["agent_steps"] += num_envs
-        self.counters["env_steps"] += num_envs * self.action_repeat
-        bar.update(num_envs * self.action_repeat)
+        self.counters["env_steps"] += control_steps
+        bar.update(control_steps)
         for i in range(num_envs):
             final = info["final_obs"][i] if done[i] else {k: v[i] for k, v in obs.items()}
             recorders[i].add(actions[i], final, reward[i], terminated[i], truncated[i])
