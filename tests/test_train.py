@@ -344,14 +344,18 @@ class TrainerCounters:
 
     updates_owed = Trainer.updates_owed
     _periodic = Trainer._periodic
+    save_if_best = Trainer.save_if_best
 
     def __init__(self, **cfg):
         self.cfg = {"prefill": 100, "train_ratio": 64, "batch_size": 4, "seq_len": 8, "pretrain_updates": None,
                     "log_every": 10**9, "eval_every": 100, "checkpoint_every": 10**9, **cfg}
         self.action_repeat = 2
         self.replay = SimpleNamespace(can_sample=True)
-        self.counters = {"env_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0, "last_eval": -1, "burst": 0}
+        self.counters = {"env_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0, "last_eval": -1, "burst": 0,
+                         "best_eval": None}
         self.offline = None
+        self.best_path = "best.pt"
+        self.saved_best = []
         self.evals = []
         self.logger = SimpleNamespace(log=lambda step, row: None, rows=[{"eval_return": 0.0}], flush=lambda: None)
         self._last = {"log": 0, "time": 0.0, "updates": 0, "env_steps": 0, "checkpoint": 0}
@@ -363,6 +367,39 @@ class TrainerCounters:
 
     def save(self):
         pass
+
+    def payload(self):
+        return {"counters": dict(self.counters)}
+
+
+def test_the_best_checkpoint_is_the_first_of_the_highest_scores(monkeypatch):
+    saved = []
+    monkeypatch.setattr("wm_robotics.train.save_checkpoint", lambda path, payload: saved.append((path, payload)))
+    t = TrainerCounters()
+    kept = [t.save_if_best({"eval_return": value}) for value in (5.0, 5.0, float("nan"), 7.0, 6.0)]
+    assert kept == [True, False, False, True, False] and t.counters["best_eval"] == 7.0
+    assert [payload["counters"]["best_eval"] for _, payload in saved] == [5.0, 7.0] and saved[0][0] == "best.pt"
+    goal = TrainerCounters()  # a goal run is scored by its success rate, whatever its return
+    kept = [goal.save_if_best({"eval_return": ret, "goal/success_rate": rate}) for ret, rate in ((9, 0.4), (1, 0.6))]
+    assert kept == [True, True] and goal.counters["best_eval"] == 0.6
+
+
+def test_best_checkpoint_of_a_run_holds_the_weights_of_its_best_evaluation(tmp_path, monkeypatch):
+    scores, weights = iter([1.0, 3.0, 2.0, 3.0, 0.0]), []
+    evaluate = Trainer.evaluate
+
+    def scripted(trainer):  # the real evaluation, then a scripted return (the run's own are noise-sized)
+        evaluate(trainer)
+        weights.append({key: value.clone() for key, value in trainer.model.state_dict().items()})
+        return {"eval_return": next(scores)}
+
+    monkeypatch.setattr(Trainer, "evaluate", scripted)
+    Trainer(tiny_config("steps=200", "eval_every=40"), tmp_path).run()
+    payload = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
+    assert payload["counters"]["best_eval"] == 3.0 and payload["counters"]["last_eval"] == 80
+    assert all(torch.equal(payload["model"][key], value) for key, value in weights[1].items())
+    assert not all(torch.equal(payload["model"][key], value) for key, value in weights[3].items())
+    assert load_checkpoint(tmp_path)["counters"]["best_eval"] == 3.0
 
 
 def test_updates_owed_by_hand():

@@ -106,9 +106,11 @@ class Trainer:
         self.replay = SequenceReplay(self.run_dir / "episodes", cfg["replay_capacity"], cfg["seq_len"],
                                      cfg["batch_size"], cfg["seed"])
         self.logger = MetricsLogger(self.run_dir)
-        self.counters = {"env_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0, "last_eval": -1, "burst": 0}
+        self.counters = {"env_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0, "last_eval": -1, "burst": 0,
+                         "best_eval": None}
         self._last: dict[str, float] = {}  # clock of the last log / checkpoint; time and counters at the last log row
         self.checkpoint_path = self.run_dir / "checkpoints" / "latest.pt"
+        self.best_path = self.run_dir / "checkpoints" / "best.pt"
         self.space_info = space_info(self.eval_env)
         self._started = False
 
@@ -122,6 +124,17 @@ class Trainer:
     def save(self) -> Path:
         """Write ``checkpoints/latest.pt`` atomically (the previous one stays until the rename)."""
         return save_checkpoint(self.checkpoint_path, self.payload())
+
+    def save_if_best(self, results: dict[str, float]) -> bool:
+        """Write ``checkpoints/best.pt`` when an evaluation's score (``goal/success_rate`` where the run measures it,
+        else ``eval_return``) beats every earlier evaluation's (ties keep the earlier); True when it did."""
+        score = results.get("goal/success_rate", results["eval_return"])
+        best = self.counters["best_eval"]
+        if not math.isfinite(score) or (best is not None and score <= best):
+            return False
+        self.counters["best_eval"] = score
+        save_checkpoint(self.best_path, self.payload())
+        return True
 
     def restore(self) -> None:
         """Continue from ``checkpoints/latest.pt`` and reload the episode files written before it."""
@@ -314,7 +327,9 @@ class Trainer:
             last.update(log=step, time=now, updates=self.counters["updates"], env_steps=self.counters["env_steps"])
         every = periods["eval_every"]
         if step // every > max(self.counters["last_eval"], 0) // every or step >= total:
-            self.logger.log(step, self.evaluate())
+            results = self.evaluate()
+            self.logger.log(step, results)
+            self.save_if_best(results)
             bar.set_postfix(eval=f"{self.logger.rows[-1]['eval_return']:.1f}", upd=self.counters["updates"])
             last["checkpoint"] = -periods["checkpoint_every"]
         if last["checkpoint"] + periods["checkpoint_every"] <= step and (boundary or step >= total):
