@@ -344,9 +344,8 @@ class TrainerCounters:
 
     updates_owed = Trainer.updates_owed
     _periodic = Trainer._periodic
-    save_if_best = Trainer.save_if_best
 
-    def __init__(self, **cfg):
+    def __init__(self, keep_best=False, **cfg):
         self.cfg = {"prefill": 100, "train_ratio": 64, "batch_size": 4, "seq_len": 8, "pretrain_updates": None,
                     "log_every": 10**9, "eval_every": 100, "checkpoint_every": 10**9, **cfg}
         self.action_repeat = 2
@@ -354,8 +353,7 @@ class TrainerCounters:
         self.counters = {"env_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0, "last_eval": -1, "burst": 0,
                          "best_eval": None}
         self.offline = None
-        self.best_path = "best.pt"
-        self.saved_best = []
+        self.best_path, self.keep_best = "best.pt", keep_best  # keep_best: the real save_if_best
         self.evals = []
         self.logger = SimpleNamespace(log=lambda step, row: None, rows=[{"eval_return": 0.0}], flush=lambda: None)
         self._last = {"log": 0, "time": 0.0, "updates": 0, "env_steps": 0, "checkpoint": 0}
@@ -368,6 +366,9 @@ class TrainerCounters:
     def save(self):
         pass
 
+    def save_if_best(self, results):
+        return Trainer.save_if_best(self, results) if self.keep_best else False
+
     def payload(self):
         return {"counters": dict(self.counters)}
 
@@ -375,11 +376,11 @@ class TrainerCounters:
 def test_the_best_checkpoint_is_the_first_of_the_highest_scores(monkeypatch):
     saved = []
     monkeypatch.setattr("wm_robotics.train.save_checkpoint", lambda path, payload: saved.append((path, payload)))
-    t = TrainerCounters()
+    t = TrainerCounters(keep_best=True)
     kept = [t.save_if_best({"eval_return": value}) for value in (5.0, 5.0, float("nan"), 7.0, 6.0)]
     assert kept == [True, False, False, True, False] and t.counters["best_eval"] == 7.0
     assert [payload["counters"]["best_eval"] for _, payload in saved] == [5.0, 7.0] and saved[0][0] == "best.pt"
-    goal = TrainerCounters()  # a goal run is scored by its success rate, whatever its return
+    goal = TrainerCounters(keep_best=True)  # a goal run is scored by its success rate, whatever its return
     kept = [goal.save_if_best({"eval_return": ret, "goal/success_rate": rate}) for ret, rate in ((9, 0.4), (1, 0.6))]
     assert kept == [True, True] and goal.counters["best_eval"] == 0.6
 
