@@ -1,4 +1,4 @@
-"""Shared test set-up: headless rendering, and one torch thread for tiny models."""
+"""Shared test set-up: headless rendering, one torch thread for tiny models, a tiny trained run, video text."""
 
 import os
 
@@ -36,3 +36,17 @@ def tdmpc_run(tmp_path_factory):
     final = Trainer(preset_config("tdmpc_cpu", "steps=160"), run).run()
     torch.set_num_threads(threads)
     return run, final
+
+
+@pytest.fixture
+def annotations(monkeypatch):
+    """The text lines every ``annotate`` call of the video modules writes, in order (frames left unchanged)."""
+    lines = []
+
+    def record(frame, text):
+        lines.append(list(text))
+        return frame
+
+    monkeypatch.setattr("wm_robotics.video.annotate", record)
+    monkeypatch.setattr("wm_robotics.imagination_video.annotate", record)
+    return lines

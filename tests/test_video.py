@@ -11,6 +11,9 @@ import pytest
 import torch
 
 from tests.configs import ROOT, tiny_config
+from wm_robotics import imagination_video
+from wm_robotics.agent import agent_from_checkpoint
+from wm_robotics.behaviors.mppi import MPPIPlanner
 from wm_robotics.checkpoint import FORMAT, CheckpointError, load_checkpoint
 from wm_robotics.data.episodes import load_episode
 from wm_robotics.imagination import imagine_episode
@@ -88,6 +91,37 @@ def test_missing_pixel_decoder_falls_back_to_error_curves(checkpoints, tmp_path,
     export_imagination_video(checkpoints["proprio"], tmp_path / "saved.gif", source=[saved], size=SIZE, device="cpu")
     assert "exporting the latent prediction error alone (the episode has no obs/pixels)" in capsys.readouterr().out
     assert iio.imread(tmp_path / "saved.gif").shape[:3] == (len(saved["action"]) + 1, SIZE, SIZE)  # curves alone
+
+
+def test_planner_strip_plans_from_each_chosen_step_and_skips_steps_outside(checkpoints, annotations, capsys,
+                                                                         monkeypatch):
+    payload = checkpoints["pixels"]
+    agent = agent_from_checkpoint(payload, torch.device("cpu"))
+    episode = load_episode(next((checkpoints["root"] / "pixels" / "episodes").glob("*.npz")))
+    result = imagine_episode(agent.model, episode, agent.behavior.from_env, context=3, horizon=8)
+    starts, plan = [], MPPIPlanner.plan
+    monkeypatch.setattr(MPPIPlanner, "plan",
+                        lambda self, model, state: starts.append(state) or plan(self, model, state))
+    real = episode["obs/pixels"]
+    strip = planner_strip(payload, torch.device("cpu"), result, real, [0, 3, len(real)], horizon=2, size=SIZE)
+    assert strip.shape[:2] == (2 * SIZE + 2, 3 * SIZE + 2 * 2)  # 2 rows: real | h=1 | h=2
+    assert f"step {len(real)} is outside the episode (0..{len(real) - 1}), skipped" in capsys.readouterr().out
+    assert [lines[0] for lines in annotations] == ["real step 0", "h=1", "h=2", "real step 3", "h=1", "h=2"]
+    for step, state in zip((0, 3), starts):
+        assert all(torch.equal(state[key], value[step:step + 1]) for key, value in result.posterior.items())
+
+
+def test_live_episodes_take_consecutive_seeds_and_saved_ones_stop_at_episodes(checkpoints, tmp_path, monkeypatch):
+    seeds, record = [], imagination_video.record_episode
+    monkeypatch.setattr(imagination_video, "record_episode",
+                        lambda agent, env, seed: seeds.append(seed) or record(agent, env, seed))
+    export_imagination_video(checkpoints["proprio"], tmp_path / "live.gif", episodes=2, seed=5, size=SIZE,
+                             device="cpu", max_episode_steps=4)
+    assert seeds == [5, 6] and iio.imread(tmp_path / "live.gif").shape[0] == 2 * (4 + 1)
+    saved = load_episode(next((checkpoints["root"] / "proprio" / "episodes").glob("*.npz")))
+    export_imagination_video(checkpoints["proprio"], tmp_path / "saved.gif", source=[saved] * 3, episodes=2,
+                             size=SIZE, device="cpu")
+    assert iio.imread(tmp_path / "saved.gif").shape[0] == 2 * (len(saved["action"]) + 1)
 
 
 def test_wrong_task_and_wrong_files_give_clear_errors(checkpoints, tmp_path):

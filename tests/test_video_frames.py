@@ -10,20 +10,6 @@ from wm_robotics.imagination_video import imagination_frames
 from wm_robotics.video import CurvePanel, episode_frames, error_map, side_by_side, write_video
 
 
-@pytest.fixture
-def annotations(monkeypatch):
-    """The text lines every ``annotate`` call of the video modules writes, in order (frames left unchanged)."""
-    lines = []
-
-    def record(frame, text):
-        lines.append(list(text))
-        return frame
-
-    monkeypatch.setattr("wm_robotics.video.annotate", record)
-    monkeypatch.setattr("wm_robotics.imagination_video.annotate", record)
-    return lines
-
-
 def test_panels_are_joined_by_white_gaps():
     black = np.zeros((8, 8, 3), np.uint8)
     joined = side_by_side([black, black])
