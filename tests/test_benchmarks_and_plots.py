@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tests.configs import ROOT
+from wm_robotics import plots
 from wm_robotics.behaviors.mppi import MPPIPlanner
 from wm_robotics.benchmarks import envs as env_bench, learner, planner as planner_bench, timing
 from wm_robotics.benchmarks.timing import interleaved_rates, matmul_gflops, nearest_reference, write_json
@@ -112,6 +113,30 @@ def test_plot_runs_from_metrics_csv(tmp_path):
     with pytest.raises(ValueError, match=r"mix online runs \(env steps\) and offline runs \(updates\)"):
         plot_runs({"online": [tmp_path / "run0"], "offline": [tmp_path / "run1"]}, "cartpole-swingup",
                   tmp_path / "r.png")
+
+
+def test_plot_draws_the_seed_mean_its_min_max_band_and_references_for_online_runs_only(tmp_path, monkeypatch):
+    figures = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)  # keep the figure to look at
+    for seed in (0, 1):
+        (tmp_path / f"run{seed}").mkdir()
+        (tmp_path / f"run{seed}" / "metrics.csv").write_text(
+            "step,eval_return\n" + "".join(f"{s},{s / 100 + 100 * seed}\n" for s in (10000, 20000, 30000)))
+    runs = {"dreamer": [tmp_path / "run0", tmp_path / "run1"]}
+    for offline in (False, True):
+        if offline:
+            for seed in (0, 1):
+                (tmp_path / f"run{seed}" / "config.yaml").write_text("offline:\n  data: data/x\n  updates: 5000\n")
+        plot_runs(runs, "cartpole-swingup", tmp_path / "p.png")
+        axis = figures[-1].axes[0]
+        mean, *dashed = axis.lines
+        np.testing.assert_array_equal(mean.get_ydata(), [150, 250, 350])
+        band = axis.collections[0].get_paths()[0].vertices[:, 1]
+        assert (band.min(), band.max()) == (100, 400)
+        assert axis.get_xlabel() == ("updates" if offline else "env steps")
+        references = [] if offline else sorted(published_results()["100k"]["cartpole-swingup"].values())
+        assert sorted(line.get_ydata()[0] for line in dashed) == references
+        assert all(line.get_linestyle() == "--" for line in dashed)
 
 
 def test_plot_runs_script_refuses_a_label_given_twice(tmp_path):
