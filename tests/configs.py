@@ -1,7 +1,8 @@
 """Shared test helpers: test-sized training configurations composed from the real Hydra configs (``tiny_config``,
-the default RSSM run; ``preset_config``, a named preset shrunk to test size), ``untrained_goal_reacher`` and
-``run_script``."""
+the default RSSM run; ``preset_config``, a named preset shrunk to test size), ``untrained_goal_reacher``,
+``run_script`` and ``evaluate_script``."""
 
+import importlib.util
 import subprocess
 import sys
 from os import PathLike
@@ -68,3 +69,11 @@ def untrained_goal_reacher(*overrides: str) -> tuple:
     env = gym.make("wm_robotics/reacher-easy-goal-v1", obs_mode="pixels+proprio")
     torch.manual_seed(0)
     return env, untrained_payload(preset_config("jepa_goal", *overrides), env)
+
+
+def evaluate_script():
+    """``scripts/evaluate.py`` imported as a module (its ``compare`` is not part of the package)."""
+    spec = importlib.util.spec_from_file_location("evaluate_script", ROOT / "scripts/evaluate.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script

@@ -1,6 +1,5 @@
 """The evaluation report of a trained checkpoint (``scripts/evaluate.py``) and ``--compare``."""
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -10,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from tests.configs import ROOT, tiny_config
+from tests.configs import ROOT, evaluate_script, tiny_config
 from wm_robotics.checkpoint import CheckpointError
 from wm_robotics.evaluation import evaluate_checkpoint, write_report
 from wm_robotics.train import Trainer
@@ -89,14 +88,6 @@ def test_wrong_task_or_checkpoint_gives_clear_error(run, tmp_path):
     torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError, match="not a wm_robotics checkpoint"):
         evaluate_checkpoint(tmp_path / "foreign.pt", episodes=1, device="cpu")
-
-
-def evaluate_script():
-    """``scripts/evaluate.py`` imported as a module (its ``compare`` is not part of the package)."""
-    spec = importlib.util.spec_from_file_location("evaluate_script", ROOT / "scripts/evaluate.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
 
 
 def test_compare_prints_runs_side_by_side_and_plots(run, tmp_path, capsys):
