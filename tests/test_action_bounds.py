@@ -27,7 +27,7 @@ def test_the_unit_box_edges_map_inside_any_bounds():
         assert torch.all((low <= action) & (action <= high))
 
 
-@pytest.mark.parametrize("low, high", [(1.0, -1.0), (-np.inf, 1.0), (0.0, 0.0)])
+@pytest.mark.parametrize("low, high", [(1.0, -1.0), (-np.inf, 1.0), (-1.0, np.inf), (0.0, np.nan), (0.0, 0.0)])
 def test_rejects_bounds_that_are_not_finite_and_ordered(low, high):
     with pytest.raises(ValueError, match="finite with action_low < action_high"):
         ActionBounds(1, low, high)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from wm_robotics.behaviors.frame_goal import FrameGoal, wrap_angle
+from wm_robotics.behaviors.frame_goal import FrameGoal, angle_difference, wrap_angle
 
 
 def test_wrap_angle_maps_to_minus_pi_pi():
@@ -16,6 +16,18 @@ def test_wrap_angle_maps_to_minus_pi_pi():
     assert bool(((wrapped >= -math.pi) & (wrapped < math.pi)).all())
     torch.testing.assert_close(torch.sin(wrapped), torch.sin(angles))
     torch.testing.assert_close(torch.cos(wrapped), torch.cos(angles))
+
+
+def test_angle_differences_are_wrapped_and_other_differences_are_not():
+    difference = angle_difference(torch.tensor([-3.1, -3.1]), torch.tensor([2.7, 2.7]), torch.tensor([True, False]))
+    torch.testing.assert_close(difference, torch.tensor([2 * math.pi - 5.8, -5.8]))
+
+
+def test_pose_feedback_across_plus_minus_pi_moves_a_limited_angle_by_the_wrapped_error():
+    frame_goal = FrameGoal(torch.tensor([1.9]), torch.tensor([True]), feedback=True)  # a wrist with limits
+    # the probe reads -3.1 where the wrist is at 2.7: an error of 0.383 rad across ±π, not -5.8
+    torch.testing.assert_close(frame_goal.goal(torch.tensor([2.7]), read_now=torch.tensor([-3.1])),
+                               torch.tensor([1.9 - (2 * math.pi - 5.8)]))
 
 
 def test_unbounded_angles_take_the_branch_nearest_the_measured_state_and_limited_ones_stay_as_read():
@@ -44,6 +56,8 @@ def test_pose_feedback_cancels_the_probe_bias_and_makes_the_goal_a_fixed_point()
 def test_frame_goal_rejects_bad_input():
     with pytest.raises(ValueError, match=r"read_goal, angle_mask and unbounded_mask must all be \(F,\)"):
         FrameGoal(torch.zeros(2), torch.zeros(3, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"must all be \(F,\), got \(1, 2\), \(1, 2\) and \(1, 2\)"):
+        FrameGoal(torch.zeros(1, 2), torch.zeros(1, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match="unbounded_mask marks fields that angle_mask does not mark as angles"):
         FrameGoal(torch.zeros(2), torch.tensor([True, False]), torch.tensor([False, True]))
     with pytest.raises(ValueError, match="pose feedback needs the fields read from the current frame"):

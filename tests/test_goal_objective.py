@@ -108,6 +108,8 @@ def test_drift_estimate_averages_one_step_errors_and_checks_its_input():
         DriftEstimate((2,), weight=0.0)
     with pytest.raises(ValueError, match=r"observed and predicted must be \(2,\)"):
         estimate.update(torch.zeros(3), torch.zeros(3))
+    with pytest.raises(ValueError, match=r"observed and predicted must be \(2,\), got \(2,\) and \(1,\)"):
+        estimate.update(torch.zeros(2), torch.zeros(1))  # would broadcast
 
 
 def test_goal_objective_adds_h_times_the_drift_at_imagined_step_h():
