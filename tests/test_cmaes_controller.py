@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from wm_robotics.behaviors import cmaes_controller
 from wm_robotics.behaviors.cmaes_controller import CMAESController, dream_returns
 from wm_robotics.benchmarks import dream as dream_benchmark
 from wm_robotics.models.base import WorldModel
@@ -106,6 +107,13 @@ def test_update_warms_up_then_evolves_every_nth_call(one_torch_thread):
     start = _start(model, 8)
     generations = [controller.update(model, start)["cmaes/generation"] for _ in range(7)]
     assert generations == [0, 0, 1, 1, 1, 2, 2]
+    resumed = CMAESController(model.feature_dim, 2, population=4, rollouts=2, horizon=2, warmup=2, every=3)
+    generations = [resumed.update(model, start)["cmaes/generation"] for _ in range(4)]
+    state = resumed.full_state_dict()
+    resumed = CMAESController(model.feature_dim, 2, population=4, rollouts=2, horizon=2, warmup=2, every=3)
+    resumed.load_full_state_dict(state)  # mid-schedule: neither the warm-up nor the last generation's metrics redone
+    generations += [resumed.update(model, start)["cmaes/generation"] for _ in range(3)]
+    assert generations == [0, 0, 1, 1, 1, 2, 2]
 
 
 def test_policy_bounds_and_bad_input():
@@ -158,6 +166,26 @@ class ActionPays(WorldModel):
 
     def predict_reward(self, features):
         return self.last_actions[..., 0]
+
+
+def test_dream_metrics_score_the_candidates_apart_from_the_centre(monkeypatch):
+    ctrl = CMAESController(1, 1, population=6, rollouts=2, horizon=2, discount=0.9, seed=0)
+    dreamed = []
+    returns = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 10.0])[:, None].repeat(1, 2)  # six candidates, the centre
+
+    def dream(model, start, weight, bias, horizon, discount):
+        dreamed.append((weight.shape[0], horizon, discount))
+        return returns
+
+    monkeypatch.setattr(cmaes_controller, "dream_returns", dream)
+    metrics = ctrl.evolve(ActionPays(), {"x": torch.ones(4, 1)}, generations=1)
+    assert dreamed == [(7, 2, 0.9)]
+    assert (metrics["dream/return_best"], metrics["dream/return_mean"], metrics["dream/return_center"]) == (6, 3.5, 10)
+
+
+def test_evolve_from_a_single_start_state():
+    ctrl = CMAESController(1, 1, population=4, rollouts=3, horizon=2, seed=0)
+    assert ctrl.evolve(ActionPays(), {"x": torch.ones(1, 1)}, generations=2)["cmaes/generation"] == 2
 
 
 def test_dream_returns_discounted_with_weight_then_bias():
