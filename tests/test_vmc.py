@@ -210,9 +210,15 @@ def test_preset_trains_resumes_sweeps_tau_and_its_checkpoint_evaluates_and_expor
     assert second["counters"]["env_steps"] == 200
     assert second["behavior"]["last_metrics"]["cmaes/generation"] == second["counters"]["updates"] > generation
 
-    sweep = temperature_sweep(run / "checkpoints", temperatures=(0.5, 1.5), generations=2, episodes=1, device="cpu")
-    assert [row["temperature"] for row in sweep["rows"]] == [0.5, 1.5] and "| 1.5 |" in markdown(sweep)
-    assert all(math.isfinite(row["dream_return"]) and math.isfinite(row["real_return"]) for row in sweep["rows"])
+    sweep = temperature_sweep(run / "checkpoints", temperatures=(0.0, 1.5), generations=2, episodes=1, held_starts=16,
+                              device="cpu")
+    assert [row["temperature"] for row in sweep["rows"]] == [0.0, 1.5] and "| 1.5 |" in markdown(sweep)
+    assert sweep["held_starts"] == 16  # two replay sequences of seq_len 8
+    for row in sweep["rows"]:
+        assert math.isfinite(row["dream_return"]) and math.isfinite(row["real_return"])
+        assert row["dream_reward_per_step"] == pytest.approx(row["dream_return"] / sweep["horizon"])
+        assert row["real_reward_per_step"] == pytest.approx(row["real_return"] / 20)  # max_episode_steps=20
+        assert row["final_sigma"] != second["config"]["behavior"]["sigma"]  # the evolved step size, not the first
     second["config"]["behavior"]["kind"] = "actor_critic"
     save_checkpoint(tmp_path / "actor_critic.pt", second)
     with pytest.raises(ValueError, match="has behavior 'actor_critic'; the τ sweep evolves the CMA-ES controller"):
