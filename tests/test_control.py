@@ -116,6 +116,9 @@ def test_cem_and_goal_planning_run(checkpoint):
     controller.set_goal(np.ones(5, np.float32))
     action = controller.act(obs)
     assert np.isfinite(action).all() and -1 <= action[0] <= 1
+    assert controller.planner._mean is not None  # the warm start for the next step
+    controller.set_goal(-np.ones(5, np.float32))
+    assert controller.planner._mean is None  # a new goal starts the search cold
 
 
 def test_bad_inputs_say_what_was_expected(checkpoint):

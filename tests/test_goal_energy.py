@@ -86,7 +86,7 @@ def test_pose_feedback_puts_the_frame_goal_at_the_measured_state_when_the_frame_
     plain = MPCController(payload, "cpu", "cem", goal_energy={"from_frame": True, "unbounded_angles": [0]}, **settings)
     plain.set_goal(info["goal_pixels"])
     plain.act(obs)  # the unbounded shoulder's goal on the branch nearest the measured angle, the wrist's as read
-    goal = plain.planner.objective.goal
+    goal = plain.planner.objective.goal.clone()
     torch.testing.assert_close(wrap_angle(goal - read), torch.zeros(2), atol=1e-5, rtol=0)
     assert abs(goal[0] - measured[0]) <= math.pi + 1e-5 and goal[1] == read[1]
     feedback = MPCController(payload, "cpu", "cem", goal_energy={"from_frame": True, "pose_feedback": True}, **settings)
@@ -95,13 +95,28 @@ def test_pose_feedback_puts_the_frame_goal_at_the_measured_state_when_the_frame_
     feedback.act({"pixels": info["goal_pixels"], "proprio": obs["proprio"]})  # the goal frame seen now: at the goal
     torch.testing.assert_close(feedback.planner.objective.goal, measured, atol=1e-5, rtol=0)
     assert feedback.planner.objective.goal is goal_tensor  # updated in place: a captured CUDA graph stays valid
-    with pytest.raises(ValueError, match="pose_feedback and unbounded_angles act on a goal read from its frame"):
-        MPCController(payload, "cpu", "cem", goal_energy={"pose_feedback": True})
+    feedback.act({"pixels": info["goal_pixels"], "proprio": obs["proprio"]})  # the read goal is not corrected twice
+    torch.testing.assert_close(feedback.planner.objective.goal, measured, atol=1e-5, rtol=0)
+    turned = obs["proprio"] + np.array([2 * math.pi, 0, 0, 0, 0, 0], np.float32)  # the shoulder one turn on
+    plain.act({**obs, "proprio": turned})
+    torch.testing.assert_close(plain.planner.objective.goal, goal + torch.tensor([2 * math.pi, 0.0]))
+    for alone in ({"pose_feedback": True}, {"unbounded_angles": [0]}):
+        with pytest.raises(ValueError, match="pose_feedback and unbounded_angles act on a goal read from its frame"):
+            MPCController(payload, "cpu", "cem", goal_energy=alone)
+    with pytest.raises(ValueError, match="from_frame reads the goal's proprio fields from its frame: it needs fields, "
+                                         "no latent_weight"):
+        MPCController(payload, "cpu", "cem", goal_energy={"from_frame": True, "latent_weight": 0.5})
     with pytest.raises(ValueError, match=r"unbounded_angles \[2\] must be among the pose probe's angles "
                                          r"that the fields cover \[0, 1\]"):
         MPCController(payload, "cpu", "cem", goal_energy={"from_frame": True, "unbounded_angles": [2]})
     with pytest.raises(ValueError, match=r"fields cover proprio dims \[2, 3\] that the pose probe does not read"):
         MPCController(payload, "cpu", "cem", goal_energy={"from_frame": True, "fields": ["position", "to_target"]})
+    _, wide = untrained_goal_reacher("+model.overrides.pose_probe=true", "+model.overrides.pose_angles=[0,1]",
+                                     "+model.overrides.pose_dims=[0,1,2,3]")
+    with pytest.raises(ValueError, match=r"unbounded_angles \[0\] must be among the pose probe's angles that the "
+                                         r"fields cover \[\]"):
+        MPCController(wide, "cpu", "cem",
+                      goal_energy={"from_frame": True, "fields": "to_target", "unbounded_angles": [0]})
     env.close()
 
 
