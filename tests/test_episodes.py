@@ -41,6 +41,10 @@ def test_bad_episode_is_refused(tmp_path):
     episode["reward"] = episode["reward"][:-1]
     with pytest.raises(EpisodeFormatError, match="reward has 4 entries, expected 5"):
         save_episode(tmp_path / "bad.npz", episode)
+    with pytest.raises(EpisodeFormatError, match=r"obs/pixels has 7 entries, expected 6 \(T\+1\)"):
+        save_episode(tmp_path / "bad.npz", {**_episode(), "obs/pixels": np.zeros((7, 8, 8, 3), np.uint8)})
+    with pytest.raises(EpisodeFormatError, match="missing obs/\\*"):
+        save_episode(tmp_path / "bad.npz", {k: v for k, v in _episode().items() if not k.startswith("obs/")})
     assert list(tmp_path.iterdir()) == []
 
 

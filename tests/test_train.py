@@ -158,11 +158,11 @@ def test_a_run_that_stops_mid_episode_keeps_the_steps_it_counted(tmp_path):
 def test_rng_states_survive_a_weights_only_checkpoint_mid_gaussian_pair(tmp_path):
     random.seed(0)
     np.random.seed(0)
-    random.gauss(0, 1), np.random.randn()  # odd draws: the second normal of each pair is cached
+    random.gauss(0, 1), np.random.randn(), np.random.rand(3)  # odd draws: the second normal of each pair is cached
     save_checkpoint(tmp_path / "rng.pt", {"rng": rng_state()})
-    expected = random.gauss(0, 1), np.random.randn(), torch.rand(1).item()
+    expected = random.gauss(0, 1), np.random.randn(), np.random.rand(2).tolist(), torch.rand(1).item()
     set_rng_state(load_checkpoint(tmp_path / "rng.pt")["rng"])
-    assert (random.gauss(0, 1), np.random.randn(), torch.rand(1).item()) == expected
+    assert (random.gauss(0, 1), np.random.randn(), np.random.rand(2).tolist(), torch.rand(1).item()) == expected
 
 
 def test_logging_periods_must_be_positive_and_sequences_fit_in_an_episode(tmp_path):
@@ -295,6 +295,9 @@ def test_corrupted_or_foreign_checkpoint_gives_clear_error(tmp_path):
     torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError, match="not a wm_robotics checkpoint"):
         load_checkpoint(tmp_path / "foreign.pt")
+    torch.save({"format": "wm_robotics.checkpoint/0"}, tmp_path / "other_version.pt")
+    with pytest.raises(CheckpointError, match="not a wm_robotics checkpoint"):
+        load_checkpoint(tmp_path / "other_version.pt")
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         load_checkpoint(tmp_path / "missing.pt")
 
