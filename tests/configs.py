@@ -1,6 +1,6 @@
 """Shared test helpers: test-sized training configurations composed from the real Hydra configs (``tiny_config``,
 the default RSSM run; ``preset_config``, a named preset shrunk to test size), ``untrained_goal_reacher``,
-``run_script`` and ``evaluate_script``."""
+``run_script`` and ``script_module``."""
 
 import importlib.util
 import subprocess
@@ -71,9 +71,9 @@ def untrained_goal_reacher(*overrides: str) -> tuple:
     return env, untrained_payload(preset_config("jepa_goal", *overrides), env)
 
 
-def evaluate_script():
-    """``scripts/evaluate.py`` imported as a module (its ``compare`` is not part of the package)."""
-    spec = importlib.util.spec_from_file_location("evaluate_script", ROOT / "scripts/evaluate.py")
+def script_module(name: str):
+    """``scripts/<name>.py`` imported as a module (its helpers are not part of the package)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / "scripts" / f"{name}.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     return script

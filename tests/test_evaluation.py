@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from tests.configs import ROOT, evaluate_script, tiny_config
+from tests.configs import ROOT, script_module, tiny_config
 from wm_robotics.checkpoint import CheckpointError
 from wm_robotics.evaluation import evaluate_checkpoint, write_report
 from wm_robotics.train import Trainer
@@ -91,7 +91,7 @@ def test_wrong_task_or_checkpoint_gives_clear_error(run, tmp_path):
 
 
 def test_compare_prints_runs_side_by_side_and_plots(run, tmp_path, capsys):
-    script = evaluate_script()
+    script = script_module("evaluate")
     script.compare(["--compare", str(run), str(run), "--out", str(tmp_path / "compare.png")])
     printed = capsys.readouterr().out
     assert "final eval" in printed and "cartpole-swingup" in printed and "TD-MPC2 839" in printed
@@ -99,7 +99,7 @@ def test_compare_prints_runs_side_by_side_and_plots(run, tmp_path, capsys):
 
 
 def test_compare_aggregates_the_seeds_of_each_configuration(tmp_path, capsys):
-    script = evaluate_script()
+    script = script_module("evaluate")
     paths = []
     for name, precision, extra, mean in [("a", "fp32", [], 780.0), ("b", "fp32", ["device=cuda"], 820.0),
                                          ("c", "fp32", [], 840.0), ("d", "fp32", ["torch_threads=1"], 900.0),
@@ -143,7 +143,7 @@ def test_compare_aggregates_the_seeds_of_each_configuration(tmp_path, capsys):
 
 
 def test_compare_keeps_sampled_evaluations_and_repeated_seeds_out_of_an_aggregate(tmp_path, capsys):
-    script = evaluate_script()
+    script = script_module("evaluate")
 
     def report(name: str, seed: int, sample: bool, mean: float) -> str:
         path = tmp_path / f"{name}.json"
@@ -179,7 +179,7 @@ def test_compare_keeps_sampled_evaluations_and_repeated_seeds_out_of_an_aggregat
 
 
 def test_compare_draws_runs_of_another_precision_or_recipe_apart(tmp_path, capsys):
-    script = evaluate_script()
+    script = script_module("evaluate")
     runs = []
     for name, seed, extra in [("a", 0, []), ("b", 1, []), ("c", 0, ["precision=bf16"]), ("d", 1, ["model.lr=1e-3"])]:
         run = tmp_path / name

@@ -3,7 +3,7 @@
 
 import json
 
-from tests.configs import evaluate_script
+from tests.configs import script_module
 from wm_robotics import evaluation
 from wm_robotics.evaluation import markdown, plot_report
 
@@ -51,12 +51,12 @@ def test_sensitivity_plot_draws_model_and_real_curves(tmp_path, monkeypatch):
 
 
 def test_console_summary_gives_the_first_and_last_horizons():
-    lines = evaluate_script()._summary(REPORT)
+    lines = script_module("evaluate")._summary(REPORT)
     assert "open-loop proprio_nmse: h=1 0.1, h=6 0.6; reward MAE h=1 0.01, h=6 0.06" in lines
 
 
 def test_compare_gives_the_last_horizon_and_a_runs_best_evaluation(tmp_path, capsys):
-    script = evaluate_script()
+    script = script_module("evaluate")
     (tmp_path / "report.json").write_text(json.dumps({**REPORT, "train_overrides": ["experiment=jepa_goal"]}))
     run = tmp_path / "run"
     run.mkdir()

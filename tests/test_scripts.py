@@ -5,8 +5,10 @@ import sys
 
 import imageio.v3 as iio
 import pytest
+from hydra import compose, initialize_config_dir
 
-from tests.configs import ROOT, run_script
+from tests.configs import ROOT, run_script, script_module
+from wm_robotics import rollout
 
 
 def test_gymnasium_make_from_fresh_interpreter(tmp_path):
@@ -36,6 +38,15 @@ def test_collect_then_export_video(tmp_path):
                      f"out={tmp_path / 'live.gif'}", "size=64",
                      cwd=tmp_path)  # no source, no checkpoint: live random episodes
     assert "episode 0: 5 steps" in out and iio.imread(tmp_path / "live.gif").shape[0] == 6
+
+
+def test_live_random_episodes_take_consecutive_seeds(monkeypatch):
+    script = script_module("export_video")
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("export_video", overrides=["episodes=3", "seed=7", "max_episode_steps=2"])
+    seeds = []
+    monkeypatch.setattr(rollout, "run_episode", lambda env, policy, seed: seeds.append(seed) or {})
+    assert len(script._episodes(cfg)) == 3 and seeds == [7, 8, 9]
 
 
 @pytest.mark.parametrize("script, bad, message", [
