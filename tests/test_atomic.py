@@ -31,6 +31,22 @@ def test_the_file_and_then_its_folder_are_synced(tmp_path, monkeypatch):
         synced.append(os.readlink(f"/proc/self/fd/{fd}"))
         fsync(fd)
 
+    def rename(source, target):
+        synced.append(f"rename to {target}")
+        replace(source, target)
+
+    replace = os.replace
     monkeypatch.setattr(os, "fsync", record)
+    monkeypatch.setattr(os, "replace", rename)
     path = write_text_atomic(tmp_path / "checkpoint.pt", "weights")
-    assert len(synced) == 2 and synced[0].endswith(".tmp") and synced[1] == str(path.parent)
+    assert len(synced) == 3 and synced[0].endswith(".tmp") and synced[1:] == [f"rename to {path}", str(path.parent)]
+
+
+def test_an_interrupted_write_leaves_no_temp_file(tmp_path):
+    def interrupted(handle):
+        handle.write(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(tmp_path / "checkpoint.pt", interrupted)
+    assert list(tmp_path.iterdir()) == []

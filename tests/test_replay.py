@@ -80,6 +80,8 @@ def test_fifo_eviction_by_capacity_across_ring_wraps():
     assert set(check_sequences(replay.sample(), 3)[0]) == {10, 11}  # episode 9 has 2 observations
     with pytest.raises(ValueError, match="capacity=20"):
         replay.add_episode(make_episode(99, 20))
+    replay.add_episode(make_episode(12, 19))  # exactly capacity observations fit
+    assert (replay.num_episodes, replay.num_steps) == (1, 20)
 
 
 def test_persistence_reload_and_new_names(tmp_path):
@@ -195,6 +197,15 @@ def test_errors_when_nothing_can_be_sampled():
         replay.load()
 
 
+def test_files_set_aside_free_their_numbers_for_the_next_episodes(tmp_path):
+    replay = SequenceReplay(tmp_path, seq_len=3)
+    for ep in range(5):
+        replay.add_episode(make_episode(ep, 4))
+    aside = replay.set_aside_from(3)
+    assert sorted(path.name for path in aside.iterdir()) == ["episode-000003-len4.npz", "episode-000004-len4.npz"]
+    assert replay.add_episode(make_episode(5, 4)).name == "episode-000003-len4.npz"
+
+
 def test_load_keeps_a_contiguous_run_of_the_newest_files(tmp_path):
     replay = SequenceReplay(tmp_path, seq_len=3)
     for ep, steps in enumerate([4, 5, 6, 4]):  # 5, 6, 7, 5 observations
@@ -202,3 +213,5 @@ def test_load_keeps_a_contiguous_run_of_the_newest_files(tmp_path):
     newest = SequenceReplay(tmp_path, capacity=17, seq_len=3)
     assert newest.load() == 5 + 7  # episodes 3 and 2; episode 1 (6) does not fit, so neither does anything older
     assert set(check_sequences(newest.sample(200), 3)[0]) == {2, 3}
+    exact = SequenceReplay(tmp_path, capacity=18, seq_len=3)
+    assert exact.load() == 5 + 7 + 6  # episodes 3, 2 and 1 fill it exactly
