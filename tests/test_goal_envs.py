@@ -1,10 +1,12 @@
 """Goal-image variants: the goal is rendered, exposed in info, and is what the reward rewards."""
 
+import warnings
+
 import gymnasium as gym
 import numpy as np
 import pytest
 
-import wm_robotics.envs  # noqa: F401  (registers the ids)
+from wm_robotics.envs import env_id, register_all  # importing the package registers the ids
 
 
 @pytest.mark.parametrize("name", ["wm_robotics/reacher-easy-goal-v1", "wm_robotics/point_mass-easy-goal-v1"])
@@ -112,3 +114,11 @@ def test_probe_at_the_goal_mid_episode_has_zero_velocity():
     at_goal, distance = env.unwrapped.observation_near_goal([0.0, 0.0])
     np.testing.assert_allclose(at_goal["proprio"], info["goal_proprio"], atol=1e-6)
     np.testing.assert_array_equal(info["goal_proprio"][4:], 0.0)
+
+
+def test_goal_ids_default_to_the_newest_version_and_registering_again_changes_nothing():
+    assert env_id("reacher", "easy", goal=True) == "wm_robotics/reacher-easy-goal-v1"
+    assert env_id("reacher", "easy", goal=True, version=0) == "wm_robotics/reacher-easy-goal-v0"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # gymnasium warns when an id is registered over
+        register_all()
