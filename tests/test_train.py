@@ -15,7 +15,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.configs import ROOT, TINY, composed, tiny_config
+from tests.configs import ROOT, TINY, composed, script_module, tiny_config
 from wm_robotics.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from wm_robotics.data.episodes import list_episodes, load_episode
 from wm_robotics.train import NonFiniteLossError, Trainer
@@ -300,6 +300,18 @@ def test_corrupted_or_foreign_checkpoint_gives_clear_error(tmp_path):
         load_checkpoint(tmp_path / "other_version.pt")
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_resume_names_the_run_folder_and_keeps_a_users_hydra_output_subdir(tmp_path):
+    script = script_module("train")
+    argv = script.resume_folder_as_run_dir(["resume=runs/x", "steps=10"])
+    assert argv[:3] == ["resume=runs/x", "steps=10", "hydra.run.dir=runs/x"]
+    assert argv[3].startswith("hydra.output_subdir=.hydra/resume_") and len(argv) == 4
+    assert script.resume_folder_as_run_dir(["resume=runs/x", "hydra.output_subdir=null"]) == [
+        "resume=runs/x", "hydra.output_subdir=null"]
+    result = subprocess.run([sys.executable, str(ROOT / "scripts/train.py"), f"resume={tmp_path}"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and f"no config.yaml in {tmp_path} (not a run folder)" in result.stderr
 
 
 def test_evaluate_script_reports_json(tmp_path):
