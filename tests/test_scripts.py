@@ -4,11 +4,13 @@ import subprocess
 import sys
 
 import imageio.v3 as iio
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
 from tests.configs import ROOT, run_script, script_module
 from wm_robotics import rollout
+from wm_robotics.data.episodes import load_episode
 
 
 def test_gymnasium_make_from_fresh_interpreter(tmp_path):
@@ -38,6 +40,17 @@ def test_collect_then_export_video(tmp_path):
                      f"out={tmp_path / 'live.gif'}", "size=64",
                      cwd=tmp_path)  # no source, no checkpoint: live random episodes
     assert "episode 0: 5 steps" in out and iio.imread(tmp_path / "live.gif").shape[0] == 6
+
+
+def test_collect_proprio_episodes_from_a_seed_without_a_video(tmp_path):
+    actions = []
+    for run in ("a", "b"):
+        out = run_script(ROOT / "scripts/collect.py", "obs_mode=proprio", "episodes=1", "seed=3", "max_episode_steps=5",
+                         f"hydra.run.dir={tmp_path / run}", cwd=tmp_path)  # the default video= needs pixels: skipped
+        assert "1 episodes of cartpole-swingup-v0" in out and "video ->" not in out
+        assert [p.name for p in (tmp_path / run / "episodes").iterdir()] == ["episode-000003.npz"]
+        actions.append(load_episode(tmp_path / run / "episodes" / "episode-000003.npz")["action"])
+    np.testing.assert_array_equal(*actions)  # the random policy is seeded too
 
 
 def test_live_random_episodes_take_consecutive_seeds(monkeypatch):
