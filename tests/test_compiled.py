@@ -80,6 +80,15 @@ def test_a_search_that_cannot_be_compiled_runs_eagerly_with_a_warning(monkeypatc
         planner.plan(model, model.start(0.0))
 
 
+def test_a_callers_own_error_is_raised_and_leaves_compiling_on():
+    call = CompiledCall(torch.matmul, "matmul", "eagerly")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(RuntimeError, match="same reduction dim|cannot be multiplied"):
+            call(torch.zeros(2, 3), torch.zeros(2, 3))
+    assert call.active and not [w for w in caught if "torch.compile of" in str(w.message)]  # the caller's fault
+
+
 @needs_compiler
 def test_a_run_with_compile_trains_through_the_compiled_loss_with_the_eager_gradients(tmp_path):
     trainer = Trainer(preset_config("tdmpc_cpu", "steps=120", "compile=true"), tmp_path)

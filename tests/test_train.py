@@ -16,6 +16,7 @@ import torch
 from omegaconf import OmegaConf
 
 from tests.configs import ROOT, TINY, composed, script_module, tiny_config
+from wm_robotics.builders import resolve_device
 from wm_robotics.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from wm_robotics.data.episodes import list_episodes, load_episode
 from wm_robotics.train import NonFiniteLossError, Trainer
@@ -312,6 +313,12 @@ def test_resume_names_the_run_folder_and_keeps_a_users_hydra_output_subdir(tmp_p
     result = subprocess.run([sys.executable, str(ROOT / "scripts/train.py"), f"resume={tmp_path}"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and f"no config.yaml in {tmp_path} (not a run folder)" in result.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_device_cuda_without_cuda_advises_auto_or_cpu():
+    with pytest.raises(ValueError, match="device='cuda' but CUDA is not available; use device=auto or device=cpu"):
+        resolve_device("cuda")
 
 
 def test_evaluate_script_reports_json(tmp_path):
