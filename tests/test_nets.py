@@ -20,6 +20,14 @@ def test_two_hot_weights_sum_to_one_on_two_neighbouring_bins():
     assert target.shape == (501, 255)
     torch.testing.assert_close(target.sum(-1), torch.ones(501))
     assert ((target > 0).sum(-1) <= 2).all() and (target >= 0).all()
+    beyond = twohot.encode(torch.tensor([-1e10, 1e10]))  # past the outer bins: all mass on the end bin
+    assert beyond[0, 0] == 1 and beyond[1, -1] == 1 and beyond.sum() == 2
+
+
+def test_adam_eps_defaults_to_1e_8_and_is_honoured():
+    weight = torch.nn.Parameter(torch.zeros(2))
+    assert adam([weight], 1e-3).param_groups[0]["eps"] == 1e-8
+    assert adam([weight], 1e-3, eps=1e-5).param_groups[0]["eps"] == 1e-5
 
 
 def test_two_hot_round_trip():
