@@ -8,6 +8,7 @@ import torch
 
 from tests.test_jepa import ACTIONS, OBS, small
 from wm_robotics.models.jepa import JEPAWorldModel
+from wm_robotics.models.pose_probe import PoseProbe
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -114,3 +115,14 @@ def test_pose_shift_teaches_the_probe_on_randomly_shifted_frames(reader: str, mo
     monkeypatch.setattr("wm_robotics.models.jepa.random_shift", unshifted)
     assert pose_loss(shifted) == pytest.approx(pose_loss(plain), rel=1e-5)  # the same reading, but of shifted frames
     assert seen[0] == ((2 * 1, 64, 64, 3), 3)  # B · starts frames (horizon 3 of 4 steps: one start each)
+
+
+def test_pose_probe_refuses_repeated_dims_and_its_loss_is_a_mean_over_rows():
+    settings = dict(encoder=None, cnn_depth=4, units=16, layers=1)
+    with pytest.raises(ValueError, match=r"must not repeat a dim, got \[0, 1\] and \[0, 0\]"):
+        PoseProbe(8, 4, [0, 1], [0, 0], **settings)
+    torch.manual_seed(0)
+    probe = PoseProbe(8, 4, [0, 1], [0], **settings)
+    features, proprio = torch.randn(1, 8), torch.randn(1, 4)
+    one = probe.loss(features, proprio)
+    torch.testing.assert_close(probe.loss(features.repeat(16, 1), proprio.repeat(16, 1)), one)
