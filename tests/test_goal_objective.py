@@ -60,6 +60,11 @@ def test_goal_objective_sums_a_fields_term_and_a_weighted_latent_term():
     assert torch.equal(goal_embedding(model, states, latent_index=latent), states["x"][..., 1:])
     with pytest.raises(ValueError, match="latent_weight must be >= 0"):
         GoalObjective(torch.zeros(2), proprio_index=fields, latent_index=latent, latent_weight=-1.0)
+    fields_only = GoalObjective(torch.zeros(2), proprio_index=fields, latent_index=latent, latent_weight=0.0)
+    assert fields_only(model, states, None).item() == pytest.approx(-3 / 2)  # weight 0: the fields term alone
+    two_goals = GoalObjective(torch.zeros(2, 2), proprio_index=fields, latent_index=latent)
+    with pytest.raises(ValueError, match="5 trajectories cannot be split among 2 goals"):
+        two_goals(model, {"x": torch.zeros(5, 2, 2)}, None)
 
 
 @pytest.mark.parametrize("kind", KINDS)

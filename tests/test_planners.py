@@ -73,6 +73,7 @@ def test_warm_start_needs_fewer_iterations(kind):
     planner.plan(model, model.start(0.0, 0.0))
     planner.iterations = 1
     planner.reset([1])
+    assert (planner._mean[1] == 0).all()  # env 1 starts again from the middle of the bounds
     error = (planner.plan(model, model.start(0.0, 0.0)) - 0.8).abs().squeeze(1)
     assert error[0] < 0.15 < 0.3 < error[1]
 
@@ -118,6 +119,9 @@ def test_batched_envs_match_single_env(kind):
 def test_warm_start_follows_a_grown_env_batch_and_a_new_horizon(kind):
     model = PointMass(target=0.5)
     planner = make(kind, action_dim=1)
+    planner.plan(model, model.start(0.0, 0.5))
+    planner.reset([2])  # one env more: forgets the whole plan, as ids past the stored envs say
+    assert planner._mean is None
     planner.plan(model, model.start(0.0))
     planner.reset([1, 2])  # as MPCBehavior resets new environments before the first plan of a grown batch
     assert planner.plan(model, model.start(0.0, 0.5, 1.0)).shape == (3, 1)
@@ -270,6 +274,8 @@ def test_value_errors():
         MPPIPlanner(1, precision="fp16")
     with pytest.raises(ValueError, match="norm"):
         GoalObjective(torch.zeros(2), norm="cos")
+    with pytest.raises(ValueError, match=r"discount must be in \(0, 1\], got 0.0"):
+        RewardObjective(discount=0.0)
     model = PointMass(dim=2)
     planner = CEMPlanner(2, horizon=2, iterations=1, candidates=8, elites=2, objective=GoalObjective(torch.zeros(3, 2)))
     with pytest.raises(ValueError, match="3 goals but the state batch has 2"):
