@@ -207,11 +207,17 @@ def test_split_latent_gives_pixels_and_proprio_their_own_half():
     torch.testing.assert_close(new_proprio[:, :8], base[:, :8])  # the pixel half ignores the proprio
     assert not torch.allclose(new_pixels[:, :8], base[:, :8]) and not torch.allclose(new_proprio[:, 8:], base[:, 8:])
     assert model.encoder.block("proprio") == slice(8, 16)
+    for key, block in (("pixels", slice(0, 8)), ("proprio", slice(8, 16))):  # each block from its key alone
+        torch.testing.assert_close(model.encoder.block_latent(key, {"pixels": pixels, "proprio": proprio}),
+                                   base[:, block])
     with pytest.raises(ValueError, match=r"unknown observation key 'depth'; "
                                          r"this encoder's keys: \['pixels', 'proprio'\]"):
         model.encoder.block("depth")
     with pytest.raises(ValueError, match="splits evenly"):
         JEPAWorldModel({"pixels": (64, 64, 3), "proprio": (OBS,)}, ACTIONS, latent=15, simnorm=False,
+                       split_latent=True)
+    with pytest.raises(ValueError, match="splits evenly"):  # halves of 12: not whole SimNorm groups of 8
+        JEPAWorldModel({"pixels": (64, 64, 3), "proprio": (OBS,)}, ACTIONS, latent=24, simnorm=True,
                        split_latent=True)
 
 
@@ -261,6 +267,7 @@ def test_proprio_view_plans_as_the_full_model_without_the_pixel_predictor():
     actions = torch.rand(2, 5, ACTIONS) * 2 - 1
     full, _ = model.imagine(state, 5, actions)
     alone, _ = view.imagine(view.restrict(state), 5, actions)
+    assert view.feature_dim == view.features(alone).shape[-1] == 8
     torch.testing.assert_close(alone["latent"], full["latent"][..., 8:])
     torch.testing.assert_close(view.decode(alone)["proprio"], model.decode(full, ["proprio"])["proprio"])
     index = torch.tensor([0, 1])
