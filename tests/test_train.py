@@ -135,6 +135,16 @@ def test_resume_before_the_first_checkpoint_starts_over_and_sets_the_episodes_on
     assert len([row for row in rows if row["eval_return"]]) == 1  # the first attempt's rows are gone
 
 
+def test_resume_true_before_the_first_checkpoint_takes_the_commands_config_not_the_saved_one(tmp_path):
+    command = [sys.executable, str(ROOT / "scripts/train.py"), *TINY, "steps=40", "eval_every=1000",
+               f"hydra.run.dir={tmp_path}"]
+    subprocess.run([*command, "model.lr=0.0007"], check=True, capture_output=True, timeout=300)
+    (tmp_path / "checkpoints" / "latest.pt").unlink()  # killed before its first checkpoint
+    result = subprocess.run([*command, "resume=true"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert OmegaConf.load(tmp_path / "config.yaml").model.lr == composed(TINY)["model"]["lr"] != 0.0007
+
+
 def test_a_resume_sets_aside_the_episodes_written_after_its_checkpoint(tmp_path):
     Trainer(tiny_config("steps=40", "eval_every=1000"), tmp_path).run()
     early = (tmp_path / "checkpoints" / "latest.pt").read_bytes()  # after the first episode
