@@ -151,11 +151,6 @@ def test_gif_frame_delays_follow_fps(tmp_path):
         write_video(tmp_path / "still.mp4", frames, 0)
 
 
-def test_odd_sized_mp4_is_padded_to_even(tmp_path):
-    frames = iio.imread(write_video(tmp_path / "odd.mp4", np.zeros((3, 33, 65, 3), np.uint8)))
-    assert frames.shape == (3, 34, 66, 3)
-
-
 def test_export_script_from_checkpoint_and_saved_episodes(checkpoints, tmp_path):
     run = checkpoints["root"] / "pixels"
     result = subprocess.run(

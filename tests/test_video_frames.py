@@ -17,7 +17,7 @@ def test_panels_are_joined_by_white_gaps():
     assert (joined[:, 8:10] == 255).all() and (joined[:, :8] == 0).all() and (joined[:, 10:] == 0).all()
 
 
-@pytest.mark.parametrize("height, width", [(33, 64), (32, 65)])
+@pytest.mark.parametrize("height, width", [(33, 64), (32, 65), (33, 65)])
 def test_an_mp4_of_odd_height_or_width_gets_one_white_row_or_column(tmp_path, height, width):
     frames = iio.imread(write_video(tmp_path / "odd.mp4", np.zeros((3, height, width, 3), np.uint8)))
     assert frames.shape == (3, height + height % 2, width + width % 2, 3)
