@@ -34,6 +34,15 @@ def test_edges_are_repeated_and_pad_zero_is_the_identity():
     assert floats.dtype == torch.float32 and floats.max() == 255
 
 
+def test_frames_of_any_height_and_width_keep_their_columns_in_range():
+    torch.manual_seed(0)
+    columns = torch.arange(10).expand(50, 4, 10)[..., None]  # (N, H=4, W=10, 1): each pixel holds its column
+    shifted = random_shift(columns, pad=1)[..., 0]
+    for frame in shifted:  # every row reads the columns c + offset, clamped to the frame's 10 columns
+        assert any(torch.equal(frame, (torch.arange(10) + offset).clamp(0, 9).expand(4, 10)) for offset in (-1, 0, 1))
+    assert shifted.max() == 9 and shifted.min() == 0
+
+
 def test_bad_input_says_what_was_expected():
     with pytest.raises(ValueError, match="pad must be >= 0, got -1"):
         random_shift(dot_frames(1, 0, 0), pad=-1)

@@ -90,6 +90,8 @@ def test_persistence_reload_and_new_names(tmp_path):
     assert paths == list_episodes(tmp_path) and paths[0].name == "episode-000000-len4.npz"
     assert replay.add_episode(make_episode(9, 4), save=False) is None
     (tmp_path / ".episode-000003-abc.tmp").write_bytes(b"half a file")  # a killed writer's leftover
+    (tmp_path / "._episode-000000-len4.npz").write_bytes(b"macOS metadata")  # a hidden file, though named .npz
+    assert list_episodes(tmp_path) == paths
 
     restarted = SequenceReplay(tmp_path, seq_len=3, batch_size=64, seed=5)
     assert restarted.load() == 5 + 6 + 7 and restarted.num_episodes == 3
