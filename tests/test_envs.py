@@ -69,6 +69,7 @@ def test_dict_observation_shapes_and_dtypes(obs_mode, keys):
     assert set(obs) == keys == set(env.observation_space.spaces)
     if "pixels" in keys:
         assert obs["pixels"].shape == (48, 48, 3) and obs["pixels"].dtype == np.uint8
+        assert env.observation_space["pixels"].dtype == np.uint8
         assert obs["pixels"].flags["C_CONTIGUOUS"]  # torch.as_tensor needs positive strides
         assert obs["pixels"].std() > 0
     if "proprio" in keys:
@@ -90,6 +91,9 @@ def test_seeding_is_reproducible():
 
     first, again, other = rollout(3), rollout(3), rollout(4)
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    for _ in range(480):  # run the episode out: the next one on this env starts afresh (its control steps too)
+        env.step(np.zeros(6, np.float32))
+    assert all(np.array_equal(a, b) for a, b in zip(first, rollout(3)))
     assert not np.array_equal(first[0], other[0])
     with pytest.raises(ValueError, match=r"seed must be in \[0, 2\*\*32\)"):
         env.reset(seed=2**32)
@@ -157,6 +161,21 @@ def test_render_fast_changes_only_shading():
 def test_task_default_camera():
     assert DMCEnv("quadruped", "walk").camera_id == 2
     assert DMCEnv("walker", "walk").camera_id == 0
+    assert DMCEnv("quadruped", "walk", camera_id=0).camera_id == 0  # an explicit camera is kept
+
+
+def test_render_fps_is_each_envs_own():
+    walker, cheetah = DMCEnv("walker", "walk", action_repeat=2), DMCEnv("cheetah", "run", action_repeat=4)
+    fps = [env.metadata["render_fps"] for env in (walker, cheetah, DMCEnv)]
+    assert fps == [20, 25, 50]  # per instance: one env's rate never reaches another's or the class's
+
+
+def test_a_time_limit_past_the_suites_runs_every_control_step():
+    env = DMCEnv("cartpole", "balance", action_repeat=2, time_limit=600)
+    env.reset(seed=0)
+    for _ in range(600):
+        env.step(np.zeros(1, np.float32))
+    assert env.physics.time() == pytest.approx(600 * 2 * 0.01)  # 12 s, not the suite's 10
 
 
 def test_unknown_id_lists_close_matches():
@@ -180,8 +199,19 @@ def test_suite_task_refuses_unknown_ids():
 
 
 def test_make_env_checks_max_episode_steps():
-    with pytest.raises(ValueError, match="max_episode_steps must be a positive integer"):
-        envs.make_env("cartpole-swingup-v0", max_episode_steps=0)
+    for bad in (0, True):
+        with pytest.raises(ValueError, match="max_episode_steps must be a positive integer"):
+            envs.make_env("cartpole-swingup-v0", max_episode_steps=bad)
+
+
+def test_env_kwargs_pass_every_env_setting_and_numpy_integers_are_integers():
+    cfg = {"obs_mode": "pixels", "max_episode_steps": 7,
+           "env": {"action_repeat": np.int64(4), "image_size": 48, "camera_id": 0, "render_fast": True}}
+    kwargs = envs.env_kwargs(cfg)
+    assert kwargs == {"obs_mode": "pixels", "action_repeat": 4, "image_size": 48, "camera_id": 0, "render_fast": True,
+                      "max_episode_steps": 7}
+    env = envs.make_env("cartpole-swingup-v0", **kwargs)
+    assert env.unwrapped.action_repeat == 4 and env.unwrapped.render_fast
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -190,6 +220,8 @@ def test_make_env_checks_max_episode_steps():
     ({"image_size": -64}, "image_size must be a positive integer"),
     ({"time_limit": 0}, "time_limit must be a positive integer"),
     ({"camera_id": 9}, "camera_id must be in"),
+    ({"camera_id": 2}, r"camera_id must be in \[-1, 1\]"),  # cartpole has 2 cameras
+    ({"action_repeat": True}, "action_repeat must be a positive integer"),
     ({"image_size": 512, "obs_mode": "pixels"}, r"image_size must be at most 480 .*buffer is 640×480\), got 512"),
 ])
 def test_bad_constructor_arguments(kwargs, match):

@@ -4,7 +4,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from wm_robotics.envs import make_vector_env
+from wm_robotics.envs import control_steps_taken, make_vector_env
 
 
 def test_async_vector_env_shapes_and_autoreset():
@@ -29,12 +29,23 @@ def test_async_vector_env_shapes_and_autoreset():
 def test_single_env_is_sync():
     envs = make_vector_env("walker-walk-v0", 1)
     assert isinstance(envs, gym.vector.SyncVectorEnv)
+    same_step = make_vector_env("walker-walk-v0", 1, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    assert same_step.metadata["autoreset_mode"] == gym.vector.AutoresetMode.SAME_STEP  # what the training loop uses
+    same_step.close()
     obs, _ = envs.reset(seed=0)
     assert obs["proprio"].shape == (1, 24)
     envs.close()
 
 
-@pytest.mark.parametrize("num_envs", [0, -1, 1.5])
+@pytest.mark.parametrize("num_envs", [0, -1, 1.5, True])
 def test_num_envs_must_be_positive(num_envs):
     with pytest.raises(ValueError, match="num_envs"):
         make_vector_env("walker-walk-v0", num_envs)
+    with pytest.raises(ValueError, match="max_episode_steps must be a positive integer"):
+        make_vector_env("walker-walk-v0", 1, max_episode_steps=0)
+
+
+def test_control_steps_of_an_ended_env_come_from_its_final_info():
+    info = {"control_steps": np.array([0, 2]), "final_info": {"control_steps": np.array([1, 0])}}
+    assert control_steps_taken(info, np.array([True, False])).tolist() == [1, 2]
+    assert control_steps_taken({"control_steps": np.array([2, 2])}, np.array([False, False])).tolist() == [2, 2]
