@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from wm_robotics.envs import env_id, register_all  # importing the package registers the ids
+from wm_robotics.envs import GoalDMCEnv, env_id, register_all  # importing the package registers the ids
 
 
 @pytest.mark.parametrize("name", ["wm_robotics/reacher-easy-goal-v1", "wm_robotics/point_mass-easy-goal-v1"])
@@ -75,13 +75,23 @@ def test_observation_near_goal_moves_only_the_probe():
     assert distance == pytest.approx(0, abs=1e-9)
     moved, moved_distance = unwrapped.observation_near_goal([1.0, 0.5], [2.0, 0.0])
     assert moved_distance > 0.02 and moved["proprio"][4] == pytest.approx(2.0)  # shoulder velocity
-    assert not np.allclose(moved["proprio"][:2], info["goal_proprio"][:2])
+    np.testing.assert_allclose(moved["proprio"][:2], unwrapped.goal_joints + [1.0, 0.5], atol=1e-6)  # moved by +offset
     np.testing.assert_array_equal(unwrapped._observation()["proprio"], obs["proprio"])  # the episode is untouched
     assert unwrapped.goal_distance() == pytest.approx(info["goal_distance"])
     with pytest.raises(ValueError):  # a velocity of the wrong length is refused and the episode still untouched
         unwrapped.observation_near_goal([1.0, 0.5], [2.0, 0.0, 1.0])
     np.testing.assert_array_equal(unwrapped._observation()["proprio"], obs["proprio"])
     assert unwrapped.goal_distance() == pytest.approx(info["goal_distance"])
+
+
+def test_the_goal_frame_uses_the_envs_camera_and_a_goal_env_built_directly_keeps_goals_within_limits():
+    env = gym.make("wm_robotics/reacher-easy-goal-v1", obs_mode="pixels", camera_id=1)
+    _, info = env.reset(seed=3)
+    at_goal, _ = env.unwrapped.observation_near_goal([0.0, 0.0])
+    assert np.abs(at_goal["pixels"].astype(int) - info["goal_pixels"]).mean() < 1  # the same camera's view
+    direct = GoalDMCEnv("reacher", "easy")
+    direct.reset(seed=100002)  # a draw that bends the wrist past its limit in the -v0 ids
+    assert abs(direct.goal_joints[1]) < 2.79
 
 
 def _point_mass_at(env, offset):
