@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tests.configs import ROOT, preset_config, untrained_goal_reacher
+from tests.point_mass import PointMass
 from wm_robotics.agent import agent_from_checkpoint
 from wm_robotics.behaviors.mpc_behavior import MPCBehavior
 from wm_robotics.behaviors.planning import GoalObjective
@@ -253,3 +254,29 @@ def test_evaluating_a_goal_task_with_planner_policy_is_refused_before_any_episod
     with pytest.raises(ValueError, match="is a goal task and planner='policy' cannot plan toward a goal"):
         evaluate_checkpoint(tmp_path, episodes=1, device="cpu", planner="policy")
     env.close()
+
+
+def test_a_planning_behaviour_restarts_finished_envs_and_explores_with_the_first_steps_std(monkeypatch):
+    model = PointMass(target=0.0, dt=1.0, decay=0.0)
+    behavior = MPCBehavior(model, settings={"samples": 64, "elites": 8, "iterations": 3})
+    state = model.start(0.0, 0.0)
+    behavior.plan(model, state, torch.tensor([True, True]))
+    resets = []
+    monkeypatch.setattr(behavior.planner, "reset", lambda ids=None: resets.append(ids.tolist()))
+    behavior.plan(model, state, torch.tensor([True, False]))
+    assert resets == [[0]]  # only the env whose episode ended forgets its plan
+    monkeypatch.undo()
+    actions = []
+    for sample in (False, True):
+        behavior.planner.reset()
+        torch.manual_seed(1)
+        with monkeypatch.context() as patch:
+            patch.setattr(torch, "randn_like", torch.ones_like)  # exploration noise of exactly one std
+            actions.append(behavior.plan(model, state, torch.tensor([False, False]), sample=sample))
+    torch.testing.assert_close(actions[1] - actions[0], behavior.planner.last_info["std"][:, 0])
+
+
+def test_a_goal_behaviour_collects_with_uniform_random_actions():
+    behavior = MPCBehavior(PointMass(dim=2), planner="cem", objective="goal")
+    actions = behavior.plan(None, {}, torch.zeros(2000, dtype=torch.bool))
+    assert actions.shape == (2000, 2) and -1 <= actions.min() < -0.99 and 0.99 < actions.max() <= 1
