@@ -71,6 +71,19 @@ def test_imagined_steps_line_up_with_real_actions():
     assert result.reward.tolist() == [0.0] + [1.0] * 12
 
 
+def test_anchors_stay_inside_the_episode_and_a_short_episode_is_all_context():
+    def episode(steps):
+        actions = np.ones((steps, 1), np.float32)
+        return {"obs/proprio": np.arange(steps + 1, dtype=np.float32)[:, None], "action": actions,
+                "reward": np.ones(steps, np.float32)}
+
+    result = imagine_episode(PositionModel(), episode(10), lambda a: a, context=3, horizon=4)
+    assert result.anchors == [2, 6] and result.horizon.tolist() == [0, 0, 0, 1, 2, 3, 4, 1, 2, 3, 4]
+    for horizon in (4, None):  # context past the episode's end: every step filtered, nothing imagined
+        short = imagine_episode(PositionModel(), episode(4), lambda a: a, context=10, horizon=horizon)
+        assert short.anchors == [] and short.horizon.tolist() == [0] * 5
+
+
 def test_pixel_model_video_frames_layout_and_planner_strip(checkpoints, tmp_path):
     paths = export_imagination_video(checkpoints["pixels"], tmp_path / "clip.mp4", episodes=2, context=3, horizon=8,
                                      size=SIZE, device="cpu", planner_steps=[0, 5], planner_horizon=4)
