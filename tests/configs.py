@@ -64,7 +64,7 @@ def untrained_goal_reacher(*overrides: str) -> tuple:
     import torch
 
     import wm_robotics.envs  # noqa: F401  (registers the goal envs)
-    from wm_robotics.train import untrained_payload
+    from wm_robotics.builders import untrained_payload
 
     env = gym.make("wm_robotics/reacher-easy-goal-v1", obs_mode="pixels+proprio")
     torch.manual_seed(0)

@@ -90,7 +90,7 @@ def test_every_observation_format_gives_the_same_action(checkpoint):
 
 def test_a_raw_dm_control_dict_with_pixels_drives_a_pixels_and_proprio_model():
     import wm_robotics.envs as envs
-    from wm_robotics.train import untrained_payload
+    from wm_robotics.builders import untrained_payload
 
     cfg = tiny_config("obs_mode=pixels+proprio")
     env = envs.make_env(cfg["env"]["id"], **envs.env_kwargs(cfg))

@@ -45,7 +45,7 @@ def test_goal_energy_with_a_latent_term_compares_the_goal_frame_block(split_dyna
 
 
 def test_goal_from_frame_reads_the_goal_fields_from_the_frame_alone():
-    from wm_robotics.train import untrained_payload
+    from wm_robotics.builders import untrained_payload
     from wm_robotics.wm_metrics import set_goal_from_info
 
     env, payload = untrained_goal_reacher("+model.overrides.pose_probe=true")

@@ -1,4 +1,5 @@
-"""Build world models and behaviours by name from a config (one registry each)."""
+"""Build world models and behaviours by name from a config (one registry each), and the payload a checkpoint
+records of them and their env."""
 
 from __future__ import annotations
 
@@ -67,3 +68,20 @@ def build_behavior(behavior_cfg: dict[str, Any], model: WorldModel, action_space
     if kind == "mpc":  # plans inside the model itself; the others act on its features
         return behavior_class(model, *bounds, **params)
     return behavior_class(model.feature_dim, model.action_dim, *bounds, **params)
+
+
+def space_info(env: gym.Env) -> dict[str, Any]:
+    """What a checkpoint records of ``env`` (a ``wm_robotics.envs`` env): observation shapes, action
+    bounds and the proprio fields' names and sizes in their flattened order."""
+    proprio_keys = env.unwrapped.proprio_keys
+    return {"obs_shapes": {k: list(v) for k, v in obs_shapes(env.observation_space).items()},
+            "action_low": env.action_space.low.tolist(), "action_high": env.action_space.high.tolist(),
+            "proprio_keys": [[name, part.stop - part.start] for name, part in proprio_keys.items()]}
+
+
+def untrained_payload(cfg: dict[str, Any], env: gym.Env) -> dict[str, Any]:
+    """A checkpoint payload of a freshly initialised model and behaviour for run config ``cfg`` and its
+    ``env`` (what ``MPCController`` needs, without training: e.g. to time or test a preset's deployment)."""
+    model = build_world_model(cfg["model"], obs_shapes(env.observation_space), env.action_space.shape[0])
+    behavior = build_behavior(cfg["behavior"], model, env.action_space)
+    return {"config": cfg, **space_info(env), "model": model.state_dict(), "behavior": behavior.full_state_dict()}

@@ -26,7 +26,14 @@ from tqdm import tqdm, trange
 
 import wm_robotics.envs as envs
 from wm_robotics.agent import Agent
-from wm_robotics.builders import build_behavior, build_world_model, flush_denormals, obs_shapes, resolve_device
+from wm_robotics.builders import (
+    build_behavior,
+    build_world_model,
+    flush_denormals,
+    obs_shapes,
+    resolve_device,
+    space_info,
+)
 from wm_robotics.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from wm_robotics.compiled import CompiledCall
 from wm_robotics.control import MPCController
@@ -38,23 +45,6 @@ from wm_robotics.models.nets import adam, load_optimizer_state, parameter_groups
 from wm_robotics.precision import check_precision, compute_precision
 from wm_robotics.video import annotate, upscale, write_video
 from wm_robotics.wm_metrics import goal_reaching, latent_health
-
-
-def space_info(env: gym.Env) -> dict[str, Any]:
-    """What a checkpoint records of ``env`` (a ``wm_robotics.envs`` env): observation shapes, action
-    bounds and the proprio fields' names and sizes in their flattened order."""
-    proprio_keys = env.unwrapped.proprio_keys
-    return {"obs_shapes": {k: list(v) for k, v in obs_shapes(env.observation_space).items()},
-            "action_low": env.action_space.low.tolist(), "action_high": env.action_space.high.tolist(),
-            "proprio_keys": [[name, part.stop - part.start] for name, part in proprio_keys.items()]}
-
-
-def untrained_payload(cfg: dict[str, Any], env: gym.Env) -> dict[str, Any]:
-    """A checkpoint payload of a freshly initialised model and behaviour for run config ``cfg`` and its
-    ``env`` (what ``MPCController`` needs, without training: e.g. to time or test a preset's deployment)."""
-    model = build_world_model(cfg["model"], obs_shapes(env.observation_space), env.action_space.shape[0])
-    behavior = build_behavior(cfg["behavior"], model, env.action_space)
-    return {"config": cfg, **space_info(env), "model": model.state_dict(), "behavior": behavior.full_state_dict()}
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -54,12 +54,12 @@ from wm_robotics.benchmarks.timing import (
     sync,
     timed_precisions,
 )
+from wm_robotics.builders import untrained_payload
 from wm_robotics.compiled import CompiledCall
 from wm_robotics.control import MPCController
 from wm_robotics.models.jepa import JEPAWorldModel
 from wm_robotics.models.nets import adam
 from wm_robotics.precision import compute_precision
-from wm_robotics.train import untrained_payload
 
 #: TD-MPC2's own code (torch 2.13, compile off, 2 threads): ms per MPPI action and per update (batch 256) of its
 #: 1M ("xs") and 5M ("s") models, on the project's 2-core CPUs, each with that CPU's fp32 1024³ matmul rate and
