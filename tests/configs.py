@@ -34,10 +34,10 @@ PRESETS["world_models"] = ["model=xs", "+model.overrides.hidden=16", "+model.ove
                            "train_ratio=16"]
 
 
-def composed(overrides: list[str]) -> dict:
-    """``configs/train.yaml`` with ``overrides``, resolved to a plain dict."""
+def composed(overrides: list[str], config: str = "train") -> dict:
+    """``configs/<config>.yaml`` (the training config by default) with ``overrides``, resolved to a plain dict."""
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+        cfg = compose(config, overrides=overrides)
     return OmegaConf.to_container(cfg, resolve=True)
 
 

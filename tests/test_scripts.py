@@ -6,9 +6,9 @@ import sys
 import imageio.v3 as iio
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
-from tests.configs import ROOT, run_script, script_module
+from tests.configs import ROOT, composed, run_script, script_module
 from wm_robotics import rollout
 from wm_robotics.data.episodes import load_episode
 
@@ -55,8 +55,7 @@ def test_collect_proprio_episodes_from_a_seed_without_a_video(tmp_path):
 
 def test_live_random_episodes_take_consecutive_seeds(monkeypatch):
     script = script_module("export_video")
-    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("export_video", overrides=["episodes=3", "seed=7", "max_episode_steps=2"])
+    cfg = OmegaConf.create(composed(["episodes=3", "seed=7", "max_episode_steps=2"], "export_video"))
     seeds = []
     monkeypatch.setattr(rollout, "run_episode", lambda env, policy, seed: seeds.append(seed) or {})
     assert len(script._episodes(cfg)) == 3 and seeds == [7, 8, 9]
