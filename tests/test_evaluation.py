@@ -196,3 +196,20 @@ def test_compare_draws_runs_of_another_precision_or_recipe_apart(tmp_path, capsy
     assert labels == [["tdmpc_cpu", "cartpole-swingup", "0"], ["tdmpc_cpu", "cartpole-swingup", "1"],
                       ["tdmpc_cpu", "bf16", "cartpole-swingup"], ["tdmpc_cpu", "[model.lr=1e-3]", "cartpole-swingup"]]
     assert "note" not in printed
+
+
+def test_a_report_is_reproducible_shrinks_long_windows_and_times_the_steps_asked_for(run):
+    # an RSSM samples its posterior and, with sample=True, its actions: the report seeds torch itself
+    settings = dict(episodes=1, device="cpu", sample=True, sensitivity=False, context=30, horizon=40,
+                    windows_per_episode=1, planner_steps=3, goal_episodes=0,
+                    planner_settings={"iterations": 1, "samples": 16, "elites": 4})
+    reports = []
+    for _ in range(2):
+        with pytest.warns(UserWarning, match="episodes have only 21 observations: open-loop windows shrunk to "
+                                             "context 9 \\+ horizon 12"):
+            reports.append(evaluate_checkpoint(run, **settings))
+    first, second = reports
+    assert first["returns"] == second["returns"] and first["open_loop"] == second["open_loop"]
+    assert first["sample"] is True and first["lengths"] == [20] and len(first["open_loop"]["reward_mae"]) == 12
+    assert first["planner"]["actions_timed"] == 3
+    assert first["planner"]["success_rate"] is None and first["planner"]["goal_episodes"] == 0

@@ -16,7 +16,7 @@ from wm_robotics.agent import agent_from_checkpoint
 from wm_robotics.behaviors.mppi import MPPIPlanner
 from wm_robotics.checkpoint import FORMAT, CheckpointError, load_checkpoint
 from wm_robotics.data.episodes import load_episode
-from wm_robotics.imagination import imagine_episode
+from wm_robotics.imagination import decoded_frames, imagine_episode
 from wm_robotics.imagination_video import export_imagination_video, planner_strip
 from wm_robotics.models.base import WorldModel
 from wm_robotics.train import Trainer
@@ -215,3 +215,8 @@ def test_imagination_errors_grow_exactly_with_steps_since_anchor():
     np.testing.assert_allclose(res.proprio_error, h * 0.2, rtol=1e-5, atol=1e-6)
     assert res.reward.tolist() == list(range(13))
     np.testing.assert_allclose(res.pred_reward, obs.sum(-1) + h * 0.4, rtol=1e-5, atol=1e-5)
+
+
+def test_decoded_pixels_become_the_nearest_uint8_level():
+    frames = decoded_frames(torch.tensor([0.0, 100.6, 100.4, 254.9]) / 255)
+    assert frames.dtype == np.uint8 and frames.tolist() == [0, 101, 100, 255]

@@ -47,6 +47,11 @@ def record_episode(agent: Agent, env: gym.Env, seed: int) -> tuple[dict[str, np.
     return report.episodes[0], report.frames
 
 
+def decoded_frames(pixels: torch.Tensor) -> np.ndarray:
+    """A decoder's ``pixels`` (..., H, W, C) in [0, 1] as uint8 frames (rounded to the nearest level)."""
+    return (pixels * 255).round().to(torch.uint8).cpu().numpy()
+
+
 def _check_episode(model: WorldModel, episode: dict[str, np.ndarray]) -> None:
     missing = [key for key in model.obs_keys if f"obs/{key}" not in episode]
     if missing:
@@ -100,7 +105,7 @@ def imagine_episode(model: WorldModel, episode: dict[str, np.ndarray],
     decoded = model.decode(shown)
     pixels = proprio_error = None
     if "pixels" in decoded:
-        pixels = (decoded["pixels"] * 255).round().to(torch.uint8).cpu().numpy()
+        pixels = decoded_frames(decoded["pixels"])
     if "proprio" in decoded and "obs/proprio" in episode:
         proprio_error = np.abs(decoded["proprio"].float().cpu().numpy() - episode["obs/proprio"]).mean(-1)
     return Imagination(

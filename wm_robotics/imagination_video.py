@@ -31,7 +31,7 @@ from wm_robotics.atomic import write_atomic
 from wm_robotics.behaviors.planners import PLANNERS
 from wm_robotics.builders import resolve_device
 from wm_robotics.checkpoint import CheckpointError
-from wm_robotics.imagination import Imagination, imagine_episode, record_episode
+from wm_robotics.imagination import Imagination, decoded_frames, imagine_episode, record_episode
 from wm_robotics.video import (
     ERROR_GAIN,
     CurvePanel,
@@ -105,7 +105,7 @@ def planner_strip(payload: dict, device: torch.device, result: Imagination, real
         controller.planner.plan(model, state)
         plan = controller.planner.last_info["plan"]  # (1, H, A) elite mean
         imagined, _ = model.imagine(state, horizon, actions=plan)  # (1, H, ...)
-        pixels = (model.decode(imagined)["pixels"][0] * 255).round().to(torch.uint8).cpu().numpy()  # (H, 64, 64, 3)
+        pixels = decoded_frames(model.decode(imagined)["pixels"][0])  # (H, 64, 64, 3)
         reward = model.predict_reward(model.features(imagined))
         panels = [annotate(upscale(real[step], size), [f"real step {step}", f"{planner} plan ->"])]
         for h, frame in enumerate(pixels):
