@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from tests.configs import ROOT
 from wm_robotics import plots
@@ -24,6 +25,37 @@ def test_interleaved_rates_counts_items(monkeypatch):
     assert rates == pytest.approx({"a": 100.0, "b": 50.0})  # 3 calls (0.3 s) per round: items / 0.1 s
 
 
+def test_interleaved_rates_are_the_median_of_the_rounds(monkeypatch):
+    ticks = iter(range(10_000))
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: 0.1 * next(ticks))
+    items = iter([0] + [10] * 3 + [40] * 3 + [20] * 3)  # a warm-up call, then rounds at 100, 400 and 200 items/s
+    assert interleaved_rates({"a": lambda: next(items)}, rounds=3, seconds=0.25) == pytest.approx({"a": 200.0})
+
+
+def test_matmul_reference_does_the_work_its_rate_is_computed_from():
+    work = timing.matmul_reference(torch.device("cpu"))
+    with FlopCounterMode(display=False) as counter:
+        work()
+    assert counter.get_total_flops() == pytest.approx(timing.MATMUL_GFLOP * 1e9)
+
+
+def test_tables_print_large_and_negative_numbers_without_exponents(capsys):
+    timing.print_table("t", ["a", "b", "c", "d"], [[-1234.4, 12345.6, 0.012345, "x"]])
+    assert capsys.readouterr().out.splitlines()[-3:] == ["| a | b | c | d |", "|---|---|---|---|",
+                                                         "| -1,234 | 12,346 | 0.0123 | x |"]
+
+
+@pytest.mark.parametrize("cpuinfo, model", [("processor\t: 0\nmodel name\t: Xeon: rev 2\n", "Xeon: rev 2"),
+                                            ("processor\t: 0\nCPU part\t: 0xd0c\n", "unknown"),  # an ARM core
+                                            (None, "unknown")])  # no /proc/cpuinfo
+def test_cpu_model_reads_the_model_name_line(monkeypatch, tmp_path, cpuinfo, model):
+    path = tmp_path / "cpuinfo"
+    if cpuinfo is not None:
+        path.write_text(cpuinfo)
+    monkeypatch.setattr(timing, "Path", lambda name: path if name == "/proc/cpuinfo" else pytest.fail(name))
+    assert timing.cpu_model() == model
+
+
 def test_peer_reference_is_the_one_made_on_the_nearest_machine_and_a_far_one_is_flagged(capsys):
     slow = {"machine": "slow", "matmul_gflops": 180.0, "isa": "AVX2"}
     fast = {"machine": "fast", "matmul_gflops": 400.0, "isa": "AVX2"}
@@ -31,6 +63,8 @@ def test_peer_reference_is_the_one_made_on_the_nearest_machine_and_a_far_one_is_
     assert "WARNING" in capsys.readouterr().out  # 400 is 40% above 285
     assert nearest_reference([slow, fast], 370.0, "peer", "AVX2") is fast
     assert "WARNING" not in capsys.readouterr().out
+    assert nearest_reference([slow], 285.0, "peer", "AVX2") is slow
+    assert "WARNING" in capsys.readouterr().out  # 180 is 37% below 285: a slower machine is flagged too
     wide = {"machine": "wide", "matmul_gflops": 370.0, "isa": "AVX512"}
     assert nearest_reference([slow, fast, wide], 370.0, "peer", "AVX2") is fast  # this CPU's ISA first, then the rate
     assert "WARNING" not in capsys.readouterr().out
