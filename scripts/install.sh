@@ -35,6 +35,18 @@ for PACKAGE in $OPTIONAL; do  # each on its own: one that fails leaves the other
     || echo "warning: $PACKAGE not installed (without jemalloc: the system malloc; without g++ / headers: no compile=true)"
 done
 
+# A distribution's own Python (Debian 12, Ubuntu 23.04+) is marked externally managed (PEP 668) and pip
+# refuses to install into it outside a virtual environment: install anyway (into /usr/local or ~/.local,
+# the distribution's packages untouched) so that the README's plain `python3` commands work; say so.
+if python3 -c 'import os, sys, sysconfig
+sys.exit(sys.prefix != sys.base_prefix or not os.path.exists(sysconfig.get_path("stdlib") + "/EXTERNALLY-MANAGED"))'
+then
+  echo "note: $(command -v python3) is the system's Python (PEP 668, externally managed) and no virtual environment is"
+  echo "      active: installing into it with pip's --break-system-packages. To keep it clean, run this script"
+  echo "      inside a virtual environment instead: python3 -m venv .venv && . .venv/bin/activate"
+  export PIP_BREAK_SYSTEM_PACKAGES=1
+fi
+
 # The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
 python3 -m pip install -q "torch==2.13.0" || python3 -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
 if [ "${1:-}" = "dev" ]; then
