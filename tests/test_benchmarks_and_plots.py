@@ -200,3 +200,35 @@ def test_a_row_whose_cuda_graph_or_compile_fell_back_to_eager_is_refused():
 
     with pytest.raises(RuntimeError, match="mppi: cuda_graph failed .*its row would time eager code"):
         planner_bench.prepare("mppi", search_that_lost_its_graph, torch.device("cpu"), planner)
+
+
+def test_eval_curve_reads_the_eval_rows_among_the_training_rows(tmp_path):
+    (tmp_path / "metrics.csv").write_text("step,episode_return,eval_return,loss/total\n"
+                                          "100,5.0,,1.0\n200,,7.5,\n300,6.0,,0.5\n400,,9.0,0.25\n")
+    steps, returns = eval_curve(tmp_path)
+    assert steps.tolist() == [200.0, 400.0] and returns.tolist() == [7.5, 9.0]
+    (tmp_path / "early.csv").write_text("step,episode_return,eval_return\n100,5.0,\n")
+    with pytest.raises(ValueError, match="early.csv has no eval_return rows yet"):
+        eval_curve(tmp_path / "early.csv")
+
+
+def test_table_and_plot_show_the_mean_of_three_seeds_not_their_median(tmp_path, monkeypatch):
+    figures = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)
+    runs = []
+    for seed, value in enumerate((0, 10, 50)):
+        runs.append(tmp_path / f"seed{seed}.csv")
+        runs[-1].write_text(f"step,eval_return\n10000,{value}\n20000,{2 * value}\n")
+    assert "| **base, mean** | 20.0 | 40.0 |" in eval_table({"base": runs})
+    plot_runs({"base": runs}, "cartpole-swingup", tmp_path / "p.png")
+    np.testing.assert_array_equal(figures[-1].axes[0].lines[0].get_ydata(), [20, 40])
+
+
+def test_seeds_that_share_no_evaluation_step_are_refused(tmp_path):
+    (tmp_path / "a.csv").write_text("step,eval_return\n10000,1\n")
+    (tmp_path / "b.csv").write_text("step,eval_return\n15000,2\n")
+    runs = {"base": [tmp_path / "a.csv", tmp_path / "b.csv"]}
+    with pytest.raises(ValueError, match="share no evaluation step: their curves cannot be averaged"):
+        eval_table(runs)
+    with pytest.raises(ValueError, match="share no evaluation step"):
+        plot_runs(runs, "cartpole-swingup", tmp_path / "p.png")

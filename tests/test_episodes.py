@@ -99,3 +99,41 @@ def test_killed_writer_never_leaves_a_half_file(tmp_path):
     assert half_written, "the writer finished (or never started) before the kill: nothing was tested"
     assert not (tmp_path / "ep.npz").exists()
     assert list_episodes(tmp_path) == []
+
+
+def _recorder(steps):
+    recorder = EpisodeRecorder({"proprio": np.zeros(2)})
+    for t in range(steps):
+        recorder.add([0.5 * t, -1.0], {"proprio": np.full(2, t + 1.0)}, t, 0, 0)
+    return recorder
+
+
+def test_a_cut_short_episode_marks_its_last_step_truncated_not_terminated():
+    recorder = _recorder(3)
+    assert recorder.episode()["truncated"].tolist() == [False, False, False]
+    cut = recorder.episode(cut_short=True)
+    assert cut["truncated"].tolist() == [False, False, True] and cut["terminated"].tolist() == [False] * 3
+    assert recorder.episode()["truncated"].tolist() == [False, False, False]  # the recorder itself is unchanged
+
+
+def test_an_empty_recorder_cut_short_gives_an_empty_episode():
+    episode = EpisodeRecorder({"proprio": np.zeros(2)}).episode(cut_short=True)
+    assert episode["truncated"].shape == episode["action"].shape[:1] == (0,) and episode["obs/proprio"].shape == (1, 2)
+
+
+def test_the_recorder_stores_float32_actions_and_rewards_and_bool_flags_whatever_it_is_given():
+    episode = _recorder(2).episode()
+    assert episode["action"].dtype == episode["reward"].dtype == np.float32
+    assert episode["terminated"].dtype == episode["truncated"].dtype == np.bool_
+    assert episode["action"].tolist() == [[0.0, -1.0], [0.5, -1.0]] and episode["reward"].tolist() == [0.0, 1.0]
+    assert episode["obs/proprio"].tolist() == [[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]]
+
+
+def test_list_episodes_gives_names_in_order_and_skips_hidden_and_temp_files(tmp_path):
+    names = [f"episode-{index:06d}-len40.npz" for index in range(12)]
+    for name in reversed(names):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / ".episode-000012-len40.npz").write_bytes(b"")
+    (tmp_path / ".episode-000013-len40.npz-abcd.tmp").write_bytes(b"")
+    (tmp_path / "notes.txt").write_bytes(b"")
+    assert [path.name for path in list_episodes(tmp_path)] == names

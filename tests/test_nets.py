@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from wm_robotics import precision
 from wm_robotics.models.nets import OutputLinear, TwoHot, adam, load_optimizer_state, mlp, symexp, symlog
 from wm_robotics.precision import compute_precision, float32_output_layers
 
@@ -171,8 +172,6 @@ def test_bf16_full_runs_output_layers_in_bf16_with_float32_results():
 def test_bf16_warns_only_on_a_cpu_without_bf16_kernels(monkeypatch, native):
     import warnings
 
-    import wm_robotics.precision as precision
-
     monkeypatch.setattr(precision, "native_bf16", lambda device: native)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -185,11 +184,11 @@ def test_bf16_warns_only_on_a_cpu_without_bf16_kernels(monkeypatch, native):
     assert native or ("precision='bf16'" in messages[0] and "use precision='fp32'" in messages[0])
 
 
-def test_native_bf16_is_true_on_cuda_and_a_bool_on_this_cpu():
-    from wm_robotics.precision import native_bf16
-
-    assert native_bf16(torch.device("cuda")) is True
-    assert isinstance(native_bf16(torch.device("cpu")), bool)
+@pytest.mark.parametrize("cpu_kernels", [True, False])
+def test_cuda_has_bf16_kernels_whatever_the_cpu_has(monkeypatch, cpu_kernels):
+    monkeypatch.setattr(precision, "_cpu_bf16_kernels", lambda: cpu_kernels)
+    assert precision.native_bf16(torch.device("cuda")) is True
+    assert precision.native_bf16(torch.device("cpu")) is cpu_kernels
 
 
 def test_encoder_lr_scale_needs_an_encoder_and_a_scale_of_at_least_zero():

@@ -50,3 +50,18 @@ def test_percentile_bootstrap_of_the_mean_on_a_discrete_case():
     out = seed_summary([0, 0, 0, 0, 0, 0, 0, 10], confidence=0.95, resamples=10_000, seed=0)
     assert out["ci_low"] == pytest.approx(0.0, abs=1e-12)
     assert out["ci_high"] == pytest.approx(3.75, abs=1e-9)
+
+
+@pytest.mark.parametrize("values, iqm", [([0.0, 1.0, 2.0, 10.0], 1.5),  # 4 seeds: one dropped at each end
+                                         ([0.0, 0.0, 1.0, 2.0, 3.0, 4.0, 50.0, 100.0], 2.5)])  # 8 seeds: two
+def test_iqm_trims_a_quarter_of_the_seeds_at_each_end(values, iqm):
+    assert seed_summary(values, resamples=200)["iqm"] == pytest.approx(iqm)
+
+
+def test_the_summary_reports_the_confidence_it_was_asked_for():
+    assert seed_summary([1.0, 2.0, 4.0], confidence=0.8, resamples=200)["confidence"] == 0.8
+
+
+def test_a_zero_confidence_is_refused():
+    with pytest.raises(ValueError, match=r"confidence must be in \(0, 1\), got 0.0"):
+        seed_summary([1.0, 2.0], confidence=0.0)

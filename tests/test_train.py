@@ -184,6 +184,12 @@ def test_device_cuda_without_cuda_advises_auto_or_cpu():
         resolve_device("cuda")
 
 
+@pytest.mark.parametrize("name", ["gpu", "mps"])
+def test_an_unknown_device_name_is_refused_with_the_valid_ones(name):
+    with pytest.raises(ValueError, match=rf"device must be 'auto', 'cpu' or 'cuda\[:N\]', got '{name}'"):
+        resolve_device(name)
+
+
 def test_evaluate_script_reports_json(tmp_path):
     Trainer(tiny_config("steps=120", "eval_every=1000"), tmp_path / "run").run()
     result = subprocess.run([sys.executable, str(ROOT / "scripts/evaluate.py"), f"checkpoint={tmp_path / 'run'}",
