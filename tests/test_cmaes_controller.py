@@ -128,7 +128,8 @@ def test_policy_bounds_and_bad_input():
         CMAESController(4, 1, rollouts=0)
     other = CMAESController(5, 1, seed=0)
     with pytest.raises(ValueError, match="evolves 6 parameters, this controller 5"):
-        controller.load_full_state_dict({**other.full_state_dict(), "module": controller.state_dict()})
+        controller.load_full_state_dict(other.full_state_dict())
+    assert float(controller.bias) == 10.0  # nothing of the other controller loaded
 
 
 def test_dream_benchmark_times_both_modes(one_torch_thread):
@@ -208,3 +209,50 @@ def test_evolve_reports_the_centre_and_climbs_the_reward():
     assert metrics["dream/return_best"] > 0
     ctrl.evolve(model, start, generations=15)
     assert float(ctrl.policy(torch.ones(1, 1), sample=False)) > 0.5  # reward = action: evolves toward +1
+
+
+class StartRecorder(WorldModel):
+    """Remembers the start states of each dream; every step pays 0."""
+
+    obs_keys, action_dim, feature_dim = ("proprio",), 1, 1
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(()))
+        self.starts = []
+
+    def features(self, state):
+        return state["x"]
+
+    def imagine(self, state, horizon, actions=None, policy=None):
+        self.starts.append(state)
+        used = torch.stack([policy(state["x"])] * horizon, 1)
+        return {"x": torch.stack([state["x"]] * horizon, 1)}, used
+
+    def predict_reward(self, features):
+        return features[..., 0] * 0
+
+
+def test_without_every_the_first_call_after_warmup_evolves():
+    ctrl = CMAESController(1, 1, population=4, rollouts=2, horizon=2, warmup=2, every=1, seed=0)
+    start = {"x": torch.ones(4, 1)}
+    assert [ctrl.update(StartRecorder(), start)["cmaes/generation"] for _ in range(4)] == [0, 0, 1, 2]
+
+
+def test_zero_sigma_is_rejected():
+    with pytest.raises(ValueError, match="need sigma > 0"):
+        CMAESController(4, 1, sigma=0.0)
+
+
+def test_starts_are_whole_states_drawn_from_every_sequence():
+    model = StartRecorder()
+    index = torch.arange(100.0).reshape(10, 10, 1)  # 10 sequences of 10 states
+    ctrl = CMAESController(1, 1, population=2, rollouts=64, horizon=1, seed=0)
+    ctrl.evolve(model, {"x": index, "y": -index}, generations=1)
+    start = model.starts[0]
+    assert start["x"].shape == (3 * 64, 1)
+    torch.testing.assert_close(start["y"], -start["x"])
+    torch.testing.assert_close(start["x"], start["x"][:64].repeat(3, 1))  # the same starts for every candidate
+    picked = start["x"][:64, 0]
+    assert bool((picked == picked.round()).all()) and 0 <= float(picked.min()) and float(picked.max()) < 100
+    assert len(set((picked // 10).tolist())) > 5 and float(picked.max()) >= 64

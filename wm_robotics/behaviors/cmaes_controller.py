@@ -218,10 +218,10 @@ class CMAESController(ActionBounds):
 
     def load_full_state_dict(self, state: dict[str, Any]) -> None:
         """Restore everything saved by :meth:`full_state_dict`; evolution continues where it stopped."""
-        self.load_state_dict(state["module"])
-        if state["cma"]["mean"].numel() != self.num_params:
+        if state["cma"]["mean"].numel() != self.num_params:  # checked first: load_state_dict's error says less
             raise ValueError(f"the saved CMA-ES evolves {state['cma']['mean'].numel()} parameters, this controller "
                              f"{self.num_params} (feature_dim {self.feature_dim}, action_dim {self.action_dim})")
+        self.load_state_dict(state["module"])
         load_cma_state(self.es, state["cma"])
         self.generator.set_state(state["rng"].cpu())
         self.updates_seen = int(state["updates_seen"])
