@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from wm_robotics import precision
+from wm_robotics.models.ensemble import EnsembleMLP
 from wm_robotics.models.nets import OutputLinear, TwoHot, adam, load_optimizer_state, mlp, symexp, symlog
 from wm_robotics.precision import compute_precision, float32_output_layers
 
@@ -198,3 +199,31 @@ def test_encoder_lr_scale_needs_an_encoder_and_a_scale_of_at_least_zero():
         parameter_groups(torch.nn.Linear(2, 2), 1e-3, 0.3)
     with pytest.raises(ValueError, match=">= 0"):
         parameter_groups(torch.nn.Linear(2, 2), 1e-3, -1.0)
+
+
+def test_two_hot_defaults_to_255_buckets_from_minus_20_to_20_in_symlog_space():
+    buckets = TwoHot().buckets
+    assert buckets.shape == (255,) and buckets[0] == -20 and buckets[-1] == 20
+    torch.testing.assert_close(buckets[1:] - buckets[:-1], torch.full((254,), 40 / 254))
+    with pytest.raises(ValueError, match="bins must be at least 2, got 1"):
+        TwoHot(1)
+
+
+def test_ensemble_initialises_each_layer_as_nn_linear_at_its_fan_in():
+    torch.manual_seed(0)
+    net = EnsembleMLP(8, 4, 64, 2, 3, bias=True)
+    for weights, fan_in in ((net.first, 4), (net.deep[0], 64), (net.hidden_bias[0], 4), (net.hidden_bias[1], 64)):
+        bound = fan_in ** -0.5
+        assert 0.9 * bound < weights.abs().max() <= bound, fan_in
+    assert not net.out_weight.any() and not net.out_bias.any()  # early Q values are 0
+    with pytest.raises(ValueError, match="layers >= 1"):
+        EnsembleMLP(2, 4, 64, 0, 3)
+
+
+def test_ensemble_members_subset_uses_each_members_own_norm_and_output_parameters():
+    torch.manual_seed(0)
+    net = EnsembleMLP(4, 7, 16, 2, 3, bias=True)
+    for param in net.parameters():
+        torch.nn.init.normal_(param)  # every member's LayerNorm affine and output bias its own
+    x = torch.randn(5, 7)
+    torch.testing.assert_close(net(x, torch.tensor([2, 0])), net(x)[[2, 0]])
