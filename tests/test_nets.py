@@ -5,7 +5,16 @@ import torch
 
 from wm_robotics import precision
 from wm_robotics.models.ensemble import EnsembleMLP
-from wm_robotics.models.nets import OutputLinear, TwoHot, adam, load_optimizer_state, mlp, symexp, symlog
+from wm_robotics.models.nets import (
+    OutputLinear,
+    TwoHot,
+    adam,
+    load_optimizer_state,
+    mlp,
+    parameter_groups,
+    symexp,
+    symlog,
+)
 from wm_robotics.precision import compute_precision, float32_output_layers
 
 
@@ -125,6 +134,23 @@ def test_optimizer_state_from_a_plain_adam_keeps_fusing_and_the_moments():
     assert int(fused.state[net.weight]["step"]) == 2 and not torch.equal(before, net.weight)
 
 
+def test_a_loaded_optimizer_state_keeps_the_learning_rates_the_optimizer_was_built_with():
+    # a run resumed with a new lr (or encoder_lr_scale) trains at it: torch would restore the saved rates
+    torch.manual_seed(0)
+    net = torch.nn.Sequential()
+    net.encoder, net.head = torch.nn.Linear(3, 4), torch.nn.Linear(4, 1)
+    saved = adam(parameter_groups(net, 1e-3, 0.3), 1e-3)
+    net(torch.randn(5, 3)).sum().backward()
+    saved.step()
+    resumed = adam(parameter_groups(net, 5e-4, 0.5), 5e-4)
+    load_optimizer_state(resumed, saved.state_dict())
+    assert [group["lr"] for group in resumed.param_groups] == [2.5e-4, 5e-4]
+    for param in net.parameters():
+        torch.testing.assert_close(resumed.state[param]["exp_avg_sq"], saved.state[param]["exp_avg_sq"])
+    with pytest.raises(ValueError, match="has 2 parameter groups, this optimiser 1: a run's model.encoder_lr_scale"):
+        load_optimizer_state(adam(parameter_groups(net, 1e-3, 1.0), 1e-3), saved.state_dict())
+
+
 def test_outputs_stay_float32_under_bf16_autocast():
     from wm_robotics.models.ensemble import EnsembleMLP
 
@@ -193,8 +219,6 @@ def test_cuda_has_bf16_kernels_whatever_the_cpu_has(monkeypatch, cpu_kernels):
 
 
 def test_encoder_lr_scale_needs_an_encoder_and_a_scale_of_at_least_zero():
-    from wm_robotics.models.nets import parameter_groups
-
     with pytest.raises(ValueError, match="Linear has none"):
         parameter_groups(torch.nn.Linear(2, 2), 1e-3, 0.3)
     with pytest.raises(ValueError, match=">= 0"):

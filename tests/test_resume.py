@@ -44,6 +44,14 @@ def test_a_resumed_run_samples_its_replay_on_from_where_the_checkpoint_left_it(t
     assert not np.array_equal(fresh.replay.sample()["action"], expected[0]["action"])
 
 
+def test_a_run_resumed_with_a_new_learning_rate_trains_at_it(tmp_path):
+    Trainer(tiny_config("steps=120", "eval_every=1000"), tmp_path).run()
+    resumed = Trainer(tiny_config("steps=160", "eval_every=1000", "resume=true", "model.lr=1e-5"), tmp_path)
+    resumed.restore()
+    assert resumed.model_opt.param_groups[0]["lr"] == 1e-5 and resumed.counters["updates"] > 0
+    assert all(int(state["step"]) == resumed.counters["updates"] for state in resumed.model_opt.state.values())
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_a_run_on_cuda_resumes(tmp_path):
     Trainer(tiny_config("steps=120", "eval_every=1000", "device=cuda"), tmp_path).run()

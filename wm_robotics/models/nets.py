@@ -51,16 +51,22 @@ def parameter_groups(model: nn.Module, lr: float, encoder_lr_scale: float = 1.0)
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """``optimizer.load_state_dict(state)`` keeping the optimiser's own ``fused`` setting (a saved state
-    carries its groups' settings; one saved before :func:`adam` was fused would switch fusing off)."""
+    """The moments and step counts of ``state`` into ``optimizer``, which keeps its own settings (learning
+    rates, eps, ``fused``): torch's ``load_state_dict`` would restore the saved ones, so a run resumed with a
+    new ``lr`` would train on at the old one, and a state saved before :func:`adam` was fused would switch
+    fusing off. The library has no learning-rate schedules, so nothing else lives in the saved settings."""
     saved = [len(group["params"]) for group in state["param_groups"]]
     wanted = [len(group["params"]) for group in optimizer.param_groups]
+    if len(saved) != len(wanted):
+        raise ValueError(f"the saved optimiser state has {len(saved)} parameter groups, this optimiser {len(wanted)}: "
+                         "a run's model.encoder_lr_scale cannot switch between 1 (one group) and another value (the "
+                         "encoder's parameters in a group of their own) when training resumes")
     if saved != wanted:
         raise ValueError(f"the saved optimiser state holds {saved} parameters per group, this model {wanted}: the "
                          "checkpoint comes from another model version (e.g. before MLP input layers had a bias); "
                          "it still loads for evaluation and control, but training cannot resume from it")
-    fused = [group.get("fused") for group in optimizer.param_groups]
-    groups = [{**group, "fused": flag} for group, flag in zip(state["param_groups"], fused)]
+    own = optimizer.state_dict()["param_groups"]
+    groups = [{**mine, "params": theirs["params"]} for mine, theirs in zip(own, state["param_groups"])]
     optimizer.load_state_dict({**state, "param_groups": groups})
 
 
