@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 from functools import partial
 from typing import Any
@@ -13,9 +14,12 @@ from wm_robotics.envs.registry import check_env_id
 
 
 def _check_max_episode_steps(kwargs: dict[str, Any]) -> None:
+    """Refuse a ``max_episode_steps`` that is not a positive integer; a NumPy one becomes the int Gymnasium wants."""
     steps = kwargs.get("max_episode_steps")
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0):
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps <= 0):
         raise ValueError(f"max_episode_steps must be a positive integer (agent steps) or None, got {steps!r}")
+    if steps is not None:
+        kwargs["max_episode_steps"] = int(steps)
 
 
 def make_env(name: str, **kwargs: Any) -> gym.Env:
@@ -30,7 +34,7 @@ def env_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
     env = cfg["env"]
     kwargs = {"obs_mode": cfg["obs_mode"], "action_repeat": env["action_repeat"], "image_size": env["image_size"],
               "camera_id": env["camera_id"], "render_fast": env["render_fast"]}
-    if cfg.get("max_episode_steps"):
+    if cfg.get("max_episode_steps") is not None:  # 0 reaches make_env's check and is refused there
         kwargs["max_episode_steps"] = cfg["max_episode_steps"]
     return kwargs
 

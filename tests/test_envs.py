@@ -205,13 +205,15 @@ def test_make_env_checks_max_episode_steps():
 
 
 def test_env_kwargs_pass_every_env_setting_and_numpy_integers_are_integers():
-    cfg = {"obs_mode": "pixels", "max_episode_steps": 7,
+    cfg = {"obs_mode": "pixels", "max_episode_steps": np.int64(7),
            "env": {"action_repeat": np.int64(4), "image_size": 48, "camera_id": 0, "render_fast": True}}
     kwargs = envs.env_kwargs(cfg)
     assert kwargs == {"obs_mode": "pixels", "action_repeat": 4, "image_size": 48, "camera_id": 0, "render_fast": True,
                       "max_episode_steps": 7}
     env = envs.make_env("cartpole-swingup-v0", **kwargs)
-    assert env.unwrapped.action_repeat == 4 and env.unwrapped.render_fast
+    assert env.unwrapped.action_repeat == 4 and env.unwrapped.render_fast and env.spec.max_episode_steps == 7
+    with pytest.raises(ValueError, match="max_episode_steps must be a positive integer .* got 0"):  # not dropped
+        envs.make_env("cartpole-swingup-v0", **envs.env_kwargs({**cfg, "max_episode_steps": 0}))
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -255,3 +257,39 @@ def test_proprio_is_spec_order_row_major_flattening_of_the_raw_observation(domai
     for k in keys:
         np.testing.assert_array_equal(obs["proprio"][env.proprio_keys[k]],
                                       np.asarray(step.observation[k], np.float32).reshape(-1))
+
+
+def test_the_free_camera_and_the_largest_image_the_buffer_holds_are_accepted():
+    assert DMCEnv("cartpole", "swingup", camera_id=-1).camera_id == -1  # MuJoCo's free camera
+    assert DMCEnv("cartpole", "swingup", image_size=480).image_size == 480  # its offscreen buffer is 640×480
+
+
+def test_render_without_a_render_mode_returns_none():
+    env = DMCEnv("cartpole", "swingup", obs_mode="pixels")
+    env.reset(seed=0)
+    assert env.render() is None
+
+
+def _terminating(env, monkeypatch, at_time):
+    """Every control step rewards 1; the task terminates once the simulated time reaches ``at_time``."""
+    monkeypatch.setattr(env._task, "get_reward", lambda physics: 1.0)
+    monkeypatch.setattr(env._task, "get_termination", lambda physics: 0.0 if physics.time() > at_time - 1e-9 else None)
+
+
+def test_a_termination_inside_the_action_repeat_stops_the_step_there(monkeypatch):
+    env = DMCEnv("cartpole", "balance", action_repeat=4)
+    env.reset(seed=0)
+    _terminating(env, monkeypatch, 0.02)  # after the second of the four control steps (0.01 s each)
+    _, reward, terminated, truncated, info = env.step(np.zeros(1, np.float32))
+    assert (reward, terminated, truncated, info["control_steps"]) == (2.0, True, False, 2)
+    assert env.physics.time() == pytest.approx(0.02)
+    with pytest.raises(EpisodeStateError, match="after the episode ended"):
+        env.step(np.zeros(1, np.float32))
+
+
+def test_a_termination_on_the_time_limits_last_step_is_not_a_truncation(monkeypatch):
+    env = DMCEnv("cartpole", "balance", action_repeat=2, time_limit=1)
+    env.reset(seed=0)
+    _terminating(env, monkeypatch, 0.02)
+    _, reward, terminated, truncated, info = env.step(np.zeros(1, np.float32))
+    assert (reward, terminated, truncated, info["control_steps"]) == (2.0, True, False, 2)

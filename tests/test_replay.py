@@ -217,3 +217,43 @@ def test_load_keeps_a_contiguous_run_of_the_newest_files(tmp_path):
     assert set(check_sequences(newest.sample(200), 3)[0]) == {2, 3}
     exact = SequenceReplay(tmp_path, capacity=18, seq_len=3)
     assert exact.load() == 5 + 7 + 6  # episodes 3, 2 and 1 fill it exactly
+
+
+def test_loading_a_newest_episode_longer_than_the_capacity_says_so(tmp_path):
+    save_episode(tmp_path / "episode-000000-len10.npz", make_episode(0, 10))  # 11 observations
+    with pytest.raises(ValueError, match=r"episode-000000-len10.npz: episode has 11 observations, more than "
+                                         r"capacity=5"):
+        SequenceReplay(None, capacity=5, seq_len=3).load(tmp_path)
+
+
+def test_each_set_aside_gets_its_own_folder(tmp_path):
+    replay = SequenceReplay(tmp_path, seq_len=3)
+    for ep in range(3):
+        replay.add_episode(make_episode(ep, 4))
+    first = replay.set_aside_from(2)
+    replay.add_episode(make_episode(3, 5))  # numbered 2 again
+    second = replay.set_aside_from(1)
+    assert (first.name, second.name) == ("resume-1", "resume-2")
+    assert [path.name for path in first.iterdir()] == ["episode-000002-len4.npz"]
+    assert sorted(path.name for path in second.iterdir()) == ["episode-000001-len4.npz", "episode-000002-len5.npz"]
+
+
+def test_load_numbers_new_files_past_those_written_since_the_replay_was_made(tmp_path):
+    replay = SequenceReplay(tmp_path, seq_len=3)
+    writer = SequenceReplay(tmp_path, seq_len=3)
+    writer.add_episode(make_episode(0, 4))
+    assert replay.load() == 5
+    assert replay.add_episode(make_episode(1, 4)).name == "episode-000001-len4.npz"
+    assert len(list_episodes(tmp_path)) == 2  # the writer's file is still there
+
+
+def test_storage_grows_by_half_its_size_at_least():
+    replay = SequenceReplay(None, capacity=100, seq_len=3)
+    per_step = 2 * 4 + 2 * 4 + 4 + 3  # proprio, action, reward, three flags
+    replay.add_episode(make_episode(0, 9))  # 10 observations: allocates 10
+    assert replay.nbytes == 10 * per_step
+    replay.add_episode(make_episode(1, 1))  # 12 needed: grows to 15, not 12
+    assert replay.nbytes == 15 * per_step
+    replay.add_episode(make_episode(2, 79))  # 92 needed: grows to 92
+    replay.add_episode(make_episode(3, 3))  # 96 needed: 1.5 × 92 is capped at the capacity
+    assert replay.nbytes == 100 * per_step

@@ -1,5 +1,7 @@
 """Vector envs: one process per env, batched shapes, Gymnasium's next-step autoreset."""
 
+import os
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -49,3 +51,43 @@ def test_control_steps_of_an_ended_env_come_from_its_final_info():
     info = {"control_steps": np.array([0, 2]), "final_info": {"control_steps": np.array([1, 0])}}
     assert control_steps_taken(info, np.array([True, False])).tolist() == [1, 2]
     assert control_steps_taken({"control_steps": np.array([2, 2])}, np.array([False, False])).tolist() == [2, 2]
+
+
+@pytest.fixture
+def async_calls(monkeypatch):
+    """The (env fns, keyword arguments) of each AsyncVectorEnv built, without starting worker processes."""
+    calls = []
+    monkeypatch.setattr(gym.vector, "AsyncVectorEnv", lambda fns, **kwargs: calls.append((fns, kwargs)) or "async")
+    return calls
+
+
+def test_asynchronous_overrides_the_choice_by_number_of_envs(async_calls):
+    assert make_vector_env("walker-walk-v0", 1, asynchronous=True) == "async"
+    envs = make_vector_env("walker-walk-v0", 2, asynchronous=False)
+    assert isinstance(envs, gym.vector.SyncVectorEnv) and envs.num_envs == 2
+    envs.close()
+    assert len(async_calls) == 1
+
+
+def test_a_sync_vector_env_builds_its_envs_with_the_given_settings():
+    envs = make_vector_env("walker-walk-v0", 1, obs_mode="pixels", image_size=32, action_repeat=4)
+    assert envs.single_observation_space["pixels"].shape == (32, 32, 3)
+    assert envs.envs[0].unwrapped.action_repeat == 4
+    envs.close()
+
+
+def test_an_async_vector_env_gets_the_start_method_and_autoreset_mode(async_calls):
+    make_vector_env("walker-walk-v0", 3, context="forkserver", autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    fns, kwargs = async_calls[0]
+    assert len(fns) == 3
+    assert kwargs == {"context": "forkserver", "autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
+
+
+def test_a_worker_renders_on_one_thread_unless_the_user_chose(async_calls, monkeypatch):
+    make_vector_env("walker-walk-v0", 2, image_size=32)
+    make_worker = async_calls[0][0][0]
+    monkeypatch.setenv("LP_NUM_THREADS", "4")
+    assert make_worker().unwrapped.image_size == 32 and os.environ["LP_NUM_THREADS"] == "4"
+    monkeypatch.delenv("LP_NUM_THREADS")
+    make_worker()
+    assert os.environ["LP_NUM_THREADS"] == "1"

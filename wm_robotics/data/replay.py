@@ -107,6 +107,8 @@ class SequenceReplay:
         for path in reversed(list_episodes(folder)):
             episode = load_episode(path)
             steps = len(episode["action"]) + 1
+            if not newest_first and steps > self.capacity:  # loading nothing would hide the cause
+                raise ValueError(f"{path}: episode has {steps} observations, more than capacity={self.capacity}")
             if total + steps > self.capacity:
                 break
             newest_first.append((path, episode))
