@@ -58,6 +58,8 @@ class ReturnNormalizer(nn.Module):
         super().__init__()
         if not 0.0 <= percentiles[0] < percentiles[1] <= 1.0:
             raise ValueError(f"percentiles must satisfy 0 <= low < high <= 1, got {percentiles}")
+        if not 0.0 <= decay <= 1.0:  # outside, the range EMA goes negative and normalisation is silently off
+            raise ValueError(f"return_norm_decay must be in [0, 1], got {decay}")
         self.decay = decay
         self.percentiles = percentiles
         self.register_buffer("range_ema", torch.zeros(()))
@@ -90,6 +92,9 @@ class ActorCritic(ActionBounds):
         self.imag_starts = imag_starts
         if horizon < 1:
             raise ValueError(f"horizon must be at least 1, got {horizon}")
+        if not 0.0 <= slow_critic_decay <= 1.0 or not 0.0 < min_std <= max_std:
+            raise ValueError(f"need 0 <= slow_critic_decay <= 1 and 0 < min_std <= max_std, got {slow_critic_decay}, "
+                             f"{min_std} and {max_std}")
         self.horizon, self.discount, self.lambda_ = horizon, discount, lambda_
         self.entropy_scale, self.slow_critic_decay, self.slow_reg = entropy, slow_critic_decay, slow_reg
         self.grad_clip, self.min_std, self.max_std = grad_clip, min_std, max_std
