@@ -1,0 +1,55 @@
+"""MPCController: the action it feeds back to the model, and the pixel values it accepts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.configs import tiny_config, untrained_goal_reacher
+from wm_robotics.control import MPCController, uint8_pixels
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_act_feeds_the_model_the_normalised_action_when_the_env_bounds_are_not_minus_one_one():
+    import wm_robotics.envs as envs
+    from wm_robotics.builders import untrained_payload
+
+    cfg = tiny_config()
+    env = envs.make_env(cfg["env"]["id"], **envs.env_kwargs(cfg))
+    torch.manual_seed(0)
+    payload = {**untrained_payload(cfg, env), "action_low": np.array([-2.0]), "action_high": np.array([4.0])}
+    env.close()
+    controller = MPCController(payload, device="cpu", planner="policy")
+    action = controller.act(np.zeros(5, np.float32))
+    assert -2 <= action[0] <= 4 and abs(action[0] - 1) > 1e-3  # not the middle, so that the units show
+    # env units [-2, 4] → [-1, 1]: (a - 1) / 3
+    torch.testing.assert_close(controller._agent.prev_action, torch.tensor([[(action[0] - 1) / 3]]))
+
+
+def test_a_checkpoint_without_proprio_keys_joins_a_raw_dict_in_its_own_order():
+    import wm_robotics.envs as envs
+    from wm_robotics.builders import untrained_payload
+
+    cfg = tiny_config()
+    env = envs.make_env(cfg["env"]["id"], **envs.env_kwargs(cfg))
+    payload = untrained_payload(cfg, env)
+    env.close()
+    del payload["proprio_keys"]  # saved before checkpoints named the key order: dm_control's dict order counts
+    controller = MPCController(payload, device="cpu", planner="policy")
+    obs = controller.model_observation({"velocity": np.array([1.0, 2.0]), "position": np.array([3.0, 4.0, 5.0])})
+    assert obs["proprio"].tolist() == [[1.0, 2.0, 3.0, 4.0, 5.0]]
+
+
+def test_a_goal_frame_with_an_alpha_channel_is_refused_by_its_shape():
+    env, payload = untrained_goal_reacher("+model.overrides.pose_probe=true")
+    env.close()
+    controller = MPCController(payload, "cpu", "cem", goal_energy={"from_frame": True})
+    with pytest.raises(ValueError, match=r"the goal frame must have shape \(64, 64, 3\), got \(64, 64, 4\)"):
+        controller.set_goal(np.zeros((64, 64, 4), np.uint8))
+
+
+def test_uint8_pixels_accepts_an_integer_image_holding_0_and_255():
+    image = uint8_pixels(np.array([[0, 255]], np.int64), "a frame")
+    assert image.dtype == np.uint8 and image.tolist() == [[0, 255]]
