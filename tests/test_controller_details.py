@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tests.configs import tiny_config, untrained_goal_reacher
+from wm_robotics.behaviors.planning import GoalObjective
 from wm_robotics.control import MPCController, uint8_pixels
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -53,3 +54,18 @@ def test_a_goal_frame_with_an_alpha_channel_is_refused_by_its_shape():
 def test_uint8_pixels_accepts_an_integer_image_holding_0_and_255():
     image = uint8_pixels(np.array([[0, 255]], np.int64), "a frame")
     assert image.dtype == np.uint8 and image.tolist() == [[0, 255]]
+
+
+def test_an_objective_swapped_in_after_a_frame_goal_is_left_as_it_is():
+    env, payload = untrained_goal_reacher("+model.overrides.pose_probe=true")
+    controller = MPCController(payload, "cpu", "cem", goal_energy={"from_frame": True}, horizon=3, iterations=1,
+                               candidates=16, elites=4)
+    obs, info = env.reset(seed=0)
+    controller.set_goal(info["goal_pixels"])
+    controller.act(obs)  # the frame goal moves with the measured state while its own objective plans
+    mine = GoalObjective(torch.tensor([0.5, -0.5]), proprio_index=torch.tensor([0, 1]))
+    controller.planner.objective = mine
+    assert env.action_space.contains(controller.act(obs)) and mine.goal.tolist() == [0.5, -0.5]
+    controller.planner.objective = GoalObjective(torch.zeros(controller.model.feature_dim))  # another width
+    assert env.action_space.contains(controller.act(obs))
+    env.close()

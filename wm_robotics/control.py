@@ -103,6 +103,8 @@ class MPCController:
         self._check_frame_goal()
         self._frame_goal: FrameGoal | None = None
         self._drift: DriftEstimate | None = None
+        #: the objective ``set_goal`` built: ``act`` moves its frame goal and drift only while it plans
+        self._goal_objective: GoalObjective | None = None
         GoalObjective(torch.zeros(1), **self._goal_kwargs)  # a bad norm fails here, not at the first goal
         #: what the objective set by ``set_goal`` plans in when it reads only proprio fields: the model's
         #: proprio block alone (a ``split_dynamics`` JEPA: the same plans, without the pixel block's
@@ -202,7 +204,8 @@ class MPCController:
         fields_only = (kwargs["proprio_index"] is not None and kwargs.get("latent_index") is None
                        and getattr(self.planner, "policy", None) is None)
         view = self.model.proprio_view() if fields_only and hasattr(self.model, "proprio_view") else None
-        self._goal_view = None if view is None else (view, self.planner.objective)
+        self._goal_objective = self.planner.objective
+        self._goal_view = None if view is None else (view, self._goal_objective)
         self.planner.reset()
 
     def _compared(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -299,16 +302,17 @@ class MPCController:
         model_obs = {k: torch.as_tensor(v, device=self.device) for k, v in self.model_observation(obs).items()}
         first = torch.tensor([self._first], device=self.device)
         previous, agent.state = agent.state, self.model.step(agent.state, agent.prev_action, model_obs, first)
-        if self._drift is not None and not self._first:
+        own_goal = self.planner is not None and self.planner.objective is self._goal_objective  # not one swapped in
+        if own_goal and self._drift is not None and not self._first:
             predicted = self.model.img_step(previous, agent.prev_action)
             shape = self._drift.drift.shape  # the goal's: (F,) read from a frame, (1, F) encoded
             self._drift.update(self._compared(agent.state).reshape(shape), self._compared(predicted).reshape(shape))
-        if self._frame_goal is not None:
+        if own_goal and self._frame_goal is not None:
             # in place, so that a captured CUDA graph of the search stays valid
-            self.planner.objective.goal.copy_(self._frame_goal_now(model_obs))
+            self._goal_objective.goal.copy_(self._frame_goal_now(model_obs))
         if self.planner is None:
             normalised = self.behavior.policy(self.model.features(agent.state), sample=False)  # (1, A) in [-1, 1]
-        elif self._goal_view is not None and self.planner.objective is self._goal_view[1]:
+        elif own_goal and self._goal_view is not None:
             view = self._goal_view[0]
             normalised = self.planner.plan(view, view.restrict(agent.state))
         else:
