@@ -1,5 +1,6 @@
 """run_on_jemalloc: a script re-executes itself once on jemalloc, keeps its arguments, stops paying
-page faults for the large tensors it allocates again and again, and leaves its children's environment alone."""
+page faults for the large tensors it allocates again and again, and leaves its children's environment alone; what it
+printed before is not lost, a process on jemalloc already is not re-executed, a preload that did not take says so."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 
 import pytest
 
-from wm_robotics.allocator import OPT_OUT, jemalloc_library
+from wm_robotics.allocator import _GUARD, OPT_OUT, jemalloc_library
 
 SCRIPT = """
 import resource, sys
@@ -29,19 +30,22 @@ print(on, jemalloc_loaded(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt 
 """
 
 
-def run_script(tmp_path, *python_options: str, **env: str) -> list[str]:
+def run_script(tmp_path, *python_options: str, source: str = SCRIPT, **env: str) -> list[str]:
+    """The words ``source`` prints, run with a clean allocator environment plus ``env``."""
     script = tmp_path / "script.py"
-    script.write_text(SCRIPT)
+    script.write_text(source)
     clean = {k: v for k, v in os.environ.items()
              if k not in ("LD_PRELOAD", "MALLOC_CONF", OPT_OUT) and not k.startswith("_WM_ROBOTICS")}
     result = subprocess.run([sys.executable, *python_options, str(script), "x=1", "--flag"], capture_output=True,
-                            text=True,
-                            check=True, env={**clean, **env})
+                            text=True, check=True, env={**clean, **env}, timeout=120)
     return result.stdout.split()
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or jemalloc_library() is None,
-                    reason="needs jemalloc (apt-get install libjemalloc2) on Linux")
+needs_jemalloc = pytest.mark.skipif(not sys.platform.startswith("linux") or jemalloc_library() is None,
+                                    reason="needs jemalloc (apt-get install libjemalloc2) on Linux")
+
+
+@needs_jemalloc
 def test_script_reexecutes_on_jemalloc_and_reuses_its_pages(tmp_path):
     on, loaded, faults, leaked, preload, conf, dev, *args = run_script(tmp_path)
     assert (on, loaded, dev, args) == ("True", "True", "False", ["x=1", "--flag"])
@@ -56,3 +60,29 @@ def test_script_reexecutes_on_jemalloc_and_reuses_its_pages(tmp_path):
         tmp_path, "-X", "dev", LD_PRELOAD="libm.so.6", MALLOC_CONF="dirty_decay_ms:0")
     assert (on, loaded, leaked, preload, conf, dev) == ("True", "True", "0", "libm.so.6", "dirty_decay_ms:0", "True")
     assert int(faults) > 1000  # freed pages handed back at once: faulted in again
+
+BUFFERED = """
+print("started", flush=False)  # buffered: a pipe is block-buffered
+from wm_robotics.allocator import jemalloc_loaded, run_on_jemalloc
+print(run_on_jemalloc(), jemalloc_loaded())
+"""
+
+
+@needs_jemalloc
+def test_output_written_before_the_reexecution_is_flushed_not_lost(tmp_path):
+    # the first process's buffered line is written before execve replaces it; the second process writes its own
+    assert run_script(tmp_path, source=BUFFERED) == ["started", "started", "True", "True"]
+
+
+@needs_jemalloc
+def test_a_process_already_on_jemalloc_is_not_reexecuted(tmp_path):
+    assert run_script(tmp_path, source=BUFFERED, LD_PRELOAD=jemalloc_library()) == ["started", "True", "True"]
+
+
+def test_a_reexecuted_process_without_jemalloc_reports_it_and_restores_the_environment(tmp_path):
+    """As after a preload that did not take: the guard is set but jemalloc is not mapped; no second re-execution."""
+    source = ("import os\nfrom wm_robotics.allocator import run_on_jemalloc\n"
+              "print(run_on_jemalloc(), sorted(k for k in os.environ if k.startswith('_WM_ROBOTICS')),"
+              " os.environ.get('MALLOC_CONF', '-'))\n")
+    env = {_GUARD: "1", _GUARD + "MALLOC_CONF": "narenas:1", "MALLOC_CONF": "dirty_decay_ms:-1"}
+    assert run_script(tmp_path, source=source, **env) == ["False", "[]", "narenas:1"]

@@ -1,7 +1,8 @@
 """``torch.compile`` in planning and training: a compiled planner search (``compile=True``) finds the known
 optimum, a compiler that fails leaves the planner searching eagerly after one warning, and a run with
 ``compile=true`` trains through a compiled world-model loss that computes the eager loss and gradients and is
-compiled once, not again for each update's new values."""
+compiled once, not again for each update's new values. A compiler that fails (a backend that raises stands in)
+gets a warning naming what failed, the cause's first line and what happens next."""
 
 from __future__ import annotations
 
@@ -138,3 +139,53 @@ def test_a_compiled_loss_is_not_compiled_again_for_new_values(kind):
             graphs = stats["unique_graphs"]
     assert loss_fn.active and stats["unique_graphs"] == graphs
     assert kind == "rssm" or betas == [0.0, 0.5, 1.0, 1.5]
+
+
+def failing_backend(graph_module, example_inputs):
+    raise RuntimeError("no kernels today\nsecond line of the cause, left out")
+
+
+@pytest.fixture
+def compiles(monkeypatch) -> list[dict]:
+    """torch.compile through ``failing_backend``; the keywords of each torch.compile call."""
+    calls, compile_ = [], torch.compile
+
+    def recording(fn, **kwargs):
+        calls.append(kwargs)
+        return compile_(fn, backend=failing_backend, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", recording)
+    torch._dynamo.reset()
+    yield calls
+    torch._dynamo.reset()
+
+
+def test_a_failed_compile_warns_with_what_why_and_what_next_then_runs_eagerly_for_good(compiles):
+    call = CompiledCall(lambda x: x * 2 + 1, "the doubling", "doubling eagerly from now on")
+    with pytest.warns(UserWarning) as caught:
+        result = call(torch.ones(3))
+    assert torch.equal(result, torch.full((3,), 3.0)) and not call.active
+    message = str(caught[0].message)
+    assert message.startswith("torch.compile of the doubling failed (")
+    # the first two lines: who raised, then the cause's first line
+    assert "(backend='failing_backend' raised: RuntimeError: no kernels today)" in message
+    assert "second line" not in message
+    assert message.endswith("; doubling eagerly from now on")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(call(torch.zeros(2)), torch.ones(2))  # eager, silently, and not compiled again
+    assert compiles == [{"dynamic": False}]  # static shapes, compiled once
+
+
+def test_a_working_compile_is_built_once_for_all_calls(monkeypatch):
+    calls = []
+
+    def eager_compile(fn, **kwargs):  # as torch.compile, without compiling anything
+        calls.append(kwargs)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    call = CompiledCall(torch.neg, "neg", "eagerly")
+    for value in (1.0, 2.0, 3.0):
+        assert call(torch.tensor(value)).item() == -value
+    assert calls == [{"dynamic": False}] and call.active

@@ -1,10 +1,14 @@
 """The JEPA's pose probe (``models/pose_probe.py``): it learns the pose from frames and reads it from a frame alone,
-shared or with its own reader, and trains on randomly shifted frames."""
+shared or with its own reader, and trains on randomly shifted frames; its bookkeeping by hand: which proprio dims it
+learns, angles as (sin, cos), where ``read`` puts each dim back and what it leaves NaN."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+from torch import nn
 
 from tests.test_jepa import ACTIONS, OBS, small
 from wm_robotics.models.jepa import JEPAWorldModel
@@ -126,3 +130,54 @@ def test_pose_probe_refuses_repeated_dims_and_its_loss_is_a_mean_over_rows():
     features, proprio = torch.randn(1, 8), torch.randn(1, 4)
     one = probe.loss(features, proprio)
     torch.testing.assert_close(probe.loss(features.repeat(16, 1), proprio.repeat(16, 1)), one)
+
+
+SETTINGS = dict(encoder=None, cnn_depth=4, units=16, layers=1)
+
+
+class FixedHead(nn.Module):
+    """A head that outputs ``row`` (dims + angles,) for every row of features."""
+
+    def __init__(self, row: torch.Tensor) -> None:
+        super().__init__()
+        self.row = row
+
+    def forward(self, features: torch.Tensor, keys: list[str]) -> dict[str, torch.Tensor]:
+        return {"proprio": self.row.expand(*features.shape[:-1], -1)}
+
+
+def test_target_holds_the_pose_dims_in_their_order_with_angles_as_sine_then_cosine_at_the_end():
+    probe = PoseProbe(8, 5, [3, 1, 4], [1, 4], **SETTINGS)  # not proprio order: angles at places 1 and 2 of dims
+    proprio = torch.tensor([[10.0, 0.5, 20.0, 30.0, -2.0]])
+    expected = torch.tensor([[30.0, math.sin(0.5), math.sin(-2.0), math.cos(0.5), math.cos(-2.0)]])
+    torch.testing.assert_close(probe.target(proprio), expected)
+
+
+def test_read_puts_each_dim_back_in_its_proprio_place_angles_wrapped_and_nan_elsewhere():
+    probe = PoseProbe(8, 5, [3, 1, 4], [1, 4], **SETTINGS)
+    # the head's output: dim 3 = 7.0; angle dim 1 as (sin, cos) of 2.5; angle dim 4 as (sin, cos) of 2π - 0.4 scaled
+    probe.head = FixedHead(torch.tensor([7.0, math.sin(2.5), 3 * math.sin(-0.4), math.cos(2.5), 3 * math.cos(-0.4)]))
+    read = probe.read(torch.zeros(2, 8))
+    assert read.shape == (2, 5)
+    torch.testing.assert_close(read[:, [3, 1, 4]], torch.tensor([[7.0, 2.5, -0.4]] * 2))
+    assert bool(read[:, [0, 2]].isnan().all())
+
+
+def test_without_pose_dims_every_proprio_dim_is_learned_and_read():
+    probe = PoseProbe(8, 3, None, [2], **SETTINGS)
+    torch.testing.assert_close(probe.target(torch.tensor([1.0, 2.0, 0.3])),
+                               torch.tensor([1.0, 2.0, math.sin(0.3), math.cos(0.3)]))
+    probe.head = FixedHead(torch.tensor([1.0, 2.0, math.sin(0.3), math.cos(0.3)]))
+    torch.testing.assert_close(probe.read(torch.zeros(8)), torch.tensor([1.0, 2.0, 0.3]))
+
+
+def test_the_pose_dims_are_settings_not_weights_so_checkpoints_hold_only_the_reader():
+    probe = PoseProbe(8, 5, [3, 1], [1], **SETTINGS)
+    assert all(key.startswith("head.") for key in probe.state_dict())  # loads checkpoints saved before the buffers
+    assert {"dims", "angles", "_angle_at"} <= {name for name, _ in probe.named_buffers()}
+
+
+@pytest.mark.parametrize("dims, angles", [([0, 1], [2]), (None, [3])])
+def test_angles_outside_the_pose_dims_are_refused(dims, angles):
+    with pytest.raises(ValueError, match="pose_angles must be proprio dims among pose_dims"):
+        PoseProbe(8, 3, dims, angles, **SETTINGS)
