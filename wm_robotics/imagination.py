@@ -65,6 +65,14 @@ def _select(state: State, index: torch.Tensor | slice) -> State:
     return {key: value[index] for key, value in state.items()}
 
 
+def check_imagination(context: int, horizon: int | None) -> None:
+    """ValueError unless :func:`imagine_episode` can use ``context`` and ``horizon``."""
+    if context < 1:
+        raise ValueError(f"context must be at least 1 real step (the first anchor), got {context}")
+    if horizon is not None and horizon < 1:
+        raise ValueError(f"horizon must be a positive number of steps or None, got {horizon}")
+
+
 @torch.inference_mode()
 def imagine_episode(model: WorldModel, episode: dict[str, np.ndarray],
                     from_env: Callable[[torch.Tensor], torch.Tensor], context: int = 5,
@@ -74,10 +82,7 @@ def imagine_episode(model: WorldModel, episode: dict[str, np.ndarray],
     ``episode`` follows the episode-file format (env-unit actions); ``from_env`` maps them to the
     model's normalised actions (the behaviour's ``from_env``).
     """
-    if context < 1:
-        raise ValueError(f"context must be at least 1 real step (the first anchor), got {context}")
-    if horizon is not None and horizon < 1:
-        raise ValueError(f"horizon must be a positive number of steps or None, got {horizon}")
+    check_imagination(context, horizon)
     _check_episode(model, episode)
     device = next(model.parameters()).device
     steps = len(episode["action"])

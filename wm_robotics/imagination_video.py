@@ -31,7 +31,13 @@ from wm_robotics.atomic import write_atomic
 from wm_robotics.behaviors.planners import PLANNERS
 from wm_robotics.builders import resolve_device
 from wm_robotics.checkpoint import CheckpointError
-from wm_robotics.imagination import Imagination, decoded_frames, imagine_episode, record_episode
+from wm_robotics.imagination import (
+    Imagination,
+    check_imagination,
+    decoded_frames,
+    imagine_episode,
+    record_episode,
+)
 from wm_robotics.video import (
     ERROR_GAIN,
     CurvePanel,
@@ -40,6 +46,7 @@ from wm_robotics.video import (
     side_by_side,
     stack_rows,
     upscale,
+    video_path,
     write_video,
 )
 
@@ -86,14 +93,18 @@ def _planner_kwargs(planner: str, horizon: int) -> dict[str, int]:
     return dict(horizon=horizon, iterations=4, samples=128, elites=16, policy_samples=8)
 
 
+def _check_planner(planner: str) -> None:
+    if planner not in PLANNERS:
+        raise ValueError(f"unknown planner {planner!r} for the planner view; valid planners: {sorted(PLANNERS)}")
+
+
 @torch.inference_mode()
 def planner_strip(payload: dict, device: torch.device, result: Imagination, real: Sequence[np.ndarray],
                   steps: Sequence[int], planner: str = "mppi", horizon: int = 10, size: int = 128) -> np.ndarray | None:
     """Rows ``real frame at s | decoded mean plan h=1..H`` for each step s; None when no step is in the episode."""
     from wm_robotics.control import MPCController
 
-    if planner not in PLANNERS:
-        raise ValueError(f"unknown planner {planner!r} for the planner view; valid planners: {sorted(PLANNERS)}")
+    _check_planner(planner)
     controller = MPCController(payload, device=str(device), planner=planner, **_planner_kwargs(planner, horizon))
     model, rows = controller.model, []
     for step in steps:
@@ -129,6 +140,10 @@ def export_imagination_video(
     """
     if episodes < 1:
         raise ValueError(f"episodes must be a positive integer, got {episodes}")
+    video_path(out, fps)  # every setting is checked before an episode is played
+    check_imagination(context, horizon)
+    if planner_steps:
+        _check_planner(planner)
     missing = [key for key in REQUIRED_KEYS if key not in payload]
     if missing:
         raise CheckpointError(f"{checkpoint} has no {missing}: it is not a training checkpoint of an agent")
@@ -141,7 +156,7 @@ def export_imagination_video(
 
         task = task or run_cfg["env"]["id"]
         kwargs = envs.env_kwargs(run_cfg)
-        if max_episode_steps:
+        if max_episode_steps is not None:
             kwargs["max_episode_steps"] = max_episode_steps
         env = envs.make_env(task, render_mode="rgb_array", **kwargs)
         check_task(payload, env, task, checkpoint)

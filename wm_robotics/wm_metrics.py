@@ -47,6 +47,9 @@ def windows(episodes: Sequence[Episode], length: int, per_episode: int
     Returns (arrays (W, length, ...): ``obs/<key>``, ``action``, ``reward``, ``is_first``;
     [(episode index, start index t0)] per window).
     """
+    for name, value in (("length", length), ("windows per episode", per_episode)):
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
     batch: dict[str, list[np.ndarray]] = {}
     index = []
     for i, episode in enumerate(episodes):
@@ -61,7 +64,7 @@ def windows(episodes: Sequence[Episode], length: int, per_episode: int
                 batch.setdefault(key, []).append(value[t0:t0 + length])
     if not index:
         longest = max((len(e["action"]) + 1 for e in episodes), default=0)
-        raise ValueError(f"no episode has the {length} observations a window needs (context + horizon); "
+        raise ValueError(f"no episode has the {length} observations a window needs; "
                          f"the longest has {longest}")
     return {key: np.stack(values) for key, values in batch.items()}, index
 
@@ -233,6 +236,10 @@ def action_sensitivity(model: WorldModel, episodes: Sequence[Episode], context: 
     ``real_mean`` average over horizons; ``ratio.<key>`` = model_mean / real_mean (~1 for an
     exact model, ~0 for a model that ignores its actions). Without a decoder only ``model.features``.
     """
+    if (env is None) != (seeds is None) or (seeds is not None and len(seeds) != len(episodes)):
+        given = "no seeds" if seeds is None else f"{len(seeds)} seeds"
+        raise ValueError(f"the simulator comparison needs env and one reset seed per episode: got "
+                         f"{'an env' if env is not None else 'no env'}, {given} for {len(episodes)} episodes")
     batch, index, post, actions, start = _anchored_windows(model, episodes, context, horizon, action_low, action_high,
                                                            per_episode, seed)
     low = np.broadcast_to(np.asarray(action_low, np.float32), actions.shape[-1:])
