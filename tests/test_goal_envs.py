@@ -1,4 +1,6 @@
-"""Goal-image variants: the goal is rendered, exposed in info, and is what the reward rewards."""
+"""Goal-image variants: the goal is rendered, exposed in info, and is what the reward rewards; info hands out copies,
+the goal frame is rendered as the episode's frames are, goals span the domain's range, and success reads the task's
+own target radius."""
 
 import warnings
 
@@ -132,3 +134,50 @@ def test_goal_ids_default_to_the_newest_version_and_registering_again_changes_no
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # gymnasium warns when an id is registered over
         register_all()
+
+
+def test_goal_info_arrays_are_copies_that_a_caller_may_change():
+    env = gym.make("wm_robotics/point_mass-easy-goal-v1")
+    _, info = env.reset(seed=2)
+    kept = info["goal_proprio"].copy()
+    info["goal_proprio"][:] = 99.0
+    info["goal_pixels"][:] = 0
+    _, _, _, _, after = env.step(np.zeros(2, np.float32))
+    np.testing.assert_array_equal(after["goal_proprio"], kept)
+    np.testing.assert_array_equal(env.unwrapped.goal_proprio, kept)
+    assert after["goal_pixels"].any()
+
+
+def test_a_fast_rendering_env_renders_its_goal_frame_fast_too():
+    env = gym.make("wm_robotics/reacher-easy-goal-v1", obs_mode="pixels", render_fast=True)
+    _, info = env.reset(seed=3)
+    at_goal, _ = env.unwrapped.observation_near_goal([0.0, 0.0])  # the episode's own renderer, at the goal
+    np.testing.assert_allclose(at_goal["pixels"], info["goal_pixels"], atol=1)
+
+
+def test_reacher_goals_span_the_whole_circle_of_the_shoulder():
+    env = gym.make("wm_robotics/reacher-easy-goal-v1", obs_mode="proprio")
+    shoulders = []
+    for seed in range(16):
+        env.reset(seed=seed)
+        shoulders.append(env.unwrapped.goal_joints[0])
+    assert min(shoulders) < -np.pi / 2 and max(shoulders) > np.pi / 2 and max(np.abs(shoulders)) <= np.pi
+
+
+@pytest.mark.parametrize("name", ["wm_robotics/reacher-easy-goal-v1", "wm_robotics/reacher-hard-goal-v1"])
+def test_reacher_success_is_within_the_targets_radius_the_stricter_of_it_and_the_rewards_band(name):
+    env = gym.make(name, obs_mode="proprio")
+    env.reset(seed=0)
+    unwrapped = env.unwrapped
+    physics = unwrapped.physics
+    radius = float(physics.named.model.geom_size["target", 0])
+    assert radius == pytest.approx(0.05 if "easy" in name else 0.015)
+    arm = np.linalg.norm(physics.named.model.geom_pos["target", :2])  # the goal's distance from the shoulder
+    for fraction in (0.9, 1.1):  # the shoulder turned off the goal: the finger a chord of fraction * radius away
+        physics.named.data.qpos[["shoulder", "wrist"]] = unwrapped.goal_joints
+        physics.named.data.qpos["shoulder"] += 2 * np.arcsin(fraction * radius / (2 * arm))
+        physics.forward()
+        info = unwrapped._info()
+        assert info["goal_distance"] == pytest.approx(fraction * radius, rel=1e-6)
+        assert info["success"] is (fraction < 1)
+        assert unwrapped._task.get_reward(physics) == 1.0  # the reward's band (plus the finger's radius) is wider
