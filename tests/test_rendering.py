@@ -2,8 +2,10 @@
 
 import os
 
+import numpy as np
 import pytest
 
+from wm_robotics.envs import DMCEnv
 from wm_robotics.envs.rendering import RenderingError, configure_rendering, render_frame
 
 
@@ -38,3 +40,15 @@ def test_gl_failure_names_the_system_packages(monkeypatch):
     monkeypatch.setenv("MUJOCO_GL", "osmesa")
     with pytest.raises(RenderingError, match="apt-get install libosmesa6;"):
         render_frame(BrokenPhysics(), 64, 64, 0, fast=False)
+
+
+def test_render_frame_renders_the_camera_asked_for_faithfully_or_without_shadows_and_reflections():
+    physics = DMCEnv("reacher", "easy", obs_mode="proprio").physics
+    frame = render_frame(physics, 48, 64, 1, fast=False)
+    assert frame.shape == (48, 64, 3) and frame.dtype == np.uint8 and frame.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(frame, physics.render(48, 64, camera_id=1))  # the suite's own image
+    assert not np.array_equal(frame, physics.render(48, 64, camera_id=0))
+    fast = render_frame(physics, 48, 64, 1, fast=True)
+    np.testing.assert_array_equal(fast, physics.render(48, 64, camera_id=1,
+                                                       render_flag_overrides={"shadow": False, "reflection": False}))
+    assert not np.array_equal(fast, physics.render(48, 64, camera_id=1, render_flag_overrides={"shadow": False}))
