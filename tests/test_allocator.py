@@ -34,8 +34,8 @@ def run_script(tmp_path, *python_options: str, source: str = SCRIPT, **env: str)
     """The words ``source`` prints, run with a clean allocator environment plus ``env``."""
     script = tmp_path / "script.py"
     script.write_text(source)
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("LD_PRELOAD", "MALLOC_CONF", OPT_OUT) and not k.startswith("_WM_ROBOTICS")}
+    unset = ("LD_PRELOAD", "MALLOC_CONF", OPT_OUT, "PYTHONUNBUFFERED")  # output buffered, as in a pipe by default
+    clean = {k: v for k, v in os.environ.items() if k not in unset and not k.startswith("_WM_ROBOTICS")}
     result = subprocess.run([sys.executable, *python_options, str(script), "x=1", "--flag"], capture_output=True,
                             text=True, check=True, env={**clean, **env}, timeout=120)
     return result.stdout.split()

@@ -1,6 +1,7 @@
 """Builders: every setting of a preset's behaviour config reaches the behaviour (all but ``kind`` and the deployment's
 ``goal_energy``), with the action bounds in order and the model or its feature sizes as the kind needs; the model's
-size and overrides reach the model; what a checkpoint records of an env; denormals flushed."""
+size and overrides reach the model; unknown kinds list the valid ones; what a checkpoint records of an env; denormals
+flushed."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from tests.configs import composed
+from tests.configs import composed, tiny_config
 from wm_robotics import builders
 from wm_robotics.builders import build_behavior, build_world_model, flush_denormals, resolve_device, space_info
+from wm_robotics.train import Trainer
 
 
 class Recorder:
@@ -46,6 +48,19 @@ def test_the_model_is_built_at_its_size_with_the_overrides_on_top():
     assert model.config["latent"] == 16 and model.config["units"] == 32
     xs = type(model).SIZES["xs"]
     assert all(model.config[key] == value for key, value in xs.items() if key not in ("latent", "units"))
+
+
+def test_an_unknown_kind_is_refused_with_the_valid_kinds_sorted():
+    with pytest.raises(ValueError, match=r"unknown model kind 'dreamer'; valid kinds: \['jepa', 'rssm', 'vmc'\]$"):
+        build_world_model({"kind": "dreamer", "size": "xs"}, {"proprio": (5,)}, 1)
+    with pytest.raises(ValueError, match=r"behavior kind None; valid kinds: \['actor_critic', 'cmaes', 'mpc'\]"):
+        build_behavior({"units": 32}, SimpleNamespace(feature_dim=7, action_dim=2), gym.spaces.Box(-1, 1, (2,)))
+
+
+def test_a_model_setting_outside_overrides_is_refused_before_the_run_starts(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown model settings \['deter'\].*model.overrides.deter="):
+        Trainer(tiny_config("+model.deter=64"), tmp_path)
+    assert not any(tmp_path.iterdir())  # nothing written
 
 
 class FieldsEnv(gym.Env):

@@ -52,6 +52,18 @@ def _class(registry: dict[str, str], kind: Any, what: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
+#: the keys of a run's ``model`` config; the model's own settings (deter, units, ...) go under ``overrides``
+MODEL_SETTINGS = ("kind", "size", "overrides", "lr", "eps", "grad_clip", "encoder_lr_scale")
+
+
+def check_model_settings(model_cfg: dict[str, Any]) -> None:
+    """ValueError naming the keys of ``model_cfg`` nothing reads (``model.deter`` for ``model.overrides.deter``)."""
+    unknown = sorted(set(model_cfg) - set(MODEL_SETTINGS))
+    if unknown:
+        raise ValueError(f"unknown model settings {unknown}; valid ones: {list(MODEL_SETTINGS)}. The model's own "
+                         f"settings go under model.overrides (e.g. model.overrides.{unknown[0]}=...)")
+
+
 def build_world_model(model_cfg: dict[str, Any], shapes: dict[str, tuple], action_dim: int) -> WorldModel:
     """The world model named by ``model_cfg["kind"]`` (valid kinds: keys of ``MODELS``)."""
     model_class = _class(MODELS, model_cfg.get("kind"), "model")

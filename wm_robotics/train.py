@@ -29,6 +29,7 @@ from wm_robotics.agent import Agent
 from wm_robotics.builders import (
     build_behavior,
     build_world_model,
+    check_model_settings,
     flush_denormals,
     obs_shapes,
     resolve_device,
@@ -59,6 +60,7 @@ class Trainer:
         self.device = resolve_device(cfg["device"])
         #: the updates' compute precision; runs saved before it existed train in fp32
         self.precision = check_precision(cfg.get("precision", "fp32"))
+        check_model_settings(cfg["model"])
         if cfg.get("torch_threads"):
             torch.set_num_threads(cfg["torch_threads"])
         flush_denormals()
