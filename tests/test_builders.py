@@ -63,6 +63,14 @@ def test_a_model_setting_outside_overrides_is_refused_before_the_run_starts(tmp_
     assert not any(tmp_path.iterdir())  # nothing written
 
 
+@pytest.mark.parametrize("setting, message", [
+    ("+behavior.unit=32", r"unknown behavior settings \['unit'\] for kind 'actor_critic'; valid ones: \['units', "),
+    ("+behavior.goal_energy.drift_corection=0.5", r"unknown behavior.goal_energy keys \['drift_corection'\]")])
+def test_a_misspelt_behaviour_setting_is_refused_before_the_run_trains(tmp_path, setting, message):
+    with pytest.raises(ValueError, match=message):
+        Trainer(tiny_config(setting), tmp_path)
+
+
 class FieldsEnv(gym.Env):
     """An env with named proprio fields (as ``wm_robotics.envs``' envs have) and asymmetric action bounds."""
 

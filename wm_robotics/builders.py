@@ -4,6 +4,7 @@ records of them and their env."""
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 import gymnasium as gym
@@ -70,12 +71,31 @@ def build_world_model(model_cfg: dict[str, Any], shapes: dict[str, tuple], actio
     return model_class.from_size(model_cfg["size"], shapes, action_dim, **model_cfg.get("overrides", {}))
 
 
+def _check_behavior_settings(behavior_class: type, kind: str, params: dict[str, Any], goal_energy: dict) -> None:
+    """ValueError naming a behaviour setting or a ``goal_energy`` key (read at deployment) that nothing reads: a typo
+    is refused before the run trains, not when it ends."""
+    from wm_robotics.behaviors.planning import GOAL_ENERGY_KEYS
+
+    given_by_the_builder = ("model", "feature_dim", "action_dim", "action_low", "action_high")
+    parameters = inspect.signature(behavior_class).parameters
+    valid = [name for name in parameters if name not in given_by_the_builder]
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    unknown = [] if takes_any else sorted(set(params) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown behavior settings {unknown} for kind {kind!r}; valid ones: "
+                         f"{valid + ['goal_energy']}")
+    unknown = sorted(set(goal_energy) - GOAL_ENERGY_KEYS)
+    if unknown:
+        raise ValueError(f"unknown behavior.goal_energy keys {unknown}; valid keys: {sorted(GOAL_ENERGY_KEYS)}")
+
+
 def build_behavior(behavior_cfg: dict[str, Any], model: WorldModel, action_space: gym.spaces.Box) -> torch.nn.Module:
     """The behaviour named by ``behavior_cfg["kind"]`` (valid kinds: keys of ``BEHAVIORS``)."""
     kind = behavior_cfg.get("kind")
     behavior_class = _class(BEHAVIORS, kind, "behavior")
     # goal_energy is read at deployment (MPCController.set_goal), not by the training behaviour
     params = {key: value for key, value in behavior_cfg.items() if key not in ("kind", "goal_energy")}
+    _check_behavior_settings(behavior_class, kind, params, behavior_cfg.get("goal_energy") or {})
     bounds = (action_space.low, action_space.high)
     if kind == "mpc":  # plans inside the model itself; the others act on its features
         return behavior_class(model, *bounds, **params)
