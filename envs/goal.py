@@ -92,8 +92,13 @@ class GoalDMCEnv(DMCEnv):
 
         A probe of what a goal energy sees near the goal (``scripts/goal_energy_probe.py``).
         """
+        offset = np.asarray(offset, float)
         speed = None if velocity is None else np.asarray(velocity, float)
-        with self._posed(self.goal_joints + np.asarray(offset, float), speed):
+        for name, value in (("offset", offset), ("velocity", speed)):
+            if value is not None and value.shape != self.goal_joints.shape:
+                raise ValueError(f"{name} must have one value per goal joint {list(self._goal_joints)}, got shape "
+                                 f"{value.shape}")
+        with self._posed(self.goal_joints + offset, speed):
             return self._observation(), self.goal_distance()
 
     def goal_distance(self) -> float:

@@ -49,6 +49,8 @@ def render_frame(physics: Physics, height: int, width: int, camera_id: int, fast
         return np.ascontiguousarray(physics.render(
             height, width, camera_id=camera_id, render_flag_overrides=FAST_RENDER_FLAGS if fast else None
         ))
+    except ValueError:  # a frame larger than the offscreen buffer or an unknown camera: the caller's, not OpenGL's
+        raise
     except Exception as error:  # noqa: BLE001 - every GL failure gets the same advice
         backend = os.environ.get("MUJOCO_GL", "glfw")
         loaded = getattr(sys.modules.get("dm_control._render"), "BACKEND", backend)

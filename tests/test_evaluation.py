@@ -81,8 +81,11 @@ def test_wrong_task_or_checkpoint_gives_clear_error(run, tmp_path):
         evaluate_checkpoint(run, episodes=1, device="cpu", env_id="walker-walk-v0")
     with pytest.raises(ValueError, match="episodes must be at least 1, got 0"):
         evaluate_checkpoint(run, episodes=0, device="cpu")
-    with pytest.raises(ValueError, match="planner_steps must be at least 1 and goal_episodes at least 0, got 0"):
+    message = "planner_steps and goal_steps must be at least 1 and goal_episodes at least 0, got"
+    with pytest.raises(ValueError, match=f"{message} 0, None and 2"):
         evaluate_checkpoint(run, episodes=1, device="cpu", planner_steps=0)
+    with pytest.raises(ValueError, match=f"{message} 10, 0 and 2"):  # would judge success on the reset state
+        evaluate_checkpoint(run, episodes=1, device="cpu", goal_steps=0)
     with pytest.raises(ValueError, match="they need a planner"):
         evaluate_checkpoint(run, episodes=1, device="cpu", planner=None, planner_settings={"samples": 8})
     torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")

@@ -80,8 +80,10 @@ def test_observation_near_goal_moves_only_the_probe():
     np.testing.assert_allclose(moved["proprio"][:2], unwrapped.goal_joints + [1.0, 0.5], atol=1e-6)  # moved by +offset
     np.testing.assert_array_equal(unwrapped._observation()["proprio"], obs["proprio"])  # the episode is untouched
     assert unwrapped.goal_distance() == pytest.approx(info["goal_distance"])
-    with pytest.raises(ValueError):  # a velocity of the wrong length is refused and the episode still untouched
-        unwrapped.observation_near_goal([1.0, 0.5], [2.0, 0.0, 1.0])
+    with pytest.raises(ValueError, match=r"velocity must have one value per goal joint .*got shape \(3,\)"):
+        unwrapped.observation_near_goal([1.0, 0.5], [2.0, 0.0, 1.0])  # refused, and the episode still untouched
+    with pytest.raises(ValueError, match=r"offset must have one value per goal joint \['shoulder', 'wrist'\]"):
+        unwrapped.observation_near_goal([0.5])  # would move both joints by 0.5
     np.testing.assert_array_equal(unwrapped._observation()["proprio"], obs["proprio"])
     assert unwrapped.goal_distance() == pytest.approx(info["goal_distance"])
 

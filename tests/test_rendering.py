@@ -52,3 +52,11 @@ def test_render_frame_renders_the_camera_asked_for_faithfully_or_without_shadows
     np.testing.assert_array_equal(fast, physics.render(48, 64, camera_id=1,
                                                        render_flag_overrides={"shadow": False, "reflection": False}))
     assert not np.array_equal(fast, physics.render(48, 64, camera_id=1, render_flag_overrides={"shadow": False}))
+
+
+@pytest.mark.parametrize("height, width, camera_id", [(1000, 1000, 0), (48, 64, 7)])
+def test_a_frame_too_large_or_an_unknown_camera_is_the_callers_error_not_a_missing_opengl(height, width, camera_id):
+    physics = DMCEnv("reacher", "easy", obs_mode="proprio").physics
+    with pytest.raises(ValueError) as caught:
+        render_frame(physics, height, width, camera_id, fast=False)
+    assert not isinstance(caught.value, RenderingError) and "apt-get" not in str(caught.value)

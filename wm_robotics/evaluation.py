@@ -142,9 +142,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, episodes: int = 10, seed:
     """
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
-    if planner is not None and (planner_steps < 1 or goal_episodes < 0):
-        raise ValueError(f"planner_steps must be at least 1 and goal_episodes at least 0, got {planner_steps} and "
-                         f"{goal_episodes}")
+    if planner is not None and (planner_steps < 1 or goal_episodes < 0 or (goal_steps is not None and goal_steps < 1)):
+        raise ValueError(f"planner_steps and goal_steps must be at least 1 and goal_episodes at least 0, got "
+                         f"{planner_steps}, {goal_steps} and {goal_episodes}")
     if planner is None and (planner_settings or goal_energy):
         raise ValueError("planner_settings and goal_energy set how the planner plans: they need a planner "
                          "(planner=cem or mppi), not planner=null")
