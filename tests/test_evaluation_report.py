@@ -137,6 +137,12 @@ def test_a_goal_energy_without_a_planner_is_refused_before_any_episode(untrained
         evaluate_checkpoint(untrained_run, episodes=1, device="cpu", planner=None, goal_energy={"norm": "l1"})
 
 
+def test_a_goal_energy_on_a_task_without_a_goal_is_refused_before_any_episode(untrained_run, monkeypatch):
+    monkeypatch.setattr(evaluation, "evaluate_returns", lambda *a, **k: pytest.fail("episodes ran first"))
+    with pytest.raises(ValueError, match="goal_energy sets how a planner reaches a goal, but cartpole-swingup-v0 has"):
+        evaluate_checkpoint(untrained_run, episodes=1, device="cpu", planner="cem", goal_energy={"norm": "l1"})
+
+
 def test_goal_episodes_plan_from_the_reports_seeds_for_the_steps_asked_for(tmp_path):
     env, payload = untrained_goal_reacher("max_episode_steps=6")
     save_checkpoint(tmp_path / "latest.pt", {**payload, "counters": {"env_steps": 0, "updates": 0}})

@@ -158,9 +158,13 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, episodes: int = 10, seed:
     kwargs = envs.env_kwargs(cfg)
     env = envs.make_env(env_id, render_mode="rgb_array", **kwargs)
     check_task(payload, env, env_id, checkpoint)
-    if planner == "policy" and "success" in env.reset(seed=seed)[1]:
+    goal_task = "success" in env.reset(seed=seed)[1]
+    if planner == "policy" and goal_task:
         raise ValueError(f"{env_id} is a goal task and planner='policy' cannot plan toward a goal: use planner=cem "
                          "or mppi, or planner=null for returns and model metrics only")
+    if goal_energy and not goal_task:
+        raise ValueError(f"goal_energy sets how a planner reaches a goal, but {env_id} has none (the planner plans "
+                         "on reward): leave goal_energy out, or evaluate a goal task")
     behavior = cfg["behavior"]
     if planner_settings and planner is not None and preset_planner(behavior) == planner \
             and not _plans_toward_a_goal(behavior):
