@@ -62,3 +62,8 @@ def test_frame_goal_rejects_bad_input():
         FrameGoal(torch.zeros(2), torch.tensor([True, False]), torch.tensor([False, True]))
     with pytest.raises(ValueError, match="pose feedback needs the fields read from the current frame"):
         FrameGoal(torch.zeros(2), torch.zeros(2, dtype=torch.bool), feedback=True).goal(torch.zeros(2))
+    with pytest.raises(ValueError, match=r"measured must be the \(2,\) goal fields, got \(1,\)"):
+        FrameGoal(torch.zeros(2), torch.zeros(2, dtype=torch.bool)).goal(torch.zeros(1))
+    with pytest.raises(ValueError, match=r"read_now must be the \(2,\) goal fields, got \(2, 2\)"):
+        FrameGoal(torch.zeros(2), torch.zeros(2, dtype=torch.bool), feedback=True).goal(torch.zeros(2),
+                                                                                         torch.zeros(2, 2))

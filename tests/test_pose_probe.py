@@ -78,6 +78,9 @@ def test_pose_probe_learns_the_pose_and_reads_it_from_a_frame_alone(reader: str)
     with pytest.raises(ValueError, match=r"pose_dims must be proprio dims in \[0, 6\), got \[6\]"):
         JEPAWorldModel({"pixels": (64, 64, 3), "proprio": (OBS,)}, ACTIONS, latent=16, simnorm=False, split_latent=True,
                        split_dynamics=True, pose_probe=True, pose_dims=[6])
+    with pytest.raises(ValueError, match=r"pose_dims must name at least one proprio dim .*got \[\]"):
+        JEPAWorldModel({"pixels": (64, 64, 3), "proprio": (OBS,)}, ACTIONS, latent=16, simnorm=False, split_latent=True,
+                       split_dynamics=True, pose_probe=True, pose_dims=[])
     with pytest.raises(ValueError, match=r"pose_angles must be proprio dims among pose_dims \[0\], got \[1\]"):
         JEPAWorldModel({"pixels": (64, 64, 3), "proprio": (OBS,)}, ACTIONS, latent=16, simnorm=False, split_latent=True,
                        split_dynamics=True, pose_probe=True, pose_angles=[1], pose_dims=[0])

@@ -56,6 +56,9 @@ class FrameGoal:
         """The goal (F,) to plan toward from the ``measured`` fields (F,) of the current state;
         ``read_now`` (F,): what the probe reads from the current frame (needed with ``feedback``)."""
         goal = self.read_goal
+        for name, fields in (("measured", measured), ("read_now", read_now)):
+            if fields is not None and fields.shape != goal.shape:
+                raise ValueError(f"{name} must be the {tuple(goal.shape)} goal fields, got {tuple(fields.shape)}")
         if self.feedback:
             if read_now is None:
                 raise ValueError("pose feedback needs the fields read from the current frame (read_now)")

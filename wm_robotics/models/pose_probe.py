@@ -28,6 +28,9 @@ class PoseProbe(nn.Module):
                  encoder: nn.Module | None, cnn_depth: int, units: int, layers: int) -> None:
         super().__init__()
         dims = list(range(proprio_dim)) if dims is None else list(dims)
+        if not dims:
+            raise ValueError("pose_dims must name at least one proprio dim for the probe to read (or null for all), "
+                             "got []")
         if any(not 0 <= dim < proprio_dim for dim in dims):
             raise ValueError(f"pose_dims must be proprio dims in [0, {proprio_dim}), got {dims}")
         if len(set(dims)) < len(dims) or len(set(angles)) < len(angles):
