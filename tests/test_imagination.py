@@ -122,7 +122,9 @@ def test_export_refuses_zero_episodes_before_anything_else():
 @pytest.mark.parametrize("settings, message", [
     ({"out": "clip.avi"}, "video path must end in one of"), ({"context": 0}, "context must be at least 1 real step"),
     ({"horizon": 0}, "horizon must be a positive number"),
-    ({"planner_steps": [0], "planner": "policy"}, "unknown planner 'policy' for the planner view")])
+    ({"planner_steps": [0], "planner": "policy"}, "unknown planner 'policy' for the planner view"),
+    ({"source": [], "task": "wm_robotics/cartpole-swingup-v0"}, "task and max_episode_steps set the live episodes"),
+    ({"source": [], "max_episode_steps": 20}, "with source= the episodes come from the files")])
 def test_export_checks_its_settings_before_it_loads_or_plays_anything(settings, message):
     with pytest.raises(ValueError, match=message):  # an empty payload: the checkpoint is not even read yet
         export_imagination_video({}, **{"out": "clip.mp4", **settings})

@@ -140,6 +140,9 @@ def export_imagination_video(
     """
     if episodes < 1:
         raise ValueError(f"episodes must be a positive integer, got {episodes}")
+    if source is not None and (task is not None or max_episode_steps is not None):
+        raise ValueError("task and max_episode_steps set the live episodes; with source= the episodes come from "
+                         "the files: leave them out")
     video_path(out, fps)  # every setting is checked before an episode is played
     check_imagination(context, horizon)
     if planner_steps:
