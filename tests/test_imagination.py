@@ -95,8 +95,8 @@ def test_curve_panels_plot_the_errors_with_anchor_marks_and_the_text_beside_them
     np.testing.assert_array_equal(curves["proprio MAE"], horizon * 0.2)
     assert annotations[2] == ["ep", "step 2", "reward 2.00 (pred 2.50)", "imagined h=1"]
     annotations.clear()
-    alone = imagination_frames(result, None, size=64)  # no real frames: the curves alone
-    assert alone[0].shape == (64, 64, 3) and annotations == [[f"step {t}"] for t in range(4)]
+    alone = imagination_frames(result, None, size=64, title="ep")  # no real frames: the curves alone
+    assert alone[0].shape == (64, 64, 3) and annotations == [["ep", f"step {t}"] for t in range(4)]
 
 
 @pytest.fixture(scope="module")

@@ -78,7 +78,7 @@ def imagination_frames(result: Imagination, real: Sequence[np.ndarray] | None, s
                       annotate(upscale(error_map(target, imagined), size),
                                [f"|error| x{ERROR_GAIN:g}", f"MAE {mae:.3f}"])]
         elif real is None:
-            panels = [annotate(curves.frame(t), [f"step {t}"])]
+            panels = [annotate(curves.frame(t), [*head, f"step {t}"])]
         else:
             lines = [*head, f"step {t}", f"reward {result.reward[t]:.2f}" + (f" (pred {pred})" if pred else ""), where]
             panels = [annotate(upscale(real[t], size), lines), curves.frame(t)]
