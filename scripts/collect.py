@@ -14,14 +14,17 @@ from omegaconf import DictConfig
 import wm_robotics.envs as envs
 from wm_robotics.data.episodes import load_episode
 from wm_robotics.rollout import collect_episodes, random_policy
-from wm_robotics.video import episode_frames, video_path, write_video
+from wm_robotics.video import check_panel_size, episode_frames, video_path, write_video
 
 
 @hydra.main(config_path="../configs", config_name="collect", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     try:
+        if cfg.episodes < 1:
+            raise ValueError(f"episodes must be at least 1, got {cfg.episodes}")
         if cfg.video:
             video_path(cfg.video, cfg.fps)
+            check_panel_size(cfg.video_size, "video_size")
         env = envs.make_env(cfg.env.id, **envs.env_kwargs(cfg))
     except (ValueError, gym.error.Error) as error:  # bad settings or an unknown env id: one line, no traceback
         raise SystemExit(f"collect.py: {error}") from error

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import gymnasium as gym
 import hydra
-import torch
 import yaml
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
 from wm_robotics.atomic import report_json_path
+from wm_robotics.builders import set_torch_threads
 from wm_robotics.checkpoint import CheckpointError
 from wm_robotics.evaluation import evaluate_checkpoint, write_report
 from wm_robotics.plots import BUDGETS, eval_curve, plot_runs, published_results
@@ -65,8 +65,10 @@ def _summary(report: dict) -> list[str]:
 
 @hydra.main(config_path="../configs", config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
+    try:
+        set_torch_threads(cfg.torch_threads)
+    except ValueError as error:
+        raise SystemExit(f"evaluate.py: {error}") from error
     for name in ("planner_settings", "goal_energy"):
         if cfg[name] is not None and not OmegaConf.is_dict(cfg[name]):
             raise SystemExit(f"evaluate.py: {name} must be a dict such as {name}={{key:value}}, got {cfg[name]!r}")

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from wm_robotics.checkpoint import CheckpointError, load_checkpoint
 from wm_robotics.data.episodes import EpisodeFormatError, list_episodes, load_episode
-from wm_robotics.video import episode_frames, video_path, write_video
+from wm_robotics.video import check_panel_size, episode_frames, video_path, write_video
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -69,6 +69,7 @@ def _imagination(cfg: DictConfig) -> None:
 def main(cfg: DictConfig) -> None:
     try:
         video_path(cfg.out, cfg.fps)
+        check_panel_size(cfg.size)
         if cfg.episodes < 1:
             raise ValueError(f"episodes must be at least 1, got {cfg.episodes}")
         if cfg.checkpoint is None and cfg.task is not None:

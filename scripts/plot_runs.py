@@ -36,8 +36,13 @@ def main() -> None:
     if args.task not in known:
         print(f"warning: no published {args.budget} numbers for task {args.task!r}, so no reference lines; "
               f"tasks with them: {', '.join(known)}")
-    print(eval_table(runs))
-    print(f"plot -> {plot_runs(runs, args.task, args.out, args.budget)}")
+    try:  # a missing run or runs that share no evaluation: one line, before anything is printed
+        table = eval_table(runs)
+        path = plot_runs(runs, args.task, args.out, args.budget)
+    except (OSError, ValueError) as error:
+        parser.error(str(error))
+    print(table)
+    print(f"plot -> {path}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import yaml
 from dm_control import suite
 
 from wm_robotics import MPCController
+from wm_robotics.builders import set_torch_threads
 from wm_robotics.checkpoint import CheckpointError, load_checkpoint
 from wm_robotics.control import PLANNERS
 from wm_robotics.envs import suite_task
@@ -38,8 +39,10 @@ def main() -> None:
         if not sep or not key:
             parser.error(f"--set takes KEY=VALUE, got {item!r}")
         settings[key] = yaml.safe_load(value)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    try:
+        set_torch_threads(args.threads, "--threads")
+    except ValueError as error:
+        parser.error(str(error))
     torch.manual_seed(args.seed)  # the planners sample with torch's generator: seeded, a run repeats
     if args.episodes < 1:
         parser.error(f"--episodes must be at least 1, got {args.episodes}")

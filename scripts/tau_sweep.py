@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from wm_robotics.atomic import report_json_path, write_json_and_markdown
+from wm_robotics.builders import set_torch_threads
 from wm_robotics.checkpoint import CheckpointError
 from wm_robotics.temperature_sweep import markdown, temperature_sweep
 
@@ -33,8 +32,10 @@ def main() -> None:
         report_json_path(args.out)
     except ValueError as error:
         parser.error(str(error))
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    try:
+        set_torch_threads(args.threads, "--threads")
+    except ValueError as error:
+        parser.error(str(error))
     try:
         result = temperature_sweep(args.checkpoint, args.temperatures, args.generations, args.episodes,
                                    seed=args.seed, device=args.device)

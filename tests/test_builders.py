@@ -14,7 +14,14 @@ import torch
 
 from tests.configs import composed, tiny_config
 from wm_robotics import builders
-from wm_robotics.builders import build_behavior, build_world_model, flush_denormals, resolve_device, space_info
+from wm_robotics.builders import (
+    build_behavior,
+    build_world_model,
+    flush_denormals,
+    resolve_device,
+    set_torch_threads,
+    space_info,
+)
 from wm_robotics.train import Trainer
 
 
@@ -69,6 +76,20 @@ def test_a_model_setting_outside_overrides_is_refused_before_the_run_starts(tmp_
 def test_a_misspelt_behaviour_setting_is_refused_before_the_run_trains(tmp_path, setting, message):
     with pytest.raises(ValueError, match=message):
         Trainer(tiny_config(setting), tmp_path)
+
+
+@pytest.mark.usefixtures("one_torch_thread")  # restores the threads
+def test_torch_threads_are_set_when_given_and_refused_below_one_before_the_run_starts(tmp_path):
+    set_torch_threads(None)
+    assert torch.get_num_threads() == 1
+    set_torch_threads(2)
+    assert torch.get_num_threads() == 2
+    for threads in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match=f"--threads must be a positive integer or null .*got {threads}"):
+            set_torch_threads(threads, "--threads")
+    with pytest.raises(ValueError, match="torch_threads must be a positive integer or null for torch's default, got 0"):
+        Trainer(tiny_config("torch_threads=0"), tmp_path)
+    assert torch.get_num_threads() == 2 and not any(tmp_path.iterdir())
 
 
 class FieldsEnv(gym.Env):

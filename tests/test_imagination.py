@@ -124,7 +124,8 @@ def test_export_refuses_zero_episodes_before_anything_else():
     ({"horizon": 0}, "horizon must be a positive number"),
     ({"planner_steps": [0], "planner": "policy"}, "unknown planner 'policy' for the planner view"),
     ({"source": [], "task": "wm_robotics/cartpole-swingup-v0"}, "task and max_episode_steps set the live episodes"),
-    ({"source": [], "max_episode_steps": 20}, "with source= the episodes come from the files")])
+    ({"source": [], "max_episode_steps": 20}, "with source= the episodes come from the files"),
+    ({"size": 0}, r"size \(a panel side in pixels\) must be a positive integer, got 0")])
 def test_export_checks_its_settings_before_it_loads_or_plays_anything(settings, message):
     with pytest.raises(ValueError, match=message):  # an empty payload: the checkpoint is not even read yet
         export_imagination_video({}, **{"out": "clip.mp4", **settings})

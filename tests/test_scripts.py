@@ -71,6 +71,7 @@ def test_live_random_episodes_take_consecutive_seeds(monkeypatch):
     ("export_video.py", "checkpoint=run env=walker_walk", "with checkpoint= the video plays the checkpoint's task"),
     ("export_video.py", "source=run episodes=-1", "export_video.py: episodes must be at least 1, got -1"),
     ("collect.py", "video=episodes.gif fps=60", "collect.py: fps must be positive and at most 50 for a GIF"),
+    ("evaluate.py", "checkpoint=missing.pt torch_threads=0", "evaluate.py: torch_threads must be a positive integer"),
 ])
 def test_bad_arguments_give_one_line_before_any_work(tmp_path, script, bad, message):
     command = [sys.executable, str(ROOT / "scripts" / script), *bad.split(), f"hydra.run.dir={tmp_path / 'run'}"]

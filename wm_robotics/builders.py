@@ -24,6 +24,15 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def set_torch_threads(threads: int | None, name: str = "torch_threads") -> None:
+    """Set torch's CPU threads (None: torch's default); ``name``: the setting, for the message."""
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"{name} must be a positive integer or null for torch's default, got {threads!r}")
+    torch.set_num_threads(threads)
+
+
 def flush_denormals() -> None:
     """Make CPU float math flush subnormal numbers to zero (x86 FTZ/DAZ) in this thread and in the intra-op
     threads torch starts after the call (call it before the first multi-threaded op: running threads keep

@@ -42,6 +42,7 @@ from wm_robotics.video import (
     ERROR_GAIN,
     CurvePanel,
     annotate,
+    check_panel_size,
     error_map,
     side_by_side,
     stack_rows,
@@ -144,6 +145,7 @@ def export_imagination_video(
         raise ValueError("task and max_episode_steps set the live episodes; with source= the episodes come from "
                          "the files: leave them out")
     video_path(out, fps)  # every setting is checked before an episode is played
+    check_panel_size(size)
     check_imagination(context, horizon)
     if planner_steps:
         _check_planner(planner)

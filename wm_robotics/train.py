@@ -33,6 +33,7 @@ from wm_robotics.builders import (
     flush_denormals,
     obs_shapes,
     resolve_device,
+    set_torch_threads,
     space_info,
 )
 from wm_robotics.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -61,8 +62,7 @@ class Trainer:
         #: the updates' compute precision; runs saved before it existed train in fp32
         self.precision = check_precision(cfg.get("precision", "fp32"))
         check_model_settings(cfg["model"])
-        if cfg.get("torch_threads"):
-            torch.set_num_threads(cfg["torch_threads"])
+        set_torch_threads(cfg.get("torch_threads"))
         flush_denormals()
         random.seed(cfg["seed"])
         np.random.seed(cfg["seed"])

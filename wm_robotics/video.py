@@ -68,6 +68,13 @@ def video_path(path: str | os.PathLike, fps: float = 25) -> Path:
     return path
 
 
+def check_panel_size(size: int, name: str = "size") -> int:
+    """``size`` (a panel side in pixels) checked before any frame is made; ``name``: the setting, for the message."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"{name} (a panel side in pixels) must be a positive integer, got {size!r}")
+    return size
+
+
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: int = 25) -> Path:
     """Write uint8 frames to ``path`` (.mp4 via ffmpeg or .gif), atomically.
 
