@@ -38,7 +38,7 @@ def resolve_run(cfg: DictConfig) -> tuple[DictConfig, Path]:
     or ``true`` for ``hydra.run.dir`` once it holds a checkpoint) with its saved config and this
     command's value overrides."""
     hydra_cfg = HydraConfig.get()
-    named = isinstance(cfg.resume, str) and cfg.resume not in ("true", "false")
+    named = _names_a_folder(cfg.resume)
     run_dir = Path(hydra.utils.to_absolute_path(cfg.resume) if named else hydra_cfg.runtime.output_dir)
     saved = run_dir / "config.yaml"
     if named and not saved.exists():
@@ -70,6 +70,11 @@ def resolve_run(cfg: DictConfig) -> tuple[DictConfig, Path]:
     return merged, run_dir
 
 
+def _names_a_folder(resume: object) -> bool:
+    """Whether ``resume`` (as Hydra parsed it) names a run folder rather than saying true or false."""
+    return isinstance(resume, str) and resume not in ("true", "false")
+
+
 def _recorded(overrides: list[str]) -> list[str]:
     """The command line's overrides that say what a run is (``resume`` and ``command_overrides`` left out), with
     ``${`` escaped so that saving the resolved config keeps them as typed."""
@@ -82,14 +87,14 @@ def resume_folder_as_run_dir(argv: list[str]) -> list[str]:
     own files into that run instead of creating a fresh, empty run folder elsewhere. A later command's Hydra files
     go beside the first command's ``.hydra``, never over them: ``.hydra/resume_<time>`` (a command that does not
     resume, which is refused: ``.hydra/refused_<time>``)."""
-    named = [arg.partition("=")[2] for arg in argv if arg.startswith("resume=")]
-    resume = named[-1] if named else "false"
+    named = [arg for arg in argv if arg.startswith("resume=")]
+    resume = OverridesParser.create().parse_overrides(named[-1:])[0].value() if named else False  # as Hydra reads it
     run_dirs = [arg.partition("=")[2] for arg in argv if arg.startswith("hydra.run.dir=")]
-    kind = "refused" if resume == "false" else "resume"
+    kind = "refused" if resume in (False, "false") else "resume"
     subdir = f"hydra.output_subdir=.hydra/{kind}_${{now:%Y-%m-%d_%H-%M-%S}}"
     if any(arg.startswith("hydra.output_subdir=") for arg in argv):
         return argv
-    if resume not in ("true", "false") and not run_dirs:
+    if _names_a_folder(resume) and not run_dirs:
         return [*argv, f"hydra.run.dir={resume}", subdir]
     if run_dirs and (Path(run_dirs[-1]) / ".hydra").is_dir():
         return [*argv, subdir]

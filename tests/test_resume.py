@@ -166,6 +166,11 @@ def test_resume_names_the_run_folder_and_keeps_a_users_hydra_output_subdir(tmp_p
     assert argv[3].startswith("hydra.output_subdir=.hydra/resume_") and len(argv) == 4
     assert script.resume_folder_as_run_dir(["resume=runs/x", "hydra.output_subdir=null"]) == [
         "resume=runs/x", "hydra.output_subdir=null"]
+    for flag in ("resume=False", "resume=TRUE", "resume=true", "resume=null"):  # as Hydra reads them: no folder
+        assert script.resume_folder_as_run_dir([flag]) == [flag]
+    (tmp_path / ".hydra").mkdir()
+    refused = script.resume_folder_as_run_dir(["resume=False", f"hydra.run.dir={tmp_path}"])
+    assert refused[2].startswith("hydra.output_subdir=.hydra/refused_")
     result = subprocess.run([sys.executable, str(ROOT / "scripts/train.py"), f"resume={tmp_path}"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and f"no config.yaml in {tmp_path} (not a run folder)" in result.stderr

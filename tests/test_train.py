@@ -110,6 +110,9 @@ def test_rng_states_survive_a_weights_only_checkpoint_mid_gaussian_pair(tmp_path
 def test_logging_periods_must_be_positive_and_sequences_fit_in_an_episode(tmp_path):
     with pytest.raises(ValueError, match=r"must be positive integers, got \{'eval_every': 0\}"):
         Trainer(tiny_config("eval_every=0"), tmp_path)
+    for ratio in (0, -8):  # it still made one update when the prefill ended
+        with pytest.raises(ValueError, match=f"train_ratio must be positive .*got {ratio}; scripts/collect.py"):
+            Trainer(tiny_config(f"train_ratio={ratio}"), tmp_path)
     with pytest.raises(ValueError, match=r"seq_len=22 is longer than any episode .*\(20 agent steps: 21 obs"):
         Trainer(tiny_config("seq_len=22"), tmp_path)
     Trainer(tiny_config("seq_len=21"), tmp_path)

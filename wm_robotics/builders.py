@@ -74,6 +74,20 @@ def check_model_settings(model_cfg: dict[str, Any]) -> None:
                          f"settings go under model.overrides (e.g. model.overrides.{unknown[0]}=...)")
 
 
+def check_schedule(cfg: dict[str, Any], offline: bool) -> None:
+    """ValueError for a schedule a run cannot keep: log, eval and checkpoint periods (``offline.`` ones in an
+    ``offline`` run) that are not positive integers, or an online run's train ratio that is not positive."""
+    periods = cfg["offline"] if offline else cfg
+    wrong = {key: periods[key] for key in ("log_every", "eval_every", "checkpoint_every")
+             if not isinstance(periods[key], int) or periods[key] <= 0}
+    if wrong:
+        raise ValueError(f"{'offline.' if offline else ''}log_every, eval_every and checkpoint_every must be "
+                         f"positive integers, got {wrong}")
+    if not offline and not cfg["train_ratio"] > 0:
+        raise ValueError(f"train_ratio must be positive (replayed steps per agent step), got {cfg['train_ratio']}; "
+                         "scripts/collect.py collects episodes without training")
+
+
 def build_world_model(model_cfg: dict[str, Any], shapes: dict[str, tuple], action_dim: int) -> WorldModel:
     """The world model named by ``model_cfg["kind"]`` (valid kinds: keys of ``MODELS``)."""
     model_class = _class(MODELS, model_cfg.get("kind"), "model")

@@ -30,6 +30,7 @@ from wm_robotics.builders import (
     build_behavior,
     build_world_model,
     check_model_settings,
+    check_schedule,
     flush_denormals,
     obs_shapes,
     resolve_device,
@@ -70,12 +71,7 @@ class Trainer:
         kwargs = envs.env_kwargs(cfg)
         self.action_repeat = kwargs["action_repeat"]
         self.offline = (cfg.get("offline") or {}).get("data")
-        periods = cfg["offline"] if self.offline else cfg
-        wrong = {key: periods[key] for key in ("log_every", "eval_every", "checkpoint_every")
-                 if not isinstance(periods[key], int) or periods[key] <= 0}
-        if wrong:
-            raise ValueError(f"{'offline.' if self.offline else ''}log_every, eval_every and checkpoint_every must be "
-                             f"positive integers, got {wrong}")
+        check_schedule(cfg, self.offline)
         self.envs = None if self.offline else envs.make_vector_env(
             cfg["env"]["id"], cfg["num_envs"], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, **kwargs)
         self.eval_env = envs.make_env(cfg["env"]["id"], render_mode="rgb_array", **kwargs)
