@@ -53,7 +53,8 @@ class DMCEnv(gym.Env):
         obs_mode: ``"proprio"``, ``"pixels"`` or ``"pixels+proprio"``.
         action_repeat: physics control steps per agent step; rewards are summed.
         image_size: side of the square ``pixels`` frame.
-        camera_id: MuJoCo camera for ``pixels`` and ``render()``; task default when None.
+        camera_id: MuJoCo camera (index, or name in the model) for ``pixels`` and ``render()``; task default
+            when None.
         time_limit: the env's own time limit in agent steps (``truncated=True`` when hit,
             then ``step`` refuses until ``reset``); default ``ceil(1000 / action_repeat)``,
             the suite's 1000 control steps (the last agent step repeats its action only up to
@@ -109,11 +110,7 @@ class DMCEnv(gym.Env):
             raise ValueError(f"image_size must be at most {min(offscreen.offwidth, offscreen.offheight)} for "
                              f"{domain}-{task} (its offscreen buffer is {offscreen.offwidth}×{offscreen.offheight}), "
                              f"got {self.image_size}")
-        self.camera_id = DEFAULT_CAMERA.get(domain, 0) if camera_id is None else int(camera_id)
-        if not -1 <= self.camera_id < self._physics.model.ncam:
-            raise ValueError(
-                f"camera_id must be in [-1, {self._physics.model.ncam - 1}] for {domain}-{task}, got {camera_id!r}"
-            )
+        self.camera_id = DEFAULT_CAMERA.get(domain, 0) if camera_id is None else self._camera_index(camera_id)
 
         self.proprio_keys: dict[str, slice] = {}
         start = 0
@@ -136,6 +133,17 @@ class DMCEnv(gym.Env):
         self.action_space = spaces.Box(self._low.astype(np.float32), self._high.astype(np.float32), dtype=np.float32)
         self._steps = self._control_steps = 0
         self._needs_reset = True
+
+    def _camera_index(self, camera: int | str) -> int:
+        """The index of a camera given by index (-1: MuJoCo's free camera) or by its name in the model."""
+        model = self._physics.model
+        names = [model.id2name(index, "camera") for index in range(model.ncam)]
+        if isinstance(camera, str) and camera in names:
+            return names.index(camera)
+        if isinstance(camera, bool) or not isinstance(camera, (int, np.integer)) or not -1 <= camera < model.ncam:
+            raise ValueError(f"camera_id must be in [-1, {model.ncam - 1}] or one of the camera names {names} for "
+                             f"{self.spec_name}, got {camera!r}")
+        return int(camera)
 
     @property
     def physics(self) -> Physics:
@@ -161,8 +169,10 @@ class DMCEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict[str, Any]]:
         """Start an episode; with ``seed`` (below 2**32, dm_control's limit) the episode is reproducible."""
-        if seed is not None and not 0 <= seed < 2**32:
-            raise ValueError(f"seed must be in [0, 2**32) (dm_control's random state), got {seed}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                                 or not 0 <= seed < 2**32):
+            raise ValueError(f"seed must be an integer in [0, 2**32) (dm_control's random state), got {seed!r}")
+        seed = None if seed is None else int(seed)  # Gymnasium takes Python ints only
         super().reset(seed=seed)
         if seed is not None:
             self._task.random.seed(seed)

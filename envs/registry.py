@@ -36,13 +36,18 @@ ENV_IDS: tuple[str, ...] = tuple(env_id(d, t) for d, t in SUITE_TASKS) + tuple(
 
 
 def check_env_id(name: str) -> str:
-    """Return the full id for ``name`` (with or without namespace); else list the close ones."""
+    """Return the full id for ``name`` (with or without namespace); else list the close ones (names compared
+    without the namespace, which every id shares), or every id when none is close."""
     full = name if name.startswith(f"{NAMESPACE}/") else f"{NAMESPACE}/{name}"
     if full in ENV_IDS:
         return full
-    close = difflib.get_close_matches(full, ENV_IDS, n=5, cutoff=0.5)
+    names = {valid.removeprefix(f"{NAMESPACE}/"): valid for valid in ENV_IDS}
+    close = [names[match] for match in difflib.get_close_matches(full.removeprefix(f"{NAMESPACE}/"), names, n=5,
+                                                                 cutoff=0.6)]
     hint = f"closest: {close}" if close else f"valid ids: {list(ENV_IDS)}"
-    raise gym.error.UnregisteredEnv(f"unknown environment {name!r}; {hint}")
+    raise gym.error.UnregisteredEnv(f"unknown environment {name!r}; {hint}. The ids are dm_control's "
+                                    "suite.BENCHMARKING tasks and their goal variants; wm_robotics.envs.DMCEnv(domain, "
+                                    "task) makes any other suite task")
 
 
 def suite_task(name: str) -> tuple[str, str]:

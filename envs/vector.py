@@ -71,8 +71,9 @@ def make_vector_env(
     episode, the next ``step`` call resets that sub-env (its action is ignored) and returns
     the first observation of the new episode with reward 0.
     """
-    if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs <= 0:
+    if isinstance(num_envs, bool) or not isinstance(num_envs, numbers.Integral) or num_envs <= 0:
         raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+    num_envs = int(num_envs)
     _check_max_episode_steps(kwargs)
     full = check_env_id(name)
     if not (num_envs > 1 if asynchronous is None else asynchronous):

@@ -95,7 +95,7 @@ def test_seeding_is_reproducible():
         env.step(np.zeros(6, np.float32))
     assert all(np.array_equal(a, b) for a, b in zip(first, rollout(3)))
     assert not np.array_equal(first[0], other[0])
-    with pytest.raises(ValueError, match=r"seed must be in \[0, 2\*\*32\)"):
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*32\)"):
         env.reset(seed=2**32)
 
 
@@ -222,7 +222,9 @@ def test_env_kwargs_pass_every_env_setting_and_numpy_integers_are_integers():
     ({"image_size": -64}, "image_size must be a positive integer"),
     ({"time_limit": 0}, "time_limit must be a positive integer"),
     ({"camera_id": 9}, "camera_id must be in"),
-    ({"camera_id": 2}, r"camera_id must be in \[-1, 1\]"),  # cartpole has 2 cameras
+    ({"camera_id": 2}, r"camera_id must be in \[-1, 1\] or one of the camera names \['fixed', 'lookatcart'\]"),
+    ({"camera_id": 1.7}, r"camera_id must be .*got 1.7"),  # was cut to camera 1
+    ({"camera_id": "side"}, r"camera_id must be .*got 'side'"),
     ({"action_repeat": True}, "action_repeat must be a positive integer"),
     ({"image_size": 512, "obs_mode": "pixels"}, r"image_size must be at most 480 .*buffer is 640×480\), got 512"),
 ])
