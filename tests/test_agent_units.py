@@ -6,29 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from tests.test_agent_and_rollout import SeesPreviousAction
 from wm_robotics.agent import Agent
-from wm_robotics.models.base import WorldModel
-
-
-class Echo(WorldModel):
-    """The state is the last observation; ``step`` records the previous action it is given."""
-
-    obs_keys, action_dim, feature_dim = ("proprio",), 1, 1
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.dummy = nn.Parameter(torch.zeros(()))
-        self.previous_actions = []
-
-    def initial(self, batch_size):
-        return {"x": torch.zeros(batch_size, 1)}
-
-    def step(self, state, action, obs, is_first):
-        self.previous_actions.append(action.clone())
-        return {"x": obs["proprio"].float()}
-
-    def features(self, state):
-        return state["x"]
 
 
 class HalfPolicy(nn.Module):
@@ -54,7 +33,7 @@ class HalfPlanner(HalfPolicy):
 
 @pytest.mark.parametrize("behavior", [HalfPolicy, HalfPlanner])
 def test_actions_leave_in_env_units_and_return_to_the_model_normalised(behavior):
-    model, acting = Echo(), behavior()
+    model, acting = SeesPreviousAction(), behavior()
     agent = Agent(model, acting, torch.device("cpu"), {"proprio": (1,)})
     out = agent.act({"proprio": np.array([[1.0], [-1.0]], np.float32)}, np.array([True, True]), sample=False)
     agent.act({"proprio": np.array([[0.5], [0.0]], np.float32)}, np.array([False, False]), sample=True)
@@ -65,14 +44,14 @@ def test_actions_leave_in_env_units_and_return_to_the_model_normalised(behavior)
 
 
 def test_acting_for_another_number_of_envs_asks_for_a_reset():
-    agent = Agent(Echo(), HalfPolicy(), torch.device("cpu"))
+    agent = Agent(SeesPreviousAction(), HalfPolicy(), torch.device("cpu"))
     agent.reset(2)
     with pytest.raises(ValueError, match=r"is_first has 3 envs but the agent holds states for 2: call reset\(3\)"):
         agent.act({"proprio": np.zeros((3, 1), np.float32)}, np.ones(3, bool))
 
 
 def test_observations_without_the_models_keys_or_one_row_per_env_are_refused():
-    agent = Agent(Echo(), HalfPolicy(), torch.device("cpu"), {"proprio": (1,)})
+    agent = Agent(SeesPreviousAction(), HalfPolicy(), torch.device("cpu"), {"proprio": (1,)})
     with pytest.raises(ValueError, match=r"obs needs keys \['proprio'\], got \['pixels'\]"):
         agent.act({"pixels": np.zeros((2, 1), np.float32)}, np.ones(2, bool))
     with pytest.raises(ValueError, match=r"one row per env \(2, as is_first\): shapes \{'proprio': \(2, 1\)\}, got "
