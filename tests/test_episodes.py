@@ -137,3 +137,10 @@ def test_list_episodes_gives_names_in_order_and_skips_hidden_and_temp_files(tmp_
     (tmp_path / ".episode-000013-len40.npz-abcd.tmp").write_bytes(b"")
     (tmp_path / "notes.txt").write_bytes(b"")
     assert [path.name for path in list_episodes(tmp_path)] == names
+
+
+def test_list_episodes_orders_numbered_files_by_number_past_the_zero_padding(tmp_path):
+    names = ["mine.npz", "episode-999999-len4.npz", "episode-1000000-len4.npz", "episode-1000001.npz"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    assert [path.name for path in list_episodes(tmp_path)] == names  # by name, 1000000 came before 999999

@@ -8,6 +8,7 @@ Arrays: ``obs/<key>`` (T+1 entries: the reset observation and one per step), ``a
 from __future__ import annotations
 
 import os
+import re
 import zipfile
 import zlib
 from pathlib import Path
@@ -34,6 +35,9 @@ def validate_episode(episode: dict[str, np.ndarray]) -> int:
     if scalars:
         raise EpisodeFormatError(f"{scalars} must be arrays with one entry per step, got scalars")
     steps = len(episode["action"])
+    flat = {key: np.shape(episode[key]) for key in STEP_KEYS if key != "action" and np.ndim(episode[key]) != 1}
+    if flat:
+        raise EpisodeFormatError(f"{sorted(flat)} must have shape (T,), one value per step, got {flat}")
     for key in STEP_KEYS:
         if len(episode[key]) != steps:
             raise EpisodeFormatError(f"{key} has {len(episode[key])} entries, expected {steps} (one per step)")
@@ -64,10 +68,21 @@ def load_episode(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return episode
 
 
+#: the number of an episode file named ``episode-<n>...`` (the order the files were written in)
+EPISODE_INDEX = re.compile(r"^episode-(\d+)")
+
+
+def episode_index(path: Path) -> int | None:
+    """The number in an ``episode-<n>...`` file name; None for another name."""
+    match = EPISODE_INDEX.match(path.name)
+    return int(match.group(1)) if match else None
+
+
 def list_episodes(folder: str | os.PathLike) -> list[Path]:
-    """Complete episode files in ``folder``, oldest name first (temp files are skipped)."""
-    folder = Path(folder)
-    return sorted(p for p in folder.glob("*.npz") if not p.name.startswith("."))
+    """Complete episode files in ``folder``, oldest first: ``episode-<n>`` files by their number (past 999999 it
+    outgrows the zero padding of the name), after other names in name order; temp files are skipped."""
+    files = [p for p in Path(folder).glob("*.npz") if not p.name.startswith(".")]
+    return sorted(files, key=lambda p: (-1 if (index := episode_index(p)) is None else index, p.name))
 
 
 class EpisodeRecorder:

@@ -10,7 +10,6 @@ indexing, so memory grows with stored steps, not with batch size × sequence len
 from __future__ import annotations
 
 import os
-import re
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from wm_robotics.data.episodes import list_episodes, load_episode, save_episode, validate_episode
+from wm_robotics.data.episodes import episode_index, list_episodes, load_episode, save_episode, validate_episode
 
-_INDEX = re.compile(r"^episode-(\d+)")
 _GROWTH = 1.5
 
 
@@ -40,6 +38,8 @@ class SequenceReplay:
         self.directory = Path(directory) if directory is not None else None
         self.capacity, self.seq_len = _positive_int("capacity", capacity), _positive_int("seq_len", seq_len)
         self.batch_size = _positive_int("batch_size", batch_size)
+        if seq_len > capacity:
+            raise ValueError(f"seq_len={seq_len} exceeds capacity={capacity}: no sequence could ever be sampled")
         self._rng = np.random.default_rng(seed)
         self._next_file = self._scan_next_file()
         self._clear()
@@ -78,7 +78,7 @@ class SequenceReplay:
         if self.directory is None or not self.directory.is_dir():
             return None
         later = [path for path in list_episodes(self.directory)
-                 if (match := _INDEX.match(path.name)) and int(match.group(1)) >= index]
+                 if (number := episode_index(path)) is not None and number >= index]
         if not later:
             return None
         number = 1
@@ -127,8 +127,8 @@ class SequenceReplay:
         """One past the largest ``episode-<index>`` in the directory, so new names never collide."""
         if self.directory is None or not self.directory.is_dir():
             return 0
-        indices = [int(m.group(1)) for p in self.directory.glob("*.npz") if (m := _INDEX.match(p.name))]
-        return max(indices, default=-1) + 1
+        indices = [episode_index(path) for path in self.directory.glob("*.npz")]
+        return max((index for index in indices if index is not None), default=-1) + 1
 
     def _align(self, episode: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Observation-aligned arrays (T+1 entries each) in the Dreamer convention; checks the spec."""
