@@ -27,11 +27,21 @@ from wm_robotics.wm_metrics import set_goal_from_info
 
 
 def _floats(text: str) -> np.ndarray:
-    """"a,b,c" → values; "start:stop:step" → the range, stop included."""
-    if ":" in text:
-        start, stop, step = (float(x) for x in text.split(":"))
-        return np.round(np.arange(start, stop + step / 2, step), 6)
-    return np.array([float(x) for x in text.split(",")])
+    """"a,b,c" → values; "start:stop:step" → the range, stop included (an argparse type: at least one finite
+    value, a positive step)."""
+    try:
+        if ":" in text:
+            start, stop, step = (float(x) for x in text.split(":"))
+            if not step > 0:
+                raise ValueError
+            values = np.round(np.arange(start, stop + step / 2, step), 6)
+        else:
+            values = np.array([float(x) for x in text.split(",")])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a,b,c or start:stop:step with a step > 0, got {text!r}") from None
+    if values.size == 0 or not np.isfinite(values).all():
+        raise argparse.ArgumentTypeError(f"must hold at least one finite value, got {text!r}")
+    return values
 
 
 @torch.inference_mode()
@@ -39,8 +49,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="checkpoint file or run folder of a goal model (e.g. jepa_goal)")
     parser.add_argument("--seed", type=int, default=100_000, help="episode seed that picks the goal")
-    parser.add_argument("--offsets", default="-1.5:1.5:0.1", help="joint offsets (rad): a,b,c or start:stop:step")
-    parser.add_argument("--velocities", default="0,0.5,1,2,4", help="joint velocities (rad/s), comma-separated")
+    parser.add_argument("--offsets", type=_floats, default="-1.5:1.5:0.1",
+                        help="joint offsets (rad): a,b,c or start:stop:step")
+    parser.add_argument("--velocities", type=_floats, default="0,0.5,1,2,4",
+                        help="joint velocities (rad/s), comma-separated")
     parser.add_argument("--fields", nargs="+", default=None,
                         help="compare these proprio fields (decoded by the probe) instead of latents, e.g. position")
     parser.add_argument("--latent-weight", type=float, default=None,
@@ -58,13 +70,16 @@ def main() -> None:
         controller = MPCController(payload, device="cpu", planner="cem", goal_energy=energy)
     except ValueError as error:
         parser.error(str(error))
+    if args.latent_weight is not None and not controller.goal_energy.get("fields"):
+        parser.error("--latent-weight weighs the latent term beside proprio fields, and neither --fields nor the "
+                     "preset's goal_energy compares any: the energy is the latent distance alone")
     _, info = env.reset(seed=args.seed)
     if not set_goal_from_info(controller, info):
         raise SystemExit(f"goal_energy_probe.py: {config['env']['id']} is not a goal task (no goal in info)")
     objective: GoalObjective = controller.planner.objective
     goal_env = env.unwrapped
     joints = len(goal_env.goal_joints)
-    velocities = _floats(args.velocities)
+    velocities = args.velocities
     compared = "latent" if objective.proprio_index is None else f"proprio fields {controller.goal_energy['fields']}"
     if objective.proprio_index is not None and objective.latent_index is not None:
         compared += f" + {objective.latent_weight:g} x distance of {len(objective.latent_index)} latent dims"
@@ -72,7 +87,7 @@ def main() -> None:
           f"{compared}")
     print("| offset (rad) | effector distance (m) | " + " | ".join(f"E at {v:g} rad/s" for v in velocities) + " |")
     print("|---" * (2 + len(velocities)) + "|")
-    for offset in _floats(args.offsets):
+    for offset in args.offsets:
         energies, distance = [], 0.0
         for velocity in velocities:
             shift, speed = np.zeros(joints), np.zeros(joints)

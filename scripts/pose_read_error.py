@@ -24,11 +24,23 @@ from wm_robotics.behaviors.frame_goal import angle_difference
 from wm_robotics.checkpoint import load_checkpoint
 
 
+def _seed_range(text: str) -> range:
+    """``start:stop`` → the seeds start to stop - 1 (an argparse type: at least one seed)."""
+    try:
+        start, stop = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be start:stop (integers), got {text!r}") from None
+    if stop <= start:
+        raise argparse.ArgumentTypeError(f"must hold at least one seed (start < stop), got {text!r}")
+    return range(start, stop)
+
+
 @torch.inference_mode()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="checkpoint file or run folder of a JEPA trained with pose_probe=true")
-    parser.add_argument("--seeds", default="100000:100050", help="episode seeds start:stop (evaluate.py's goals)")
+    parser.add_argument("--seeds", type=_seed_range, default="100000:100050",
+                        help="episode seeds start:stop (evaluate.py's goals)")
     parser.add_argument("--out", default=None, help="write the errors as JSON here")
     args = parser.parse_args()
     payload = load_checkpoint(args.checkpoint)
@@ -39,13 +51,10 @@ def main() -> None:
     keys = payload.get("proprio_keys") or [("proprio", model.pose.proprio_dim)]
     names = [f"{name}[{i}]" for name, size in keys for i in range(int(size))]
     env = envs.make_env(payload["config"]["env"]["id"], **envs.env_kwargs(payload["config"]))
-    try:
-        start, stop = (int(x) for x in args.seeds.split(":"))
-    except ValueError:
-        parser.error(f"--seeds must be start:stop (integers), got {args.seeds!r}")
+    start, stop = args.seeds.start, args.seeds.stop
     is_angle = torch.isin(torch.arange(len(names)), model.pose.angles)  # (P,): the dims compared modulo 2π
     errors: dict[str, list[np.ndarray]] = {"start frames": [], "goal frames": []}
-    for seed in range(start, stop):
+    for seed in args.seeds:
         obs, info = env.reset(seed=seed)
         for kind, frame, proprio in (("start frames", obs["pixels"], obs["proprio"]),
                                      ("goal frames", info["goal_pixels"], info["goal_proprio"])):

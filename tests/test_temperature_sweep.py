@@ -55,7 +55,8 @@ def _sweep(monkeypatch, model: ActionPaysWithTemperature) -> tuple[dict, list]:
     monkeypatch.setattr(sweep_module, "load_checkpoint", lambda checkpoint, map_location: payload)
     monkeypatch.setattr(sweep_module, "checkpoint_file", lambda checkpoint: Path("run/checkpoints/latest.pt"))
     monkeypatch.setattr(sweep_module, "agent_from_checkpoint", lambda payload, device: SimpleNamespace(model=model))
-    monkeypatch.setattr(sweep_module, "envs", SimpleNamespace(make_env=lambda *a, **k: None, env_kwargs=lambda c: {}))
+    env = SimpleNamespace(close=lambda: None)
+    monkeypatch.setattr(sweep_module, "envs", SimpleNamespace(make_env=lambda *a, **k: env, env_kwargs=lambda c: {}))
     monkeypatch.setattr(sweep_module, "replay_starts",
                         lambda agent, episodes_dir, count, seq_len, seed: {"h": STARTS if seed == 0 else HELD})
     monkeypatch.setattr(sweep_module, "evaluate_returns", evaluate)

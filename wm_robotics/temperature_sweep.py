@@ -47,9 +47,13 @@ def temperature_sweep(checkpoint: str | os.PathLike, temperatures: Sequence[floa
                       generations: int = 100, episodes: int = 5, held_starts: int = 256, seed: int = 0,
                       device: str = "auto") -> dict[str, Any]:
     """Evolve and evaluate one controller per τ; a JSON-ready dict (``rows``: one per τ)."""
-    if not temperatures or min(temperatures) < 0 or generations < 1 or episodes < 1:
-        raise ValueError(f"need temperatures >= 0 (at least one), generations >= 1 and episodes >= 1; got "
-                         f"{list(temperatures)}, {generations}, {episodes}")
+    checks = (("temperatures", list(temperatures), bool(temperatures) and all(t >= 0 for t in temperatures)),
+              ("generations", generations, generations >= 1), ("episodes", episodes, episodes >= 1),
+              ("held_starts", held_starts, held_starts >= 1))
+    wrong = {name: value for name, value, good in checks if not good}  # a NaN temperature fails t >= 0
+    if wrong:
+        raise ValueError(f"need temperatures >= 0 (at least one), generations, episodes and held_starts >= 1; "
+                         f"got {wrong}")
     torch_device = resolve_device(device)
     payload = load_checkpoint(checkpoint, map_location=torch_device)
     cfg = payload["config"]
@@ -68,24 +72,28 @@ def temperature_sweep(checkpoint: str | os.PathLike, temperatures: Sequence[floa
     held = replay_starts(agent, episodes_dir, count=max(1, held_starts // cfg["seq_len"]), seq_len=cfg["seq_len"],
                          seed=seed + 1)
     rows = []
-    for tau in temperatures:
-        clock = time.perf_counter()
-        torch.manual_seed(seed)
-        model.temperature = tau
-        controller = build_behavior({**cfg["behavior"], "seed": seed}, model,
-                                    gym.spaces.Box(np.asarray(payload["action_low"], np.float32),
-                                                   np.asarray(payload["action_high"], np.float32))).to(torch_device)
-        metrics = controller.evolve(model, starts, generations)
-        torch.manual_seed(seed)
-        dream = dream_returns(model, held, controller.weight[None], controller.bias[None], controller.horizon,
-                              controller.discount)[0]
-        real = evaluate_returns(Agent(model, controller, torch_device), env, episodes, seed=100_000 + seed)
-        steps = float(np.mean(real.lengths))
-        rows.append({"temperature": tau, "dream_return": float(dream.mean()), "dream_return_std": float(dream.std()),
-                     "dream_reward_per_step": float(dream.mean()) / controller.horizon,
-                     "real_return": real.mean, "real_return_std": real.std, "real_returns": real.returns,
-                     "real_reward_per_step": real.mean / steps, "final_sigma": metrics["cmaes/sigma"],
-                     "seconds": time.perf_counter() - clock})
+    try:
+        for tau in temperatures:
+            clock = time.perf_counter()
+            torch.manual_seed(seed)
+            model.temperature = tau
+            controller = build_behavior({**cfg["behavior"], "seed": seed}, model,
+                                        gym.spaces.Box(np.asarray(payload["action_low"], np.float32),
+                                                       np.asarray(payload["action_high"], np.float32))).to(torch_device)
+            metrics = controller.evolve(model, starts, generations)
+            torch.manual_seed(seed)
+            dream = dream_returns(model, held, controller.weight[None], controller.bias[None], controller.horizon,
+                                  controller.discount)[0]
+            real = evaluate_returns(Agent(model, controller, torch_device), env, episodes, seed=100_000 + seed)
+            steps = float(np.mean(real.lengths))
+            rows.append({"temperature": tau, "dream_return": float(dream.mean()),
+                         "dream_return_std": float(dream.std()),
+                         "dream_reward_per_step": float(dream.mean()) / controller.horizon,
+                         "real_return": real.mean, "real_return_std": real.std, "real_returns": real.returns,
+                         "real_reward_per_step": real.mean / steps, "final_sigma": metrics["cmaes/sigma"],
+                         "seconds": time.perf_counter() - clock})
+    finally:
+        env.close()
     model.temperature = trained_temperature
     return {"checkpoint": str(Path(checkpoint).resolve()), "env": cfg["env"]["id"], "obs_mode": cfg["obs_mode"],
             "env_steps": payload["counters"]["env_steps"], "trained_temperature": trained_temperature,
