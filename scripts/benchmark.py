@@ -20,6 +20,7 @@ if __name__ == "__main__":  # first, before heavy imports: re-executes once on j
 import argparse
 import importlib
 import inspect
+from typing import Callable
 
 from wm_robotics.benchmarks.timing import DEVICE_CHOICES, benchmark_devices, write_json
 
@@ -43,13 +44,25 @@ def main() -> None:
     except ValueError as error:
         parser.error(str(error))
     names = list(SUITES) if args.what == "all" else [args.what]
+    runs = {name: _suite(name) for name in names}
+    if args.device != "auto" and not any(map(_takes_device, runs.values())):
+        parser.error(f"{args.what} runs on the CPU alone: --device applies to "
+                     f"{[name for name in SUITES if _takes_device(_suite(name))]}")
     results = {}
-    for name in names:
-        run = importlib.import_module(SUITES[name]).run
-        options = {"device_choice": args.device} if "device_choice" in inspect.signature(run).parameters else {}
-        results.update(run(quick=args.quick, **options))
+    for run in runs.values():
+        results.update(run(quick=args.quick, **({"device_choice": args.device} if _takes_device(run) else {})))
     path = write_json(args.out or f"benchmark_results/{args.what}.json", {"args": vars(args), **results})
     print(f"\nJSON -> {path}")
+
+
+def _suite(name: str) -> Callable[..., dict]:
+    """The ``run`` function of a benchmark suite."""
+    return importlib.import_module(SUITES[name]).run
+
+
+def _takes_device(run: Callable[..., dict]) -> bool:
+    """Whether a suite times torch models on a chosen device (the others time the simulator or the replay)."""
+    return "device_choice" in inspect.signature(run).parameters
 
 
 if __name__ == "__main__":

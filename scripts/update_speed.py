@@ -31,8 +31,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.rounds < 1 or args.updates < 1:
         parser.error(f"--rounds and --updates must be at least 1, got {args.rounds} and {args.updates}")
-    if not (args.run / "checkpoints" / "latest.pt").is_file():
-        parser.error(f"{args.run} has no checkpoints/latest.pt")
+    missing = [part for part in ("config.yaml", "checkpoints/latest.pt") if not (args.run / part).is_file()]
+    if missing:
+        parser.error(f"{args.run} has no {' or '.join(missing)}: not a run folder with a checkpoint")
+    if not torch.set_flush_denormal(True):
+        parser.error("this CPU cannot flush subnormals (torch.set_flush_denormal returned False): nothing to compare")
     with tempfile.TemporaryDirectory() as scratch:
         copy = Path(scratch) / "run"
         copy.mkdir()

@@ -83,6 +83,6 @@ def test_bad_arguments_give_one_line_before_any_work(tmp_path, script, bad, mess
 def test_update_speed_refuses_bad_counts_and_a_folder_without_a_checkpoint(tmp_path):
     script = str(ROOT / "scripts/update_speed.py")
     for args, message in (([str(tmp_path), "--updates", "0"], "--rounds and --updates must be at least 1, got 3 and 0"),
-                          ([str(tmp_path)], "has no checkpoints/latest.pt")):
+                          ([str(tmp_path)], "has no config.yaml or checkpoints/latest.pt")):
         result = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=120)
         assert result.returncode == 2 and message in result.stderr, result.stderr
