@@ -127,7 +127,7 @@ def fake_planner_run(monkeypatch, ms: dict[str, float], rate: float):
     monkeypatch.setattr(planner_bench, "goal_cem_case", lambda device, compile=False:
                         case("goal-cem", compile=compile, params_M=0.25))
     monkeypatch.setattr(planner_bench, "time_interleaved", time_interleaved)
-    monkeypatch.setattr(planner_bench, "matmul_gflops", lambda device, rounds=5: 133.4)  # a burst: not the rows' rate
+    monkeypatch.setattr(timing, "matmul_gflops", lambda device, rounds=5: 133.4)  # a burst: not the rows' rate
     monkeypatch.setattr(timing, "cpu_isa", lambda: "AVX2")
     return repeats
 
@@ -170,9 +170,10 @@ def test_learner_times_are_the_medians_of_the_rounds_after_the_warm_up(clock, mo
     assert row["params_M"] == pytest.approx(sum(p.numel() for p in model.parameters()) / 1e6)
 
 
-def test_learner_rows_compare_with_dreamerv3_from_the_same_observations(monkeypatch):
+def test_learner_rows_compare_with_dreamerv3_from_the_same_observations(monkeypatch, capsys):
     monkeypatch.setattr(learner, "benchmark_devices", lambda choice: [CPU])
-    monkeypatch.setattr(learner, "matmul_gflops", lambda device: 180.0)
+    rates = iter([400.0] + [180.0] * 20)  # a neighbour's burst at the first row only
+    monkeypatch.setattr(learner, "matmul_gflops", lambda device: next(rates))
     monkeypatch.setattr(learner, "timed_precisions", lambda device, wanted: ["fp32"])
     monkeypatch.setattr(learner, "measure", lambda size, key, device, repeats, units, starts=None, **kw: {
         "size": size, "obs": key, "device": "cpu", "params_M": 1.0, "units": units, "imag_starts": starts or 1024,
@@ -182,6 +183,9 @@ def test_learner_rows_compare_with_dreamerv3_from_the_same_observations(monkeypa
     pixels = next(row for row in rows if row["obs"] == "pixels")
     assert pixels["reference_total_ms"] == 9400.0 and pixels["speedup_vs_reference"] == pytest.approx(47.0)
     assert rows[0]["obs"] == "proprio" and rows[0]["speedup_vs_reference"] == pytest.approx(39.0)
+    assert [row["matmul_gflops"] for row in rows[:2]] == [400.0, 180.0]  # each row with the rate timed beside it
+    out = capsys.readouterr().out  # chosen by the rows' median rate, 180: no warning that the CPUs differ
+    assert f"this run {timing.cpu_isa()}, 180)" in out and "matmul rate is" not in out
 
 
 def test_dream_rows_are_medians_after_a_warm_up_round(clock, monkeypatch):

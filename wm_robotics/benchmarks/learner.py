@@ -1,12 +1,12 @@
 """Learner speed: ms per world-model update and per actor-critic update, imagined steps/s.
 
-Sizes XS and S, from proprio (cartpole: 5-d) and 64×64 pixels, batch 16 × 64, horizon 15,
-in one run. The reference is dreamerv3-torch at its default size on this project's 2-core CPU
-(torch 2.13): 7.8 s per update from proprio (world model 1.3 s, actor-critic 6.5 s), 9.4 s from
-pixels — measured by the project (DESIGN.md) on a CPU with AVX-512 and a 180 GFLOP/s fp32 matmul rate, not
-re-run here; a run on a CPU whose rate is more than 25% away, or of another vector ISA, says so
-(``timing.nearest_reference``). On the CPU (not with ``--quick``) a last row times ``dreamer_cpu``'s update
-with the world model's loss compiled (``compile=true``).
+Sizes XS and S, from proprio (cartpole: 5-d) and 64×64 pixels, batch 16 × 64, horizon 15, in one run. The reference is
+dreamerv3-torch at its default size on this project's 2-core CPU (torch 2.13): 7.8 s per update from proprio (world
+model 1.3 s, actor-critic 6.5 s), 9.4 s from pixels — measured by the project (DESIGN.md) on a CPU with AVX-512 and a
+180 GFLOP/s fp32 matmul rate, not re-run here; a run on a CPU whose rate (``timing.cpu_rate``: the median of the rates
+timed after each CPU row, in the rows' ``matmul_gflops``) is more than 25% away, or of another vector ISA, says so
+(``timing.nearest_reference``). On the CPU (not with ``--quick``) a last row times ``dreamer_cpu``'s update with the
+world model's loss compiled (``compile=true``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from wm_robotics.behaviors.actor_critic import ActorCritic
 from wm_robotics.benchmarks.timing import (
     SESSIONS_1_19_CPU,
     benchmark_devices,
+    cpu_rate,
     matmul_gflops,
     nearest_reference,
     print_table,
@@ -96,6 +97,12 @@ def measure(size: str, obs_key: str, device: torch.device, repeats: int, units: 
             "imagined_steps_per_s": starts * behavior.horizon / (ac / 1000)}
 
 
+def _timed_row(args: tuple, kwargs: dict) -> dict:
+    """``measure(*args, **kwargs)``; on the CPU with the matmul rate timed right after it (for ``cpu_rate``)."""
+    row, device = measure(*args, **kwargs), args[2]
+    return {**row, "matmul_gflops": matmul_gflops(device)} if device.type == "cpu" else row
+
+
 def run(quick: bool = False, device_choice: str = "auto") -> dict:
     """XS and S, proprio and pixels, CPU (and CUDA when present); prints a table.
 
@@ -106,7 +113,6 @@ def run(quick: bool = False, device_choice: str = "auto") -> dict:
     reference's own size.
     """
     devices = benchmark_devices(device_choice)
-    reference = nearest_reference(DREAMERV3_REFERENCES, matmul_gflops(torch.device("cpu")), "dreamerv3-torch")
     repeats = 1 if quick else 3
     configs = [("xs", "proprio", 256, None), ("xs", "proprio", 256, 256), ("s", "proprio", 512, None),
                ("xs", "pixels", 256, None), ("s", "pixels", 512, None)]
@@ -114,16 +120,19 @@ def run(quick: bool = False, device_choice: str = "auto") -> dict:
         configs = configs[:2]
     precisions = {device: timed_precisions(device, ["fp32", "bf16", "bf16_full"]) for device in devices}
     variants = [("reinforce", "fp32"), ("backprop", "fp32"), ("backprop", "bf16"), ("backprop", "bf16_full")]
-    rows = [measure(size, key, device, repeats, units, starts, actor_grad=grad, precision=precision)
-            for device in devices for size, key, units, starts in configs for grad, precision in variants
-            if precision in precisions[device]]
+    cases = [((size, key, device, repeats, units, starts), {"actor_grad": grad, "precision": precision})
+             for device in devices for size, key, units, starts in configs for grad, precision in variants
+             if precision in precisions[device]]
     if not quick:
-        rows += [measure("s", "proprio", device, repeats, 512, actor_grad="backprop", precision=precision,
-                         mlp=(1024, 5))
-                 for device in devices for precision in precisions[device]]
+        cases += [(("s", "proprio", device, repeats, 512), {"actor_grad": "backprop", "precision": precision,
+                                                            "mlp": (1024, 5)})
+                  for device in devices for precision in precisions[device]]
         # dreamer_cpu's update with compile=true: the first compiles (~9 min on 2 cores, seconds from inductor's cache)
-        rows += [measure("xs", "proprio", device, repeats, 256, 256, actor_grad="backprop", compile=True)
-                 for device in devices if device.type == "cpu"]
+        cases += [(("xs", "proprio", device, repeats, 256, 256), {"actor_grad": "backprop", "compile": True})
+                  for device in devices if device.type == "cpu"]
+    # the reference is chosen by the median of the rates timed beside the CPU rows, not by one burst
+    rows = [_timed_row(args, kwargs) for args, kwargs in cases]
+    reference = nearest_reference(DREAMERV3_REFERENCES, cpu_rate(rows), "dreamerv3-torch")
     for row in rows:
         row["reference_total_ms"] = reference["ms"][row["obs"]]["total"]
         row["speedup_vs_reference"] = row["reference_total_ms"] / row["total_ms"]

@@ -5,28 +5,24 @@ PlaNet's horizon 12, 10 iterations, 1000 candidates) on a cartpole-sized model (
 action), one environment, objective = rewards + terminal Q(z, π(z)) (2 of the Q heads). The update
 is the ``tdmpc`` preset's (batch 256, horizon 3): world-model step, target EMA and policy-prior step.
 
-FLOPs per call are counted with torch's ``FlopCounterMode``. The reference measured in the same run
-is the machine's fp32 matmul rate now (a 1024³ matmul): ``matmul_bound_ms`` = FLOPs / that rate is
-what a purely matmul-bound implementation would take. The MPPI variants and the updates of one size
-are timed in the same rounds (each round: the reference, then each case once; medians), as are CEM and
-goal-CEM, so their ratios to each other and to the reference survive a machine whose speed drifts.
-The ``goal-cem`` row is the ``jepa_goal`` preset's act as deployed (``MPCController`` built from
-``configs/experiment/jepa_goal.yaml``): encode a reacher frame + proprio, then CEM on the preset's
-goal energy (for a ``split_dynamics`` model, in the proprio block alone). On CUDA the planners replay their search
-as a CUDA graph; the ``mppi (no graph)`` row times the same search launched kernel by kernel. The
-``mppi (bf16)`` row runs the same search with ``precision="bf16"`` (matmuls in bfloat16); its
-matmul-bound time still uses the fp32 rate, so its "% of bound" can pass 100; a CPU without bf16 kernels skips the
-bf16 rows (``timing.timed_precisions``). The ``(compiled)`` rows
-(not with ``--quick``) run MPPI and goal-CEM in fp32 through ``torch.compile`` (``compile=True``; CPU only:
-on CUDA the CUDA graph replaces it), and the update with its world-model loss compiled (forward and
-backward, as a run with ``compile=true``; CPU and CUDA);
-``compile_s`` in the JSON is their first call, which compiles.
-TD-MPC2's own code (torch 2.13, compile off, 2 threads) was timed on this project's 2-core CPUs, not re-run
-here (``TDMPC2_REFERENCES``): a run compares with the measurement made on a CPU of this one's vector ISA (AVX2,
-AVX-512) whose matmul rate is nearest this machine's (:func:`cpu_rate`: the median of the CPU rows' own rates, so a
-neighbour's burst at the start cannot pick the wrong CPU), with a warning when even that one is more than 25% away
-or none has this ISA; CUDA rows compare with
-the CPU time, as a cross-device figure.
+FLOPs per call are counted with torch's ``FlopCounterMode``. The reference measured in the same run is the machine's
+fp32 matmul rate now (a 1024³ matmul): ``matmul_bound_ms`` = FLOPs / that rate is what a purely matmul-bound
+implementation would take. The MPPI variants and the updates of one size are timed in the same rounds (each round: the
+reference, then each case once; medians), as are CEM and goal-CEM, so their ratios to each other and to the reference
+survive a machine whose speed drifts. The ``goal-cem`` row is the ``jepa_goal`` preset's act as deployed
+(``MPCController`` built from ``configs/experiment/jepa_goal.yaml``): encode a reacher frame + proprio, then CEM on the
+preset's goal energy (for a ``split_dynamics`` model, in the proprio block alone). On CUDA the planners replay their
+search as a CUDA graph; the ``mppi (no graph)`` row times the same search launched kernel by kernel. The ``mppi (bf16)``
+row runs the same search with ``precision="bf16"`` (matmuls in bfloat16); its matmul-bound time still uses the fp32
+rate, so its "% of bound" can pass 100; a CPU without bf16 kernels skips the bf16 rows (``timing.timed_precisions``).
+The ``(compiled)`` rows (not with ``--quick``) run MPPI and goal-CEM in fp32 through ``torch.compile``
+(``compile=True``; CPU only: on CUDA the CUDA graph replaces it), and the update with its world-model loss compiled
+(forward and backward, as a run with ``compile=true``; CPU and CUDA); ``compile_s`` in the JSON is their first call,
+which compiles. TD-MPC2's own code (torch 2.13, compile off, 2 threads) was timed on this project's 2-core CPUs, not
+re-run here (``TDMPC2_REFERENCES``): a run compares with the measurement made on a CPU of this one's vector ISA (AVX2,
+AVX-512) whose matmul rate is nearest this machine's (:func:`timing.cpu_rate`: the median of the CPU rows' own rates, so
+a neighbour's burst at the start cannot pick the wrong CPU), with a warning when even that one is more than 25% away or
+none has this ISA; CUDA rows compare with the CPU time, as a cross-device figure.
 """
 
 from __future__ import annotations
@@ -47,7 +43,7 @@ from wm_robotics.benchmarks.timing import (
     MATMUL_GFLOP,
     SESSIONS_1_19_CPU,
     benchmark_devices,
-    matmul_gflops,
+    cpu_rate,
     matmul_reference,
     nearest_reference,
     print_table,
@@ -233,13 +229,6 @@ def update_case(size: str, device: torch.device, precision: str = "fp32", compil
             behavior.update(model, states)
 
     return prepare(_label("update", precision, compile), update, device, loss_fn)
-
-
-def cpu_rate(rows: list[dict]) -> float:
-    """This machine's fp32 matmul rate (GFLOP/s) for choosing the TD-MPC2 reference: the median of the CPU rows'
-    ``matmul_gflops`` (each the median of the rounds interleaved with that row), timed anew when there are none."""
-    rates = [row["matmul_gflops"] for row in rows if row["device"] == "cpu"]
-    return float(np.median(rates)) if rates else matmul_gflops(torch.device("cpu"))
 
 
 def run(quick: bool = False, device_choice: str = "auto") -> dict:

@@ -100,6 +100,14 @@ def matmul_gflops(device: torch.device, rounds: int = 5) -> float:
     return MATMUL_GFLOP / float(np.median(spent))
 
 
+def cpu_rate(rows: list[dict]) -> float:
+    """This machine's fp32 matmul rate (GFLOP/s) for choosing a reference measurement: the median of the CPU rows'
+    ``matmul_gflops`` (each timed with its row), so that a neighbour's burst at one moment cannot pick the wrong
+    CPU; timed anew when no row has one."""
+    rates = [row["matmul_gflops"] for row in rows if row["device"] == "cpu" and "matmul_gflops" in row]
+    return float(np.median(rates)) if rates else matmul_gflops(torch.device("cpu"))
+
+
 def nearest_reference(references: Sequence[dict], rate: float, peer: str, isa: str | None = None) -> dict:
     """Of a peer's reference measurements (each with the ``matmul_gflops`` and the ``isa`` of the CPU it was made
     on), the one made on the CPU whose matmul rate is nearest ``rate`` (this run's) among those of this CPU's
