@@ -19,6 +19,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from wm_robotics.checks import positive_int
 from wm_robotics.envs.rendering import configure_rendering, render_frame
 
 configure_rendering()
@@ -37,12 +38,6 @@ DEFAULT_CAMERA = {"quadruped": 2}
 
 class EpisodeStateError(RuntimeError):
     """``step`` was called before ``reset`` or after the episode ended."""
-
-
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 class DMCEnv(gym.Env):
@@ -88,12 +83,12 @@ class DMCEnv(gym.Env):
             raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be 'rgb_array' or None, got {render_mode!r}")
-        self.action_repeat = _check_positive_int("action_repeat", action_repeat)
-        self.image_size = _check_positive_int("image_size", image_size)
+        self.action_repeat = positive_int("action_repeat", action_repeat)
+        self.image_size = positive_int("image_size", image_size)
         suite_length = time_limit is None
         if suite_length:
             time_limit = math.ceil(SUITE_EPISODE_STEPS / self.action_repeat)
-        self.time_limit = _check_positive_int("time_limit", time_limit)
+        self.time_limit = positive_int("time_limit", time_limit)
         #: control steps an episode lasts at most: the suite's 1000, or ``time_limit`` whole agent steps
         self._control_limit = SUITE_EPISODE_STEPS if suite_length else self.time_limit * self.action_repeat
         self.domain, self.task_name, self.obs_mode = domain, task, obs_mode

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 import os
 from functools import partial
 from typing import Any
@@ -10,16 +9,15 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from wm_robotics.checks import positive_int
 from wm_robotics.envs.registry import check_env_id
 
 
 def _check_max_episode_steps(kwargs: dict[str, Any]) -> None:
     """Refuse a ``max_episode_steps`` that is not a positive integer; a NumPy one becomes the int Gymnasium wants."""
-    steps = kwargs.get("max_episode_steps")
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps <= 0):
-        raise ValueError(f"max_episode_steps must be a positive integer (agent steps) or None, got {steps!r}")
-    if steps is not None:
-        kwargs["max_episode_steps"] = int(steps)
+    if kwargs.get("max_episode_steps") is not None:
+        kwargs["max_episode_steps"] = positive_int("max_episode_steps", kwargs["max_episode_steps"],
+                                                   " (agent steps) or None")
 
 
 def make_env(name: str, **kwargs: Any) -> gym.Env:
@@ -71,9 +69,7 @@ def make_vector_env(
     episode, the next ``step`` call resets that sub-env (its action is ignored) and returns
     the first observation of the new episode with reward 0.
     """
-    if isinstance(num_envs, bool) or not isinstance(num_envs, numbers.Integral) or num_envs <= 0:
-        raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
-    num_envs = int(num_envs)
+    num_envs = positive_int("num_envs", num_envs)
     _check_max_episode_steps(kwargs)
     full = check_env_id(name)
     if not (num_envs > 1 if asynchronous is None else asynchronous):

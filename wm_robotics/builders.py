@@ -10,6 +10,7 @@ from typing import Any
 import gymnasium as gym
 import torch
 
+from wm_robotics.checks import positive_int
 from wm_robotics.models.base import WorldModel
 
 
@@ -26,11 +27,8 @@ def resolve_device(device: str) -> torch.device:
 
 def set_torch_threads(threads: int | None, name: str = "torch_threads") -> None:
     """Set torch's CPU threads (None: torch's default); ``name``: the setting, for the message."""
-    if threads is None:
-        return
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"{name} must be a positive integer or null for torch's default, got {threads!r}")
-    torch.set_num_threads(threads)
+    if threads is not None:
+        torch.set_num_threads(positive_int(name, threads, " or null for torch's default"))
 
 
 def flush_denormals() -> None:

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
 from wm_robotics.atomic import write_atomic
+from wm_robotics.checks import positive_int
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 GAP = 2
@@ -70,9 +71,7 @@ def video_path(path: str | os.PathLike, fps: float = 25) -> Path:
 
 def check_panel_size(size: int, name: str = "size") -> int:
     """``size`` (a panel side in pixels) checked before any frame is made; ``name``: the setting, for the message."""
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"{name} (a panel side in pixels) must be a positive integer, got {size!r}")
-    return size
+    return positive_int(f"{name} (a panel side in pixels)", size)
 
 
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: int = 25) -> Path:
