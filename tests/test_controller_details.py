@@ -1,4 +1,4 @@
-"""MPCController: the action it feeds back to the model, and the pixel values it accepts."""
+"""MPCController: the action it feeds back to the model, and the pixel values and array views it accepts."""
 
 from __future__ import annotations
 
@@ -69,3 +69,50 @@ def test_an_objective_swapped_in_after_a_frame_goal_is_left_as_it_is():
     controller.planner.objective = GoalObjective(torch.zeros(controller.model.feature_dim))  # another width
     assert env.action_space.contains(controller.act(obs))
     env.close()
+
+
+def _untrained_controller(*overrides: str) -> MPCController:
+    import wm_robotics.envs as envs
+    from wm_robotics.builders import untrained_payload
+
+    cfg = tiny_config(*overrides)
+    env = envs.make_env(cfg["env"]["id"], **envs.env_kwargs(cfg))
+    torch.manual_seed(0)
+    payload = untrained_payload(cfg, env)
+    env.close()
+    return MPCController(payload, device="cpu", planner="policy")
+
+
+@pytest.mark.parametrize("obs_mode", ["pixels+proprio", "pixels"])
+def test_dm_control_pixels_wrapper_observations_act_as_their_contiguous_copies(obs_mode):
+    from dm_control import suite
+    from dm_control.suite.wrappers import pixels
+
+    controller = _untrained_controller(f"obs_mode={obs_mode}")
+    height, width, _ = controller.obs_shapes["pixels"]
+    dm_env = pixels.Wrapper(suite.load("cartpole", "swingup", task_kwargs={"random": 0}),
+                            pixels_only=obs_mode == "pixels", render_kwargs={"height": height, "width": width})
+    observation = dm_env.reset().observation
+    assert any(stride < 0 for stride in observation["pixels"].strides)  # dm_control's frame is a flipped view
+    assert uint8_pixels(observation["pixels"], "frame").flags.c_contiguous  # as a goal frame too
+    copied = {key: np.array(value) for key, value in observation.items()}
+    torch.manual_seed(1)  # the policy samples its action
+    action = controller.act(observation)
+    controller.reset()
+    torch.manual_seed(1)
+    np.testing.assert_array_equal(action, controller.act(copied))
+    torch.manual_seed(2)  # the RSSM samples its posterior
+    goal = controller.encode(observation)  # set_goal's path
+    torch.manual_seed(2)
+    for key, value in controller.encode(copied).items():
+        torch.testing.assert_close(goal[key], value)
+
+
+def test_a_reversed_view_of_a_flat_proprio_array_acts_as_its_copy():
+    controller = _untrained_controller()
+    reversed_view = np.linspace(-1, 1, 5, dtype=np.float32)[::-1]
+    torch.manual_seed(1)
+    action = controller.act(reversed_view)
+    controller.reset()
+    torch.manual_seed(1)
+    np.testing.assert_array_equal(action, controller.act(reversed_view.copy()))

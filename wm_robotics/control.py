@@ -176,7 +176,7 @@ class MPCController:
             if key != "pixels" and not np.isfinite(value).all():
                 raise ValueError(f"observation {key!r} holds NaN or inf at indices "
                                  f"{np.flatnonzero(~np.isfinite(value)).tolist()}: check the sensor data")
-            out[key] = value[None]
+            out[key] = np.ascontiguousarray(value[None])  # torch refuses views with negative strides
         return out
 
     @torch.inference_mode()
@@ -324,10 +324,11 @@ class MPCController:
 
 
 def uint8_pixels(value: Any, what: str) -> np.ndarray:
-    """``value`` as a uint8 image; a float image (e.g. scaled to [0, 1]) is an error, not silently truncated."""
+    """``value`` as a contiguous uint8 image (dm_control renders flipped views, which torch refuses); a float image
+    (e.g. scaled to [0, 1]) is an error, not silently truncated."""
     array = np.asarray(value)
     if not np.issubdtype(array.dtype, np.integer):
         raise ValueError(f"{what} must hold integer pixel values 0-255 (uint8, as rendered), got dtype {array.dtype}")
     if array.dtype != np.uint8 and array.size and (array.min() < 0 or array.max() > 255):
         raise ValueError(f"{what} must hold pixel values 0-255, got values from {array.min()} to {array.max()}")
-    return array.astype(np.uint8, copy=False)
+    return np.ascontiguousarray(array, np.uint8)
