@@ -20,7 +20,7 @@ import numpy as np
 from gymnasium import spaces
 
 from wm_robotics.checks import positive_int
-from wm_robotics.envs.rendering import configure_rendering, render_frame
+from wm_robotics.envs.rendering import configure_rendering, physics_render_kwargs, render_frame
 
 configure_rendering()
 
@@ -220,6 +220,12 @@ class DMCEnv(gym.Env):
         truncated = not terminated and self._steps >= self.time_limit
         self._needs_reset = terminated or truncated
         return self._observation(), reward, terminated, truncated, self._info()
+
+    @property
+    def render_kwargs(self) -> dict[str, Any]:
+        """``Physics.render`` keywords that give this env's frames: for a raw dm_control loop feeding a pixel model
+        (``dm_control.suite.wrappers.pixels.Wrapper(env, render_kwargs=...)``)."""
+        return physics_render_kwargs(self.image_size, self.image_size, self.camera_id, self.render_fast)
 
     def render(self) -> np.ndarray | None:
         """The current frame (uint8 H×W×3, ``image_size`` square) when ``render_mode='rgb_array'``."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +39,15 @@ class RenderingError(RuntimeError):
     """MuJoCo could not create an OpenGL context for offscreen rendering."""
 
 
+def physics_render_kwargs(height: int, width: int, camera_id: int, fast: bool) -> dict[str, Any]:
+    """The keywords of ``dm_control``'s ``Physics.render`` for a frame of this size from this camera, with
+    shadows and reflections off when ``fast`` (what ``pixels.Wrapper(render_kwargs=...)`` takes)."""
+    kwargs: dict[str, Any] = {"height": height, "width": width, "camera_id": camera_id}
+    if fast:
+        kwargs["render_flag_overrides"] = dict(FAST_RENDER_FLAGS)
+    return kwargs
+
+
 def render_frame(physics: Physics, height: int, width: int, camera_id: int, fast: bool) -> np.ndarray:
     """Render one contiguous uint8 H×W×3 frame, with an actionable error when OpenGL is missing.
 
@@ -46,9 +55,7 @@ def render_frame(physics: Physics, height: int, width: int, camera_id: int, fast
     the frame is made contiguous here, once, for every consumer.
     """
     try:
-        return np.ascontiguousarray(physics.render(
-            height, width, camera_id=camera_id, render_flag_overrides=FAST_RENDER_FLAGS if fast else None
-        ))
+        return np.ascontiguousarray(physics.render(**physics_render_kwargs(height, width, camera_id, fast)))
     except ValueError:  # a frame larger than the offscreen buffer or an unknown camera: the caller's, not OpenGL's
         raise
     except Exception as error:  # noqa: BLE001 - every GL failure gets the same advice

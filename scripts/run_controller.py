@@ -1,4 +1,5 @@
-"""Drive a raw dm_control loop with MPCController (no Gymnasium, no Hydra): the robotics use case.
+"""Drive a raw dm_control loop with MPCController (no Gymnasium, no Hydra): the robotics use case. Pixel models see
+frames from dm_control's pixels.Wrapper, rendered with the checkpoint's render_kwargs.
 
     python scripts/run_controller.py runs/<run> --planner mppi --episodes 2 --threads 1
     python scripts/run_controller.py runs/<run> --set iterations=6 --set samples=512 --set elites=64 --device cuda
@@ -12,13 +13,17 @@ import time
 import numpy as np
 import torch
 import yaml
+
+from wm_robotics.envs import suite_task  # first: it chooses MUJOCO_GL (EGL when headless) before dm_control loads
+
+# isort: split
 from dm_control import suite
+from dm_control.suite.wrappers import pixels
 
 from wm_robotics import MPCController
 from wm_robotics.builders import set_torch_threads
 from wm_robotics.checkpoint import CheckpointError, load_checkpoint
 from wm_robotics.control import PLANNERS
-from wm_robotics.envs import suite_task
 
 
 def main() -> None:
@@ -49,16 +54,22 @@ def main() -> None:
     try:
         payload = load_checkpoint(args.checkpoint)
         config = payload["config"]
-        if config["obs_mode"] != "proprio" or "-goal" in config["env"]["id"]:
-            raise ValueError(f"this script drives raw dm_control reward tasks from proprio; the checkpoint was trained "
-                             f"on {config['env']['id']} with obs_mode={config['obs_mode']} (use scripts/evaluate.py)")
+        if "-goal" in config["env"]["id"]:
+            raise ValueError(f"this script drives raw dm_control reward tasks; the checkpoint was trained on the goal "
+                             f"task {config['env']['id']} (use scripts/evaluate.py)")
         controller = MPCController(payload, device=args.device, planner=args.planner, **settings)
+        if "pixels" in controller.obs_shapes and controller.render_kwargs is None:
+            raise ValueError(f"the checkpoint (obs_mode={config['obs_mode']}) does not record how its frames were "
+                             "rendered: it predates render_kwargs in checkpoints (use scripts/evaluate.py)")
     except (CheckpointError, ValueError) as error:
         parser.error(str(error))
     domain, task = suite_task(config["env"]["id"])
     returns, actions, start = [], 0, time.perf_counter()
     for episode in range(args.episodes):
         env = suite.load(domain, task, task_kwargs={"random": args.seed + episode})
+        if controller.render_kwargs is not None:  # a pixel model: dm_control renders the frames it was trained on
+            env = pixels.Wrapper(env, pixels_only="proprio" not in controller.obs_shapes,
+                                 render_kwargs=controller.render_kwargs)
         time_step, total = env.reset(), 0.0
         controller.reset()
         while not time_step.last():

@@ -99,12 +99,21 @@ class FieldsEnv(gym.Env):
                                          "proprio": gym.spaces.Box(-np.inf, np.inf, (6,), np.float32)})
     action_space = gym.spaces.Box(np.array([-2.0, 0.5], np.float32), np.array([1.0, 4.0], np.float32))
     proprio_keys = {"position": slice(0, 1), "velocity": slice(1, 4), "touch": slice(4, 6)}
+    render_kwargs = {"height": 8, "width": 8, "camera_id": 1}
 
 
-def test_space_info_records_shapes_bounds_and_the_proprio_fields_sizes_in_order():
+def test_space_info_records_shapes_bounds_the_proprio_fields_sizes_in_order_and_how_frames_render():
     assert space_info(FieldsEnv()) == {
         "obs_shapes": {"pixels": [8, 8, 3], "proprio": [6]}, "action_low": [-2.0, 0.5], "action_high": [1.0, 4.0],
-        "proprio_keys": [["position", 1], ["velocity", 3], ["touch", 2]]}
+        "proprio_keys": [["position", 1], ["velocity", 3], ["touch", 2]],
+        "render_kwargs": {"height": 8, "width": 8, "camera_id": 1}}
+
+
+def test_space_info_records_no_render_keywords_without_pixels():
+    class ProprioEnv(FieldsEnv):
+        observation_space = gym.spaces.Dict({"proprio": gym.spaces.Box(-np.inf, np.inf, (6,), np.float32)})
+
+    assert "render_kwargs" not in space_info(ProprioEnv())
 
 
 def test_flush_denormals_makes_subnormal_results_zero():

@@ -1,5 +1,6 @@
 """MPCController: load a checkpoint in a fresh process and drive a raw dm_control loop."""
 
+import os
 import re
 import subprocess
 import sys
@@ -205,3 +206,20 @@ def test_set_goal_targets_the_goal_observations_features(checkpoint):
     torch.manual_seed(0)
     expected = controller.model.features(controller.encode(goal))
     torch.testing.assert_close(controller.planner.objective.goal, expected)
+
+
+def test_run_controller_script_drives_a_pixel_model_through_dm_controls_pixels_wrapper(tmp_path):
+    import wm_robotics.envs as envs
+    from wm_robotics.builders import untrained_payload
+    from wm_robotics.checkpoint import save_checkpoint
+
+    cfg = tiny_config("obs_mode=pixels+proprio")
+    env = envs.make_env(cfg["env"]["id"], **envs.env_kwargs(cfg))
+    save_checkpoint(tmp_path / "pixels.pt", untrained_payload(cfg, env))
+    env.close()
+    result = subprocess.run([sys.executable, str(ROOT / "scripts/run_controller.py"), str(tmp_path / "pixels.pt"),
+                             "--planner", "policy", "--episodes", "1", "--threads", "1", "--device", "cpu"],
+                            capture_output=True, text=True, timeout=300,
+                            env={key: value for key, value in os.environ.items() if key != "MUJOCO_GL"})
+    assert result.returncode == 0, result.stderr[-2000:]  # MUJOCO_GL unset: the script chooses EGL headless
+    assert re.search(r"policy \{\} on cartpole-swingup \(cpu\): return \d+\.\d ± 0\.0 over 1 episodes", result.stdout)

@@ -89,9 +89,9 @@ def test_dm_control_pixels_wrapper_observations_act_as_their_contiguous_copies(o
     from dm_control.suite.wrappers import pixels
 
     controller = _untrained_controller(f"obs_mode={obs_mode}")
-    height, width, _ = controller.obs_shapes["pixels"]
+    assert controller.render_kwargs == {"height": 64, "width": 64, "camera_id": 0}  # the tiny config's frames
     dm_env = pixels.Wrapper(suite.load("cartpole", "swingup", task_kwargs={"random": 0}),
-                            pixels_only=obs_mode == "pixels", render_kwargs={"height": height, "width": width})
+                            pixels_only=obs_mode == "pixels", render_kwargs=controller.render_kwargs)
     observation = dm_env.reset().observation
     assert any(stride < 0 for stride in observation["pixels"].strides)  # dm_control's frame is a flipped view
     assert uint8_pixels(observation["pixels"], "frame").flags.c_contiguous  # as a goal frame too
@@ -110,6 +110,7 @@ def test_dm_control_pixels_wrapper_observations_act_as_their_contiguous_copies(o
 
 def test_a_reversed_view_of_a_flat_proprio_array_acts_as_its_copy():
     controller = _untrained_controller()
+    assert controller.render_kwargs is None  # no frames to render for a proprio model
     reversed_view = np.linspace(-1, 1, 5, dtype=np.float32)[::-1]
     torch.manual_seed(1)
     action = controller.act(reversed_view)

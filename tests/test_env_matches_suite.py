@@ -56,6 +56,24 @@ def test_pixels_are_rendered_from_the_chosen_camera(domain, task, camera_id, exp
     assert not np.array_equal(obs["pixels"], env.physics.render(32, 32, camera_id=0))
 
 
+@pytest.mark.parametrize("camera_id,render_fast", [(None, False), ("lookatcart", True)])
+def test_a_pixels_wrapper_with_the_envs_render_kwargs_gives_the_envs_frames(camera_id, render_fast):
+    from dm_control.suite.wrappers import pixels
+
+    env = DMCEnv("cartpole", "swingup", obs_mode="pixels", image_size=48, camera_id=camera_id,
+                 render_fast=render_fast)
+    assert env.render_kwargs["camera_id"] == (0 if camera_id is None else 1)
+    assert ("render_flag_overrides" in env.render_kwargs) == render_fast
+    raw = pixels.Wrapper(suite.load("cartpole", "swingup", task_kwargs={"random": 3}),
+                         render_kwargs=env.render_kwargs)
+    obs, _ = env.reset(seed=3)
+    np.testing.assert_array_equal(obs["pixels"], raw.reset().observation["pixels"])
+    obs, *_ = env.step(np.array([0.7], np.float32))
+    for _ in range(env.action_repeat):
+        step = raw.step(np.array([0.7]))
+    np.testing.assert_array_equal(obs["pixels"], step.observation["pixels"])
+
+
 @pytest.mark.parametrize("seed", [-1, 2**32, 1.5, True])
 def test_seeds_outside_dm_controls_range_are_refused_with_the_range(seed):
     with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*32\)"):

@@ -43,6 +43,8 @@ class _Controller:
 
     def __init__(self, payload, **kwargs):
         self.kwargs, self.count = kwargs, 0
+        self.obs_shapes = {key: () for key in payload["config"]["obs_mode"].split("+")}
+        self.render_kwargs = payload.get("render_kwargs")
 
     def reset(self):
         self.count = 0
@@ -52,9 +54,10 @@ class _Controller:
         return np.array([float(self.count)])
 
 
-def _run_controller(monkeypatch, config, *args):
+def _run_controller(monkeypatch, config, *args, render_kwargs=None):
     script, envs = script_module("run_controller"), []
-    monkeypatch.setattr(script, "load_checkpoint", lambda path: {"config": config})
+    recorded = {} if render_kwargs is None else {"render_kwargs": render_kwargs}
+    monkeypatch.setattr(script, "load_checkpoint", lambda path: {"config": config, **recorded})
     monkeypatch.setattr(script, "MPCController", _Controller)
     monkeypatch.setattr(script.suite, "load", lambda domain, task, task_kwargs: envs.append(_Env(task_kwargs["random"]))
                         or envs[-1])
@@ -75,9 +78,21 @@ def test_run_controller_repeats_each_action_sums_rewards_and_seeds_episodes_in_t
     assert "return 15.0 ± 0.0 over 2 episodes" in out
 
 
+@pytest.mark.parametrize("obs_mode, pixels_only", [("pixels", True), ("pixels+proprio", False)])
+def test_run_controller_renders_a_pixel_models_frames_with_its_render_kwargs(monkeypatch, capsys, obs_mode,
+                                                                              pixels_only):
+    script, wrapped = script_module("run_controller"), []
+    monkeypatch.setattr(script.pixels, "Wrapper", lambda env, **kwargs: wrapped.append(kwargs) or env)
+    render_kwargs = {"height": 8, "width": 8, "camera_id": 1}
+    envs = _run_controller(monkeypatch, {"obs_mode": obs_mode, "env": {"id": "cartpole-swingup-v0"}},
+                           "--episodes", "2", render_kwargs=render_kwargs)
+    assert wrapped == [{"pixels_only": pixels_only, "render_kwargs": render_kwargs}] * 2 and len(envs) == 2
+    assert "return 15.0 ± 0.0 over 2 episodes" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("config, shown", [
-    ({"obs_mode": "pixels", "env": {"id": "cartpole-swingup-v0"}}, "cartpole-swingup-v0 with obs_mode=pixels"),
-    ({"obs_mode": "proprio", "env": {"id": "reacher-easy-goal-v1"}}, "reacher-easy-goal-v1 with obs_mode=proprio"),
+    ({"obs_mode": "pixels", "env": {"id": "cartpole-swingup-v0"}}, "(obs_mode=pixels) does not record how its frames"),
+    ({"obs_mode": "proprio", "env": {"id": "reacher-easy-goal-v1"}}, "the goal task reacher-easy-goal-v1"),
 ])
 def test_run_controller_refuses_checkpoints_it_cannot_drive(monkeypatch, capsys, config, shown):
     with pytest.raises(SystemExit) as exit_:

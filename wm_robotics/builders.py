@@ -125,9 +125,12 @@ def build_behavior(behavior_cfg: dict[str, Any], model: WorldModel, action_space
 
 def space_info(env: gym.Env) -> dict[str, Any]:
     """What a checkpoint records of ``env`` (a ``wm_robotics.envs`` env): observation shapes, action
-    bounds and the proprio fields' names and sizes in their flattened order."""
+    bounds, the proprio fields' names and sizes in their flattened order and, with pixels, how its frames are
+    rendered (``Physics.render`` keywords)."""
     proprio_keys = env.unwrapped.proprio_keys
-    return {"obs_shapes": {k: list(v) for k, v in obs_shapes(env.observation_space).items()},
+    shapes = obs_shapes(env.observation_space)
+    render = {"render_kwargs": env.unwrapped.render_kwargs} if "pixels" in shapes else {}
+    return {"obs_shapes": {k: list(v) for k, v in shapes.items()}, **render,
             "action_low": env.action_space.low.tolist(), "action_high": env.action_space.high.tolist(),
             "proprio_keys": [[name, part.stop - part.start] for name, part in proprio_keys.items()]}
 

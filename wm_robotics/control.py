@@ -71,6 +71,10 @@ class MPCController:
         self.proprio_keys = [(name, int(size)) for name, size in payload.get("proprio_keys", [])]
         self.action_low = np.asarray(payload["action_low"], np.float32)
         self.action_high = np.asarray(payload["action_high"], np.float32)
+        #: ``Physics.render`` keywords of the frames a pixel model was trained on (size, camera, render flags): pass
+        #: them as ``dm_control.suite.wrappers.pixels.Wrapper(env, render_kwargs=...)``; None without pixels (and for
+        #: checkpoints written before they were recorded)
+        self.render_kwargs: dict[str, Any] | None = payload.get("render_kwargs")
         #: simulator steps per action the model was trained with: a raw simulator loop repeats each action this often
         self.action_repeat = int(payload["config"].get("env", {}).get("action_repeat", 1))
         self.planner_name = planner
