@@ -154,6 +154,6 @@ def run(quick: bool = False) -> dict:
     for obs_mode in ("pixels", "proprio"):
         vector += vector_scaling(obs_mode=obs_mode, agent_steps=100 if quick else 300)
     print_table("Vector env scaling (AsyncVectorEnv, agent steps/s)",
-                ["task", "obs", "processes", "steps/s", "× 1 process"],
+                ["task", "obs", "processes", "agent steps/s", "× 1 process"],
                 [[r["task"], r["obs"], r["processes"], r["agent_steps_per_s"], r["speedup_vs_1"]] for r in vector])
     return {"envs": single, "vector": vector}
