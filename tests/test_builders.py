@@ -5,6 +5,7 @@ flushed."""
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 import gymnasium as gym
@@ -17,6 +18,7 @@ from wm_robotics import builders
 from wm_robotics.builders import (
     build_behavior,
     build_world_model,
+    check_resumable,
     flush_denormals,
     resolve_device,
     set_torch_threads,
@@ -130,3 +132,18 @@ def test_auto_device_is_the_cpu_without_cuda_and_a_numbered_cuda_device_is_refus
     assert resolve_device("auto") == torch.device("cpu") == resolve_device("cpu")
     with pytest.raises(ValueError, match="device='cuda:1' but CUDA is not available"):
         resolve_device("cuda:1")
+
+
+def test_check_resumable_names_each_change_and_skips_what_an_older_checkpoint_did_not_record():
+    cfg = {"env": {"id": "cartpole-swingup-v0", "action_repeat": 2}, "obs_mode": "pixels+proprio"}
+    info = space_info(FieldsEnv())
+    check_resumable({"config": cfg, **info}, cfg, info)
+    older = {key: value for key, value in info.items() if key != "render_kwargs"}
+    check_resumable({"config": cfg, **older}, cfg, info)  # saved before checkpoints recorded how frames render
+    moved = {**info, "action_high": [1.0, 5.0], "render_kwargs": {"height": 8, "width": 8, "camera_id": 0}}
+    other_task = {**cfg, "env": {"id": "cartpole-balance-v0", "action_repeat": 2}}
+    with pytest.raises(ValueError, match=re.escape(
+            "other data (env.id 'cartpole-swingup-v0' -> 'cartpole-balance-v0'; render_kwargs {'height': 8, "
+            "'width': 8, 'camera_id': 1} -> {'height': 8, 'width': 8, 'camera_id': 0}; action_high [1.0, 4.0] -> "
+            "[1.0, 5.0])")):
+        check_resumable({"config": cfg, **info}, other_task, moved)

@@ -3,6 +3,7 @@ later files set aside), and scripts/train.py's resume: which config wins, Hydra'
 
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -174,3 +175,29 @@ def test_resume_names_the_run_folder_and_keeps_a_users_hydra_output_subdir(tmp_p
     result = subprocess.run([sys.executable, str(ROOT / "scripts/train.py"), f"resume={tmp_path}"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and f"no config.yaml in {tmp_path} (not a run folder)" in result.stderr
+
+
+@pytest.mark.parametrize("change, shown", [
+    ("env.action_repeat=4", "env.action_repeat 2 -> 4"),
+    ("env.id=cartpole-balance-v0", "env.id 'cartpole-swingup-v0' -> 'cartpole-balance-v0'"),
+    ("obs_mode=pixels+proprio", "obs_mode 'proprio' -> 'pixels+proprio'; obs_shapes {'proprio': [5]} -> {"),
+])
+def test_a_resume_that_would_change_the_data_its_replay_holds_is_refused_before_it_writes(tmp_path, change, shown):
+    Trainer(tiny_config("steps=120", "eval_every=1000"), tmp_path).run()
+    before = {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*") if path.is_file() and path.name != ".lock"}
+    resumed = Trainer(tiny_config("steps=240", "eval_every=1000", "resume=true", change), tmp_path)
+    with pytest.raises(ValueError, match=re.escape(shown) + ".*: a resumed run keeps the task, observations and "
+                                                            "action repeat its replay holds"):
+        resumed.start()
+    assert {path: path.stat().st_mtime_ns for path in before} == before  # checkpoint, config, metrics, episodes
+
+
+def test_a_resume_without_latest_pt_starts_over_and_keeps_the_earlier_attempts_best_pt(tmp_path, capsys):
+    Trainer(tiny_config("steps=160", "eval_every=80"), tmp_path).run()
+    best = (tmp_path / "checkpoints" / "best.pt").read_bytes()
+    (tmp_path / "checkpoints" / "latest.pt").unlink()  # killed between an evaluation and the next checkpoint
+    Trainer(tiny_config("steps=80", "eval_every=80", "resume=true"), tmp_path).run()
+    kept = list((tmp_path / "checkpoints").glob("best_superseded_*.pt"))
+    assert len(kept) == 1 and kept[0].read_bytes() == best
+    assert f"the earlier attempt's best.pt moved to {kept[0]}" in capsys.readouterr().out
+    assert (tmp_path / "checkpoints" / "best.pt").read_bytes() != best  # the new attempt's own

@@ -158,6 +158,22 @@ def test_non_finite_loss_or_gradient_stops_with_message_and_checkpoint_still_loa
         assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point()), name
 
 
+def test_a_nan_observation_from_the_env_is_named_before_the_agent_acts_on_it(tmp_path):
+    trainer = Trainer(tiny_config("steps=200", "eval_every=1000"), tmp_path)
+    real_step, calls = trainer.envs.step, {"n": 0}
+
+    def step(actions):
+        calls["n"] += 1
+        obs, *rest = real_step(actions)
+        if calls["n"] == 60:  # after the prefill: the agent acts on it
+            obs["proprio"][0, 2] = np.nan
+        return (obs, *rest)
+
+    trainer.envs.step = step
+    with pytest.raises(ValueError, match=r"observation 'proprio' holds NaN or inf \(envs \[0\]\)"):
+        trainer.run()
+
+
 def test_a_non_finite_loss_before_the_first_checkpoint_says_there_is_none(tmp_path, monkeypatch):
     trainer = Trainer(tiny_config("steps=400", "checkpoint_every=1000"), tmp_path)
     real_update = trainer.update

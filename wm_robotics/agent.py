@@ -51,7 +51,8 @@ class Agent:
         return self.behavior.to_env(action).cpu().numpy().astype(np.float32)
 
     def _check(self, obs: dict[str, np.ndarray], num_envs: int) -> None:
-        """ValueError saying what was expected when ``obs`` lacks a key or is not one row per env."""
+        """ValueError saying what was expected when ``obs`` lacks a key or is not one row per env, or where a float
+        observation holds NaN or inf (it would reach the model's state and the behaviour's distributions)."""
         missing = [key for key in self.model.obs_keys if key not in obs]
         if missing:
             raise ValueError(f"obs needs keys {list(self.model.obs_keys)}, got {sorted(obs)}")
@@ -60,6 +61,12 @@ class Agent:
         if shapes != expected:
             raise ValueError(f"obs must hold one row per env ({num_envs}, as is_first): shapes {expected}, "
                              f"got {shapes}")
+        for key in self.model.obs_keys:
+            value = np.asarray(obs[key])
+            if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+                envs = sorted({int(env) for env in np.argwhere(~np.isfinite(value))[:, 0]})
+                raise ValueError(f"observation {key!r} holds NaN or inf (envs {envs}): the simulator or a sensor "
+                                 "returned it; the model cannot act on it")
 
 
 def agent_from_checkpoint(payload: dict, device: torch.device) -> Agent:

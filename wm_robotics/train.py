@@ -29,7 +29,9 @@ from wm_robotics.agent import Agent
 from wm_robotics.builders import (
     build_behavior,
     build_world_model,
+    check_episodes_fit,
     check_model_settings,
+    check_resumable,
     check_schedule,
     flush_denormals,
     obs_shapes,
@@ -46,6 +48,7 @@ from wm_robotics.evaluation import evaluate_returns
 from wm_robotics.logger import MetricsLogger
 from wm_robotics.models.nets import adam, load_optimizer_state, parameter_groups
 from wm_robotics.precision import check_precision, compute_precision
+from wm_robotics.run_lock import RunLock
 from wm_robotics.video import annotate, upscale, write_video
 from wm_robotics.wm_metrics import goal_reaching, latent_health
 
@@ -93,6 +96,7 @@ class Trainer:
                                           "from now on") if cfg.get("compile") else None
         self.replay = SequenceReplay(self.run_dir / "episodes", cfg["replay_capacity"], cfg["seq_len"],
                                      cfg["batch_size"], cfg["seed"])
+        self._lock = RunLock(self.run_dir)  # before the first file this run writes
         self.logger = MetricsLogger(self.run_dir)
         self.counters = {"env_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0, "last_eval": -1, "burst": 0,
                          "best_eval": None}
@@ -129,6 +133,7 @@ class Trainer:
         # on the CPU: RNG and CMA-ES states must stay there; weights and optimiser states move to their
         # device as they load
         payload = load_checkpoint(self.checkpoint_path, map_location="cpu")
+        check_resumable(payload, self.cfg, self.space_info)
         try:
             self.model.load_state_dict(payload["model"])
             load_optimizer_state(self.model_opt, payload["model_opt"])
@@ -290,14 +295,8 @@ class Trainer:
             raise FileNotFoundError(f"offline.data={folder}: no episode files (*.npz) there; "
                                     f"scripts/collect.py writes them")
         steps = self.replay.load(folder)
-        needed = {f"obs/{key}": tuple(shape) for key, shape in self.space_info["obs_shapes"].items()}
-        needed["action"] = (len(self.space_info["action_low"]),)
-        stored = {key: shape for key, (shape, _) in self.replay.spec.items()}
-        wrong = {key: stored.get(key) for key, shape in needed.items() if stored.get(key) != shape}
-        if wrong:
-            raise ValueError(f"offline.data={folder}: episodes hold shapes {wrong}, this run "
-                             f"({self.cfg['env']['id']}, obs_mode={self.cfg['obs_mode']}) needs "
-                             f"{ {key: needed[key] for key in wrong} }")
+        check_episodes_fit(self.replay.spec, self.space_info,
+                           f"offline.data={folder}", f"{self.cfg['env']['id']}, obs_mode={self.cfg['obs_mode']}")
         print(f"offline: {steps:,} steps in {self.replay.num_episodes} episodes from {folder}")
         return steps
 
@@ -367,9 +366,13 @@ class Trainer:
                 temp.unlink()
         if self.checkpoint_path.exists():
             self.restore()
-        else:
-            self._reload(0)
-            print(f"resume: no checkpoint at {self.checkpoint_path} yet, starting from scratch")
+            return
+        if self.best_path.exists():  # the earlier attempt's best evaluation: the new attempt's would overwrite it
+            kept = self.best_path.with_name(f"best_superseded_{time.strftime('%Y%m%d-%H%M%S')}.pt")
+            self.best_path.rename(kept)
+            print(f"resume: the earlier attempt's best.pt moved to {kept} (copy it to latest.pt to continue from it)")
+        self._reload(0)
+        print(f"resume: no checkpoint at {self.checkpoint_path} yet, starting from scratch")
 
     def run(self) -> dict[str, float]:
         """Train until ``steps`` env steps (offline: ``offline.updates`` updates); returns the final evaluation."""
@@ -389,6 +392,7 @@ class Trainer:
             self.logger.close()
             if self.envs is not None:
                 self.envs.close()
+            self._lock.release()
         final = {k: v for k, v in self.logger.rows[-1].items()} if self.logger.rows else {}
         print(f"done: {self.counters['env_steps']:,} env steps, {self.counters['updates']:,} updates, "
               f"eval return {final.get('eval_return', float('nan')):.1f}, run folder {self.run_dir}")
