@@ -95,6 +95,9 @@ def resume_folder_as_run_dir(argv: list[str]) -> list[str]:
     if any(arg.startswith("hydra.output_subdir=") for arg in argv):
         return argv
     if _names_a_folder(resume) and not run_dirs:
+        if not (Path(resume) / "config.yaml").exists():  # refused before Hydra makes the folder (a typo's stray one)
+            raise SystemExit(f"train.py: resume={resume!r}: no config.yaml in {Path(resume).absolute()} (not a run "
+                             "folder)")
         return [*argv, f"hydra.run.dir={resume}", subdir]
     if run_dirs and (Path(run_dirs[-1]) / ".hydra").is_dir():
         return [*argv, subdir]

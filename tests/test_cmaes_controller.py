@@ -101,6 +101,18 @@ def test_checkpoint_loads_weights_only_and_resumes_evolution_exactly(one_torch_t
     assert second.es.countiter == first.es.countiter == saved_after + 2
 
 
+@pytest.mark.parametrize("saved_diagonal", [False, True])
+def test_a_state_of_the_other_covariance_kind_is_refused_by_name(one_torch_thread, saved_diagonal):
+    model = _deterministic_vmc()
+    saved = CMAESController(model.feature_dim, 2, population=4, rollouts=2, horizon=2, diagonal=saved_diagonal, seed=1)
+    saved.evolve(model, _start(model, 4), generations=1)
+    other = CMAESController(model.feature_dim, 2, population=4, rollouts=2, horizon=2, diagonal=not saved_diagonal)
+    kinds = ["full-covariance", "diagonal"]
+    with pytest.raises(ValueError, match=f"the saved CMA-ES is {kinds[saved_diagonal]}, this one "
+                                         f"{kinds[not saved_diagonal]}: behavior.diagonal cannot change"):
+        other.load_full_state_dict(saved.full_state_dict())
+
+
 def test_update_warms_up_then_evolves_every_nth_call(one_torch_thread):
     model = _deterministic_vmc()
     controller = CMAESController(model.feature_dim, 2, population=4, rollouts=2, horizon=2, warmup=2, every=3)

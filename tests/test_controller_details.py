@@ -117,3 +117,12 @@ def test_a_reversed_view_of_a_flat_proprio_array_acts_as_its_copy():
     controller.reset()
     torch.manual_seed(1)
     np.testing.assert_array_equal(action, controller.act(reversed_view.copy()))
+
+
+def test_a_goal_model_acting_before_set_goal_is_told_to_set_one():
+    env, payload = untrained_goal_reacher()
+    obs, _ = env.reset(seed=0)
+    env.close()
+    controller = MPCController(payload, device="cpu", planner="cem", candidates=8, elites=2, iterations=1, horizon=2)
+    with pytest.raises(ValueError, match=r"has no reward head: plan toward a goal instead \(MPCController.set_goal"):
+        controller.act(obs)

@@ -137,6 +137,8 @@ def test_hydra_style_resume_keeps_the_runs_saved_config(tmp_path):
     assert recorded == first_overrides and load_checkpoint(tmp_path)["config"]["command_overrides"] == first_overrides
     # a resume whose override does not fit the checkpoint stops before config.yaml or anything else is written
     (tmp_path / "checkpoints" / ".latest.pt-killed.tmp").write_bytes(b"half a checkpoint")  # a killed write's
+    (tmp_path / "videos").mkdir(exist_ok=True)
+    (tmp_path / "videos" / ".eval_00000080.mp4-killed.tmp").write_bytes(b"half a video")
     refused = subprocess.run([*train, "steps=120", "resume=true", "behavior.units=64"], capture_output=True, text=True,
                              timeout=300)
     assert refused.returncode != 0 and "does not fit this run's config" in refused.stderr
@@ -154,7 +156,8 @@ def test_hydra_style_resume_keeps_the_runs_saved_config(tmp_path):
                      "steps=120", "model.overrides={deter:32,units:32}"]
     assert recorded == first_overrides + again_applied  # not the ignored env=, ~model.grad_clip, model=xs
     assert load_checkpoint(tmp_path)["counters"]["env_steps"] == 120
-    assert not list((tmp_path / "checkpoints").glob(".*.tmp"))  # the killed write's temp file removed on resume
+    for folder in ("checkpoints", "videos"):  # the killed writes' temp files removed on resume
+        assert not list((tmp_path / folder).glob(".*.tmp")), folder
     first_hydra = (tmp_path / ".hydra" / "overrides.yaml").read_text()  # the first command's record is kept
     assert "- model.lr=7e-4" in first_hydra and "resume" not in first_hydra
     assert len(list((tmp_path / ".hydra").glob("resume_*/overrides.yaml"))) >= 1
@@ -162,8 +165,10 @@ def test_hydra_style_resume_keeps_the_runs_saved_config(tmp_path):
 
 def test_resume_names_the_run_folder_and_keeps_a_users_hydra_output_subdir(tmp_path):
     script = script_module("train")
-    argv = script.resume_folder_as_run_dir(["resume=runs/x", "steps=10"])
-    assert argv[:3] == ["resume=runs/x", "steps=10", "hydra.run.dir=runs/x"]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("seed: 0\n")
+    argv = script.resume_folder_as_run_dir([f"resume={tmp_path}/run", "steps=10"])
+    assert argv[:3] == [f"resume={tmp_path}/run", "steps=10", f"hydra.run.dir={tmp_path}/run"]
     assert argv[3].startswith("hydra.output_subdir=.hydra/resume_") and len(argv) == 4
     assert script.resume_folder_as_run_dir(["resume=runs/x", "hydra.output_subdir=null"]) == [
         "resume=runs/x", "hydra.output_subdir=null"]
@@ -175,6 +180,10 @@ def test_resume_names_the_run_folder_and_keeps_a_users_hydra_output_subdir(tmp_p
     result = subprocess.run([sys.executable, str(ROOT / "scripts/train.py"), f"resume={tmp_path}"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and f"no config.yaml in {tmp_path} (not a run folder)" in result.stderr
+    result = subprocess.run([sys.executable, str(ROOT / "scripts/train.py"), f"resume={tmp_path}/tpyo"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and f"no config.yaml in {tmp_path}/tpyo (not a run folder)" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "tpyo").exists()  # no stray folder for a typo
 
 
 @pytest.mark.parametrize("change, shown", [

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.configs import ROOT, composed, tiny_config
+from tests.configs import ROOT, composed, preset_config, tiny_config
 from wm_robotics.builders import resolve_device
 from wm_robotics.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from wm_robotics.data.episodes import list_episodes, load_episode
@@ -152,10 +152,28 @@ def test_non_finite_loss_or_gradient_stops_with_message_and_checkpoint_still_loa
     monkeypatch.setattr(trainer, "update", update)
     with pytest.raises(NonFiniteLossError, match=message):
         trainer.run()
-    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())  # never stepped with a NaN gradient
+    for network in (trainer.model, trainer.behavior):  # never stepped with a NaN gradient
+        assert all(torch.isfinite(p).all() for p in network.parameters())
     payload = torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=True)
     for name, weights in (("model", payload["model"]), ("behavior", payload["behavior"]["module"])):
         assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point()), name
+
+
+def test_a_nan_policy_prior_gradient_leaves_the_prior_unstepped(tmp_path, monkeypatch):
+    trainer = Trainer(preset_config("tdmpc_cpu", "steps=400"), tmp_path)  # TD-MPC2's prior lives in the world model
+    real_update, calls = trainer.update, {"n": 0}
+
+    def update():
+        calls["n"] += 1
+        if calls["n"] == 8:
+            next(trainer.model.policy.parameters()).register_hook(lambda grad: grad * float("nan"))
+        return real_update()
+
+    monkeypatch.setattr(trainer, "update", update)
+    with pytest.raises(NonFiniteLossError, match=r"behaviour metrics \['pi/grad_norm'\]"):
+        trainer.run()
+    weights = trainer.model.state_dict().values()
+    assert all(torch.isfinite(value).all() for value in weights if value.is_floating_point())
 
 
 def test_a_nan_observation_from_the_env_is_named_before_the_agent_acts_on_it(tmp_path):

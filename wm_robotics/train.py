@@ -361,7 +361,7 @@ class Trainer:
         self._started = True
         if not self.cfg["resume"]:
             return
-        for folder in (self.run_dir, self.checkpoint_path.parent, self.replay.directory):
+        for folder in (self.run_dir, self.checkpoint_path.parent, self.replay.directory, self.run_dir / "videos"):
             for temp in folder.glob(".*.tmp"):  # one run writes its folder: these are no one's
                 temp.unlink()
         if self.checkpoint_path.exists():

@@ -210,8 +210,9 @@ class ActorCritic(ActionBounds):
         actor_loss.backward(inputs=list(self.actor.parameters()))  # never into the model or critic
         actor_grad_norm = nn.utils.clip_grad_norm_(self.actor.parameters(), self.grad_clip)
         critic_grad_norm = nn.utils.clip_grad_norm_(self.critic.parameters(), self.grad_clip)
-        self.actor_opt.step()
-        self.critic_opt.step()
+        for grad_norm, optimizer in ((actor_grad_norm, self.actor_opt), (critic_grad_norm, self.critic_opt)):
+            if torch.isfinite(grad_norm):  # else the network keeps its weights and the Trainer stops on the metric
+                optimizer.step()
         self._update_slow_critic()
 
         return loss_metrics({"actor/loss": actor_loss, "actor/entropy": entropy.detach().mean(),

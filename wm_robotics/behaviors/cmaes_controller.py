@@ -100,6 +100,10 @@ def cma_state(es: cma.CMAEvolutionStrategy) -> dict[str, Any]:
 
 def load_cma_state(es: cma.CMAEvolutionStrategy, state: dict[str, Any]) -> None:
     """Restore what :func:`cma_state` saved into a strategy built with the same settings."""
+    kinds = {True: "full-covariance", False: "diagonal"}
+    if ("sm.C" in state) != ("sm.C" in _fields(es)):  # a diagonal sampler has no matrices
+        raise ValueError(f"the saved CMA-ES is {kinds['sm.C' in state]}, this one {kinds['sm.C' in _fields(es)]}: "
+                         "behavior.diagonal cannot change when a run resumes")
     missing = [path for path in _fields(es) if path not in state]
     if missing:
         raise ValueError(f"CMA-ES state lacks {missing}; it was saved by another version of this controller")

@@ -106,7 +106,8 @@ class MPCBehavior(ActionBounds):
         self.pi_opt.zero_grad(set_to_none=True)
         loss.backward(inputs=prior)
         grad_norm = nn.utils.clip_grad_norm_(prior, self.grad_clip)
-        self.pi_opt.step()
+        if torch.isfinite(grad_norm):  # else the prior keeps its weights and the Trainer stops on the metric
+            self.pi_opt.step()
         self.pi_opt.zero_grad(set_to_none=True)  # the model's own optimiser must never step the prior
         return loss_metrics({"pi/loss": loss, "pi/entropy": -log_prob.detach().mean(), "pi/q_mean": q.detach().mean(),
                              "pi/q_scale": self.q_scale, "pi/grad_norm": grad_norm})

@@ -65,7 +65,8 @@ class RewardObjective:
         features = model.features(states)  # (N, H, F)
         reward = model.predict_reward(features)
         if reward is None:
-            raise ValueError(f"{type(model).__name__} has no reward head; plan with a GoalObjective instead")
+            raise ValueError(f"{type(model).__name__} has no reward head: plan toward a goal instead "
+                             "(MPCController.set_goal(goal_obs), or a GoalObjective)")
         cont = model.predict_continue(features)
         step = torch.full_like(reward, self.discount) if cont is None else self.discount * cont  # (N, H)
         after = step.cumprod(-1)  # (N, H): weight of whatever comes after step t
