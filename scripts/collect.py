@@ -28,7 +28,10 @@ def main(cfg: DictConfig) -> None:
         env = envs.make_env(cfg.env.id, **envs.env_kwargs(cfg))
     except (ValueError, gym.error.Error) as error:  # bad settings or an unknown env id: one line, no traceback
         raise SystemExit(f"collect.py: {error}") from error
-    paths = collect_episodes(env, random_policy(env.action_space, cfg.seed), cfg.episodes, cfg.out, cfg.seed)
+    try:
+        paths = collect_episodes(env, random_policy(env.action_space, cfg.seed), cfg.episodes, cfg.out, cfg.seed)
+    except FileExistsError as error:  # checked before the first episode
+        raise SystemExit(f"collect.py: {error}") from error
     episodes = [load_episode(p) for p in paths]
     returns = [float(ep["reward"].sum()) for ep in episodes]
     print(f"{len(paths)} episodes of {cfg.env.id} -> {paths[0].parent.resolve()}")

@@ -8,7 +8,7 @@ from torch import nn
 
 import wm_robotics.envs as envs
 from wm_robotics.agent import Agent, check_task
-from wm_robotics.data.episodes import load_episode
+from wm_robotics.data.episodes import list_episodes, load_episode
 from wm_robotics.models.base import WorldModel
 from wm_robotics.rollout import collect_episodes, random_policy
 
@@ -73,3 +73,15 @@ def test_collected_episodes_are_named_and_seeded_from_the_seed_and_reproducible(
     for episode, same in zip(runs[0], again):
         for key in episode:
             np.testing.assert_array_equal(episode[key], same[key])  # the policy's actions too
+
+
+def test_collecting_into_a_folder_never_overwrites_its_episode_files(tmp_path):
+    env = envs.make_env("cartpole-swingup-v0", max_episode_steps=3)
+    first = collect_episodes(env, random_policy(env.action_space, 0), 3, tmp_path, seed=0, progress=False)
+    kept = [path.read_bytes() for path in first]
+    with pytest.raises(FileExistsError, match=r"already holds \['episode-000001.npz', 'episode-000002.npz'\]: "
+                                              r"episode files are named by their seed; collect with seed=3"):
+        collect_episodes(env, random_policy(env.action_space, 1), 5, tmp_path, seed=1, progress=False)
+    assert [path.read_bytes() for path in first] == kept and len(list_episodes(tmp_path)) == 3
+    more = collect_episodes(env, random_policy(env.action_space, 3), 2, tmp_path, seed=3, progress=False)
+    assert [path.name for path in more] == ["episode-000003.npz", "episode-000004.npz"]

@@ -147,3 +147,9 @@ def test_check_resumable_names_each_change_and_skips_what_an_older_checkpoint_di
             "'width': 8, 'camera_id': 1} -> {'height': 8, 'width': 8, 'camera_id': 0}; action_high [1.0, 4.0] -> "
             "[1.0, 5.0])")):
         check_resumable({"config": cfg, **info}, other_task, moved)
+    offline = {**cfg, "offline": {"data": "/data/reacher", "updates": 10}}  # its clock counts updates, not env steps
+    with pytest.raises(ValueError, match=r"other data \(training 'online' -> 'offline'\)"):
+        check_resumable({"config": {**cfg, "offline": {"data": None}}, **info}, offline, info)
+    with pytest.raises(ValueError, match=r"other data \(training 'offline' -> 'online'\)"):
+        check_resumable({"config": offline, **info}, cfg, info)
+    check_resumable({"config": offline, **info}, {**offline, "offline": {"data": "/moved/reacher"}}, info)

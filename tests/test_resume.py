@@ -195,8 +195,8 @@ def test_a_resume_that_would_change_the_data_its_replay_holds_is_refused_before_
     Trainer(tiny_config("steps=120", "eval_every=1000"), tmp_path).run()
     before = {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*") if path.is_file() and path.name != ".lock"}
     resumed = Trainer(tiny_config("steps=240", "eval_every=1000", "resume=true", change), tmp_path)
-    with pytest.raises(ValueError, match=re.escape(shown) + ".*: a resumed run keeps the task, observations and "
-                                                            "action repeat its replay holds"):
+    with pytest.raises(ValueError, match=re.escape(shown) + ".*: a resumed run keeps the task, observations, "
+                                                            "action repeat and offline or online training"):
         resumed.start()
     assert {path: path.stat().st_mtime_ns for path in before} == before  # checkpoint, config, metrics, episodes
 

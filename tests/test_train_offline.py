@@ -75,3 +75,23 @@ def test_offline_data_that_does_not_fit_gives_a_clear_error(tmp_path, episode_fo
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match="no episode files"):
         Trainer(tiny_config(f"offline.data={empty}", "offline.updates=5"), tmp_path / "run").run()
+
+
+def test_offline_data_is_checked_before_the_run_folder_is_claimed(tmp_path, episode_folder):
+    command = [sys.executable, str(ROOT / "scripts/train.py"), *TINY, *OFFLINE, "offline.updates=5"]
+    for data, message in ((tmp_path / "missing", "no episode files (*.npz) there"),
+                          (episode_folder, "no episode has seq_len=64 observations to train on")):
+        run = tmp_path / f"run_{data.name}"
+        result = subprocess.run([*command, f"offline.data={data}", "seq_len=64", f"hydra.run.dir={run}"],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
+        assert not (run / "config.yaml").exists()  # the corrected command can use the same folder
+
+
+def test_an_offline_folder_larger_than_the_replay_says_what_it_left_out(tmp_path, episode_folder, capsys):
+    config = tiny_config(f"offline.data={episode_folder}", "offline.updates=1", "replay_capacity=50")
+    trainer = Trainer(config, tmp_path)
+    trainer.start()
+    assert trainer.replay.num_episodes == 2  # 21 observations each: the newest two fit in 50
+    assert f"offline: 42 steps in 2 episodes from {episode_folder} (the 2 oldest files left out: replay_capacity=50)" \
+        in capsys.readouterr().out

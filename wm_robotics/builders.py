@@ -138,27 +138,20 @@ def space_info(env: gym.Env) -> dict[str, Any]:
 def check_resumable(saved: dict[str, Any], cfg: dict[str, Any], info: dict[str, Any]) -> None:
     """ValueError when resuming checkpoint payload ``saved`` with run config ``cfg`` on an env of ``space_info``
     ``info`` would change the data its replay holds: the task, observation mode, action repeat, observation shapes,
-    proprio fields, action bounds or how frames render (keys a checkpoint does not record are not compared)."""
+    proprio fields, action bounds, how frames render (keys a checkpoint does not record are not compared), or whether
+    it trains offline (``offline.data``; the clock its metrics and periods count in)."""
     was = saved["config"]
+    def mode(config: dict[str, Any]) -> str:
+        return "offline" if (config.get("offline") or {}).get("data") else "online"
     changes = [f"{name} {old!r} -> {new!r}" for name, old, new in (
         ("env.id", was["env"]["id"], cfg["env"]["id"]), ("obs_mode", was.get("obs_mode"), cfg.get("obs_mode")),
-        ("env.action_repeat", was["env"].get("action_repeat"), cfg["env"].get("action_repeat"))) if old != new]
+        ("env.action_repeat", was["env"].get("action_repeat"), cfg["env"].get("action_repeat")),
+        ("training", mode(was), mode(cfg))) if old != new]
     changes += [f"{key} {saved[key]!r} -> {now!r}" for key, now in info.items() if key in saved and saved[key] != now]
     if changes:
         raise ValueError(f"the run was trained on other data ({'; '.join(changes)}): a resumed run keeps the task, "
-                         "observations and action repeat its replay holds; start a new run to change them")
-
-
-def check_episodes_fit(spec: dict[str, tuple], info: dict[str, Any], source: str, run: str) -> None:
-    """ValueError when episodes of replay ``spec`` (key: (shape, dtype)) from ``source`` do not hold the observation
-    and action shapes of an env of ``space_info`` ``info`` (the ``run`` named in the message)."""
-    needed = {f"obs/{key}": tuple(shape) for key, shape in info["obs_shapes"].items()}
-    needed["action"] = (len(info["action_low"]),)
-    stored = {key: shape for key, (shape, _) in spec.items()}
-    wrong = {key: stored.get(key) for key, shape in needed.items() if stored.get(key) != shape}
-    if wrong:
-        raise ValueError(f"{source}: episodes hold shapes {wrong}, this run ({run}) needs "
-                         f"{ {key: needed[key] for key in wrong} }")
+                         "observations, action repeat and offline or online training of its replay; start a new run "
+                         "to change them")
 
 
 def untrained_payload(cfg: dict[str, Any], env: gym.Env) -> dict[str, Any]:

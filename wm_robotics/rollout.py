@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
-from wm_robotics.data.episodes import EpisodeRecorder, save_episode
+from wm_robotics.data.episodes import EpisodeRecorder, episode_index, list_episodes, save_episode
 
 Policy = Callable[[dict], np.ndarray]
 
@@ -36,9 +36,17 @@ def run_episode(env: gym.Env, policy: Policy, seed: int | None = None) -> dict[s
 def collect_episodes(
     env: gym.Env, policy: Policy, episodes: int, out_dir: str | Path, seed: int = 0, progress: bool = True
 ) -> list[Path]:
-    """Run ``episodes`` episodes (seeds ``seed``, ``seed+1``, …) and save each as its own file."""
+    """Run ``episodes`` episodes (seeds ``seed``, ``seed+1``, …) and save each as its own file, named by its seed; a
+    file of those names already in ``out_dir`` is a ``FileExistsError`` before any episode runs (never overwritten)."""
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes <= 0:
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
+    taken = [name for name in (f"episode-{seed + index:06d}.npz" for index in range(episodes))
+             if (Path(out_dir) / name).exists()]
+    if taken:
+        free = 1 + max(episode_index(path) or 0 for path in list_episodes(out_dir))
+        raise FileExistsError(f"{out_dir} already holds {taken[:3]}{' ...' if len(taken) > 3 else ''}: episode files "
+                              f"are named by their seed; collect with seed={free} (after the folder's last) or into "
+                              "another folder")
     paths = []
     bar = tqdm(range(episodes), desc="collect", unit="ep", disable=not progress)
     for index in bar:

@@ -29,7 +29,6 @@ from wm_robotics.agent import Agent
 from wm_robotics.builders import (
     build_behavior,
     build_world_model,
-    check_episodes_fit,
     check_model_settings,
     check_resumable,
     check_schedule,
@@ -42,7 +41,8 @@ from wm_robotics.builders import (
 from wm_robotics.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from wm_robotics.compiled import CompiledCall
 from wm_robotics.control import MPCController
-from wm_robotics.data.episodes import EpisodeRecorder, list_episodes
+from wm_robotics.data.episodes import EpisodeRecorder
+from wm_robotics.data.offline import load_offline
 from wm_robotics.data.replay import SequenceReplay, to_torch
 from wm_robotics.evaluation import evaluate_returns
 from wm_robotics.logger import MetricsLogger
@@ -290,15 +290,8 @@ class Trainer:
 
     def _load_offline(self) -> int:
         """Fill the replay from ``offline.data``; a clear error when it is empty or does not fit this run."""
-        folder = Path(self.offline)
-        if not list_episodes(folder):
-            raise FileNotFoundError(f"offline.data={folder}: no episode files (*.npz) there; "
-                                    f"scripts/collect.py writes them")
-        steps = self.replay.load(folder)
-        check_episodes_fit(self.replay.spec, self.space_info,
-                           f"offline.data={folder}", f"{self.cfg['env']['id']}, obs_mode={self.cfg['obs_mode']}")
-        print(f"offline: {steps:,} steps in {self.replay.num_episodes} episodes from {folder}")
-        return steps
+        return load_offline(self.replay, self.offline, self.space_info,
+                            f"{self.cfg['env']['id']}, obs_mode={self.cfg['obs_mode']}")
 
     def _periodic(self, total: int, metrics: dict[str, float], bar: tqdm, boundary: bool) -> None:
         """Log, evaluate and checkpoint when their periods (in the run's clock) have passed."""
@@ -360,6 +353,8 @@ class Trainer:
             return
         self._started = True
         if not self.cfg["resume"]:
+            if self.offline:  # loaded and checked before the run writes anything
+                self._load_offline()
             return
         for folder in (self.run_dir, self.checkpoint_path.parent, self.replay.directory, self.run_dir / "videos"):
             for temp in folder.glob(".*.tmp"):  # one run writes its folder: these are no one's
@@ -378,8 +373,6 @@ class Trainer:
         """Train until ``steps`` env steps (offline: ``offline.updates`` updates); returns the final evaluation."""
         cfg = self.cfg
         self.start()
-        if self.offline and not self.replay.num_steps:
-            self._load_offline()
         total = cfg["offline"]["updates"] if self.offline else cfg["steps"]
         bar = tqdm(total=total, initial=self.clock, unit="update" if self.offline else "step",
                    desc=cfg["experiment_name"], dynamic_ncols=True, mininterval=1.0)
