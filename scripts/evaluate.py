@@ -71,7 +71,8 @@ def main(cfg: DictConfig) -> None:
         raise SystemExit(f"evaluate.py: {error}") from error
     for name in ("planner_settings", "goal_energy"):
         if cfg[name] is not None and not OmegaConf.is_dict(cfg[name]):
-            raise SystemExit(f"evaluate.py: {name} must be a dict such as {name}={{key:value}}, got {cfg[name]!r}")
+            raise SystemExit(f"evaluate.py: {name} must be a dict such as '{name}={{key:value,key2:value}}' (quoted, "
+                             f"or bash splits it at the comma), got {cfg[name]!r}")
     settings = OmegaConf.to_container(cfg.planner_settings) if cfg.planner_settings else None
     goal_energy = OmegaConf.to_container(cfg.goal_energy) if cfg.goal_energy else None
     try:
@@ -114,7 +115,9 @@ def _compare_reports(paths: list[Path]) -> None:
 
     rows = [["env", *(r["env"] for r in reports)], ["env steps", *(f"{r['env_steps']:,}" for r in reports)],
             ["training overrides", *(_configuration(r) for r in reports)],
-            ["return", *(f"{r['return_mean']:.1f} ± {r['return_std']:.1f}" for r in reports)]]
+            ["return", *(f"{r['return_mean']:.1f} ± {r['return_std']:.1f}" for r in reports)],
+            ["open loop: H, context", *((f"{r['open_loop']['horizons'][-1]}, {r['open_loop']['context']}"
+                                         if r.get("open_loop") else "-") for r in reports)]]
     for key in ("latent_l2_relative", "proprio_nmse", "pixel_mse", "reward_mae"):
         rows += [[f"{key} h=1", *(pick(r, "open_loop", key, 0) for r in reports)],
                  [f"{key} h=H", *(pick(r, "open_loop", key, -1) for r in reports)]]

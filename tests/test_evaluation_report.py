@@ -212,6 +212,9 @@ def test_write_report_names_every_file_after_the_json_path_and_keeps_the_old_rep
         write_report({**REPORT, "seconds": {"returns": object()}}, tmp_path / "seed3.json")
     assert json.loads((tmp_path / "seed3.json").read_text()) == REPORT
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted(path.name for path in written)  # no temp files
+    returns_only = write_report({**REPORT, "open_loop": None, "action_sensitivity": None}, tmp_path / "seed3.json")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["seed3.json", "seed3.md"] == [
+        path.name for path in returns_only]  # the earlier report's plots would describe another evaluation
 
 
 def test_compare_plots_each_task_apart_and_leaves_out_rows_no_report_has(tmp_path, capsys):

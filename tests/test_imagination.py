@@ -6,11 +6,12 @@ import pytest
 import torch
 
 import wm_robotics.envs as envs
-from tests.configs import tiny_config
+from tests.configs import tiny_config, untrained_goal_reacher
 from tests.test_video import PositionModel
 from wm_robotics import imagination_video
 from wm_robotics.agent import agent_from_checkpoint
 from wm_robotics.builders import untrained_payload
+from wm_robotics.data.episodes import EpisodeRecorder
 from wm_robotics.imagination import Imagination, imagine_episode
 from wm_robotics.imagination_video import export_imagination_video, imagination_frames, planner_strip
 from wm_robotics.rollout import random_policy, run_episode
@@ -204,3 +205,18 @@ def test_planner_strip_plans_afresh_at_each_step_and_shows_the_decoded_plan_with
     plan_lines = [lines for lines in annotations if lines[0].startswith("h=")]
     assert [lines[0] for lines in plan_lines] == ["h=1", "h=2"] * 2
     assert all(len(lines) == 2 and lines[1].startswith("r ") for lines in plan_lines)
+
+
+def test_a_planner_view_of_a_model_without_reward_is_refused_before_any_video_is_written(tmp_path):
+    env, payload = untrained_goal_reacher()  # jepa_goal: pixels decoded by its probe, no reward head
+    obs, _ = env.reset(seed=0)
+    recorder = EpisodeRecorder(obs)
+    for _ in range(4):
+        action = env.action_space.sample()
+        recorder.add(action, *env.step(action)[:4])
+    env.close()
+    with pytest.raises(ValueError, match="the planner view plans on predicted reward and the checkpoint's model has "
+                                         "no reward head"):
+        export_imagination_video(payload, tmp_path / "clip.mp4", source=[recorder.episode()], context=2, horizon=2,
+                                 size=32, planner_steps=[0], planner="cem", planner_horizon=2)
+    assert not list(tmp_path.iterdir())

@@ -65,6 +65,7 @@ def test_compare_gives_the_last_horizon_and_a_runs_best_evaluation(tmp_path, cap
     script.compare(["--compare", str(tmp_path / "report.json"), "--out", str(tmp_path / "c.png")])
     rows = {line.split("  ")[0]: line.split() for line in capsys.readouterr().out.splitlines()}
     assert rows["proprio_nmse h=H"][-1] == "0.6" and rows["reward_mae h=H"][-1] == "0.06"
+    assert rows["open loop: H, context"][-2:] == ["6,", str(REPORT["open_loop"]["context"])]  # what H is, per report
     script.compare(["--compare", str(run), "--out", str(tmp_path / "c.png")])
     [row] = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("run  dreamer")]
     assert row[4:7] == ["3,000", "300.0", "500.0"]  # env steps, final eval, best eval

@@ -91,6 +91,9 @@ def test_pixel_model_video_frames_layout_and_planner_strip(checkpoints, tmp_path
     assert frames.shape == (2 * (STEPS + 1), SIZE, 3 * SIZE + 2 * 2, 3)  # real | imagined | |error|
     assert paths[1].name == "clip_planner.png"
     assert iio.imread(paths[1]).shape[:2] == (2 * SIZE + 2, 5 * SIZE + 4 * 2)  # 2 steps × (real + 4 plan frames)
+    again = export_imagination_video(checkpoints["pixels"], tmp_path / "clip.mp4", episodes=1, context=3, horizon=8,
+                                     size=SIZE, device="cpu")
+    assert again == [tmp_path / "clip.mp4"] and not paths[1].exists()  # the earlier strip showed the earlier plans
 
 
 def test_missing_pixel_decoder_falls_back_to_error_curves(checkpoints, tmp_path, capsys):

@@ -341,6 +341,12 @@ def _save(figure: Any, path: str) -> Path:
 
 
 def write_report(report: dict[str, Any], out: str | os.PathLike) -> list[Path]:
-    """Write ``out`` (JSON, atomically), ``out`` with ``.md`` and the PNGs; return their paths."""
+    """Write ``out`` (JSON, atomically), ``out`` with ``.md`` and the PNGs; return their paths. A plot an earlier
+    report of that name had and this one has not (e.g. ``open_loop=false``) is removed, so none describes another."""
     written = write_json_and_markdown(report_json_path(out), report, markdown(report))
-    return [*written, *plot_report(report, written[0].with_suffix(""))]
+    plots = plot_report(report, written[0].with_suffix(""))
+    for kind in ("open_loop", "sensitivity"):
+        stale = written[0].with_name(f"{written[0].stem}_{kind}.png")
+        if stale not in plots:
+            stale.unlink(missing_ok=True)
+    return [*written, *plots]

@@ -156,6 +156,9 @@ def export_imagination_video(
     device = resolve_device(device)
     agent = agent_from_checkpoint(payload, device)
     model, run_cfg = agent.model, payload["config"]
+    if planner_steps and model.predict_reward(torch.zeros(1, 1, model.feature_dim, device=device)) is None:
+        raise ValueError(f"the planner view plans on predicted reward and {checkpoint}'s model has no reward head "
+                         "(a goal model: evaluate.py's goal episodes show how it plans toward goals)")
     if source is None:
         import wm_robotics.envs as envs
 
@@ -189,6 +192,7 @@ def export_imagination_video(
         print(f"episode {index}: {len(episode['action'])} steps, return {episode['reward'].sum():.1f}, "
               f"mean latent RMS error of the imagined steps {error:.3f}")
     paths = [write_video(out, frames, fps)]
+    strip_path = Path(out).with_name(f"{Path(out).stem}_planner.png")
     if planner_steps:
         real = runs[0][1]
         if results[0].pixels is None or real is None:
@@ -196,6 +200,7 @@ def export_imagination_video(
         else:
             strip = planner_strip(payload, device, results[0], real, planner_steps, planner, planner_horizon, size)
             if strip is not None:
-                path = Path(out).with_name(f"{Path(out).stem}_planner.png")
-                paths.append(write_atomic(path, lambda handle: iio.imwrite(handle, strip, extension=".png")))
+                paths.append(write_atomic(strip_path, lambda handle: iio.imwrite(handle, strip, extension=".png")))
+    if strip_path not in paths:  # an earlier video's strip beside this one would show another run's plans
+        strip_path.unlink(missing_ok=True)
     return paths

@@ -17,7 +17,8 @@ def load_offline(replay: SequenceReplay, folder: str | os.PathLike, info: dict[s
     do not fit the ``run`` whose env has ``space_info`` ``info``."""
     folder, files = Path(folder), list_episodes(folder)
     if not files:
-        raise FileNotFoundError(f"offline.data={folder}: no episode files (*.npz) there; scripts/collect.py writes them")
+        raise FileNotFoundError(f"offline.data={folder}: no episode files (*.npz) there; scripts/collect.py writes "
+                                "them")
     steps = replay.load(folder)
     check_episodes_fit(replay, info, f"offline.data={folder}", run)
     left_out = len(files) - replay.num_episodes
