@@ -28,7 +28,7 @@ def test_round_trip_in_fresh_process_on_raw_dm_control(checkpoint):
     script = (
         "import sys, numpy as np\n"
         "from wm_robotics import MPCController\n"
-        "assert 'hydra' not in sys.modules\n"
+        "assert not {'hydra', 'cma', 'matplotlib.pyplot'} & set(sys.modules), sys.modules  # nor a plot backend\n"
         "from dm_control import suite\n"
         "controller = MPCController.from_checkpoint(sys.argv[1], device='cpu', samples=64, iterations=2)\n"
         "env = suite.load('cartpole', 'swingup', task_kwargs={'random': 0})\n"

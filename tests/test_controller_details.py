@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.configs import tiny_config, untrained_goal_reacher
+from tests.configs import preset_config, tiny_config, untrained_goal_reacher
 from wm_robotics.behaviors.planning import GoalObjective
 from wm_robotics.control import MPCController, uint8_pixels
 
@@ -126,3 +126,54 @@ def test_a_goal_model_acting_before_set_goal_is_told_to_set_one():
     controller = MPCController(payload, device="cpu", planner="cem", candidates=8, elites=2, iterations=1, horizon=2)
     with pytest.raises(ValueError, match=r"has no reward head: plan toward a goal instead \(MPCController.set_goal"):
         controller.act(obs)
+
+
+def _frame_goal_controller():
+    import wm_robotics.envs as envs
+    from wm_robotics.builders import untrained_payload
+
+    cfg = preset_config("jepa_goal_frame")
+    env = envs.make_env(cfg["env"]["id"], **envs.env_kwargs(cfg))
+    torch.manual_seed(0)
+    controller = MPCController(untrained_payload(cfg, env), device="cpu", planner="cem", candidates=8, elites=2,
+                               iterations=1, horizon=2)
+    return env, controller
+
+
+def test_a_refused_goal_frame_leaves_the_previous_goal_corrected_at_every_step():
+    env, controller = _frame_goal_controller()
+    obs, info = env.reset(seed=0)
+    controller.set_goal(info["goal_pixels"])
+    objective = controller.planner.objective
+    with pytest.raises(ValueError, match=r"the goal frame must have shape \(64, 64, 3\), got \(32, 64, 3\)"):
+        controller.set_goal(info["goal_pixels"][:32])
+    with pytest.raises(ValueError, match=r"the goal is a frame .* got a dict of \['proprio'\]"):
+        controller.set_goal({"proprio": obs["proprio"]})
+    controller.act(obs)
+    before = objective.goal.clone()
+    for _ in range(3):
+        obs, *_ = env.step(env.action_space.high)
+    controller.act(obs)
+    env.close()
+    assert controller.planner.objective is objective and not torch.equal(before, objective.goal)  # still moved
+
+
+def test_a_time_step_a_torch_device_and_a_bare_image_get_what_a_robot_loop_needs():
+    from collections import OrderedDict, namedtuple
+
+    controller = _untrained_controller()
+    time_step = namedtuple("TimeStep", "step_type reward discount observation")(  # dm_env.TimeStep's fields
+        0, None, None, OrderedDict(position=np.zeros(3), velocity=np.zeros(2)))
+    with pytest.raises(ValueError, match=r"got a dm_control TimeStep: pass its observation \(time_step.observation\)"):
+        controller.act(time_step)
+    assert controller.act(time_step.observation).shape == (1,)
+    import wm_robotics.envs as envs
+    from wm_robotics.builders import untrained_payload
+
+    cfg = tiny_config("obs_mode=pixels")
+    env = envs.make_env(cfg["env"]["id"], **envs.env_kwargs(cfg))
+    pixel_model = MPCController(untrained_payload(cfg, env), device=torch.device("cpu"), planner="policy")
+    env.close()
+    assert pixel_model.device == torch.device("cpu")
+    with pytest.raises(ValueError, match=r"this model needs a dict with keys \['pixels'\] \(a dm_control or "):
+        pixel_model.act(np.zeros((64, 64, 3), np.uint8))

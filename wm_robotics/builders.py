@@ -14,8 +14,9 @@ from wm_robotics.checks import positive_int
 from wm_robotics.models.base import WorldModel
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` → CUDA when present, else CPU; ``cpu``/``cuda``/``cuda:N`` as given."""
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` → CUDA when present, else CPU; ``cpu``/``cuda``/``cuda:N`` (or a ``torch.device``) as given."""
+    device = str(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():

@@ -150,6 +150,8 @@ class MPCController:
         """Normalise a raw dm_control dict (with ``pixels`` beside its fields for a pixels+proprio model, as
         dm_control's ``pixels.Wrapper(pixels_only=False)`` gives), a Gym ``Dict`` observation or a flat proprio
         array."""
+        if hasattr(obs, "step_type") and hasattr(obs, "observation"):  # a dm_env TimeStep, not what it observed
+            raise ValueError("got a dm_control TimeStep: pass its observation (time_step.observation)")
         if isinstance(obs, Mapping) and not set(self.obs_shapes) <= set(obs):
             others = set(self.obs_shapes) - {"proprio"}  # given as they are: pixels
             if "proprio" not in self.obs_shapes or "proprio" in obs or not others <= set(obs):
@@ -168,8 +170,8 @@ class MPCController:
             obs = {**{key: obs[key] for key in self.obs_shapes if key in obs}, "proprio": np.concatenate(fields)}
         elif not isinstance(obs, Mapping):
             if set(self.obs_shapes) != {"proprio"}:
-                raise ValueError("a flat array works for proprio-only models; this one needs "
-                                 f"{sorted(self.obs_shapes)}")
+                raise ValueError(f"this model needs a dict with keys {sorted(self.obs_shapes)} (a dm_control or "
+                                 "Gymnasium observation); a bare array works for proprio-only models")
             obs = {"proprio": obs}
         out = {}
         for key, shape in self.obs_shapes.items():
@@ -190,16 +192,16 @@ class MPCController:
         the goal frame (H, W, C) uint8, or a dict holding it as ``"pixels"``."""
         if self.planner is None:
             raise ValueError("set_goal needs a planner ('mppi' or 'cem'), not planner='policy'")
-        kwargs = self._goal_kwargs
-        self._frame_goal = None
+        kwargs, frame_goal = self._goal_kwargs, None  # nothing changes until the new goal is read
         if self.from_frame:
             index = kwargs["proprio_index"]
             goal = self.model.read_pose({"pixels": self._goal_frame(goal_obs)[None]})[0].index_select(-1, index)
             angles = torch.isin(index, self.model.pose.angles)
             unbounded = torch.isin(index, torch.tensor(self.unbounded_angles, dtype=torch.long, device=index.device))
-            self._frame_goal = FrameGoal(goal, angles, unbounded, self.pose_feedback)
+            frame_goal = FrameGoal(goal, angles, unbounded, self.pose_feedback)
         else:
             goal = self._compared(self.encode(goal_obs))
+        self._frame_goal = frame_goal
         self._drift = (DriftEstimate(goal.shape, self.drift_correction, self.device) if self.drift_correction
                        else None)
         # its own copy of the goal: act updates a frame goal in place
@@ -266,6 +268,9 @@ class MPCController:
 
     def _goal_frame(self, goal_obs: Any) -> np.ndarray:
         """The goal frame of ``goal_obs`` (an image or a dict with ``"pixels"``), shape-checked."""
+        if isinstance(goal_obs, Mapping) and "pixels" not in goal_obs:
+            raise ValueError(f"the goal is a frame (goal_energy.from_frame): an image {self.obs_shapes['pixels']} or "
+                             f"a dict holding it as 'pixels', got a dict of {sorted(goal_obs)}")
         frame = uint8_pixels(goal_obs["pixels"] if isinstance(goal_obs, Mapping) else goal_obs, "the goal frame")
         if frame.shape != self.obs_shapes["pixels"]:
             raise ValueError(f"the goal frame must have shape {self.obs_shapes['pixels']}, got {frame.shape}")
