@@ -48,14 +48,28 @@ def physics_render_kwargs(height: int, width: int, camera_id: int, fast: bool) -
     return kwargs
 
 
+#: Whether this process rendered, or was forked from one that had: a forked copy of a rendering process hangs in
+#: its first frame (the OpenGL driver's threads and locks do not survive a fork), so it is refused instead.
+_RENDER_STATE = {"rendered": False, "forked_after_render": False}
+os.register_at_fork(after_in_child=lambda: _RENDER_STATE.update(forked_after_render=_RENDER_STATE["rendered"]))
+
+
 def render_frame(physics: Physics, height: int, width: int, camera_id: int, fast: bool) -> np.ndarray:
-    """Render one contiguous uint8 H×W×3 frame, with an actionable error when OpenGL is missing.
+    """Render one contiguous uint8 H×W×3 frame, with an actionable error when OpenGL is missing or the process
+    was forked from one that had rendered (the frame would never come).
 
     dm_control returns a vertically flipped view (negative strides), which torch cannot wrap;
     the frame is made contiguous here, once, for every consumer.
     """
+    if _RENDER_STATE["forked_after_render"]:
+        raise RenderingError(
+            "this process was forked from one that had already rendered, and its first frame would hang: start "
+            "vector envs with the 'spawn' method (make_vector_env does by default; gymnasium.make_vec(..., "
+            "vectorization_mode='async', vector_kwargs={'context': 'spawn'}))")
     try:
-        return np.ascontiguousarray(physics.render(**physics_render_kwargs(height, width, camera_id, fast)))
+        frame = np.ascontiguousarray(physics.render(**physics_render_kwargs(height, width, camera_id, fast)))
+        _RENDER_STATE["rendered"] = True
+        return frame
     except ValueError:  # a frame larger than the offscreen buffer or an unknown camera: the caller's, not OpenGL's
         raise
     except Exception as error:  # noqa: BLE001 - every GL failure gets the same advice

@@ -37,14 +37,16 @@ def env_kwargs(cfg: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def _worker_env(full_id: str, **kwargs: Any) -> gym.Env:
+def _worker_env(full_id: str, parent: int, **kwargs: Any) -> gym.Env:
     """Build one worker's env; Mesa's llvmpipe renders on one thread per worker process.
 
     llvmpipe spreads each frame over every core by default, so N worker processes would each
     fight for all cores; one render thread per process scales with the number of processes.
-    An ``LP_NUM_THREADS`` the user set is kept.
+    An ``LP_NUM_THREADS`` the user set is kept, and the ``parent`` process (pid), which builds one env to read
+    the spaces, keeps rendering on every core.
     """
-    os.environ.setdefault("LP_NUM_THREADS", "1")
+    if os.getpid() != parent:
+        os.environ.setdefault("LP_NUM_THREADS", "1")
     return gym.make(f"wm_robotics.envs:{full_id}", **kwargs)
 
 
@@ -75,7 +77,7 @@ def make_vector_env(
     if not (num_envs > 1 if asynchronous is None else asynchronous):
         fns = [partial(gym.make, f"wm_robotics.envs:{full}", **kwargs) for _ in range(num_envs)]
         return gym.vector.SyncVectorEnv(fns, autoreset_mode=autoreset_mode)
-    fns = [partial(_worker_env, full, **kwargs) for _ in range(num_envs)]
+    fns = [partial(_worker_env, full, os.getpid(), **kwargs) for _ in range(num_envs)]
     return gym.vector.AsyncVectorEnv(fns, context=context, autoreset_mode=autoreset_mode)
 
 

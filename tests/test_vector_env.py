@@ -89,5 +89,24 @@ def test_a_worker_renders_on_one_thread_unless_the_user_chose(async_calls, monke
     monkeypatch.setenv("LP_NUM_THREADS", "4")
     assert make_worker().unwrapped.image_size == 32 and os.environ["LP_NUM_THREADS"] == "4"
     monkeypatch.delenv("LP_NUM_THREADS")
+    make_worker()  # the parent builds one to read the spaces: its own rendering keeps every core
+    assert "LP_NUM_THREADS" not in os.environ
+    parent = os.getpid()
+    monkeypatch.setattr(os, "getpid", lambda: parent + 1)  # as in a worker process
     make_worker()
     assert os.environ["LP_NUM_THREADS"] == "1"
+
+
+def test_a_worker_forked_from_a_process_that_rendered_refuses_to_render_instead_of_hanging():
+    from wm_robotics.envs import make_env
+    from wm_robotics.envs.rendering import RenderingError
+
+    rendering = make_env("cartpole-swingup-v0", obs_mode="pixels", image_size=32)
+    rendering.reset(seed=0)  # this process has rendered: a fork of it would hang in its first frame
+    rendering.close()
+    envs = make_vector_env("cartpole-swingup-v0", 2, context="fork", obs_mode="pixels", image_size=32)
+    try:
+        with pytest.raises(RenderingError, match=r"forked from one that had already rendered.*'spawn'"):
+            envs.reset(seed=0)
+    finally:
+        envs.close(terminate=True)
