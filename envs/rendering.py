@@ -51,7 +51,8 @@ def physics_render_kwargs(height: int, width: int, camera_id: int, fast: bool) -
 #: Whether this process rendered, or was forked from one that had: a forked copy of a rendering process hangs in
 #: its first frame (the OpenGL driver's threads and locks do not survive a fork), so it is refused instead.
 _RENDER_STATE = {"rendered": False, "forked_after_render": False}
-os.register_at_fork(after_in_child=lambda: _RENDER_STATE.update(forked_after_render=_RENDER_STATE["rendered"]))
+if hasattr(os, "register_at_fork"):  # POSIX only; elsewhere there is no fork
+    os.register_at_fork(after_in_child=lambda: _RENDER_STATE.update(forked_after_render=_RENDER_STATE["rendered"]))
 
 
 def render_frame(physics: Physics, height: int, width: int, camera_id: int, fast: bool) -> np.ndarray:

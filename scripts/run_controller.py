@@ -66,17 +66,18 @@ def main() -> None:
     domain, task = suite_task(config["env"]["id"])
     returns, actions, start = [], 0, time.perf_counter()
     for episode in range(args.episodes):
-        env = suite.load(domain, task, task_kwargs={"random": args.seed + episode})
+        env = raw = suite.load(domain, task, task_kwargs={"random": args.seed + episode})
         if controller.render_kwargs is not None:  # a pixel model: dm_control renders the frames it was trained on
-            env = pixels.Wrapper(env, pixels_only="proprio" not in controller.obs_shapes,
+            env = pixels.Wrapper(raw, pixels_only="proprio" not in controller.obs_shapes,
                                  render_kwargs=controller.render_kwargs)
         time_step, total = env.reset(), 0.0
         controller.reset()
         while not time_step.last():
             action = controller.act(time_step.observation)
             actions += 1
-            for _ in range(controller.action_repeat):  # the model was trained with this action repeat
-                time_step = env.step(action)
+            for repeat in range(controller.action_repeat):  # the model was trained with this action repeat
+                last = repeat == controller.action_repeat - 1  # only the frame the controller sees next is rendered
+                time_step = (env if last else raw).step(action)
                 total += time_step.reward
                 if time_step.last():
                     break

@@ -81,12 +81,26 @@ def test_run_controller_repeats_each_action_sums_rewards_and_seeds_episodes_in_t
 @pytest.mark.parametrize("obs_mode, pixels_only", [("pixels", True), ("pixels+proprio", False)])
 def test_run_controller_renders_a_pixel_models_frames_with_its_render_kwargs(monkeypatch, capsys, obs_mode,
                                                                               pixels_only):
-    script, wrapped = script_module("run_controller"), []
-    monkeypatch.setattr(script.pixels, "Wrapper", lambda env, **kwargs: wrapped.append(kwargs) or env)
+    script, wrapped, rendered = script_module("run_controller"), [], []
+
+    class Wrapper:  # dm_control's pixels.Wrapper renders at every step it forwards
+        def __init__(self, env, **kwargs):
+            self.env = env
+            wrapped.append(kwargs)
+
+        def step(self, action):
+            rendered.append(self.env.steps + 1)
+            return self.env.step(action)
+
+        def __getattr__(self, name):
+            return getattr(self.env, name)
+
+    monkeypatch.setattr(script.pixels, "Wrapper", Wrapper)
     render_kwargs = {"height": 8, "width": 8, "camera_id": 1}
     envs = _run_controller(monkeypatch, {"obs_mode": obs_mode, "env": {"id": "cartpole-swingup-v0"}},
                            "--episodes", "2", render_kwargs=render_kwargs)
     assert wrapped == [{"pixels_only": pixels_only, "render_kwargs": render_kwargs}] * 2 and len(envs) == 2
+    assert rendered == [2, 4] * 2  # repeat 2: the first step of each action is not rendered, nor step 5 (the end)
     assert "return 15.0 ± 0.0 over 2 episodes" in capsys.readouterr().out
 
 

@@ -7,10 +7,15 @@ beside the one still running) is refused instead of writing its episode files an
 
 from __future__ import annotations
 
-import fcntl
 import os
 import socket
+import warnings
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not a POSIX system: runs go unlocked
+    fcntl = None
 
 
 class RunFolderBusyError(RuntimeError):
@@ -25,17 +30,23 @@ class RunLock:
         self.path = Path(run_dir) / ".lock"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._handle = self.path.open("a+")
+        me = f"pid {os.getpid()} on {socket.gethostname()}"
         try:
-            fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if fcntl is not None:
+                fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._handle.seek(0)
             holder = self._handle.read().strip() or "unknown"
             self._handle.close()
-            raise RunFolderBusyError(f"{self.path.parent} is being trained by another process ({holder}); wait for "
-                                     "it to end (or stop it) before resuming this run") from None
+            who = ("an earlier Trainer of this process: close() it or let its run() end" if holder == me else
+                   f"another process ({holder}); wait for it to end (or stop it) before resuming this run")
+            raise RunFolderBusyError(f"{self.path.parent} is being trained by {who}") from None
+        except OSError as error:  # a filesystem without flock (Lustre without -o flock, some FUSE or SMB mounts)
+            warnings.warn(f"cannot lock {self.path} ({error}): nothing stops a second process from training this "
+                          "run folder at the same time", stacklevel=2)
         self._handle.seek(0)
         self._handle.truncate()
-        self._handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        self._handle.write(f"{me}\n")
         self._handle.flush()
 
     def release(self) -> None:

@@ -1,13 +1,13 @@
 """The training loop every preset shares: collect → update → imagine → evaluate → checkpoint.
 
 Counters: ``env_steps`` counts control steps (agent steps × action repeat, as the envs report them in
-``info["control_steps"]``: an episode's last agent step repeats only up to the suite's 1000), the unit of
-published DMC results; ``train_ratio`` is replayed steps per *agent* step (DreamerV3's
-convention), so ``updates ≈ train_ratio · agent_steps / (batch_size · seq_len)``.
+``info["control_steps"]``: an episode's last agent step repeats only up to the suite's 1000), the unit of published DMC
+results; ``train_ratio`` is replayed steps per *agent* step (DreamerV3's convention), so ``updates ≈ train_ratio ·
+agent_steps / (batch_size · seq_len)``.
 
-Offline mode (``offline.data=<folder of episode files>``, e.g. written by ``scripts/collect.py``)
-never steps the simulator for data: it trains ``offline.updates`` gradient steps on those
-episodes, and its clock (metrics ``step``, evaluation and checkpoint periods) is the update count.
+Offline mode (``offline.data=<folder of episode files>``, e.g. written by ``scripts/collect.py``) never steps the
+simulator for data: it trains ``offline.updates`` gradient steps on those episodes, and its clock (metrics ``step``,
+evaluation and checkpoint periods) is the update count.
 """
 
 from __future__ import annotations
@@ -96,8 +96,6 @@ class Trainer:
                                           "from now on") if cfg.get("compile") else None
         self.replay = SequenceReplay(self.run_dir / "episodes", cfg["replay_capacity"], cfg["seq_len"],
                                      cfg["batch_size"], cfg["seed"])
-        self._lock = RunLock(self.run_dir)  # before the first file this run writes
-        self.logger = MetricsLogger(self.run_dir)
         self.counters = {"env_steps": 0, "agent_steps": 0, "updates": 0, "episodes": 0, "last_eval": -1, "burst": 0,
                          "best_eval": None}
         self._last: dict[str, float] = {}  # clock of the last log / checkpoint; time and counters at the last log row
@@ -105,6 +103,8 @@ class Trainer:
         self.best_path = self.run_dir / "checkpoints" / "best.pt"
         self.space_info = space_info(self.eval_env)
         self._started = False
+        self._lock = RunLock(self.run_dir)  # last but the logger: the first file this run writes
+        self.logger = MetricsLogger(self.run_dir)
 
     # ----------------------------------------------------------------- checkpoints
     def payload(self) -> dict[str, Any]:
@@ -206,9 +206,8 @@ class Trainer:
 
     def _last_good(self) -> str:
         """What a run stopped by a non-finite loss resumes from, for its message."""
-        if self.checkpoint_path.exists():
-            return f"the last good checkpoint {self.checkpoint_path} is unchanged"
-        return f"no checkpoint was written yet ({self.checkpoint_path}; resume=true would start the run over)"
+        return (f"the last good checkpoint {self.checkpoint_path} is unchanged" if self.checkpoint_path.exists() else
+                f"no checkpoint was written yet ({self.checkpoint_path}; resume=true would start the run over)")
 
     def updates_owed(self) -> int:
         """Updates due by the train ratio, counted from the end of the prefill, where ``pretrain_updates``
@@ -346,28 +345,39 @@ class Trainer:
             self._periodic(total, train_metrics, bar, boundary=True)
 
     def start(self) -> None:
-        """Pick a resumed run up where it was: its checkpoint and replay restored (an attempt killed before its first
-        checkpoint: its episodes set aside), the temp files a killed write left removed. A checkpoint that does not
-        fit the config raises here, before the run writes anything; ``run`` calls it unless it was called."""
+        """Load an offline run's data, or pick a resumed run up where it was: its checkpoint and replay restored (an
+        attempt killed before its first checkpoint: its episodes set aside), killed writes' temp files removed. What
+        does not fit raises here, before the run writes anything, and closes the Trainer; ``run`` calls it once."""
         if self._started:
             return
         self._started = True
-        if not self.cfg["resume"]:
-            if self.offline:  # loaded and checked before the run writes anything
-                self._load_offline()
-            return
-        for folder in (self.run_dir, self.checkpoint_path.parent, self.replay.directory, self.run_dir / "videos"):
-            for temp in folder.glob(".*.tmp"):  # one run writes its folder: these are no one's
-                temp.unlink()
-        if self.checkpoint_path.exists():
-            self.restore()
-            return
-        if self.best_path.exists():  # the earlier attempt's best evaluation: the new attempt's would overwrite it
-            kept = self.best_path.with_name(f"best_superseded_{time.strftime('%Y%m%d-%H%M%S')}.pt")
-            self.best_path.rename(kept)
-            print(f"resume: the earlier attempt's best.pt moved to {kept} (copy it to latest.pt to continue from it)")
-        self._reload(0)
-        print(f"resume: no checkpoint at {self.checkpoint_path} yet, starting from scratch")
+        try:
+            if not self.cfg["resume"]:
+                if self.offline:  # loaded and checked before the run writes anything
+                    self._load_offline()
+                return
+            for folder in (self.run_dir, self.checkpoint_path.parent, self.replay.directory, self.run_dir / "videos"):
+                for temp in folder.glob(".*.tmp"):  # one run writes its folder: these are no one's
+                    temp.unlink()
+            if self.checkpoint_path.exists():
+                self.restore()
+                return
+            if self.best_path.exists():  # the earlier attempt's best evaluation: the new attempt's would overwrite it
+                kept = self.best_path.with_name(f"best_superseded_{time.strftime('%Y%m%d-%H%M%S')}.pt")
+                self.best_path.rename(kept)
+                print(f"resume: the earlier attempt's best.pt moved to {kept}, the run starts over")
+            self._reload(0)
+            print(f"resume: no checkpoint at {self.checkpoint_path} yet, starting from scratch")
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Close the logger and envs and free the run folder for another Trainer (``run`` does when it ends)."""
+        self.logger.close()
+        if self.envs is not None:
+            self.envs.close()
+        self._lock.release()
 
     def run(self) -> dict[str, float]:
         """Train until ``steps`` env steps (offline: ``offline.updates`` updates); returns the final evaluation."""
@@ -382,10 +392,7 @@ class Trainer:
             (self._train_offline if self.offline else self._train_online)(total, bar)
         finally:
             bar.close()
-            self.logger.close()
-            if self.envs is not None:
-                self.envs.close()
-            self._lock.release()
+            self.close()
         final = {k: v for k, v in self.logger.rows[-1].items()} if self.logger.rows else {}
         print(f"done: {self.counters['env_steps']:,} env steps, {self.counters['updates']:,} updates, "
               f"eval return {final.get('eval_return', float('nan')):.1f}, run folder {self.run_dir}")
