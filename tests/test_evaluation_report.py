@@ -200,6 +200,7 @@ def test_the_video_shows_the_first_episode_and_the_report_names_it(untrained_run
     assert report["video"] == str(tmp_path / "clip.gif")
     frames = iio.imread(tmp_path / "clip.gif")
     assert frames.shape[:3] == (9, 256, 256)  # the reset frame and one per step of the first episode alone
+    assert iio.immeta(tmp_path / "clip.gif")["duration"] == 20  # ms: cartpole at repeat 2 plays 50 steps a second
 
 
 def test_write_report_names_every_file_after_the_json_path_and_keeps_the_old_report_when_one_fails(tmp_path):

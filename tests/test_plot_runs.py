@@ -1,5 +1,7 @@
 """Learning-curve plots and tables: the budget's references, axes from zero, step headers, fresh output folders."""
 
+import re
+
 import numpy as np
 
 from wm_robotics import plots
@@ -41,3 +43,24 @@ def test_table_steps_are_sorted_and_fractional_thousands_kept(tmp_path):
     table = eval_table({"late": [late], "early": [early]})
     assert table.splitlines()[0] == "| run | 2.5k | 5k | 7.5k | 12.5k |"
     assert "| late, late | – | – | 3.0 | 4.0 |" in table and "| **early, mean** | 1.0 | 2.0 | – | – |" in table
+
+
+def test_runs_of_another_task_or_of_two_tasks_are_refused_by_name(tmp_path):
+    import pytest
+
+    folders = {}
+    for task in ("cartpole-swingup", "reacher-easy"):
+        folder = tmp_path / task
+        folder.mkdir()
+        (folder / "config.yaml").write_text(f"env:\n  id: {task}-v0\n")
+        _csv(folder / "metrics.csv", [(10000, 100), (20000, 200)])
+        folders[task] = folder
+    csv_alone = _csv(tmp_path / "alone.csv", [(10000, 100), (20000, 200)])  # names no task: taken as asked
+    plot_runs({"a": [folders["cartpole-swingup"], csv_alone]}, "cartpole-swingup", tmp_path / "ok.png")
+    for runs, task, trained in (([folders["cartpole-swingup"], folders["reacher-easy"]], "cartpole-swingup",
+                                 "['cartpole-swingup', 'reacher-easy']"),
+                                ([folders["reacher-easy"]], "cartpole-swingup", "['reacher-easy']")):
+        with pytest.raises(ValueError, match=f"the run folders trained on {re.escape(trained)} and the plot is for "
+                                             f"--task {task}: plot each task apart"):
+            plot_runs({"a": runs}, task, tmp_path / "p.png")
+    assert not (tmp_path / "p.png").exists()

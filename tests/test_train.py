@@ -8,6 +8,7 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
@@ -25,6 +26,8 @@ def test_run_folder_layout_and_metrics(tmp_path):
     rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
     assert {"step", "episode_return", "eval_return", "loss/total"} <= set(rows[0])
     assert "eval_return" in final and len(list((tmp_path / "videos").glob("*.mp4"))) == 1
+    [video] = (tmp_path / "videos").glob("*.mp4")
+    assert iio.immeta(video, plugin="FFMPEG")["fps"] == 50  # cartpole at action repeat 2: 50 actions per second
     payload = load_checkpoint(tmp_path / "checkpoints" / "latest.pt")
     assert payload["counters"]["env_steps"] == 200 and payload["counters"]["updates"] > 0
     assert len(list((tmp_path / "episodes").glob("*.npz"))) == 200 // 40

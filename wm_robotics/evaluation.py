@@ -47,7 +47,7 @@ from wm_robotics.builders import resolve_device
 from wm_robotics.checkpoint import checkpoint_file, load_checkpoint
 from wm_robotics.control import MPCController, preset_planner
 from wm_robotics.data.episodes import EpisodeRecorder
-from wm_robotics.video import annotate, upscale, video_path, write_video
+from wm_robotics.video import annotate, real_time_fps, upscale, video_path, write_video
 
 
 @dataclass
@@ -192,7 +192,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, episodes: int = 10, seed:
     seconds["returns"] = time.perf_counter() - clock
     if video is not None:
         frames = [annotate(upscale(f, 256), [env_id, f"t={t}"]) for t, f in enumerate(returns.frames)]
-        report["video"] = str(write_video(video, frames))
+        report["video"] = str(write_video(video, frames, real_time_fps(env.metadata, video)))
     model, low, high = agent.model, payload["action_low"], payload["action_high"]
     shortest = min(returns.lengths) + 1  # observations in the shortest episode
     if (open_loop or sensitivity) and context + horizon > shortest:

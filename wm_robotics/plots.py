@@ -6,8 +6,10 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import re
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -36,13 +38,22 @@ def eval_curve(run: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return steps, returns
 
 
+def _run_setting(run: str | Path, key: str) -> Any:
+    """``key`` of a run folder's ``config.yaml``; None for a metrics CSV on its own (or a key it lacks)."""
+    config = Path(run) / "config.yaml"
+    return None if Path(run).suffix == ".csv" or not config.exists() else OmegaConf.select(OmegaConf.load(config), key)
+
+
 def run_clock(run: str | Path) -> str:
     """What a run's metrics ``step`` counts: "updates" for an offline run folder (its ``config.yaml`` sets
     ``offline.data``), else "env steps" (a CSV on its own is taken as an online run's)."""
-    config = Path(run) / "config.yaml"
-    if Path(run).suffix == ".csv" or not config.exists():
-        return "env steps"
-    return "updates" if OmegaConf.select(OmegaConf.load(config), "offline.data") else "env steps"
+    return "updates" if _run_setting(run, "offline.data") else "env steps"
+
+
+def run_task(run: str | Path) -> str | None:
+    """The task a run folder trained on: its env id without the version (``cartpole-swingup``); None for a CSV."""
+    env_id = _run_setting(run, "env.id")
+    return None if env_id is None else re.sub(r"-v\d+$", "", env_id)
 
 
 def _common_curves(runs: list[str | Path]) -> tuple[np.ndarray, np.ndarray]:
@@ -80,6 +91,10 @@ def plot_runs(runs: dict[str, list[str | Path]], task: str, out: str | Path, bud
     if len(clocks) > 1:
         raise ValueError("the runs mix online runs (env steps) and offline runs (updates): plot them apart")
     clock = clocks.pop()
+    tasks = {run_task(run) for folders in runs.values() for run in folders} - {None}
+    if len(tasks) > 1 or tasks - {task}:  # runs averaged across tasks, or drawn under another task's references
+        raise ValueError(f"the run folders trained on {sorted(tasks)} and the plot is for --task {task}: plot each "
+                         "task apart, under its own name")
     figure, axis = plt.subplots(figsize=(6.4, 4.0))
     for label, folders in runs.items():
         steps, returns = _common_curves(folders)

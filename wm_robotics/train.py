@@ -49,7 +49,7 @@ from wm_robotics.logger import MetricsLogger
 from wm_robotics.models.nets import adam, load_optimizer_state, parameter_groups
 from wm_robotics.precision import check_precision, compute_precision
 from wm_robotics.run_lock import RunLock
-from wm_robotics.video import annotate, upscale, write_video
+from wm_robotics.video import annotate, real_time_fps, upscale, write_video
 from wm_robotics.wm_metrics import goal_reaching, latent_health
 
 
@@ -234,7 +234,8 @@ class Trainer:
             unit = "updates" if self.offline else "env steps"
             frames = [annotate(upscale(f, 256), [f"{cfg['env']['id']} @ {step:,} {unit}", f"t={t}"])
                       for t, f in enumerate(report.frames)]
-            write_video(self.run_dir / "videos" / f"eval_{step:08d}.mp4", frames, fps=25)
+            path = self.run_dir / "videos" / f"eval_{step:08d}.mp4"
+            write_video(path, frames, real_time_fps(self.eval_env.metadata, path))
         self.counters["last_eval"] = step
         latent = {}
         if self.replay.can_sample:  # collapse diagnostics (RankMe, per-dim std) on a replay batch

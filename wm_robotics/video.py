@@ -74,7 +74,14 @@ def check_panel_size(size: int, name: str = "size") -> int:
     return positive_int(f"{name} (a panel side in pixels)", size)
 
 
-def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: int = 25) -> Path:
+def real_time_fps(metadata: dict, path: str | os.PathLike) -> float:
+    """The frame rate at which an env's frames play in real time (its ``metadata["render_fps"]``: agent steps per
+    simulated second; 25 without one), at most 50 for a GIF (what viewers play)."""
+    fps = float(metadata.get("render_fps") or 25)
+    return min(fps, 50.0) if Path(path).suffix == ".gif" else fps
+
+
+def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float = 25) -> Path:
     """Write uint8 frames to ``path`` (.mp4 via ffmpeg or .gif), atomically.
 
     H.264 needs even sizes: an MP4 frame of odd height or width gets one white row / column. A GIF's frame delay is
