@@ -243,3 +243,19 @@ def test_removing_a_bookkeeping_key_does_not_make_a_configuration():
     configuration = script_module("evaluate")._configuration
     assert configuration({"train_overrides": ["~video", "++eval_every=5", "model.lr=1e-3"]}) == "model.lr=1e-3"
     assert configuration({"train_overrides": ["~model.overrides.deter"]}) == "~model.overrides.deter"
+
+
+def test_compare_plots_goal_task_runs_and_names_a_plot_it_cannot_draw_without_a_traceback(tmp_path, capsys):
+    script = script_module("evaluate")
+    runs = []
+    for name, extra in [("goal", ""), ("online", ""), ("offline", "offline:\n  data: /data/x\n")]:
+        run = tmp_path / name
+        run.mkdir()
+        task = "reacher-easy-goal-v1" if name == "goal" else "cartpole-swingup-v0"
+        (run / "config.yaml").write_text(f"seed: 0\nexperiment_name: {name}\nenv:\n  id: {task}\n{extra}")
+        (run / "metrics.csv").write_text("step,eval_return\n1000,100\n2000,200\n")
+        runs.append(str(run))
+    script.compare(["--compare", *runs, "--out", str(tmp_path / "c.png")])
+    captured = capsys.readouterr()
+    assert (tmp_path / "c_reacher-easy-goal.png").is_file()  # the v1 goal run under its own task name
+    assert "no plot of cartpole-swingup: the runs mix online runs (env steps) and offline runs" in captured.err

@@ -50,10 +50,16 @@ def run_clock(run: str | Path) -> str:
     return "updates" if _run_setting(run, "offline.data") else "env steps"
 
 
+def task_name(env_id: str) -> str:
+    """``wm_robotics/cartpole-swingup-v0`` → ``cartpole-swingup`` (the published_results.json name; a goal task keeps
+    its ``-goal``)."""
+    return re.sub(r"-v\d+$", "", env_id.split("/")[-1])
+
+
 def run_task(run: str | Path) -> str | None:
-    """The task a run folder trained on: its env id without the version (``cartpole-swingup``); None for a CSV."""
+    """The task a run folder trained on (``task_name`` of its env id); None for a metrics CSV on its own."""
     env_id = _run_setting(run, "env.id")
-    return None if env_id is None else re.sub(r"-v\d+$", "", env_id)
+    return None if env_id is None else task_name(env_id)
 
 
 def _common_curves(runs: list[str | Path]) -> tuple[np.ndarray, np.ndarray]:
