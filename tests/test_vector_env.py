@@ -97,7 +97,7 @@ def test_a_worker_renders_on_one_thread_unless_the_user_chose(async_calls, monke
     assert os.environ["LP_NUM_THREADS"] == "1"
 
 
-@pytest.mark.filterwarnings("ignore:.*ERROR:.*:UserWarning")  # Gymnasium logs the worker's error as it re-raises it
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Gymnasium logs the worker's error as it re-raises it
 def test_a_worker_forked_from_a_process_that_rendered_refuses_to_render_instead_of_hanging():
     from wm_robotics.envs import make_env
     from wm_robotics.envs.rendering import RenderingError
