@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
-from wm_robotics.data.episodes import EpisodeRecorder, episode_index, list_episodes, save_episode
+from wm_robotics.data.episodes import EpisodeRecorder, next_episode_index, save_episode
 
 Policy = Callable[[dict], np.ndarray]
 
@@ -40,18 +40,17 @@ def collect_episodes(
     file of those names already in ``out_dir`` is a ``FileExistsError`` before any episode runs (never overwritten)."""
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes <= 0:
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
-    taken = [name for name in (f"episode-{seed + index:06d}.npz" for index in range(episodes))
-             if (Path(out_dir) / name).exists()]
+    targets = [Path(out_dir) / f"episode-{seed + index:06d}.npz" for index in range(episodes)]
+    taken = [path.name for path in targets if path.exists()]
     if taken:
-        free = 1 + max(episode_index(path) or 0 for path in list_episodes(out_dir))
         raise FileExistsError(f"{out_dir} already holds {taken[:3]}{' ...' if len(taken) > 3 else ''}: episode files "
-                              f"are named by their seed; collect with seed={free} (after the folder's last) or into "
-                              "another folder")
+                              f"are named by their seed; collect with seed={next_episode_index(out_dir)} (after the "
+                              "folder's last) or into another folder")
     paths = []
     bar = tqdm(range(episodes), desc="collect", unit="ep", disable=not progress)
     for index in bar:
         episode = run_episode(env, policy, seed=seed + index)
         total = float(episode["reward"].sum())
-        paths.append(save_episode(Path(out_dir) / f"episode-{seed + index:06d}.npz", episode))
+        paths.append(save_episode(targets[index], episode))
         bar.set_postfix(ret=f"{total:.1f}", steps=len(episode["action"]))
     return paths

@@ -78,6 +78,11 @@ def episode_index(path: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def next_episode_index(folder: str | os.PathLike) -> int:
+    """One past the largest ``episode-<n>`` number among ``folder``'s episode files (0 for none): a new name's."""
+    return max((index for path in list_episodes(folder) if (index := episode_index(path)) is not None), default=-1) + 1
+
+
 def list_episodes(folder: str | os.PathLike) -> list[Path]:
     """Complete episode files in ``folder``, oldest first: ``episode-<n>`` files by their number (past 999999 it
     outgrows the zero padding of the name), after other names in name order; temp files are skipped."""

@@ -17,7 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from wm_robotics.data.episodes import episode_index, list_episodes, load_episode, save_episode, validate_episode
+from wm_robotics.data.episodes import (
+    episode_index,
+    list_episodes,
+    load_episode,
+    next_episode_index,
+    save_episode,
+    validate_episode,
+)
 
 _GROWTH = 1.5
 
@@ -125,10 +132,7 @@ class SequenceReplay:
 
     def _scan_next_file(self) -> int:
         """One past the largest ``episode-<index>`` in the directory, so new names never collide."""
-        if self.directory is None or not self.directory.is_dir():
-            return 0
-        indices = [episode_index(path) for path in self.directory.glob("*.npz")]
-        return max((index for index in indices if index is not None), default=-1) + 1
+        return 0 if self.directory is None else next_episode_index(self.directory)
 
     def _align(self, episode: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Observation-aligned arrays (T+1 entries each) in the Dreamer convention; checks the spec."""
